@@ -1,0 +1,96 @@
+"""The event log: append (idempotent, serialised so positions follow commit order) and read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, RowMapping, func, insert, select
+
+from store import tables as t
+from store.events import Event, NewEvent, parse_payload, utcnow
+
+# pg_advisory_xact_lock key for appends: one writer at a time keeps positions gap-free and in commit
+# order, which is what lets projections and readers trust "everything up to position N".
+APPEND_LOCK_KEY = 0x63726D6C6F67  # "crmlog"
+
+
+def lock_for_append(connection: Connection) -> None:
+    """Serialise appenders until this transaction ends (SQLite's BEGIN IMMEDIATE already does)."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})")
+
+
+def find_by_key(connection: Connection, idempotency_key: str) -> Event | None:
+    row = connection.execute(select(t.events).where(t.events.c.idempotency_key == idempotency_key)).first()
+    return to_event(row._mapping) if row is not None else None
+
+
+def insert_event(connection: Connection, new: NewEvent, recorded_at: datetime | None = None) -> Event:
+    """Insert one event; the caller holds the append lock and has checked the key."""
+    recorded = recorded_at or utcnow()
+    values: dict[str, Any] = {
+        "id": new.id,
+        "stream": new.stream,
+        "type": new.type,
+        "version": type(new.payload).VERSION,
+        "payload": new.payload.model_dump(mode="json", exclude_defaults=False),
+        "actor": new.actor,
+        "source": new.source,
+        "confidence": new.confidence,
+        "correlation_id": new.correlation_id,
+        "causation_id": new.causation_id,
+        "occurred_at": new.occurred_at or recorded,
+        "recorded_at": recorded,
+        "idempotency_key": new.idempotency_key,
+    }
+    position = connection.execute(insert(t.events).values(values).returning(t.events.c.position)).scalar_one()
+    return Event(position=position, **{**values, "payload": new.payload})
+
+
+def to_event(row: RowMapping) -> Event:
+    return Event(
+        position=row["position"],
+        id=row["id"],
+        stream=row["stream"],
+        type=row["type"],
+        version=row["version"],
+        payload=parse_payload(row["type"], row["version"], row["payload"]),
+        actor=row["actor"],
+        source=row["source"],
+        confidence=row["confidence"],
+        correlation_id=row["correlation_id"],
+        causation_id=row["causation_id"],
+        occurred_at=row["occurred_at"],
+        recorded_at=row["recorded_at"],
+        idempotency_key=row["idempotency_key"],
+    )
+
+
+def read_all(engine: Engine, after: int = 0, batch: int = 5_000, until: int | None = None) -> Iterator[Event]:
+    """Every event after position `after`, in order, fetched in batches (bounded memory)."""
+    while True:
+        query = select(t.events).where(t.events.c.position > after)
+        if until is not None:
+            query = query.where(t.events.c.position <= until)
+        with engine.connect() as connection:
+            rows = connection.execute(query.order_by(t.events.c.position).limit(batch)).all()
+        if not rows:
+            return
+        for row in rows:
+            yield to_event(row._mapping)
+        after = rows[-1]._mapping["position"]
+
+
+def read_streams(connection: Connection, streams: list[str], until: datetime | None = None) -> list[Event]:
+    """The events of some streams in log order, optionally only those that occurred by `until`."""
+    query = select(t.events).where(t.events.c.stream.in_(streams))
+    if until is not None:
+        query = query.where(t.events.c.occurred_at <= until)
+    return [to_event(row._mapping) for row in connection.execute(query.order_by(t.events.c.position))]
+
+
+def head(connection: Connection) -> int:
+    """The highest position in the log (0 when empty)."""
+    return connection.execute(select(func.coalesce(func.max(t.events.c.position), 0))).scalar_one()

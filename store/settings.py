@@ -1,0 +1,137 @@
+"""Settings, read from the environment and `.env`, named exactly as DESIGN.md's public interface."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or malformed; the message names it and says how to fix it."""
+
+
+class Settings(BaseSettings):
+    """Everything the composition root needs; nothing here opens a connection."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    crm_data_dir: Path = Field(default=Path("./data"), alias="CRM_DATA_DIR")
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    chroma_url: str | None = Field(default=None, alias="CHROMA_URL")
+    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_channel: str | None = Field(default=None, alias="SLACK_CHANNEL")
+    slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
+    telegram_bot_token: SecretStr | None = Field(default=None, alias="TELEGRAM_BOT_TOKEN")
+    telegram_chat_id: str | None = Field(default=None, alias="TELEGRAM_CHAT_ID")
+    telegram_api_url: str = Field(default="https://api.telegram.org/bot", alias="TELEGRAM_API_URL")
+    telegram_webhook_url: str | None = Field(default=None, alias="TELEGRAM_WEBHOOK_URL")
+    telegram_webhook_secret: SecretStr | None = Field(default=None, alias="TELEGRAM_WEBHOOK_SECRET")
+    operators: str = Field(default="", alias="OPERATORS")
+    signals_secret: SecretStr | None = Field(default=None, alias="SIGNALS_SECRET")
+    stripe_webhook_secret: SecretStr | None = Field(default=None, alias="STRIPE_WEBHOOK_SECRET")
+    smtp_url: str | None = Field(default=None, alias="SMTP_URL")
+    mail_from: str = Field(default="crm@localhost", alias="MAIL_FROM")
+    digest_at: str = Field(default="08:00", alias="DIGEST_AT")
+    crm_timezone: str = Field(default="UTC", alias="CRM_TIMEZONE")
+    port: int = Field(default=8000, ge=1, le=65535, alias="PORT")
+    # Additions to the interface (documented in the README's settings table).
+    crm_phone_region: str = Field(default="US", alias="CRM_PHONE_REGION")
+
+    @field_validator("digest_at")
+    @classmethod
+    def _digest_at_is_hhmm(cls, value: str) -> str:
+        if not _HHMM.match(value):
+            raise ValueError("must be local time as HH:MM, e.g. 08:00")
+        return value
+
+    @field_validator("crm_timezone")
+    @classmethod
+    def _timezone_exists(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("must be an IANA time zone such as Europe/Berlin") from exc
+        return value
+
+    @field_validator("signals_secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("whsec_"):
+            raise ValueError("must be a Standard Webhooks secret starting with whsec_")
+        return value
+
+    @field_validator("operators")
+    @classmethod
+    def _operators_are_surface_ids(cls, value: str) -> str:
+        for item in _split(value):
+            surface, _, ident = item.partition(":")
+            if surface not in {"slack", "telegram", "terminal"} or not ident:
+                raise ValueError(f"{item!r} is not surface:id (e.g. slack:U123,telegram:456)")
+        return value
+
+    @model_validator(mode="after")
+    def _slack_needs_secret_or_socket(self) -> Settings:
+        if self.slack_bot_token and not (self.slack_signing_secret or self.slack_app_token):
+            raise ValueError(
+                "SLACK_BOT_TOKEN is set but neither SLACK_SIGNING_SECRET (HTTP mode) "
+                "nor SLACK_APP_TOKEN (Socket Mode) is"
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """DATABASE_URL, or SQLite in the data dir (the embedded default)."""
+        if self.database_url:
+            return normalise_database_url(self.database_url)
+        return f"sqlite:///{(self.crm_data_dir / 'crm.sqlite3').resolve()}"
+
+    @property
+    def operator_ids(self) -> frozenset[str]:
+        """The allowlist as `surface:id` strings."""
+        return frozenset(_split(self.operators))
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return ZoneInfo(self.crm_timezone)
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def normalise_database_url(url: str) -> str:
+    """Pick the psycopg 3 driver for plain postgres URLs (Heroku-style `postgres://` too)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; a missing or malformed one raises SettingsError naming it."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = _env_name(error["loc"])
+            problems.append(f"{name}: {error['msg']}" if name else error["msg"])
+        raise SettingsError("bad settings — " + "; ".join(problems)) from None
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    if not loc:
+        return ""
+    field = Settings.model_fields.get(str(loc[0]))
+    return (field.alias if field and field.alias else str(loc[0])).upper()

@@ -1,0 +1,215 @@
+"""SQLAlchemy Core tables: the insert-only event log, the outbox, and the projections derived from the log.
+
+Core rather than the ORM: projections are applied row by row on the hot path and in bulk on replay,
+and both want plain dictionaries.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Date,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy import DateTime as _DateTime
+
+metadata = MetaData()
+
+
+class DateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on every backend (SQLite stores naive text and would drop the zone)."""
+
+    impl = _DateTime(timezone=True)
+    cache_ok = True
+
+    def __init__(self, timezone: bool = True) -> None:
+        super().__init__()
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware one (UTC)")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# BIGINT on Postgres, INTEGER (the rowid alias, so autoincrementing) on SQLite.
+Position = BigInteger().with_variant(Integer(), "sqlite")
+
+events = Table(
+    "events",
+    metadata,
+    Column("position", Position, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("stream", String(64), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("confidence", Float, nullable=True),
+    Column("correlation_id", String(64), nullable=True),
+    Column("causation_id", String(64), nullable=True),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("idempotency_key", String(255), nullable=False, unique=True),
+    Index("ix_events_stream_position", "stream", "position"),
+    Index("ix_events_type_position", "type", "position"),
+)
+
+# One row per event still to be processed by a worker; deleted when processing is recorded.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("position", Position, primary_key=True, autoincrement=False),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("enqueued_at", DateTime(timezone=True), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+)
+
+processed_events = Table(
+    "processed_events",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("position", Position, nullable=False),
+    Column("processed_at", DateTime(timezone=True), nullable=False),
+)
+
+# The log position each projection has applied; applying an older event again changes nothing.
+projection_positions = Table(
+    "projection_positions",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", Position, nullable=False),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(255), nullable=True),
+    Column("name_key", String(255), nullable=True, index=True),
+    Column("company", String(255), nullable=True),
+    Column("domain", String(255), nullable=True, index=True),
+    Column("stage", String(32), nullable=False),
+    Column("mrr_cents", BigInteger, nullable=False),
+    Column("lifetime_value_cents", BigInteger, nullable=False),
+    Column("renewal_date", Date, nullable=True),
+    Column("notes", Text, nullable=True),
+    Column("timezone", String(64), nullable=True),
+    Column("merged_into", String(64), nullable=True, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("last_touch_at", DateTime(timezone=True), nullable=True),
+    Column("position", Position, nullable=False),
+)
+
+# Strong identity keys: one (kind, value) belongs to exactly one customer.
+contact_points = Table(
+    "contact_points",
+    metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("value", String(320), primary_key=True),
+    Column("customer_id", String(64), nullable=False, index=True),
+    Column("origin_customer_id", String(64), nullable=False, index=True),
+    Column("added_at", DateTime(timezone=True), nullable=False),
+)
+
+possible_duplicates = Table(
+    "possible_duplicates",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("other_id", String(64), primary_key=True),
+    Column("reason", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("detected_at", DateTime(timezone=True), nullable=False),
+)
+
+deals = Table(
+    "deals",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False, index=True),
+    Column("title", String(255), nullable=False),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("stage", String(32), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("customer_id", String(64), nullable=False, index=True),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("currency", String(8), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("due_date", Date, nullable=True),
+    Column("paid_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("customer_id", String(64), nullable=False, index=True),
+    Column("plan", String(128), nullable=True),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("currency", String(8), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("renews_on", Date, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+notes = Table(
+    "notes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False, index=True),
+    Column("text", Text, nullable=False),
+    Column("author", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False, index=True),
+    Column("title", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("due_date", Date, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# The projections `crm replay` rebuilds, in the order rows are written back. Later issues add theirs
+# (proposals, decisions) here and in a migration.
+PROJECTION_TABLES: tuple[Table, ...] = (
+    customers,
+    contact_points,
+    possible_duplicates,
+    deals,
+    invoices,
+    subscriptions,
+    notes,
+    tasks,
+)

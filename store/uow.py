@@ -1,0 +1,250 @@
+"""The unit of work: an event, the projections it changes and its outbox row, in one transaction."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from store import events as ev
+from store import log, projector
+from store import tables as t
+from store.identity import company_domain, resolve
+from store.state import SqlState
+
+CORE_PROJECTION = "core"
+
+# The stage a customer first seen through a signal of this type starts in.
+_FIRST_STAGE = {
+    "invoice.created": "customer",
+    "invoice.overdue": "customer",
+    "invoice.paid": "customer",
+    "subscription.created": "customer",
+    "subscription.updated": "customer",
+    "subscription.renewal_due": "customer",
+    "subscription.cancelled": "churned",
+}
+
+
+def new_customer_id() -> str:
+    """`cus_` + milliseconds + randomness: unique, and sorting by id sorts by creation time."""
+    return f"cus_{int(time.time() * 1000):012x}{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class Appended:
+    event: ev.Event
+    duplicate: bool
+
+
+class SqlLookup:
+    """IdentityLookup over the projection tables, inside the current transaction."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def customer_for(self, key: ev.ContactPoint) -> str | None:
+        cp = t.contact_points.c
+        return self.connection.execute(
+            select(cp.customer_id).where(cp.kind == key.kind, cp.value == key.value)
+        ).scalar_one_or_none()
+
+    def keys_of(self, customer_id: str) -> set[ev.ContactPoint]:
+        cp = t.contact_points.c
+        rows = self.connection.execute(select(cp.kind, cp.value).where(cp.customer_id == customer_id))
+        return {ev.ContactPoint(kind=kind, value=value) for kind, value in rows}
+
+    def customers_named(self, name_key: str) -> list[str]:
+        c = t.customers.c
+        query = select(c.id).where(c.name_key == name_key, c.merged_into.is_(None)).order_by(c.id)
+        return list(self.connection.execute(query).scalars())
+
+    def customers_at(self, domain: str) -> list[str]:
+        c = t.customers.c
+        query = select(c.id).where(c.domain == domain, c.merged_into.is_(None)).order_by(c.id)
+        return list(self.connection.execute(query).scalars())
+
+
+@dataclass
+class Transaction:
+    """One write transaction on the log. Appends are serialised for its whole duration."""
+
+    connection: Connection
+    phone_region: str = "US"
+    appended: list[ev.Event] = field(default_factory=list)
+
+    def find(self, idempotency_key: str) -> ev.Event | None:
+        return log.find_by_key(self.connection, idempotency_key)
+
+    def append(self, new: ev.NewEvent, dispatch: bool = True) -> Appended:
+        """Append unless the key is known (then return the original); project it; queue it for work."""
+        existing = self.find(new.idempotency_key)
+        if existing is not None:
+            return Appended(existing, duplicate=True)
+        event = log.insert_event(self.connection, new)
+        self.project(event)
+        if dispatch:
+            self.connection.execute(
+                insert(t.outbox).values(
+                    position=event.position, event_id=event.id, created_at=event.recorded_at, attempts=0
+                )
+            )
+        self.appended.append(event)
+        return Appended(event, duplicate=False)
+
+    def project(self, event: ev.Event) -> None:
+        """Apply the event to the core projections unless they have already applied its position."""
+        positions = t.projection_positions
+        applied = self.connection.execute(
+            select(positions.c.position).where(positions.c.name == CORE_PROJECTION)
+        ).scalar_one_or_none()
+        if applied is not None and event.position <= applied:
+            return
+        projector.apply(event, SqlState(self.connection))
+        if applied is None:
+            self.connection.execute(insert(positions).values(name=CORE_PROJECTION, position=event.position))
+        else:
+            self.connection.execute(
+                update(positions).where(positions.c.name == CORE_PROJECTION).values(position=event.position)
+            )
+
+    def record_signal(
+        self,
+        signal_type: str,
+        signal: ev.Signal,
+        idempotency_key: str,
+        *,
+        source: str,
+        actor: str = "outside",
+        occurred_at: datetime | None = None,
+        confidence: float | None = None,
+        correlation_id: str | None = None,
+    ) -> Appended:
+        """Record a signal against the customer it resolves to (created, extended or merged as needed)."""
+        existing = self.find(idempotency_key)
+        if existing is not None:
+            return Appended(existing, duplicate=True)
+        customer_id = self.resolve_customer(
+            signal.customer,
+            idempotency_key,
+            occurred_at=occurred_at,
+            source=source,
+            first_stage=_FIRST_STAGE.get(signal_type, "lead"),
+        )
+        return self.append(
+            ev.NewEvent(
+                type=signal_type,
+                payload=signal,
+                stream=customer_id,
+                idempotency_key=idempotency_key,
+                actor=actor,
+                source=source,
+                confidence=confidence,
+                correlation_id=correlation_id,
+                occurred_at=occurred_at,
+            )
+        )
+
+    def resolve_customer(
+        self,
+        ref: ev.CustomerRef,
+        key_base: str,
+        *,
+        occurred_at: datetime | None = None,
+        source: str = "internal",
+        first_stage: str = "lead",
+        created: ev.CustomerCreated | None = None,
+    ) -> str:
+        """The canonical customer for ref, recording creation, new keys and merges as events.
+
+        Every event written here is keyed off key_base, so retrying the same signal writes nothing new.
+        """
+        resolution = resolve(ref, SqlLookup(self.connection), self.phone_region)
+
+        def emit(suffix: str, stream: str, event_type: str, payload: ev.Payload) -> None:
+            self.append(
+                ev.NewEvent(
+                    type=event_type,
+                    payload=payload,
+                    stream=stream,
+                    idempotency_key=f"{key_base}#{suffix}",
+                    source=source,
+                    occurred_at=occurred_at,
+                ),
+                dispatch=False,
+            )
+
+        if resolution.customer_id is None:
+            customer_id = new_customer_id()
+            email = next((k.value for k in resolution.new_keys if k.kind == "email"), None)
+            payload = created or ev.CustomerCreated(stage=first_stage)
+            payload = payload.model_copy(
+                update={
+                    "name": payload.name or ref.name or ref.company or email,
+                    "company": payload.company or ref.company,
+                    "domain": payload.domain or company_domain(email),
+                    "contacts": tuple(resolution.new_keys),
+                }
+            )
+            emit("customer", customer_id, "customer.created", payload)
+            for other, reason in resolution.possible_duplicates:
+                emit(
+                    f"dup:{other}",
+                    customer_id,
+                    "customer.possible_duplicate",
+                    ev.PossibleDuplicate(other_id=other, reason=reason),
+                )
+            return customer_id
+        customer_id = resolution.customer_id
+        for merged, reason in resolution.merges:
+            emit(
+                f"merge:{merged}",
+                customer_id,
+                "customer.merged",
+                ev.CustomerMerged(merged=merged, reason=reason),
+            )
+        for key in resolution.new_keys:
+            emit(
+                f"contact:{key.kind}:{key.value}",
+                customer_id,
+                "customer.contact_added",
+                ev.ContactAdded(contact=key),
+            )
+        return customer_id
+
+
+class EventStore:
+    """The log and its core projections over one engine."""
+
+    def __init__(self, engine: Engine, phone_region: str = "US") -> None:
+        self.engine = engine
+        self.phone_region = phone_region
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self.engine.begin() as connection:
+            log.lock_for_append(connection)
+            yield Transaction(connection, self.phone_region)
+
+    def append(self, new: ev.NewEvent, dispatch: bool = True) -> Appended:
+        with self.transaction() as tx:
+            return tx.append(new, dispatch=dispatch)
+
+    def record_signal(
+        self, signal_type: str, signal: ev.Signal, idempotency_key: str, **kwargs: object
+    ) -> Appended:
+        with self.transaction() as tx:
+            return tx.record_signal(signal_type, signal, idempotency_key, **kwargs)  # type: ignore[arg-type]
+
+    def get(self, event_id: str) -> ev.Event | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(t.events).where(t.events.c.id == event_id)).first()
+        return log.to_event(row._mapping) if row is not None else None
+
+    def read_all(self, after: int = 0, batch: int = 5_000) -> Iterator[ev.Event]:
+        return log.read_all(self.engine, after=after, batch=batch)
