@@ -102,10 +102,12 @@ def normalise_phone(value: str, region: str = "US") -> str:
 
 
 def normalise_name(value: str | None) -> str | None:
-    """Case- and space-insensitive form of a person or company name, for weak matching."""
+    """Case-, accent- and space-insensitive form of a name (`José  Müller` → `jose muller`)."""
     if not value:
         return None
-    key = _SPACES.sub(" ", unicodedata.normalize("NFKC", value)).strip().casefold()
+    decomposed = unicodedata.normalize("NFKD", value)
+    bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    key = _SPACES.sub(" ", bare).strip().casefold()
     return key or None
 
 

@@ -159,6 +159,7 @@ class Transaction:
         source: str = "internal",
         first_stage: str = "lead",
         created: ev.CustomerCreated | None = None,
+        created_key: str | None = None,
     ) -> str:
         """The canonical customer for ref, recording creation, new keys and merges as events.
 
@@ -166,13 +167,15 @@ class Transaction:
         """
         resolution = resolve(ref, SqlLookup(self.connection), self.phone_region)
 
-        def emit(suffix: str, stream: str, event_type: str, payload: ev.Payload) -> None:
+        def emit(
+            suffix: str, stream: str, event_type: str, payload: ev.Payload, key: str | None = None
+        ) -> None:
             self.append(
                 ev.NewEvent(
                     type=event_type,
                     payload=payload,
                     stream=stream,
-                    idempotency_key=f"{key_base}#{suffix}",
+                    idempotency_key=key or f"{key_base}#{suffix}",
                     source=source,
                     occurred_at=occurred_at,
                 ),
@@ -191,7 +194,7 @@ class Transaction:
                     "contacts": tuple(resolution.new_keys),
                 }
             )
-            emit("customer", customer_id, "customer.created", payload)
+            emit("customer", customer_id, "customer.created", payload, key=created_key)
             for other, reason in resolution.possible_duplicates:
                 emit(
                     f"dup:{other}",

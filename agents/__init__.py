@@ -1,0 +1,1 @@
+"""Agent roles, the policy enforcer and the model client: they propose, never act."""

@@ -1,0 +1,1 @@
+"""Chat surfaces, the channel-agnostic command layer, the web app and the CLI."""

@@ -1,0 +1,214 @@
+"""The customer context slice: what a person (or an agent) needs to decide in twenty seconds.
+
+Built from projections for "now", or from the customer's own events for a past date (time travel).
+"""
+
+from __future__ import annotations
+
+import difflib
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Connection, func, or_, select
+
+from store import events as ev
+from store import log, projector
+from store import tables as t
+from store.identity import normalise_name
+from store.state import MemoryState, ProjectionState, SqlState
+
+RECENT_EVENTS = 10
+TOUCH_TYPES = ("message.received", "lead.created", "note.added", "invoice.overdue", "invoice.paid")
+
+
+class Touch(BaseModel):
+    event_id: str
+    position: int
+    type: str
+    occurred_at: datetime
+    summary: str
+
+
+class ContextSlice(BaseModel):
+    """One customer's picture. Amounts are integer cents."""
+
+    id: str
+    name: str | None
+    company: str | None
+    stage: str
+    mrr_cents: int
+    lifetime_value_cents: int
+    renewal_date: date | None
+    notes: str | None
+    timezone: str | None
+    created_at: datetime
+    last_touch_at: datetime | None
+    merged_ids: list[str]
+    contacts: list[dict[str, str]]
+    open_invoices: list[dict[str, Any]]
+    subscriptions: list[dict[str, Any]]
+    deals: list[dict[str, Any]]
+    open_tasks: list[dict[str, Any]]
+    recent_notes: list[dict[str, Any]]
+    possible_duplicates: list[dict[str, Any]]
+    recent: list[Touch]
+    as_of: datetime | None = None
+
+
+def summarise(event: ev.Event) -> str:
+    """A one-line description of an event for a person."""
+    p = event.payload
+    if isinstance(p, ev.Signal):
+        data = p.typed_data()
+        if isinstance(data, ev.InvoiceData):
+            return f"{event.type}: {data.invoice_id} {data.cents() / 100:.2f} {data.currency.upper()}"
+        if isinstance(data, ev.SubscriptionData):
+            return f"{event.type}: {data.plan or data.subscription_id or ''} renews {data.renews_on or '?'}"
+        subject = data.subject if isinstance(data, ev.MessageData) else None
+        text = (p.text or "").strip().replace("\n", " ")
+        return f"{event.type}: {subject + ' — ' if subject else ''}{text[:120]}"
+    if isinstance(p, ev.NoteAdded):
+        return f"note by {p.author}: {p.text[:120]}"
+    return event.type
+
+
+def find_customers(connection: Connection, query: str, limit: int = 10) -> list[dict[str, Any]]:
+    """Canonical customers matching an id, email, domain, or (part of) a name or company."""
+    c = t.customers.c
+    needle = query.strip()
+    if not needle:
+        return []
+    lowered = needle.lower()
+    canonical = c.merged_into.is_(None)
+    by_key = select(t.contact_points.c.customer_id).where(
+        t.contact_points.c.value.in_([needle, lowered, lowered.lstrip("@")])
+    )
+    exact = select(t.customers).where(
+        canonical, or_(c.id == needle, c.id.in_(by_key), c.domain == lowered.lstrip("@"))
+    )
+    rows = connection.execute(exact.order_by(c.id).limit(limit)).all()
+    if not rows:
+        key = normalise_name(needle) or ""
+        pattern = f"%{key.replace('%', '').replace('_', '')}%"
+        fuzzy = select(t.customers).where(
+            canonical, or_(c.name_key.like(pattern), func.lower(c.company).like(pattern.lower()))
+        )
+        rows = connection.execute(fuzzy.order_by(c.name).limit(limit)).all()
+    return [dict(row._mapping) for row in rows]
+
+
+def closest_names(connection: Connection, query: str, limit: int = 3) -> list[str]:
+    """Names nearest to a query that matched nothing, for "did you mean"."""
+    c = t.customers.c
+    names = connection.execute(select(c.name).where(c.merged_into.is_(None), c.name.is_not(None))).scalars()
+    return difflib.get_close_matches(query, list(names), n=limit, cutoff=0.4)
+
+
+def group_of(connection: Connection, customer_id: str) -> list[str]:
+    """The customer and everyone merged into them, directly or through a chain."""
+    group, frontier = [customer_id], [customer_id]
+    while frontier:
+        absorbed = connection.execute(
+            select(t.customers.c.id).where(t.customers.c.merged_into.in_(frontier))
+        ).scalars()
+        frontier = [cid for cid in absorbed if cid not in group]
+        group.extend(frontier)
+    return group
+
+
+def build_slice(
+    connection: Connection, customer_id: str, as_of: date | datetime | None = None
+) -> ContextSlice | None:
+    """The slice for a canonical customer, now or at the end of a past day (None if unknown then)."""
+    group = group_of(connection, customer_id)
+    if as_of is None:
+        state: ProjectionState = SqlState(connection)
+        recent = _recent_events(connection, group)
+        until = None
+    else:
+        until = _end_of(as_of)
+        history = log.read_streams(connection, group, until=until)
+        memory = MemoryState()
+        for event in history:
+            projector.apply(event, memory)
+        state = memory
+        recent = [e for e in reversed(history) if e.type in TOUCH_TYPES][:RECENT_EVENTS]
+    customer = state.get("customers", id=customer_id)
+    if customer is None:
+        return None
+    members = [cid for cid in group if cid == customer_id or state.get("customers", id=cid) is not None]
+    merged_now = [
+        cid for cid in members if cid != customer_id and projector.canonical_id(state, cid) == customer_id
+    ]
+    ids = [customer_id, *merged_now]
+    rows = {table: [row for cid in ids for row in state.scan(table, customer_id=cid)] for table in _TABLES}
+    extra = [state.get("customers", id=cid) or {} for cid in merged_now]
+    return ContextSlice(
+        id=customer_id,
+        name=customer["name"] or next((r["name"] for r in extra if r.get("name")), None),
+        company=customer["company"] or next((r["company"] for r in extra if r.get("company")), None),
+        stage=customer["stage"],
+        mrr_cents=customer["mrr_cents"] + sum(r.get("mrr_cents", 0) for r in extra),
+        lifetime_value_cents=customer["lifetime_value_cents"]
+        + sum(r.get("lifetime_value_cents", 0) for r in extra),
+        renewal_date=customer["renewal_date"],
+        notes=customer["notes"],
+        timezone=customer["timezone"],
+        created_at=customer["created_at"],
+        last_touch_at=max(
+            (r["last_touch_at"] for r in [customer, *extra] if r.get("last_touch_at")), default=None
+        ),
+        merged_ids=merged_now,
+        contacts=sorted(
+            ({"kind": r["kind"], "value": r["value"]} for r in rows["contact_points"]),
+            key=lambda r: (r["kind"], r["value"]),
+        ),
+        open_invoices=sorted(
+            (_public(r) for r in rows["invoices"] if r["status"] != "paid"), key=lambda r: str(r["due_date"])
+        ),
+        subscriptions=[_public(r) for r in rows["subscriptions"]],
+        deals=[_public(r) for r in rows["deals"]],
+        open_tasks=[_public(r) for r in rows["tasks"] if r["status"] == "open"],
+        recent_notes=sorted((_public(r) for r in rows["notes"]), key=lambda r: r["created_at"], reverse=True)[
+            :5
+        ],
+        possible_duplicates=[_public(r) for r in rows["possible_duplicates"] if r["status"] == "open"],
+        recent=[_touch(e) for e in recent],
+        as_of=until,
+    )
+
+
+# Contact points are keyed by their current owner; the rest by the stream that created them.
+_TABLES = ("contact_points", "invoices", "subscriptions", "deals", "tasks", "notes", "possible_duplicates")
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in {"customer_id", "origin_customer_id"}}
+
+
+def _touch(event: ev.Event) -> Touch:
+    return Touch(
+        event_id=event.id,
+        position=event.position,
+        type=event.type,
+        occurred_at=event.occurred_at,
+        summary=summarise(event),
+    )
+
+
+def _recent_events(connection: Connection, group: list[str]) -> list[ev.Event]:
+    e = t.events.c
+    query = (
+        select(t.events)
+        .where(e.stream.in_(group), e.type.in_(TOUCH_TYPES))
+        .order_by(e.position.desc())
+        .limit(RECENT_EVENTS)
+    )
+    return [log.to_event(row._mapping) for row in connection.execute(query)]
+
+
+def _end_of(as_of: date | datetime) -> datetime:
+    if isinstance(as_of, datetime):
+        return as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
+    return datetime.combine(as_of + timedelta(days=1), time.min, tzinfo=UTC) - timedelta(microseconds=1)

@@ -1,0 +1,116 @@
+"""Shared fixtures: real SQLite and Postgres databases, a real Redis db, test settings.
+
+A test that needs Postgres or Redis fails when the server is missing; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis as redis_lib
+from sqlalchemy import Engine
+
+from store.db import make_engine, migrate
+from store.settings import Settings, load_settings
+from store.uow import EventStore
+
+PG_ADMIN_DSN = os.environ.get("CRM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_TEST_URL = os.environ.get("CRM_TEST_REDIS", "redis://127.0.0.1:6379/13")
+
+
+def _pg_admin() -> psycopg.Connection:
+    try:
+        return psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"Postgres is not reachable at {PG_ADMIN_DSN} ({exc}); start it (see .ci/run)")
+
+
+def _sqlalchemy_url(dbname: str) -> str:
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{dbname}"
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated Postgres database that per-test databases are copied from."""
+    name = f"crm_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with _pg_admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    engine = make_engine(_sqlalchemy_url(name))
+    migrate(engine)
+    engine.dispose()
+    yield name
+    with _pg_admin() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_template: str) -> Iterator[str]:
+    """A fresh, migrated Postgres database for one test, dropped afterwards."""
+    name = f"crm_t_{uuid.uuid4().hex[:12]}"
+    with _pg_admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    yield _sqlalchemy_url(name)
+    with _pg_admin() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'crm.sqlite3'}"
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """The same test on SQLite and on Postgres (DESIGN.md: one contract suite, every backend)."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def store(engine: Engine) -> EventStore:
+    return EventStore(engine)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A real Redis database reserved for tests, flushed before and after."""
+    client = redis_lib.Redis.from_url(REDIS_TEST_URL)
+    try:
+        client.ping()
+    except redis_lib.ConnectionError as exc:
+        pytest.fail(f"Redis is not reachable at {REDIS_TEST_URL} ({exc}); start it (see .ci/run)")
+    client.flushdb()
+    yield REDIS_TEST_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> "SettingsFactory":
+    """Settings for a test: isolated data dir, no `.env`, nothing from the developer's environment."""
+
+    def factory(**values: object) -> Settings:
+        values.setdefault("CRM_DATA_DIR", str(tmp_path / "data"))
+        return load_settings(_env_file=None, **values)
+
+    return factory
+
+
+class SettingsFactory:  # for type hints only
+    def __call__(self, **values: object) -> Settings: ...
