@@ -220,6 +220,7 @@ class DealUpdated(Payload):
 # Signal types accepted from outside, by their public name (POST /signals, `crm signal`).
 SIGNAL_TYPES: dict[str, type[Signal]] = {
     "lead.created": LeadCreated,
+    "lead.quiet": LeadCreated,  # emitted by the scheduler's quiet-lead scan
     "message.received": MessageReceived,
     "invoice.created": InvoiceSignal,
     "invoice.overdue": InvoiceSignal,
