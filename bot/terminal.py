@@ -1,0 +1,168 @@
+"""The terminal console: a chat surface like Slack and Telegram, over the same command layer.
+
+Interactive, it prompts and opens `$EDITOR` for edits; fed from a pipe, it reads one command per line,
+prints the replies, and returns at end of input (the caller then waits for the work it started).
+Typed lines go to `Commands.run` unchanged, so `/customer acme`, `customer acme`, `approve prp_…`,
+`reject prp_… too pushy`, `snooze prp_… tomorrow`, `why prp_…`, `undo prp_…` all mean what they say
+on every surface. Only `edit` is handled here, because an editor is a terminal thing.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+from rich.panel import Panel
+
+from bot.commands import Actor, Commands, EditableField, ProposalView, Reply
+from jobs.notify import MessageRef
+
+PROMPT = "crm> "
+TERMINAL_CHAT = "-"
+
+
+def local_actor() -> Actor:
+    """The person at the terminal: they run the process, so they are its operator."""
+    return Actor(surface="terminal", user_id="local", display_name=os.environ.get("USER") or "you")
+
+
+class TerminalSurface:
+    """Prints proposals as panels, and their updates in place of an edit (a terminal cannot edit)."""
+
+    name = "terminal"
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(highlight=False)
+        self._lock = threading.Lock()  # workers post from their threads; keep panels whole
+        self._counter = 0
+
+    def _print(self, renderable: Any) -> None:
+        with self._lock:
+            self.console.print(renderable)
+
+    def post_proposal(self, view: ProposalView) -> MessageRef | None:
+        self._print(proposal_panel(view))
+        with self._lock:
+            self._counter += 1
+            return MessageRef(surface=self.name, chat_id=TERMINAL_CHAT, message_id=str(self._counter))
+
+    def update_proposal(self, ref: MessageRef, view: ProposalView) -> None:
+        self._print(proposal_panel(view))
+
+    def send_reply(self, chat_id: str, text: str, *, idempotency_key: str) -> str:
+        self._print(Panel(text, title=f"chat reply to {chat_id}", expand=False))
+        return idempotency_key
+
+    def post_notice(self, lines: list[str]) -> None:
+        self._print("\n".join(lines))
+
+    def post_image(self, path: Path, caption: str) -> None:
+        self._print(f"{caption}: chart saved to {path}")
+
+
+def proposal_panel(view: ProposalView) -> Panel:
+    """A proposal as a rich panel, with the commands that act on it."""
+    lines = list(view.lines())
+    if view.buttons:
+        choices = "  ".join(f"{b.action} {view.id}" for b in view.buttons if b.action != "snooze")
+        lines += ["", f"[dim]{choices}  snooze {view.id} 1h[/dim]"]
+    return Panel("\n".join(lines), title=f"#{view.id} · {view.state}", expand=False)
+
+
+def render_reply(console: Console, reply: Reply) -> None:
+    """Print a command's reply: its lines, then any proposals it carries."""
+    if reply.lines:
+        console.print(
+            ("" if reply.ok else "[red]") + reply.text + ("" if reply.ok else "[/red]"), highlight=False
+        )
+    for view in reply.proposals:
+        console.print(proposal_panel(view))
+
+
+class TerminalConsole:
+    """The read-eval-print loop over one input stream."""
+
+    def __init__(self, commands: Commands, console: Console, actor: Actor | None = None) -> None:
+        self.commands = commands
+        self.console = console
+        self.actor = actor or local_actor()
+
+    def handle(self, line: str, interactive: bool) -> None:
+        """One typed line."""
+        words = line.strip().lstrip("/").split(maxsplit=2)
+        if not words:
+            return
+        if words[0] == "edit" and len(words) >= 2:
+            self.edit(words[1], words[2] if len(words) > 2 else None, interactive)
+            return
+        render_reply(self.console, self.commands.run(self.actor, line.strip()))
+
+    def edit(self, proposal_id: str, new_text: str | None, interactive: bool) -> None:
+        """`edit ID` opens the editable fields; `edit ID new text` replaces the main text at once."""
+        offer = self.commands.edit(self.actor, proposal_id)
+        if not offer.ok or not offer.fields:
+            render_reply(self.console, offer)
+            return
+        main = next((f for f in offer.fields if f.multiline), offer.fields[0])
+        if new_text is not None:
+            values = {main.name: new_text.replace("\\n", "\n")}
+        elif interactive:
+            values = {field.name: self.ask(field) for field in offer.fields}
+        else:
+            render_reply(self.console, offer)
+            self.console.print(f"to edit from a script: edit {proposal_id} <new {main.name}>")
+            return
+        render_reply(self.console, self.commands.edit(self.actor, proposal_id, values))
+
+    def ask(self, field: EditableField) -> str:
+        """A new value for a field: $EDITOR for long text, a prompt for a line; Enter keeps it."""
+        if field.multiline and os.environ.get("EDITOR"):
+            return edit_in_editor(field.value)
+        answer = self.console.input(f"{field.label} [{field.value[:60]}]: ")
+        return answer or field.value
+
+    def loop(self, stream: Iterable[str], interactive: bool) -> None:
+        """Read commands until end of input (or `quit`)."""
+        lines = self._prompted() if interactive else iter(stream)
+        if interactive:
+            self.console.print("chatops-crm — type /help for the commands, Ctrl-D to leave")
+        for line in lines:
+            if line.strip() in {"quit", "exit", "/quit"}:
+                return
+            try:
+                self.handle(line, interactive)
+            except Exception as exc:  # a bad line must not end the session
+                self.console.print(f"[red]error:[/red] {exc}")
+
+    def _prompted(self) -> Iterator[str]:
+        while True:
+            try:
+                yield self.console.input(PROMPT)
+            except EOFError:
+                return
+
+
+def edit_in_editor(text: str) -> str:
+    """Open text in $EDITOR and return what was saved."""
+    with tempfile.NamedTemporaryFile("w+", suffix=".txt", delete=False, encoding="utf-8") as handle:
+        handle.write(text)
+        path = handle.name
+    try:
+        subprocess.run([*shlex.split(os.environ["EDITOR"]), path], check=False)
+        return Path(path).read_text(encoding="utf-8").rstrip("\n")
+    finally:
+        os.unlink(path)
+
+
+def run_console(commands: Commands, console: Console, stream: IO[str] | None = None) -> None:
+    """Serve the console on stdin (or a stream) until end of input."""
+    stream = stream or sys.stdin
+    TerminalConsole(commands, console).loop(stream, interactive=stream.isatty())

@@ -1,0 +1,285 @@
+"""The daily digest: what needs the operator today, read from projections (never a scan of the log).
+
+`build_digest` gathers plain data; `Digest.lines()` is the text every surface shows; `render_chart`
+draws the one PNG (proposals and decisions over 14 days, and the pipeline by stage).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, func, select
+
+from store import events as ev
+from store import tables as t
+from store.uow import EventStore
+
+CHART_DAYS = 14
+RENEWAL_HORIZON_DAYS = 7
+LIST_LIMIT = 5  # items per section: a phone screen, not a report
+
+
+class DigestSent(ev.Payload):
+    """The digest for a slot was claimed (written before posting, so a slot is never posted twice)."""
+
+    slot: datetime
+    pending: int
+    overdue: int
+
+
+ev.register("digest.sent", DigestSent)
+
+
+@dataclass
+class Digest:
+    """One day's digest as plain data."""
+
+    day: date
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    pending_total: int = 0
+    renewals: list[dict[str, Any]] = field(default_factory=list)
+    overdue: list[dict[str, Any]] = field(default_factory=list)
+    new_leads: list[dict[str, Any]] = field(default_factory=list)
+    decisions: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    spend_usd: dict[str, float] = field(default_factory=dict)
+    rates: dict[str, float] = field(default_factory=dict)
+    chart: Path | None = None
+
+    EMPTY: ClassVar[str] = "nothing"
+
+    def lines(self) -> list[str]:
+        """The digest as short lines for a phone."""
+        out = [f"Daily digest — {self.day:%A %d %B %Y}"]
+        out.append(f"Waiting for you: {self.pending_total} proposal(s)")
+        out += [f"  • {p['summary']} (#{p['id']})" for p in self.pending]
+        if self.pending_total > len(self.pending):
+            out.append(f"  … and {self.pending_total - len(self.pending)} more: /pending")
+        out.append(f"Renewals in the next {RENEWAL_HORIZON_DAYS} days: {len(self.renewals) or self.EMPTY}")
+        out += [
+            f"  • {r['customer']} — {r['plan'] or 'plan'} {_money(r['amount_cents'])} on {r['renews_on']}"
+            for r in self.renewals[:LIST_LIMIT]
+        ]
+        out.append(f"Overdue invoices: {len(self.overdue) or self.EMPTY}")
+        out += [
+            f"  • {i['customer']} — {i['id']} {_money(i['amount_cents'])} due {i['due_date']}"
+            for i in self.overdue[:LIST_LIMIT]
+        ]
+        out.append(f"New leads since yesterday: {len(self.new_leads) or self.EMPTY}")
+        out += [
+            f"  • {lead['name']}" + (f" ({lead['company']})" if lead.get("company") else "")
+            for lead in self.new_leads[:LIST_LIMIT]
+        ]
+        if self.decisions:
+            decided = ", ".join(f"{n} {k}" for k, n in sorted(self.decisions.items()))
+            result = ", ".join(f"{n} {k}" for k, n in sorted(self.outcomes.items()))
+            out.append(f"Yesterday: {decided}" + (f" → {result}" if result else ""))
+        else:
+            out.append("Yesterday: no decisions")
+        if self.spend_usd:
+            total = sum(self.spend_usd.values())
+            per = ", ".join(f"{agent} ${usd:.2f}" for agent, usd in sorted(self.spend_usd.items()))
+            out.append(f"Agent spend yesterday: ${total:.2f} ({per})")
+        if self.rates:
+            out.append(
+                "Last 30 days: " + ", ".join(f"{name} {value:.0%}" for name, value in self.rates.items())
+            )
+        return out
+
+
+def _money(cents: int | None) -> str:
+    return f"${(cents or 0) / 100:,.2f}"
+
+
+def local_day_bounds(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """[start, end) of a local calendar day, in UTC (23 or 25 hours long across DST changes)."""
+    start = datetime.combine(day, time.min, tzinfo=tz)
+    end = datetime.combine(day + timedelta(days=1), time.min, tzinfo=tz)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def build_digest(connection: Connection, now: datetime, tz: ZoneInfo) -> Digest:
+    """Gather today's digest for the operator in time zone tz."""
+    today = now.astimezone(tz).date()
+    digest = Digest(day=today)
+    p, c = t.proposals.c, t.customers.c
+    pending_query = (
+        select(p.id, p.kind, p.agent, c.name)
+        .join(t.customers, c.id == p.customer_id, isouter=True)
+        .where(p.state == "pending")
+        .order_by(p.created_at)
+    )
+    digest.pending_total = connection.execute(
+        select(func.count()).select_from(t.proposals).where(p.state == "pending")
+    ).scalar_one()
+    for pid, kind, agent, name in connection.execute(pending_query.limit(LIST_LIMIT)):
+        digest.pending.append({"id": pid, "summary": f"{kind.replace('_', ' ')} for {name or '?'} ({agent})"})
+
+    s = t.subscriptions.c
+    renewals = connection.execute(
+        select(s.plan, s.amount_cents, s.renews_on, c.name)
+        .join(t.customers, c.id == s.customer_id)
+        .where(
+            s.status == "active",
+            s.renews_on >= today,
+            s.renews_on <= today + timedelta(days=RENEWAL_HORIZON_DAYS),
+        )
+        .order_by(s.renews_on)
+    )
+    digest.renewals = [
+        {"plan": plan, "amount_cents": cents, "renews_on": renews_on, "customer": name}
+        for plan, cents, renews_on, name in renewals
+    ]
+    i = t.invoices.c
+    overdue = connection.execute(
+        select(i.id, i.amount_cents, i.due_date, c.name)
+        .join(t.customers, c.id == i.customer_id)
+        .where(i.status != "paid", i.due_date < today)
+        .order_by(i.due_date)
+    )
+    digest.overdue = [
+        {"id": iid, "amount_cents": cents, "due_date": due, "customer": name}
+        for iid, cents, due, name in overdue
+    ]
+    since = now - timedelta(days=1)
+    leads = connection.execute(
+        select(c.name, c.company)
+        .where(c.stage == "lead", c.created_at >= since, c.merged_into.is_(None))
+        .order_by(c.created_at)
+    )
+    digest.new_leads = [{"name": name, "company": company} for name, company in leads]
+
+    start, end = local_day_bounds(today - timedelta(days=1), tz)
+    decided = connection.execute(
+        select(p.decision, p.state, p.agent, p.cost_usd).where(p.decided_at >= start, p.decided_at < end)
+    ).all()
+    digest.decisions = Counter(row.decision or "decided" for row in decided)
+    digest.outcomes = Counter(
+        row.state for row in decided if row.state in {"executed", "failed", "undone", "uncertain"}
+    )
+    spend = connection.execute(
+        select(p.agent, func.sum(p.cost_usd))
+        .where(p.created_at >= start, p.created_at < end)
+        .group_by(p.agent)
+    ).all()
+    digest.spend_usd = {agent: float(total or 0) for agent, total in spend if total}
+    digest.rates = decision_rates(connection, now - timedelta(days=30))
+    return digest
+
+
+def decision_rates(connection: Connection, since: datetime) -> dict[str, float]:
+    """Approval, edit, rejection and undo rates of decisions since a time (empty when none)."""
+    p = t.proposals.c
+    rows = connection.execute(
+        select(p.decision, p.state, func.count()).where(p.decided_at >= since).group_by(p.decision, p.state)
+    ).all()
+    total = sum(n for _, _, n in rows)
+    if not total:
+        return {}
+    by_decision: Counter[str] = Counter()
+    undone = 0
+    for decision, state, n in rows:
+        by_decision[decision or "other"] += n
+        undone += n if state == "undone" else 0
+    approved = by_decision["approved"] + by_decision["edited"]
+    return {
+        "approved": approved / total,
+        "edited": by_decision["edited"] / total,
+        "rejected": by_decision["rejected"] / total,
+        "undone": undone / approved if approved else 0.0,
+    }
+
+
+def chart_series(connection: Connection, now: datetime, tz: ZoneInfo) -> dict[str, Any]:
+    """Proposals and decisions per local day for CHART_DAYS days, and customers by stage."""
+    today = now.astimezone(tz).date()
+    days = [today - timedelta(days=n) for n in range(CHART_DAYS - 1, -1, -1)]
+    start, _ = local_day_bounds(days[0], tz)
+    p, c = t.proposals.c, t.customers.c
+    created = Counter(
+        row.created_at.astimezone(tz).date()
+        for row in connection.execute(select(p.created_at).where(p.created_at >= start))
+    )
+    decided = Counter(
+        row.decided_at.astimezone(tz).date()
+        for row in connection.execute(select(p.decided_at).where(p.decided_at >= start))
+    )
+    stages: dict[str, int] = dict(
+        connection.execute(
+            select(c.stage, func.count()).where(c.merged_into.is_(None)).group_by(c.stage)
+        ).all()
+    )
+    return {
+        "days": days,
+        "proposals": [created[d] for d in days],
+        "decisions": [decided[d] for d in days],
+        "stages": {stage: stages.get(stage, 0) for stage in ev.STAGES},
+    }
+
+
+def render_chart(series: dict[str, Any], path: Path) -> Path:
+    """Draw the digest chart as a PNG (matplotlib's Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3), dpi=100, gridspec_kw={"width_ratios": [3, 2]})
+    labels = [d.strftime("%d") for d in series["days"]]
+    x = range(len(labels))
+    left.bar([i - 0.2 for i in x], series["proposals"], width=0.4, label="proposals", color="#4a7bd0")
+    left.bar([i + 0.2 for i in x], series["decisions"], width=0.4, label="decisions", color="#3aa675")
+    left.set_xticks(list(x), labels, fontsize=7)
+    left.set_title(f"last {CHART_DAYS} days", fontsize=9)
+    left.legend(fontsize=7, frameon=False)
+    stages = series["stages"]
+    right.barh(list(stages), list(stages.values()), color="#d08a4a")
+    right.invert_yaxis()
+    right.set_title("pipeline by stage", fontsize=9)
+    right.tick_params(labelsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+def claim_slot(store: EventStore, slot: datetime, digest: Digest) -> bool:
+    """Record that the digest for slot is being sent; False if it already was (never post twice)."""
+    appended = store.append(
+        ev.NewEvent(
+            type="digest.sent",
+            payload=DigestSent(slot=slot, pending=digest.pending_total, overdue=len(digest.overdue)),
+            stream="digest",
+            idempotency_key=f"digest:{slot.astimezone(UTC).isoformat()}",
+            actor="scheduler",
+            source="scheduler",
+        ),
+        dispatch=False,
+    )
+    return not appended.duplicate
+
+
+def prepare(store: EventStore, now: datetime, tz: ZoneInfo, chart_dir: Path) -> Digest:
+    """Build the digest and its chart."""
+    with store.engine.connect() as connection:
+        digest = build_digest(connection, now, tz)
+        series = chart_series(connection, now, tz)
+    digest.chart = render_chart(series, chart_dir / f"digest-{digest.day.isoformat()}.png")
+    return digest
+
+
+def post(digest: Digest, surfaces: list[Any]) -> int:
+    """Send the digest to every surface (text, then the chart where the surface can show images)."""
+    sent = 0
+    for surface in surfaces:
+        surface.post_notice(digest.lines())
+        if digest.chart is not None and hasattr(surface, "post_image"):
+            surface.post_image(digest.chart, f"Digest {digest.day.isoformat()}")
+        sent += 1
+    return sent
