@@ -1,0 +1,173 @@
+"""Billing monitor: a dunning ladder for overdue invoices that stops the moment the invoice is paid.
+
+friendly → firm → final email, then a task for the operator; one step per overdue signal, each step
+only once the invoice is at least that many days late, and never twice (a `dunning_key` param, found
+in the history, marks a step done). It never offers a discount or refund: a model draft that does is
+thrown away for the template, and money kinds only ever come from a person.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any, ClassVar
+
+from agents.context import AgentContext
+from agents.drafting import compose, email_of, first_name
+from agents.model import AgentModel, Tier
+from agents.proposal import ActionKind, Proposal, Source
+from agents.roles.base import Role
+
+# (step, minimum days overdue). The gaps give the customer a week to react to each email.
+LADDER: tuple[tuple[str, int], ...] = (("friendly", 1), ("firm", 8), ("final", 15), ("operator", 22))
+_PROMISES_MONEY = re.compile(
+    r"\b(discount|refund|credit note|waive|free month|% off|rabatt|erstattung|gutschrift|descuento|reembolso|"
+    r"remise|réduction|remboursement)\b",
+    re.I,
+)
+
+CORE = {
+    "friendly": "A friendly reminder that invoice {invoice} for {amount} was due on {due}. If it's "
+    "already on its way, thank you and please ignore this.",
+    "firm": "Invoice {invoice} for {amount} is now {days} days overdue (due {due}). Could you let me "
+    "know when I can expect payment?",
+    "final": "This is a final reminder: invoice {invoice} for {amount} is {days} days overdue. Please "
+    "arrange payment this week, or reply so we can sort it out together.",
+}
+
+
+class BillingMonitor(Role):
+    name: ClassVar[str] = "billing_monitor"
+    consumes: ClassVar[frozenset[str]] = frozenset({"invoice.overdue", "invoice.paid"})
+    # Money kinds are declared so a person's request can flow through here; policy always asks a person.
+    kinds: ClassVar[frozenset[ActionKind]] = frozenset(
+        {"send_email", "create_task", "escalate", "add_note", "offer_discount", "issue_refund"}
+    )
+    tier: ClassVar[Tier] = "draft"
+    daily_budget_usd: ClassVar[float] = 0.50
+
+    def propose(self, context: AgentContext, model: AgentModel) -> list[Proposal]:
+        """The next dunning step, or the note that dunning stopped."""
+        data = context.trigger.data
+        invoice = str(data.get("invoice_id") or "")
+        if not invoice:
+            return []
+        sources = (Source(kind="event", id=context.trigger.id),)
+        common: dict[str, Any] = {
+            "agent": self.name,
+            "customer_id": context.customer.id,
+            "sources": sources,
+            "event_id": context.trigger.id,
+        }
+        done = [step for step, _ in LADDER if context.history_mentions(dunning_key(invoice, step))]
+        if context.trigger.type == "invoice.paid" or self._paid(context, invoice):
+            if not done or context.trigger.type != "invoice.paid":
+                return []
+            text = f"Invoice {invoice} paid; dunning stopped after the {done[-1]} step."
+            return [
+                Proposal(
+                    kind="add_note",
+                    params={"text": text, "stops": f"dunning:{invoice}"},
+                    rationale=text,
+                    confidence=0.95,
+                    **common,
+                )
+            ]
+        due = _date(data.get("due_date")) or _open_due(context, invoice)
+        today = context.now.astimezone(context.customer_zone()).date()
+        days = (today - due).days if due else None
+        step = next((s for s, _ in LADDER if s not in done), None)
+        if step is None:
+            return []
+        minimum = dict(LADDER)[step]
+        if days is not None and days < minimum:
+            return []
+        amount = _amount(data)
+        late = days if days is not None else "?"
+        why = f"invoice {invoice} {amount} is {late} days overdue; next step: {step}"
+        key = dunning_key(invoice, step)
+        name = first_name(context) or context.customer.company or "the customer"
+        to = email_of(context)
+        if step == "operator" or to is None:
+            title = f"Call {name} about overdue invoice {invoice} ({amount})"
+            return [
+                Proposal(
+                    kind="create_task",
+                    params={"title": title, "dunning_key": key},
+                    rationale=why,
+                    confidence=0.9,
+                    **common,
+                )
+            ]
+        core = CORE[step].format(
+            invoice=invoice, amount=amount, due=due or "recently", days=days or "several"
+        )
+        drafted = compose(
+            context,
+            model,
+            kind="send_email",
+            purpose=f"{step} payment reminder for an overdue invoice; "
+            "never offer a discount, refund or credit",
+            template_subject=f"Invoice {invoice}" + (" — final reminder" if step == "final" else ""),
+            template_core=core,
+            facts={
+                "invoice": invoice,
+                "amount": amount,
+                "due_date": str(due),
+                "days_overdue": days,
+                "tone": step,
+            },
+            reject_if=_PROMISES_MONEY,
+        )
+        params = {"to": to, "subject": drafted.draft.subject, "body": drafted.draft.body, "dunning_key": key}
+        return [
+            Proposal(
+                kind="send_email",
+                params=params,
+                draft=drafted.draft,
+                rationale=f"{why}; {drafted.note}"[:500],
+                confidence=0.85,
+                cost=drafted.cost,
+                drafted_from_template=drafted.from_template,
+                **common,
+            )
+        ]
+
+    def _paid(self, context: AgentContext, invoice: str) -> bool:
+        return any(
+            e.type == "invoice.paid" and (e.data.get("data") or {}).get("invoice_id") == invoice
+            for e in context.recent_events
+            if e.id != context.trigger.id
+        )
+
+
+def dunning_key(invoice: str, step: str) -> str:
+    """The marker a dunning step's proposal carries, e.g. `dunning:INV-7:firm`."""
+    return f"dunning:{invoice}:{step}"
+
+
+def _open_due(context: AgentContext, invoice: str) -> date | None:
+    for row in context.customer.open_invoices:
+        if str(row.get("id")) == invoice:
+            return _date(row.get("due_date"))
+    return None
+
+
+def _amount(data: dict[str, Any]) -> str:
+    currency = str(data.get("currency") or "usd").upper()
+    cents = data.get("amount_cents")
+    if cents is None and data.get("amount") is not None:
+        try:
+            return f"{float(data['amount']):.2f} {currency}"
+        except (TypeError, ValueError):
+            return f"? {currency}"
+    return f"{int(cents or 0) / 100:.2f} {currency}"
+
+
+def _date(value: Any) -> date | None:
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,133 @@
+"""Inbox triage on labelled messages with no model: intents, proposals, and nothing forbidden."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agents.intents import classify
+from agents.model import AgentModel
+from agents.policy import load_policy
+from agents.proposal import MONEY_KINDS, OUTBOUND_KINDS
+from agents.roles.triage import InboxTriage
+from tests.fixtures.agents import context_for, load
+
+EXAMPLES = load("triage")
+# Measured on tests/fixtures/agents/triage.yaml when the rules were written: 59/62 = 0.952
+# (8/10 on the "harder ones" written afterwards). The margin lets a new, hard example in without a
+# rule change, but not a regression.
+MEASURED_ACCURACY = 0.952
+MARGIN = 0.05
+NO_MODEL = AgentModel(None, "inbox_triage", 1.0, context_for(EXAMPLES[0], "message.received").now.date())
+
+
+def _kinds(example: dict[str, Any]) -> list[str]:
+    context = context_for(example, "message.received")
+    return [p.kind for p in InboxTriage().propose(context, NO_MODEL)]
+
+
+def test_no_model_triage_accuracy_stays_near_what_was_measured() -> None:
+    hits = [classify(e.get("text"), e.get("subject"), e.get("data")).intent == e["intent"] for e in EXAMPLES]
+    accuracy = sum(hits) / len(hits)
+    print(f"\nno-model triage accuracy: {sum(hits)}/{len(hits)} = {accuracy:.3f}")
+    assert len(EXAMPLES) >= 60
+    assert accuracy >= MEASURED_ACCURACY - MARGIN
+
+
+def test_examples_cover_languages_auto_replies_spam_and_injection() -> None:
+    intents = {e["intent"] for e in EXAMPLES}
+    assert intents == {
+        "question",
+        "complaint",
+        "cancellation_risk",
+        "buying_signal",
+        "billing_question",
+        "auto_reply",
+        "spam",
+    }
+    assert sum(1 for e in EXAMPLES if e.get("injection")) >= 4
+    texts = " ".join(str(e.get("text")) for e in EXAMPLES)
+    for word in ("Rechnung", "factura", "facture", "😡"):
+        assert word in texts
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e["id"] for e in EXAMPLES])
+def test_triage_proposes_what_the_label_expects_and_nothing_forbidden(example: dict[str, Any]) -> None:
+    kinds = _kinds(example)
+    for kind in example.get("forbid", []):
+        assert kind not in kinds, f"{example['id']}: {kind} must not be proposed"
+    assert not set(kinds) & MONEY_KINDS, "triage never proposes money on its own"
+    if example["intent"] in ("auto_reply", "spam"):
+        assert not set(kinds) & OUTBOUND_KINDS
+    if example.get("injection"):
+        assert set(kinds) <= {"send_email", "send_chat_reply", "escalate"}
+        assert "escalate" in kinds
+    rules = classify(example.get("text"), example.get("subject"), example.get("data"))
+    if rules.intent == example["intent"]:  # a misclassification is counted by the accuracy test instead
+        for kind in example.get("expect", []):
+            assert kind in kinds, f"{example['id']}: expected {kind}, got {kinds}"
+
+
+@pytest.mark.parametrize("example", [e for e in EXAMPLES if e.get("injection")], ids=lambda e: e["id"])
+def test_injection_attempts_get_a_template_reply_for_approval_and_an_escalation(
+    example: dict[str, Any],
+) -> None:
+    context = context_for(example, "message.received")
+    policy = load_policy()
+    proposals = InboxTriage().propose(context, NO_MODEL)
+    verdicts = {p.kind: policy.review(p, context).decision for p in proposals}
+    assert set(verdicts.values()) <= {"approval", "deferred"}, verdicts
+    reply = next(p for p in proposals if p.kind in OUTBOUND_KINDS)
+    assert reply.drafted_from_template
+    assert "refund" not in reply.draft.body.lower() if reply.draft else True
+
+
+def test_reply_threads_to_the_inbound_email_and_uses_the_customer_address() -> None:
+    example = {
+        "id": "thread",
+        "subject": "Exporting",
+        "text": "How do I export?",
+        "data": {"message_id": "<m1@acme.example>", "references": ["<m0@acme.example>"]},
+    }
+    context = context_for(example, "message.received")
+    reply = next(p for p in InboxTriage().propose(context, NO_MODEL) if p.kind == "send_email")
+    assert reply.params["to"] == "dana@acme.example"
+    assert reply.params["subject"] == "Re: Exporting"
+    assert reply.params["in_reply_to"] == "<m1@acme.example>"
+    assert reply.params["references"] == ["<m0@acme.example>", "<m1@acme.example>"]
+    assert reply.draft is not None and reply.draft.body.startswith("Hi Dana,")
+    assert reply.drafted_from_template and reply.cost.model is None
+    assert "drafted from template (no model configured)" in reply.rationale
+
+
+def test_template_reply_takes_the_operators_greeting_and_sign_off_from_their_last_edit() -> None:
+    example = {
+        "id": "style",
+        "text": "Can I add a second admin?",
+        "corrections": [
+            {
+                "kind": "send_email",
+                "days_ago": 2,
+                "original": {"subject": "Re: x", "body": "Hi Lee,\n\nThanks.\n\nBest regards"},
+                "edited": {"subject": "Re: x", "body": "Hey Lee!\n\nThanks, sorted.\n\nCheers,\nSam"},
+            },
+        ],
+    }
+    context = context_for(example, "message.received")
+    reply = next(p for p in InboxTriage().propose(context, NO_MODEL) if p.kind == "send_email")
+    assert reply.draft is not None
+    assert reply.draft.body.startswith("Hey Dana!")
+    assert reply.draft.body.endswith("Cheers,\nSam")
+
+
+def test_no_email_on_file_turns_the_reply_into_a_task() -> None:
+    example = {
+        "id": "noemail",
+        "text": "How do I export?",
+        "customer": {"contacts": []},
+        "ref": {"name": "Dana"},
+    }
+    kinds = [p.kind for p in InboxTriage().propose(context_for(example, "message.received"), NO_MODEL)]
+    assert "send_email" not in kinds
+    assert kinds.count("create_task") == 2
