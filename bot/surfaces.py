@@ -1,0 +1,87 @@
+"""`crm bot`: run every configured chat surface's listener (Slack Socket Mode, Telegram polling) at once."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.bootstrap import Container
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[["Container", threading.Event], None]
+
+
+def configured_runners(container: Container) -> dict[str, Runner]:
+    """The surfaces this process should listen on, by name, given the settings."""
+    settings = container.settings
+    runners: dict[str, Runner] = {}
+    if settings.slack_bot_token and settings.slack_app_token:
+        from bot.slack import run_slack
+
+        runners["slack"] = run_slack
+    if settings.telegram_bot_token and not settings.telegram_webhook_url:
+        from bot.telegram import run_telegram
+
+        runners["telegram"] = run_telegram
+    return runners
+
+
+def run_surfaces(container: Container, stop: threading.Event | None = None) -> bool:
+    """Run each configured surface on its own thread until SIGINT/SIGTERM or `stop`; False if none."""
+    runners = configured_runners(container)
+    if not runners:
+        return False
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+    threads = [
+        threading.Thread(target=_guarded, args=(name, runner, container, stop), name=f"surface-{name}")
+        for name, runner in runners.items()
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        while not stop.wait(0.5):
+            if not any(thread.is_alive() for thread in threads):
+                break
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    return True
+
+
+def _guarded(name: str, runner: Runner, container: Container, stop: threading.Event) -> None:
+    """One surface failing (bad token, network) stops the process rather than leaving half of it up."""
+    try:
+        runner(container, stop)
+    except Exception:
+        log.exception("%s surface stopped with an error", name)
+        stop.set()
+
+
+def install_surfaces(container: Container) -> list[str]:
+    """Register every configured surface with the notify fan-out, without listening on any.
+
+    For processes that post and edit but do not receive (`crm worker`, the scheduler): their jobs post
+    proposals, refresh messages after execution and send chat replies to customers.
+    """
+    installed: list[str] = []
+    settings = container.settings
+    if settings.slack_bot_token:
+        from bot.slack import install_slack_surface
+
+        if install_slack_surface(container) is not None:
+            installed.append("slack")
+    if settings.telegram_bot_token:
+        from bot.telegram_surface import install_telegram_surface
+
+        if install_telegram_surface(container) is not None:
+            installed.append("telegram")
+    return installed

@@ -1,0 +1,205 @@
+"""The Telegram surface's python-telegram-bot Application: built in a factory, served two ways.
+
+Long polling by default (`crm bot`, `crm run`: no public URL needed); webhook mode when
+TELEGRAM_WEBHOOK_URL is set, served at `POST /telegram/webhook` of the web app (`mount_telegram`),
+which refuses (403) any request without the right `X-Telegram-Bot-Api-Secret-Token` before parsing
+it (invariant 5).
+Nothing here connects at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Request, Response
+from telegram import Update
+from telegram.ext import Application, ApplicationBuilder
+
+from bot import telegram_state
+from bot.telegram_handlers import menu_commands, register
+from bot.telegram_surface import RetryAfterLimiter, file_url, install_telegram_surface
+
+if TYPE_CHECKING:
+    from bot.bootstrap import Container
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/telegram/webhook"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+# An update is a few KiB; anything near this is not from Telegram.
+MAX_UPDATE_BYTES = 1024 * 1024
+# getUpdates long-poll length in seconds: short enough that `crm bot` stops promptly on Ctrl-C.
+POLL_TIMEOUT = 10
+# How often a polling runner checks its stop flag, in seconds.
+STOP_CHECK = 0.2
+
+AnyApplication = Application[Any, Any, Any, Any, Any, Any]
+
+
+class TelegramNotConfigured(RuntimeError):
+    """TELEGRAM_BOT_TOKEN (or, for webhook mode, TELEGRAM_WEBHOOK_SECRET) is missing."""
+
+
+def build_application(container: Container, *, webhook: bool = False) -> AnyApplication:
+    """The Application for this process, its handlers registered and the Telegram surface installed.
+
+    With webhook=True it has no Updater: updates arrive through `mount_telegram`'s route.
+    """
+    settings = container.settings
+    if settings.telegram_bot_token is None:
+        raise TelegramNotConfigured("TELEGRAM_BOT_TOKEN is not set")
+    builder = (
+        ApplicationBuilder()
+        .token(settings.telegram_bot_token.get_secret_value())
+        .base_url(settings.telegram_api_url)
+        .base_file_url(file_url(settings.telegram_api_url))
+        .rate_limiter(RetryAfterLimiter())
+        # Handlers wait on the command layer in threads; let taps from several people overlap.
+        .concurrent_updates(True)
+    )
+    if webhook:
+        builder = builder.updater(None)
+    application: AnyApplication = builder.build()
+    register(application, container)
+    install_telegram_surface(container)
+    return application
+
+
+def webhook_mode(container: Container) -> bool:
+    """True when Telegram should deliver by webhook to the web app rather than be polled."""
+    settings = container.settings
+    return bool(settings.telegram_bot_token and settings.telegram_webhook_url)
+
+
+# -- long polling ----------------------------------------------------------------------------------
+
+
+def run_telegram(container: Container, stop: threading.Event | None = None) -> None:
+    """Poll Telegram until `stop` is set (or SIGINT/SIGTERM when run on the main thread).
+
+    In webhook mode this returns at once: `crm web` receives the updates.
+    """
+    if webhook_mode(container):
+        log.info("Telegram is in webhook mode (TELEGRAM_WEBHOOK_URL); `crm web` receives its updates")
+        return
+    asyncio.run(serve_polling(container, stop or threading.Event()))
+
+
+async def serve_polling(container: Container, stop: threading.Event) -> None:
+    """Initialise (getMe), register the menu, poll and handle updates until `stop` is set."""
+    application = build_application(container)
+    if threading.current_thread() is threading.main_thread():
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+    await asyncio.to_thread(telegram_state.forget_old_updates, container.engine)
+    async with application:
+        await application.bot.set_my_commands(menu_commands())
+        updater = application.updater
+        assert updater is not None
+        await updater.start_polling(
+            timeout=POLL_TIMEOUT, allowed_updates=Update.ALL_TYPES, drop_pending_updates=False
+        )
+        await application.start()
+        log.info("Telegram: polling as @%s", application.bot.username)
+        try:
+            while not stop.is_set():
+                await asyncio.sleep(STOP_CHECK)
+        finally:
+            await updater.stop()
+            await application.stop()
+
+
+# -- webhook ---------------------------------------------------------------------------------------
+
+
+def mount_telegram(container: Container) -> bool:
+    """Add the webhook route to the web app built from this container (call before `create_app`).
+
+    Only in webhook mode (TELEGRAM_WEBHOOK_URL set); returns whether the route was added.
+    """
+    if not webhook_mode(container):
+        return False
+    routers: list[Any] = container.extras.setdefault("web_routers", [])
+    routers.append(telegram_router(container))
+    return True
+
+
+def telegram_router(container: Container) -> APIRouter:
+    """`POST /telegram/webhook`, and a lifespan that starts the bot, sets the webhook and the menu."""
+    settings = container.settings
+    if settings.telegram_webhook_secret is None:
+        raise TelegramNotConfigured(
+            "TELEGRAM_WEBHOOK_URL is set but TELEGRAM_WEBHOOK_SECRET is not: set it to 1-256 characters "
+            "of A-Z, a-z, 0-9, _ and -; Telegram sends it back with every update"
+        )
+    secret = settings.telegram_webhook_secret.get_secret_value()
+    application = build_application(container, webhook=True)
+    container.extras["telegram_application"] = application
+    router = APIRouter(lifespan=_lifespan(application, container, secret))
+    router.add_api_route(
+        WEBHOOK_PATH,
+        _webhook_endpoint(application, secret),
+        methods=["POST"],
+        summary="Telegram updates (webhook mode)",
+        include_in_schema=False,
+    )
+    return router
+
+
+def _lifespan(application: AnyApplication, container: Container, secret: str) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        await asyncio.to_thread(telegram_state.forget_old_updates, container.engine)
+        await application.initialize()
+        await application.start()
+        await application.bot.set_webhook(
+            url=str(container.settings.telegram_webhook_url),
+            secret_token=secret,
+            allowed_updates=Update.ALL_TYPES,
+        )
+        await application.bot.set_my_commands(menu_commands())
+        log.info("Telegram: webhook set for @%s", application.bot.username)
+        try:
+            yield
+        finally:
+            await application.stop()
+            await application.shutdown()
+
+    return lifespan
+
+
+def _webhook_endpoint(application: AnyApplication, secret: str) -> Any:
+    expected = secret.encode()
+
+    async def telegram_webhook(request: Request) -> Response:
+        """Check the secret token first, then queue the update and answer 200 at once."""
+        given = request.headers.get(SECRET_HEADER)
+        if given is None:
+            return Response("Request did not include the secret token", status_code=403)
+        if not hmac.compare_digest(given.encode(), expected):
+            return Response("Request had the wrong secret token", status_code=403)
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            return Response("Content-Type must be application/json", status_code=403)
+        body = await request.body()
+        if len(body) > MAX_UPDATE_BYTES:
+            return Response("Update too large", status_code=413)
+        try:
+            data = json.loads(body)
+            update = Update.de_json(data, application.bot) if isinstance(data, dict) else None
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return Response(f"Not a Telegram update: {type(exc).__name__}", status_code=400)
+        if update is None or not isinstance(data.get("update_id"), int):
+            return Response("Not a Telegram update", status_code=400)
+        await application.update_queue.put(update)
+        return Response(status_code=200)
+
+    return telegram_webhook
