@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535, alias="PORT")
     # Additions to the interface (documented in the README's settings table).
     crm_phone_region: str = Field(default="US", alias="CRM_PHONE_REGION")
+    # Issue 5 (proposal lifecycle): how long an approved outbound message waits so Undo can cancel
+    # it; how long a proposal waits for a decision before it expires (nothing is sent); how long an
+    # execution may hold a proposal before a crashed worker's attempt is taken over.
+    undo_window_seconds: float = Field(default=30.0, ge=0, le=3600, alias="UNDO_WINDOW_SECONDS")
+    proposal_ttl_hours: float = Field(default=24.0, gt=0, alias="PROPOSAL_TTL_HOURS")
+    action_lease_seconds: float = Field(default=300.0, gt=0, alias="ACTION_LEASE_SECONDS")
 
     @field_validator("digest_at")
     @classmethod

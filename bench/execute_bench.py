@@ -1,0 +1,263 @@
+"""Decision → executed: latency (p50/p99) and executed actions per second with 2 workers.
+
+Run by hand:  /work/venv/bin/python -m bench.execute_bench [--n 300] [--rate 15]
+
+What runs: a fresh Postgres database, the real command layer (`Commands.approve`, the compare-and-set
+decision), the real scheduler and in-process job queue with 2 worker threads, and the real executor
+(checkpoint → connector → result, each an appended event). Two connectors:
+- noop: a connector that does nothing, so the figures are the lifecycle's own cost;
+- smtp: the real EmailConnector against aiosmtpd on loopback (a new SMTP session per email).
+The undo window is 0 here: it is a deliberate wait, not a cost.
+
+Latency: decisions at a steady `--rate` per second (below saturation), each measured from the
+decision event's timestamp to the `action.executed` event's, both read back from the log.
+Throughput: `--n` proposals approved first, then queued all at once; executed actions per second
+from the first enqueue to the last result.
+Baseline, in the same run: the bare connector called `--n` times by 2 threads with no log, no queue,
+no checkpoints; the ratio says what exactly-once bookkeeping costs on top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import psycopg
+
+from bot.commands import Actor, Commands
+from jobs.connectors.base import ActionRequest, ActionResult, Handover
+from jobs.context import JobContext, install, uninstall
+from jobs.execute import Executor, default_connectors, scheduler_for
+from jobs.inprocess import InProcessJobQueue
+from store import events as ev
+from store import lifecycle as lc
+from store.db import make_engine, migrate
+from store.settings import load_settings
+from store.uow import EventStore
+from tests.standins.smtp import SmtpStandin
+
+PG_ADMIN = os.environ.get("CRM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+OPERATOR = Actor("terminal", "bench", "Bench")
+WORKERS = 2
+
+
+class NoopConnector:
+    """Does nothing and says so: the lifecycle's own overhead."""
+
+    name = "noop"
+    dedupes = True
+
+    def run(self, request: ActionRequest, handover: Handover) -> ActionResult:
+        return ActionResult(reference="noop")
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    memory = f"{mem_kb / 1024 / 1024:.1f} GiB RAM"
+    return f"{os.cpu_count()} CPUs ({cpu}), {memory}, Python {platform.python_version()}"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Database:
+    """A throwaway Postgres database."""
+
+    def __init__(self) -> None:
+        self.name = f"crm_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{self.name}"')
+        base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+        self.url = f"{base}/{self.name}"
+
+    def drop(self) -> None:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def proposals(store: EventStore, n: int, tag: str) -> list[str]:
+    signal = ev.LeadCreated(customer=ev.CustomerRef(name="Ada Lovelace", email=f"ada+{tag}@acme.test"))
+    customer = store.record_signal("lead.created", signal, f"bench:{tag}", source="bench").event.stream
+    payload = {
+        "agent": "bench",
+        "kind": "send_email",
+        "customer_id": customer,
+        "params": {"to": "ada@acme.test", "subject": "Hello", "body": "Hi Ada,\n\nJust checking in.\n\nBest"},
+        "draft": {"subject": "Hello", "body": "Hi Ada,\n\nJust checking in.\n\nBest"},
+        "rationale": "bench",
+        "sources": [],
+        "confidence": 0.9,
+        "cost": {"usd": 0.0},
+        "drafted_from_template": True,
+        "event_id": None,
+    }
+    return [
+        lc.record_proposal(store, payload, verdict="approval", rules=[], key=f"bench:{tag}:{i}")[0]
+        for i in range(n)
+    ]
+
+
+def timings(store: EventStore, pids: list[str]) -> tuple[list[float], float, float]:
+    """(decision → executed seconds per proposal, first decision time, last executed time) from the log."""
+    decided: dict[str, float] = {}
+    executed: dict[str, float] = {}
+    wanted = set(pids)
+    for event in store.read_all():
+        if event.stream in wanted and event.type == "proposal.decided":
+            decided[event.stream] = event.recorded_at.timestamp()
+        elif event.stream in wanted and event.type == "action.executed":
+            executed[event.stream] = event.recorded_at.timestamp()
+    missing = wanted - set(executed)
+    if missing:
+        raise SystemExit(f"{len(missing)} proposals were not executed")
+    return [executed[p] - decided[p] for p in pids], min(decided.values()), max(executed.values())
+
+
+def wait_until_done(store: EventStore, pids: list[str], timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with store.engine.connect() as connection:
+            states = {lc.get_proposal(connection, pid)["state"] for pid in pids[-5:]}  # type: ignore[index]
+        if states == {"executed"}:
+            with store.engine.connect() as connection:
+                if all(lc.get_proposal(connection, p)["state"] == "executed" for p in pids):  # type: ignore[index]
+                    return
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out waiting for executions")
+        time.sleep(0.05)
+
+
+def run_mode(mode: str, n: int, rate: float) -> dict[str, Any]:
+    database = Database()
+    smtp = SmtpStandin() if mode == "smtp" else None
+    if smtp:
+        smtp.__enter__()
+    try:
+        engine = make_engine(database.url, pool_size=10)
+        migrate(engine)
+        store = EventStore(engine)
+        settings = load_settings(
+            _env_file=None,
+            DATABASE_URL=database.url,
+            OPERATORS="terminal:bench",
+            UNDO_WINDOW_SECONDS=0,
+            SMTP_URL=smtp.url if smtp else None,
+            MAIL_FROM="ops@example.test",
+        )
+        connectors: dict[str, Any] = default_connectors(store, settings, lambda name: None)
+        connector = NoopConnector() if mode == "noop" else connectors["send_email"]
+        connectors["send_email"] = connector
+        executor = Executor(store, connectors)
+        queue = InProcessJobQueue(threads=WORKERS)
+        install(JobContext(store=store, queue=queue, settings=settings, extras={"executor": executor}))
+        holder = SimpleNamespace(store=store, queue=queue)
+        schedule = scheduler_for(holder)
+
+        # Latency: steady decisions below saturation.
+        latency_pids = proposals(store, n, f"{mode}-lat")
+        commands = Commands(store, settings, schedule_execution=schedule)
+        start = time.monotonic()
+        for i, pid in enumerate(latency_pids):
+            pause = start + i / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            assert commands.approve(OPERATOR, pid).ok
+        wait_until_done(store, latency_pids)
+        latencies, _, _ = timings(store, latency_pids)
+
+        # Throughput: approve everything first, then queue all at once.
+        burst_pids = proposals(store, n, f"{mode}-burst")
+        held: list[str] = []
+        holding = Commands(store, settings, schedule_execution=held.append)
+        for pid in burst_pids:
+            assert holding.approve(OPERATOR, pid).ok
+        began = time.time()
+        for pid in held:
+            schedule(pid)
+        wait_until_done(store, burst_pids)
+        _, _, last = timings(store, burst_pids)
+        throughput = n / (last - began)
+
+        # Baseline: the bare connector, same concurrency, no bookkeeping.
+        request = ActionRequest(
+            proposal_id="prp_bench",
+            kind="send_email",
+            agent="bench",
+            customer_id="c",
+            params={"to": "ada@acme.test"},
+            draft={"subject": "Hello", "body": "Hi"},
+            idempotency_key="crm-bench",
+            attempt=1,
+        )
+        bare: Callable[[int], Any] = lambda _i: connector.run(request, lambda: None)  # noqa: E731
+        began_bare = time.perf_counter()
+        with ThreadPoolExecutor(WORKERS) as pool:
+            list(pool.map(bare, range(n)))
+        bare_rate = n / (time.perf_counter() - began_bare)
+        queue.stop(timeout=5)
+        uninstall()
+        engine.dispose()
+        return {
+            "mode": mode,
+            "n": n,
+            "rate": rate,
+            "p50_ms": percentile(latencies, 0.5) * 1000,
+            "p99_ms": percentile(latencies, 0.99) * 1000,
+            "mean_ms": statistics.fmean(latencies) * 1000,
+            "throughput": throughput,
+            "bare": bare_rate,
+            "delivered": len(smtp.messages) if smtp else None,
+        }
+    finally:
+        if smtp:
+            smtp.__exit__(None, None, None)
+        database.drop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=300, help="proposals per phase and mode")
+    parser.add_argument("--rate", type=float, default=15.0, help="decisions per second in the latency phase")
+    args = parser.parse_args()
+    print(machine())
+    print(f"{WORKERS} workers, Postgres, n={args.n} per phase, latency phase at {args.rate}/s")
+    print("| connector | decision → executed p50 | p99 | executed/s (2 workers) | bare connector/s | ratio |")
+    print("|---|---|---|---|---|---|")
+    for mode in ("noop", "smtp"):
+        r = run_mode(mode, args.n, args.rate)
+        print(
+            f"| {mode} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['throughput']:.1f} | "
+            f"{r['bare']:.0f} | {r['throughput'] / r['bare']:.3f} |"
+            + (
+                f" (server received {r['delivered']} for {3 * args.n} sends)"
+                if r["delivered"] is not None
+                else ""
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

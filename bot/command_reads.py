@@ -1,0 +1,109 @@
+"""The read and housekeeping commands: why, customer, pending, note, pause/resume, help."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from bot import command_text
+from bot.command_base import CommandBase
+from bot.commands import Actor, Reply, fail, reply
+from bot.render import slice_text
+from jobs.render_proposal import view_of
+from store import events as ev
+from store import lifecycle as lc
+from store.slice import build_slice, closest_names, find_customers
+
+
+class ReadCommands(CommandBase):
+    """Commands that read, or that change nothing about a proposal."""
+
+    # ---- reads -----------------------------------------------------------------------------------
+    def why(self, actor: Actor, proposal_id: str) -> Reply:
+        refused = self._refuse(actor, "see why", proposal_id)
+        if refused:
+            return refused
+        with self.store.engine.connect() as connection:
+            row = lc.find_proposal(connection, proposal_id)
+            if row is None:
+                return fail("not_found", f"No proposal {proposal_id}.")
+            trail = lc.proposal_events(connection, row["id"])
+        trigger = self.store.get(row["event_id"]) if row["event_id"] else None
+        return reply(
+            *command_text.why_lines(row, trail, trigger),
+            proposals=self._views(row["id"]),
+            proposal_id=row["id"],
+        )
+
+    def customer(self, actor: Actor, query: str, as_of: date | datetime | None) -> Reply:
+        refused = self._refuse(actor, "look up customers", None)
+        if refused:
+            return refused
+        with self.store.engine.connect() as connection:
+            found = find_customers(connection, query)
+            if not found:
+                near = closest_names(connection, query)
+                hint = f" Did you mean {', '.join(near)}?" if near else ""
+                return fail("not_found", f"No customer matches {query!r}.{hint}")
+            if len(found) > 1:
+                names = [f"{c['name'] or c['id']} ({c['id']})" for c in found]
+                return reply(f"{len(found)} customers match {query!r}:", *names)
+            picture = build_slice(connection, found[0]["id"], as_of)
+        if picture is None:
+            return fail("not_found", f"{query!r} did not exist yet on {as_of}.")
+        return reply(*slice_text(picture))
+
+    def pending(self, actor: Actor) -> Reply:
+        refused = self._refuse(actor, "list proposals", None)
+        if refused:
+            return refused
+        with self.store.engine.connect() as connection:
+            rows = lc.in_state(connection, "pending")
+            snoozed = len(lc.in_state(connection, "snoozed", limit=1000))
+            views = tuple(view_of(r, lc.customer_name(connection, r["customer_id"])) for r in rows)
+        head = f"{len(views)} waiting for a decision" + (f", {snoozed} snoozed" if snoozed else "") + "."
+        return reply(head, proposals=views)
+
+    def note(self, actor: Actor, query: str, text: str) -> Reply:
+        refused = self._refuse(actor, "add notes", None)
+        if refused:
+            return refused
+        text = text.strip()
+        if not text:
+            return fail("invalid", "The note is empty: note <customer>: <text>")
+        with self.store.engine.connect() as connection:
+            found = find_customers(connection, query)
+        if len(found) != 1:
+            return fail(
+                "not_found" if not found else "invalid",
+                f"{'No' if not found else len(found)} customers match {query!r}; be more specific.",
+            )
+        customer = found[0]
+        self.store.append(
+            ev.NewEvent(
+                type="note.added",
+                payload=ev.NoteAdded(text=text, author=actor.name),
+                stream=customer["id"],
+                idempotency_key=f"note:{actor.key}:{ev.new_id()}",
+                actor=actor.key,
+                source=actor.surface,
+            )
+        )
+        return reply(f"Noted on {customer['name'] or customer['id']}.")
+
+    def _pause(self, actor: Actor, agent: str | None, paused: bool) -> Reply:
+        refused = self._refuse(actor, "pause agents" if paused else "resume agents", None)
+        if refused:
+            return refused
+        name = (agent or "").strip() or "*"
+        lc.set_paused(self.store, name, paused, actor.key)
+        target = "All agents" if name == "*" else f"Agent {name}"
+        return reply(f"{target} {'paused' if paused else 'resumed'}.")
+
+    def pause(self, actor: Actor, agent: str | None) -> Reply:
+        return self._pause(actor, agent, True)
+
+    def resume(self, actor: Actor, agent: str | None) -> Reply:
+        return self._pause(actor, agent, False)
+
+    def help(self, actor: Actor) -> Reply:
+        return reply(*command_text.HELP)

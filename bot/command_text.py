@@ -1,0 +1,140 @@
+"""Typed command lines (terminal, Telegram `/commands`, Slack slash commands) and the texts commands show."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from jobs.render_proposal import stamp
+from store import events as ev
+
+if TYPE_CHECKING:
+    from bot.command_impl import CommandImpl
+    from bot.commands import Actor, Reply
+
+HELP = (
+    "pending — proposals waiting for you",
+    "approve <id> · reject <id> [reason] · snooze <id> <30m|2h|1d|ISO time>",
+    "edit <id> — what can be changed · edit <id> <field> <new value>",
+    "why <id> — sources, rules and costs · undo <id> · retry <id>",
+    "resend <id> · keep <id> — answer “may have been sent”",
+    "customer <name|email|id> [--as-of YYYY-MM-DD]",
+    "note <customer>: <text>",
+    "pause [agent] · resume [agent] — all agents when none is named",
+    "help",
+)
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# A snooze is a nudge to look again, not a way to park something for ever.
+MAX_SNOOZE = timedelta(days=90)
+
+
+def parse_until(value: datetime | str, now: datetime) -> datetime:
+    """A snooze target: an aware datetime, a duration ("30m", "2h", "1d") or ISO-8601 (UTC if naive)."""
+    if isinstance(value, datetime):
+        until = value if value.tzinfo else value.replace(tzinfo=UTC)
+    else:
+        match = _DURATION.match(value)
+        if match:
+            until = now + timedelta(**{_UNITS[match.group(2).lower()]: int(match.group(1))})
+        else:
+            try:
+                parsed = datetime.fromisoformat(value.strip())
+            except ValueError:
+                raise ValueError(
+                    f"Cannot read {value[:40]!r} as a time; try 30m, 2h, 1d or 2025-01-31T09:00"
+                ) from None
+            until = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if until - now > MAX_SNOOZE:
+        raise ValueError("Snooze for at most 90 days.")
+    return until
+
+
+def why_lines(row: dict[str, Any], trail: list[ev.Event], trigger: ev.Event | None) -> list[str]:
+    """Sources, rules, costs and the decision trail of one proposal."""
+    proposed = row["proposed"]
+    cost = proposed.get("cost") or {}
+    lines = [f"{row['kind']} proposed by {row['agent']} at {stamp(row['created_at'])} ({row['id']})"]
+    lines.append(f"Rationale: {proposed.get('rationale', '')}")
+    lines.append(f"Confidence: {proposed.get('confidence', 0):.0%}")
+    if trigger is not None:
+        from store.slice import summarise
+
+        lines.append(f"Prompted by: {summarise(trigger)} ({trigger.id})")
+    for source in proposed.get("sources") or []:
+        note = f" — {source['note']}" if source.get("note") else ""
+        lines.append(f"Source: {source['kind']} {source['id']}{note}")
+    lines.append(f"Policy: {row['verdict']}" + (f" ({', '.join(row['rules'])})" if row["rules"] else ""))
+    model = cost.get("model") or "no model (template)"
+    tokens = int(cost.get("prompt_tokens") or 0) + int(cost.get("completion_tokens") or 0)
+    lines.append(f"Cost: ${float(cost.get('usd') or 0):.4f} · {model} · {tokens} tokens")
+    for event in trail:
+        if event.type in {"proposal.message_posted", "proposal.recorded"}:
+            continue
+        lines.append(f"{stamp(event.occurred_at)} {event.type} by {event.actor}")
+    return lines
+
+
+def dispatch(impl: CommandImpl, actor: Actor, line: str) -> Reply:
+    """Run one typed command line."""
+    from bot.commands import fail
+
+    text = line.strip().lstrip("/")
+    if not text:
+        return fail("invalid", "Type a command; `help` lists them.")
+    word, _, rest = text.partition(" ")
+    word, rest = word.lower().split("@", 1)[0], rest.strip()  # Telegram sends /cmd@botname
+    first, _, tail = rest.partition(" ")
+    tail = tail.strip()
+    proposal_commands = {
+        "approve": lambda: impl.approve(actor, first),
+        "reject": lambda: impl.reject(actor, first, tail or None),
+        "why": lambda: impl.why(actor, first),
+        "undo": lambda: impl.undo(actor, first),
+        "retry": lambda: impl.retry(actor, first),
+        "resend": lambda: impl.resend(actor, first, True),
+        "keep": lambda: impl.resend(actor, first, False),
+        "snooze": lambda: impl.snooze(actor, first, tail or "1h"),
+        "edit": lambda: _edit(impl, actor, first, tail),
+    }
+    if word in proposal_commands:
+        if not first:
+            return fail("invalid", f"Usage: {word} <proposal id>")
+        return proposal_commands[word]()
+    if word == "customer":
+        query, as_of = _as_of(rest)
+        if not query:
+            return fail("invalid", "Usage: customer <name|email|id> [--as-of YYYY-MM-DD]")
+        if isinstance(as_of, str):
+            return fail("invalid", as_of)
+        return impl.customer(actor, query, as_of)
+    if word == "note":
+        who, sep, note = rest.partition(":")
+        if not sep or not who.strip():
+            return fail("invalid", "Usage: note <customer>: <text>")
+        return impl.note(actor, who.strip(), note)
+    if word in {"pause", "resume"}:
+        return (impl.pause if word == "pause" else impl.resume)(actor, rest or None)
+    if word in {"pending", "help", "start"}:
+        return impl.pending(actor) if word == "pending" else impl.help(actor)
+    return fail("invalid", f"Unknown command {word[:30]!r}; `help` lists them.")
+
+
+def _edit(impl: CommandImpl, actor: Actor, proposal_id: str, tail: str) -> Reply:
+    if not tail:
+        return impl.edit(actor, proposal_id, None)
+    field, _, value = tail.partition(" ")
+    return impl.edit(actor, proposal_id, {field.strip().rstrip(":=").lower(): value.strip()})
+
+
+def _as_of(rest: str) -> tuple[str, date | str | None]:
+    """(query, as_of date | error text | None) from "acme --as-of 2024-05-01"."""
+    query, sep, when = rest.partition("--as-of")
+    if not sep:
+        return rest.strip(), None
+    try:
+        return query.strip(), date.fromisoformat(when.strip())
+    except ValueError:
+        return query.strip(), f"--as-of takes a date as YYYY-MM-DD, not {when.strip()[:20]!r}"

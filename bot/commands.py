@@ -1,0 +1,195 @@
+"""The channel-agnostic command layer: every surface (Slack, Telegram, terminal) calls these and only renders.
+
+Each command takes an `Actor` and returns a `Reply` — plain lines, optionally proposal views with their
+buttons or editable fields, never chat markup. Authorisation against OPERATORS happens HERE, not in the
+surfaces: a non-operator's decision is refused and the attempt is logged as an event.
+
+How a surface uses it:
+    commands = commands_for(container)                       # one per process
+    reply = commands.press(actor, button.data)                # a button tap
+    reply = commands.run(actor, "customer acme --as-of 2024-05-01")  # a typed line or slash command
+    reply = commands.edit(actor, proposal_id)                 # -> reply.fields to show in a form
+    reply = commands.edit(actor, proposal_id, {"body": "…"})  # -> approves the edited version
+After a decision the command layer itself refreshes every posted copy of the proposal through the
+notify fan-out; the surface only shows `reply` to the person who tapped (e.g. an ephemeral message).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Literal
+
+from jobs.execute import scheduler_for
+from jobs.notify import notifier_for
+from jobs.views import Button, EditableField, ProposalView
+
+__all__ = [
+    "Actor",
+    "Button",
+    "Commands",
+    "EditableField",
+    "ProposalView",
+    "Reply",
+    "ReplyCode",
+    "commands_for",
+]
+
+ReplyCode = Literal["ok", "refused", "conflict", "not_found", "invalid", "too_late"]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is asking: the surface they used, their id there, and a name to show."""
+
+    surface: str  # "slack" | "telegram" | "terminal"
+    user_id: str
+    display_name: str | None = None
+
+    @property
+    def key(self) -> str:
+        """`surface:id`, the form OPERATORS uses."""
+        return f"{self.surface}:{self.user_id}"
+
+    @property
+    def name(self) -> str:
+        """What to show for this person."""
+        return self.display_name or self.key
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A command's answer as plain data. `ok` is False for refusals, conflicts and bad input."""
+
+    lines: tuple[str, ...]
+    ok: bool = True
+    code: ReplyCode = "ok"
+    proposals: tuple[ProposalView, ...] = ()
+    fields: tuple[EditableField, ...] = ()  # edit without values: what may be changed
+    proposal_id: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The lines joined, for surfaces that send one message."""
+        return "\n".join(self.lines)
+
+
+def reply(*lines: str, **kwargs: Any) -> Reply:
+    """A Reply from lines."""
+    return Reply(lines=tuple(lines), **kwargs)
+
+
+def fail(code: ReplyCode, *lines: str, **kwargs: Any) -> Reply:
+    """A refusing or failing Reply."""
+    return Reply(lines=tuple(lines), ok=False, code=code, **kwargs)
+
+
+class Commands:
+    """The commands, bound to one store, settings, execution scheduler and notify fan-out.
+
+    `schedule_execution(proposal_id)` enqueues `execute(proposal_id)` (the job pipeline's queue with
+    priority "decisions", or the in-process executor); `notifier` is `jobs.notify.Notifier`.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        settings: Any,
+        *,
+        schedule_execution: Callable[[str], None] | None = None,
+        notifier: Any = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        from bot import command_impl  # imports this module's Actor and Reply, so not at the top
+
+        self._impl = command_impl.CommandImpl(
+            store, settings, schedule_execution=schedule_execution, notifier=notifier, clock=clock
+        )
+
+    # -- decisions on a proposal -------------------------------------------------------------------
+    def approve(self, actor: Actor, proposal_id: str) -> Reply:
+        """Approve a pending proposal (compare-and-set: the loser is told who decided first and when)."""
+        return self._impl.approve(actor, proposal_id)
+
+    def edit(self, actor: Actor, proposal_id: str, values: Mapping[str, str] | None = None) -> Reply:
+        """Without values: the editable fields. With values: approve the edited version (both kept)."""
+        return self._impl.edit(actor, proposal_id, values)
+
+    def reject(self, actor: Actor, proposal_id: str, reason: str | None = None) -> Reply:
+        """Reject a pending proposal; a reason is kept as a correction for next time."""
+        return self._impl.reject(actor, proposal_id, reason)
+
+    def snooze(self, actor: Actor, proposal_id: str, until: datetime | str) -> Reply:
+        """Put a pending proposal away until a time (`datetime`, "30m", "2h", "1d" or ISO-8601)."""
+        return self._impl.snooze(actor, proposal_id, until)
+
+    def why(self, actor: Actor, proposal_id: str) -> Reply:
+        """The sources, rules and costs behind a proposal."""
+        return self._impl.why(actor, proposal_id)
+
+    def undo(self, actor: Actor, proposal_id: str) -> Reply:
+        """Cancel an approved send inside its undo window, or compensate an executed internal update."""
+        return self._impl.undo(actor, proposal_id)
+
+    def retry(self, actor: Actor, proposal_id: str) -> Reply:
+        """Run a failed action again."""
+        return self._impl.retry(actor, proposal_id)
+
+    def resend(self, actor: Actor, proposal_id: str, send: bool = True) -> Reply:
+        """Answer "may have been sent": send it again (`send=True`) or leave it (`send=False`)."""
+        return self._impl.resend(actor, proposal_id, send)
+
+    # -- reads and housekeeping --------------------------------------------------------------------
+    def customer(self, actor: Actor, query: str, as_of: date | datetime | None = None) -> Reply:
+        """One customer's context slice, now or as of a past date."""
+        return self._impl.customer(actor, query, as_of)
+
+    def pending(self, actor: Actor) -> Reply:
+        """Proposals waiting for a decision, oldest first, with their buttons."""
+        return self._impl.pending(actor)
+
+    def note(self, actor: Actor, query: str, text: str) -> Reply:
+        """Add a note to a customer."""
+        return self._impl.note(actor, query, text)
+
+    def pause(self, actor: Actor, agent: str | None = None) -> Reply:
+        """Stop an agent (or all agents, `agent=None`) from proposing."""
+        return self._impl.pause(actor, agent)
+
+    def resume(self, actor: Actor, agent: str | None = None) -> Reply:
+        """Let a paused agent (or all agents) propose again."""
+        return self._impl.resume(actor, agent)
+
+    def help(self, actor: Actor) -> Reply:
+        """The commands, one per line."""
+        return self._impl.help(actor)
+
+    # -- entry points for surfaces -----------------------------------------------------------------
+    def press(self, actor: Actor, button_data: str) -> Reply:
+        """A button tap: `Button.data` as handed back by the chat app."""
+        return self._impl.press(actor, button_data)
+
+    def run(self, actor: Actor, line: str) -> Reply:
+        """A typed line (`approve prp_…`, `customer acme --as-of 2024-05-01`, `note acme: …`)."""
+        return self._impl.run(actor, line)
+
+
+def commands_for(container: Any) -> Commands:
+    """The process's Commands, built once from the container and kept in `container.extras["commands"]`.
+
+    Approvals queue `jobs.execute.execute(proposal_id)` on `container.queue` at the "decisions"
+    priority (RQ with REDIS_URL, in-process threads without).
+    """
+    existing = container.extras.get("commands")
+    if existing is not None:
+        return existing
+
+    commands = Commands(
+        container.store,
+        container.settings,
+        schedule_execution=scheduler_for(container),
+        notifier=notifier_for(container),
+    )
+    container.extras["commands"] = commands
+    return commands

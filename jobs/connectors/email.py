@@ -1,0 +1,191 @@
+"""Outbound email over SMTP (`SMTP_URL`): STARTTLS, implicit TLS and AUTH; threaded replies.
+
+SMTP cannot deduplicate, so this connector marks the point of no return: `handover()` is called right
+before DATA. A failure before it provably sent nothing (retried); a server's explicit refusal of the
+data also sent nothing; anything else after it (a dropped connection, a timeout waiting for 250) is
+`OutcomeUnknown`, which the executor shows to the operator as "may have been sent".
+
+SMTP_URL forms: `smtp://[user:pass@]host[:port]` (STARTTLS when the server offers it),
+`smtp+starttls://…` (STARTTLS required), `smtps://…` (TLS from the first byte). Query options:
+`timeout=<seconds>`, `cafile=<path>` (trust a private CA, e.g. in tests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import smtplib
+import ssl
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from jobs.connectors.base import (
+    ActionRequest,
+    ActionResult,
+    Handover,
+    OutcomeUnknown,
+    PermanentError,
+    TransientError,
+)
+
+# Long enough for a slow but healthy server, short enough that a hung one frees the worker well
+# inside the action lease.
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
+
+
+class SmtpUrlError(ValueError):
+    """SMTP_URL is malformed; the message says how."""
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    mode: str  # "smtp" | "smtp+starttls" | "smtps"
+    username: str | None
+    password: str | None
+    timeout: float
+    cafile: str | None
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpConfig:
+        """Parse SMTP_URL."""
+        parts = urlsplit(url)
+        if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+            raise SmtpUrlError(f"SMTP_URL must look like smtp://user:pass@host:587, not {parts.scheme}://…")
+        query = parse_qs(parts.query)
+        try:
+            timeout = float(query.get("timeout", [DEFAULT_TIMEOUT])[0])
+        except ValueError:
+            raise SmtpUrlError("SMTP_URL timeout= must be a number of seconds") from None
+        return cls(
+            host=parts.hostname,
+            port=parts.port or DEFAULT_PORTS[parts.scheme],
+            mode=parts.scheme,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            timeout=timeout,
+            cafile=query.get("cafile", [None])[0],
+        )
+
+    def tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.cafile)
+
+
+def message_id_for(idempotency_key: str, mail_from: str) -> str:
+    """A Message-ID derived from the action's idempotency key (the same on every attempt)."""
+    domain = mail_from.rpartition("@")[2] or "localhost"
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+    return f"<{digest}@{domain.strip('>')}>"
+
+
+def build_message(request: ActionRequest, mail_from: str) -> EmailMessage:
+    """The email for a send_email action, threaded onto the customer's last message when known."""
+    params, draft = request.params, request.draft or {}
+    to = str(params.get("to") or "").strip()
+    if not to or "@" not in to or any(c in to for c in "\r\n"):
+        raise PermanentError(f"no valid recipient (to={to!r})", retryable=False)
+    message = EmailMessage()
+    message["From"] = mail_from
+    message["To"] = to
+    message["Subject"] = (draft.get("subject") or params.get("subject") or "").replace("\n", " ")
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = message_id_for(request.idempotency_key, mail_from)
+    in_reply_to = params.get("in_reply_to") or request.context.get("last_message_id")
+    references = list(params.get("references") or request.context.get("references") or [])
+    if in_reply_to:
+        message["In-Reply-To"] = in_reply_to
+        if in_reply_to not in references:
+            references.append(in_reply_to)
+    if references:
+        message["References"] = " ".join(references)
+    message.set_content(draft.get("body") or params.get("body") or "")
+    return message
+
+
+class EmailConnector:
+    """send_email over SMTP."""
+
+    name = "smtp"
+    dedupes = False
+
+    def __init__(self, smtp_url: str | None, mail_from: str) -> None:
+        self.config = SmtpConfig.from_url(smtp_url) if smtp_url else None
+        self.mail_from = mail_from
+
+    def run(self, request: ActionRequest, handover: Handover) -> ActionResult:
+        """Send the email; its Message-ID is the reference."""
+        if self.config is None:
+            raise PermanentError("SMTP_URL is not set; configure it to send email")
+        message = build_message(request, self.mail_from)
+        client = self._connect()
+        try:
+            self._envelope(client, message)
+            handover()
+            self._data(client, message)
+        finally:
+            _close(client)
+        return ActionResult(reference=str(message["Message-ID"]))
+
+    def _connect(self) -> smtplib.SMTP:
+        config = self.config
+        assert config is not None
+        try:
+            if config.mode == "smtps":
+                client: smtplib.SMTP = smtplib.SMTP_SSL(
+                    config.host, config.port, timeout=config.timeout, context=config.tls_context()
+                )
+            else:
+                client = smtplib.SMTP(config.host, config.port, timeout=config.timeout)
+            client.ehlo()
+            if config.mode == "smtp+starttls" or (config.mode == "smtp" and client.has_extn("starttls")):
+                client.starttls(context=config.tls_context())
+                client.ehlo()
+            if config.username:
+                client.login(config.username, config.password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            raise PermanentError(f"SMTP server refused the login ({exc.smtp_code})") from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise PermanentError(f"SMTP server does not support what SMTP_URL asks for: {exc}") from None
+        except (smtplib.SMTPException, OSError) as exc:  # refused, unreachable, timed out, TLS failed
+            raise TransientError(
+                f"cannot reach the SMTP server at {config.host}:{config.port}: {exc}"
+            ) from None
+        return client
+
+    def _envelope(self, client: smtplib.SMTP, message: EmailMessage) -> None:
+        try:
+            code, reply = client.mail(self.mail_from)
+            if code != 250:
+                _refused("sender", code, reply)
+            code, reply = client.rcpt(str(message["To"]))
+            if code not in (250, 251):
+                _refused("recipient", code, reply)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise TransientError(f"SMTP connection lost before sending: {exc}") from None
+
+    def _data(self, client: smtplib.SMTP, message: EmailMessage) -> None:
+        try:
+            code, reply = client.data(message.as_bytes())
+        except smtplib.SMTPDataError as exc:  # the server answered: it did not take the message
+            _refused("message", exc.smtp_code, exc.smtp_error)
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
+            raise OutcomeUnknown(f"connection failed while the message was being sent: {exc}") from None
+        if code != 250:
+            _refused("message", code, reply)
+
+
+def _refused(what: str, code: int, reply: bytes | str) -> None:
+    text = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
+    if 400 <= code < 500:
+        raise TransientError(f"SMTP server deferred the {what}: {code} {text}")
+    raise PermanentError(f"SMTP server refused the {what}: {code} {text}")
+
+
+def _close(client: smtplib.SMTP) -> None:
+    try:
+        client.quit()
+    except (smtplib.SMTPException, OSError):
+        client.close()

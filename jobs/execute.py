@@ -1,0 +1,375 @@
+"""execute(proposal_id): run an approved proposal through its connector, at most once (DESIGN.md invariant 3).
+
+The checkpoints, each an event appended with a compare-and-set on the proposal's state:
+1. `action.started` (attempt n, the idempotency key, a lease) — before the connector is called;
+2. `action.handover` — by connectors that cannot deduplicate, right before the irreversible step;
+3. `action.executed` (with the reference and any effect events, in one transaction) or
+   `action.failed` / `action.uncertain`.
+A worker that finds an attempt whose lease ran out (its worker died) takes over: if the attempt never
+reached handover, or the connector deduplicates, it simply runs again; otherwise the outcome is unknown
+and the proposal becomes "uncertain" — shown to the operator, who chooses to resend or not.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import select
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from jobs.connectors.base import (
+    ActionRequest,
+    ActionResult,
+    Connector,
+    OutcomeUnknown,
+    PermanentError,
+    TransientError,
+)
+from jobs.connectors.chat import ChatReplyConnector
+from jobs.connectors.email import EmailConnector
+from jobs.connectors.internal import INTERNAL_KINDS, InternalConnector
+from jobs.connectors.webhook import WebhookConnector
+from jobs.context import current
+from jobs.notify import notifier_for
+from jobs.queue import DECISIONS, NO_RETRY
+from store import events as ev
+from store import lifecycle as lc
+from store import proposals as sp
+from store import tables as t
+from store.log import to_event
+from store.slice import group_of
+from store.uow import EventStore
+
+log = logging.getLogger(__name__)
+
+Status = Literal["executed", "failed", "uncertain", "deferred", "busy", "nothing"]
+
+# Transient failures are tried this many times in one attempt, waiting 1 s, 2 s, 4 s… between tries:
+# enough to ride out a server restart, short enough to stay well inside the lease.
+TRANSIENT_TRIES = 4
+BACKOFF_MAX_SECONDS = 8.0
+# While an approved send waits out its undo window, look at the proposal this often (an Undo ends
+# the wait early and frees the worker).
+UNDO_POLL_SECONDS = 0.2
+# A job never holds a worker longer than this waiting for an undo window: the scheduler queues the
+# job when the window ends, so a job only waits out the last moments (timer skew).
+MAX_JOB_WAIT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    detail: str = ""
+    until: datetime | None = None
+
+
+def action_key(proposal_id: str) -> str:
+    """The idempotency key of a proposal's action: the same on every attempt and every worker."""
+    return f"crm-{proposal_id}"
+
+
+class Executor:
+    """Runs approved proposals through connectors, checkpointing every step in the log."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        connectors: Mapping[str, Connector],
+        *,
+        lease_seconds: float = 300.0,
+        notifier: Any = None,
+        clock: Callable[[], datetime] = ev.utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+        transient_tries: int = TRANSIENT_TRIES,
+        backoff_seconds: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.connectors = dict(connectors)
+        self.lease = timedelta(seconds=lease_seconds)
+        self.notifier = notifier
+        self.clock = clock
+        self.sleep = sleep
+        self.transient_tries = transient_tries
+        self.backoff_seconds = backoff_seconds
+
+    # ---- entry points ----------------------------------------------------------------------------
+    def execute(self, proposal_id: str) -> Outcome:
+        """Start (or take over) the proposal's action and run it; never acts twice."""
+        with self.store.engine.connect() as connection:
+            row = lc.get_proposal(connection, proposal_id)
+        if row is None:
+            return Outcome("nothing", "no such proposal")
+        now = self.clock()
+        if row["state"] == "approved" and row["not_before"] and row["not_before"] > now:
+            return Outcome("deferred", "inside the undo window", row["not_before"])
+        if row["state"] not in {"approved", "executing"}:
+            return Outcome("nothing", f"proposal is {row['state']}")
+        connector = self.connectors.get(row["kind"])
+        started = lc.transition(
+            self.store, proposal_id, {"approved", "executing"}, self._plan_start(connector)
+        )
+        if not started.won:
+            current = started.row or {}
+            if current.get("state") == "executing":
+                return Outcome("busy", "another worker holds the lease")
+            return Outcome("nothing", f"proposal is {current.get('state')}")
+        event = started.events[0]
+        if event.type == "action.uncertain":
+            self._after(proposal_id, "uncertain")
+            return Outcome("uncertain", "a crashed attempt may have sent it")
+        assert isinstance(event.payload, sp.ActionStarted)
+        return self._run(started.row or row, event.payload.attempt, connector)
+
+    def wait_and_execute(self, proposal_id: str, max_wait: float | None = None) -> Outcome:
+        """execute(), first waiting out the undo window (returns early if the proposal is undone).
+
+        With max_wait, a window ending later than that is not waited for: "deferred" is returned.
+        """
+        while True:
+            outcome = self.execute(proposal_id)
+            if outcome.status != "deferred" or outcome.until is None:
+                return outcome
+            remaining = (outcome.until - self.clock()).total_seconds()
+            if max_wait is not None and remaining > max_wait:
+                return outcome
+            self.sleep(min(max(remaining, 0.0), UNDO_POLL_SECONDS))
+
+    # ---- steps -----------------------------------------------------------------------------------
+    def _plan_start(self, connector: Connector | None) -> Callable[[dict[str, Any]], list[lc.Planned] | None]:
+        def plan(row: dict[str, Any]) -> list[lc.Planned] | None:
+            now = self.clock()
+            pid, attempt = row["id"], row["attempts"]
+            if row["state"] == "approved":
+                if row["not_before"] and row["not_before"] > now:
+                    return None
+            elif row["lease_until"] is None or row["lease_until"] > now:
+                return None  # a live worker is on it
+            elif row["phase"] == "handover" and not (connector and connector.dedupes):
+                note = "the worker stopped after handing the message over; the server may have it"
+                payload: ev.Payload = sp.ActionUncertain(attempt=attempt, note=note)
+                return [(lc.on_proposal(pid, "action.uncertain", payload, f"{pid}:{attempt}:result"), False)]
+            attempt += 1
+            started = sp.ActionStarted(
+                attempt=attempt,
+                connector=connector.name if connector else "none",
+                idempotency_key=action_key(pid),
+                lease_until=now + self.lease,
+            )
+            return [(lc.on_proposal(pid, "action.started", started, f"{pid}:{attempt}:started"), False)]
+
+        return plan
+
+    def _run(self, row: dict[str, Any], attempt: int, connector: Connector | None) -> Outcome:
+        pid = row["id"]
+        try:
+            if connector is None:
+                raise PermanentError(f"no connector acts on {row['kind']}", retryable=False)
+            request = self._request(row, attempt)
+            result = self._with_retries(connector, request)
+        except OutcomeUnknown as exc:
+            return self._finish(
+                pid, attempt, "action.uncertain", sp.ActionUncertain(attempt=attempt, note=str(exc))
+            )
+        except PermanentError as exc:
+            payload = sp.ActionFailed(attempt=attempt, error=str(exc), retryable=exc.retryable)
+            return self._finish(pid, attempt, "action.failed", payload)
+        except TransientError as exc:
+            msg = f"{exc} (gave up after {self.transient_tries} tries)"
+            return self._finish(
+                pid, attempt, "action.failed", sp.ActionFailed(attempt=attempt, error=msg, retryable=True)
+            )
+        except Exception as exc:  # a bug or an unexpected library error: unknown if it acted
+            log.exception("connector for %s crashed", pid)
+            handed = self._handed_over(pid, attempt)
+            if handed and not (connector and connector.dedupes):
+                note = f"unexpected error after handover: {exc}"
+                return self._finish(
+                    pid, attempt, "action.uncertain", sp.ActionUncertain(attempt=attempt, note=note)
+                )
+            payload = sp.ActionFailed(attempt=attempt, error=f"unexpected error: {exc}", retryable=True)
+            return self._finish(pid, attempt, "action.failed", payload)
+        executed = sp.ActionExecuted(
+            attempt=attempt, reference=result.reference, compensation=result.compensation
+        )
+        return self._finish(pid, attempt, "action.executed", executed, effects=result.effects)
+
+    def _with_retries(self, connector: Connector, request: ActionRequest) -> ActionResult:
+        retrying = Retrying(
+            stop=stop_after_attempt(self.transient_tries),
+            wait=wait_exponential(multiplier=self.backoff_seconds, max=BACKOFF_MAX_SECONDS),
+            retry=retry_if_exception_type(TransientError),
+            sleep=self.sleep,
+            reraise=True,
+        )
+        try:
+            result: ActionResult = retrying(connector.run, request, lambda: self._handover(request))
+        except RetryError as exc:  # reraise=True makes this rare; keep the last error's message
+            raise TransientError(str(exc.last_attempt.exception())) from None
+        return result
+
+    def _handover(self, request: ActionRequest) -> None:
+        pid, attempt = request.proposal_id, request.attempt
+        self.store.append(
+            lc.on_proposal(
+                pid, "action.handover", sp.ActionHandover(attempt=attempt), f"{pid}:{attempt}:handover"
+            ),
+            dispatch=False,
+        )
+
+    def _handed_over(self, pid: str, attempt: int) -> bool:
+        with self.store.engine.connect() as connection:
+            action = connection.execute(
+                select(t.actions.c.state).where(t.actions.c.id == f"{pid}:{attempt}")
+            ).scalar_one_or_none()
+        return action == "handover"
+
+    def _finish(
+        self,
+        pid: str,
+        attempt: int,
+        event_type: str,
+        payload: ev.Payload,
+        effects: tuple[ev.NewEvent, ...] = (),
+    ) -> Outcome:
+        def plan(row: dict[str, Any]) -> list[lc.Planned] | None:
+            if row["attempts"] != attempt:
+                return None  # a newer attempt took over after our lease ran out
+            result = lc.on_proposal(pid, event_type, payload, f"{pid}:{attempt}:result")
+            return [(result, False), *((effect, True) for effect in effects)]
+
+        finished = lc.transition(self.store, pid, {"executing"}, plan)
+        status: Status = {"action.executed": "executed", "action.failed": "failed"}.get(
+            event_type, "uncertain"
+        )  # type: ignore[assignment]
+        if not finished.won:
+            log.warning("result of %s attempt %s not recorded: the proposal moved on", pid, attempt)
+            return Outcome("nothing", "the proposal moved on while this attempt ran")
+        self._after(pid, status)
+        detail = (
+            getattr(payload, "error", None)
+            or getattr(payload, "note", None)
+            or getattr(payload, "reference", "")
+        )
+        return Outcome(status, str(detail or ""))
+
+    def _after(self, pid: str, status: str) -> None:
+        if self.notifier is None:
+            return
+        with self.store.engine.connect() as connection:
+            row = lc.get_proposal(connection, pid)
+        self.notifier.refresh(pid)
+        if status == "uncertain" and row is not None:
+            self.notifier.notice(
+                [
+                    f"⚠ {row['kind']} for {row['customer_id']} may have been sent ({pid}).",
+                    "Open the proposal and choose Resend or Don't resend.",
+                ]
+            )
+        elif status == "failed" and row is not None:
+            self.notifier.notice([f"{row['kind']} for {row['customer_id']} failed ({pid}): {row['error']}"])
+
+    def _request(self, row: dict[str, Any], attempt: int) -> ActionRequest:
+        approved = row["approved"] or {}
+        proposed = row["proposed"]
+        params = dict(approved.get("params") or proposed.get("params") or {})
+        draft = approved.get("draft") if approved else proposed.get("draft")
+        return ActionRequest(
+            proposal_id=row["id"],
+            kind=row["kind"],
+            agent=row["agent"],
+            customer_id=row["customer_id"],
+            params=params,
+            draft=draft,
+            idempotency_key=action_key(row["id"]),
+            attempt=attempt,
+            approved_by=row["decided_by"],
+            context=self._context(row) if row["kind"] == "send_email" else {},
+        )
+
+    def _context(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The customer's last inbound email, to thread the reply onto."""
+        e = t.events.c
+        with self.store.engine.connect() as connection:
+            streams = group_of(connection, row["customer_id"])
+            found = connection.execute(
+                select(t.events)
+                .where(e.stream.in_(streams), e.type == "message.received")
+                .order_by(e.position.desc())
+                .limit(20)
+            ).all()
+        for found_row in found:
+            payload = to_event(found_row._mapping).payload
+            data = payload.data if isinstance(payload, ev.Signal) else {}
+            if data.get("message_id"):
+                references = list(data.get("references") or [])
+                return {"last_message_id": data["message_id"], "references": references}
+        return {}
+
+
+def default_connectors(
+    store: EventStore, settings: Any, surface_named: Callable[[str], Any]
+) -> dict[str, Connector]:
+    """Connectors by action kind, from settings."""
+    internal = InternalConnector(store)
+    connectors: dict[str, Connector] = {kind: internal for kind in INTERNAL_KINDS}
+    connectors["send_email"] = EmailConnector(settings.smtp_url, settings.mail_from)
+    connectors["post_webhook"] = WebhookConnector()
+    connectors["send_chat_reply"] = ChatReplyConnector(surface_named)
+    return connectors
+
+
+def executor_for(holder: Any) -> Executor:
+    """The process's Executor, built once and kept in `holder.extras["executor"]` (Container, JobContext)."""
+    existing = holder.extras.get("executor")
+    if existing is not None:
+        return existing
+    notifier = notifier_for(holder)
+    executor = Executor(
+        holder.store,
+        default_connectors(holder.store, holder.settings, notifier.surface),
+        lease_seconds=holder.settings.action_lease_seconds,
+        notifier=notifier,
+    )
+    holder.extras["executor"] = executor
+    return executor
+
+
+def execute(proposal_id: str) -> str:
+    """Job function (RQ or in-process): wait out the undo window, then execute the proposal."""
+    return executor_for(current()).wait_and_execute(proposal_id, MAX_JOB_WAIT_SECONDS).status
+
+
+def scheduler_for(container: Any) -> Callable[[str], None]:
+    """`schedule_execution(proposal_id)`: queue execute() at the "decisions" priority.
+
+    A proposal inside its undo window is queued when the window ends (a timer in this process), so
+    no worker sits idle through the window; should this process die meanwhile, `recover_stalled`
+    queues it on the scheduler's next run.
+    """
+
+    def enqueue(proposal_id: str) -> None:
+        # A fresh job id each time: a retry or a resend is a new job, and execute() itself makes a
+        # second job for the same proposal harmless (it loses the compare-and-set).
+        job_id = f"execute-{proposal_id}-{secrets.token_hex(4)}"
+        container.queue.enqueue(execute, proposal_id, priority=DECISIONS, job_id=job_id, retry=NO_RETRY)
+
+    def schedule(proposal_id: str) -> None:
+        with container.store.engine.connect() as connection:
+            row = lc.get_proposal(connection, proposal_id)
+        not_before = row["not_before"] if row else None
+        delay = (not_before - ev.utcnow()).total_seconds() if not_before else 0.0
+        if delay <= 0:
+            enqueue(proposal_id)
+            return
+        timer = threading.Timer(delay, enqueue, args=(proposal_id,))
+        timer.daemon = True
+        timer.start()
+
+    return schedule

@@ -1,0 +1,153 @@
+"""The subscriber that turns a signal into proposals: context → agents → policy → record → act or ask.
+
+Idempotent per event: proposals are recorded under keys derived from the event, agent and position,
+posting skips surfaces that already show the proposal, and the auto-approval is a compare-and-set.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from agents.context import AgentContext, Correction, RecalledMemory, build_context
+from agents.proposal import Draft
+from jobs.execute import scheduler_for
+from jobs.notify import notifier_for
+from jobs.wakeups import auto_approve
+from store import events as ev
+from store import lifecycle as lc
+from store import proposals as sp
+from store.projector import canonical_id
+from store.slice import group_of
+from store.state import SqlState
+
+log = logging.getLogger(__name__)
+
+# How much recalled memory text an agent gets: a few paragraphs, cheap to send to a model.
+MEMORY_BUDGET_CHARS = 4_000
+CORRECTIONS_IN_CONTEXT = 10
+
+
+def corrections_of(connection: Any, customer_id: str) -> list[Correction]:
+    """The operator's corrections for a customer (and everyone merged into them), newest first."""
+    found = []
+    for event in lc.corrections_for(
+        connection, group_of(connection, customer_id), limit=CORRECTIONS_IN_CONTEXT
+    ):
+        p = event.payload
+        assert isinstance(p, sp.CorrectionRecorded)
+        found.append(
+            Correction(
+                kind=p.kind,
+                original=Draft(**p.original) if p.original and p.original.get("body") is not None else None,
+                edited=Draft(**p.edited) if p.edited and p.edited.get("body") is not None else None,
+                rejection_reason=p.rejection_reason,
+                at=event.occurred_at,
+                agent=p.agent,
+                customer_id=customer_id,
+                proposal_id=p.proposal_id,
+            )
+        )
+    return found
+
+
+def recalled(memory: Any, customer_id: str, query: str) -> list[RecalledMemory]:
+    """Memories for the context, or none when there is no memory or it fails (agents carry on)."""
+    if memory is None or not query.strip():
+        return []
+    try:
+        found = memory.context_memories(customer_id, query, MEMORY_BUDGET_CHARS)
+    except Exception:
+        log.exception("memory recall failed for %s; proposing without memories", customer_id)
+        return []
+    return [
+        RecalledMemory(id=m.id, kind=m.kind, text=m.text, occurred_at=m.occurred_at, score=m.score)
+        for m in found
+    ]
+
+
+class ProposeSubscriber:
+    """For signal events: ask the agents, record their proposals with the policy's verdicts, then act."""
+
+    name = "propose"
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime  # agents.runtime.AgentRuntime
+
+    def wants(self, event: ev.Event) -> bool:
+        """Signals some agent reads."""
+        return event.type in ev.SIGNAL_TYPES and bool(self.runtime.subscribers(event.type))
+
+    def context(self, event: ev.Event, ctx: Any) -> AgentContext | None:
+        """The agents' context for this event: slice, history, corrections and recalled memories."""
+        with ctx.store.engine.connect() as connection:
+            customer_id = canonical_id(SqlState(connection), event.stream)
+        # Recall before opening the connection the context is built on: the memory layer may use the
+        # database itself, and SQLite allows one writer-transaction at a time.
+        query = getattr(event.payload, "text", None) or event.type
+        memories = recalled(ctx.extras.get("memory"), customer_id, query)
+        with ctx.store.engine.connect() as connection:
+            corrections = corrections_of(connection, customer_id)
+            return build_context(
+                connection,
+                event,
+                customer_id,
+                memories=memories,
+                corrections=corrections,
+                operator_timezone=ctx.settings.crm_timezone,
+            )
+
+    def handle(self, event: ev.Event, ctx: Any) -> None:
+        """Record and route every proposal the agents make for this event."""
+        context = self.context(event, ctx)
+        if context is None:
+            return
+        with ctx.store.engine.connect() as connection:
+            paused = lc.paused_agents(connection)
+        self.runtime.paused.clear()
+        self.runtime.paused.update(paused)  # pause/resume live in the log, the runtime reads a copy
+        for index, reviewed in enumerate(self.runtime.propose(context)):
+            self.route(ctx, event, index, reviewed, context)
+
+    def route(self, ctx: Any, event: ev.Event, index: int, reviewed: Any, context: AgentContext) -> str:
+        """Record one reviewed proposal; auto-approve and queue it, or post it for a decision."""
+        settings, store = ctx.settings, ctx.store
+        proposal, verdict = reviewed.proposal, reviewed.verdict
+        if proposal.event_id is None:
+            proposal = proposal.model_copy(update={"event_id": event.id})
+        rules = [f"{rule.name}: {rule.explanation}" for rule in verdict.rules]
+        pid, _ = lc.record_proposal(
+            store,
+            proposal.model_dump(mode="json"),
+            verdict=verdict.decision,
+            rules=rules,
+            key=f"proposal:{event.id}:{proposal.agent}:{index}",
+            refusal="; ".join(rules) if verdict.decision == "refused" else None,
+            expires_at=context.now + timedelta(hours=settings.proposal_ttl_hours),
+            not_before=verdict.not_before,
+            then=getattr(verdict, "then", None),
+            correlation_id=event.correlation_id or event.id,
+        )
+        if verdict.decision == "refused":
+            log.info("policy refused %s from %s: %s", proposal.kind, proposal.agent, rules)
+            return pid
+        if verdict.decision == "deferred":
+            return pid  # wake_due brings it back at not_before
+        notifier = notifier_for(ctx)
+        if verdict.decision == "auto" and auto_approve(store, pid, settings.undo_window_seconds, ev.utcnow()):
+            scheduler_for(ctx)(pid)
+        notifier.post(pid)
+        return pid
+
+
+def install(container: Any, runtime: Any = None) -> ProposeSubscriber:
+    """Add the subscriber to the container's subscribers (the composition root calls this once)."""
+    if runtime is None:
+        from agents.runtime import build_runtime
+
+        runtime = build_runtime(container.settings)
+    subscriber = ProposeSubscriber(runtime)
+    if all(getattr(s, "name", None) != subscriber.name for s in container.subscribers):
+        container.subscribers.append(subscriber)
+    return subscriber

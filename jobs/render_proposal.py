@@ -1,0 +1,181 @@
+"""A proposal's projection row as a `ProposalView`: title, draft, outcome line and the buttons it allows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from jobs.views import DEFAULT_SNOOZE, Button, EditableField, ProposalView
+
+# How much of a draft a chat message shows; the whole text is in `why` and in the edit form.
+DRAFT_PREVIEW_CHARS = 700
+
+# Params that repeat the draft (agents put the text in both): edited through the draft's fields.
+DRAFT_MIRRORS = {"subject": "subject", "body": "body", "text": "body"}
+# Params that are plumbing, not something a person should retype.
+_HIDDEN_PARAMS = frozenset({"in_reply_to", "references", "json", "window_key", "surface", "chat_id"})
+
+_LABELS = {
+    "send_email": "Send email",
+    "send_chat_reply": "Reply in chat",
+    "post_webhook": "Call webhook",
+    "create_task": "Create task",
+    "add_note": "Add note",
+    "change_stage": "Change stage",
+    "escalate": "Escalate",
+    "merge_customers": "Merge customers",
+    "offer_discount": "Offer discount",
+    "issue_refund": "Issue refund",
+}
+
+
+def stamp(value: datetime | None) -> str:
+    """A time as a person reads it in chat."""
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+
+
+def payload_of(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(params, draft) as they will be executed: the approved version if there is one, else as proposed."""
+    approved = row.get("approved")
+    if approved:
+        return dict(approved.get("params") or {}), approved.get("draft")
+    proposed = row["proposed"]
+    return dict(proposed.get("params") or {}), proposed.get("draft")
+
+
+def who(row: dict[str, Any]) -> str:
+    """Who decided, with the surface."""
+    name = row.get("decided_by_name") or row.get("decided_by") or "?"
+    return f"{name} ({row['surface']})" if row.get("surface") else name
+
+
+def title_of(row: dict[str, Any], customer_name: str | None) -> str:
+    """One line: what, for whom, by which agent."""
+    params, _ = payload_of(row)
+    label = _LABELS.get(row["kind"], row["kind"])
+    target = customer_name or row["customer_id"]
+    detail = ""
+    if row["kind"] == "send_email" and params.get("to"):
+        detail = f" to {params['to']}"
+    elif row["kind"] == "change_stage" and params.get("stage"):
+        detail = f" → {params['stage']}"
+    elif row["kind"] == "create_task" and params.get("title"):
+        detail = f": {params['title']}"
+    return f"{label}{detail} · {target} · proposed by {row['agent']}"
+
+
+def body_of(row: dict[str, Any]) -> list[str]:
+    """The draft (or the params), the rationale, and the fallback notice."""
+    params, draft = payload_of(row)
+    lines: list[str] = []
+    if draft:
+        if draft.get("subject"):
+            lines.append(f"Subject: {draft['subject']}")
+        text = draft.get("body") or ""
+        lines.append(text if len(text) <= DRAFT_PREVIEW_CHARS else text[:DRAFT_PREVIEW_CHARS] + "…")
+    shown = {k: v for k, v in params.items() if k not in _HIDDEN_PARAMS and k != "to"}
+    if shown and row["kind"] != "send_email":
+        lines.append(", ".join(f"{k}: {v}" for k, v in shown.items()))
+    proposed = row["proposed"]
+    lines.append(f"Why: {proposed.get('rationale', '')} (confidence {proposed.get('confidence', 0):.0%})")
+    if proposed.get("drafted_from_template"):
+        lines.append("Drafted from a template (no model).")
+    if row["decision"] == "edited":
+        lines.append("Edited by the operator before approval.")
+    return lines
+
+
+def status_of(row: dict[str, Any]) -> str | None:
+    """The outcome line once something has happened."""
+    state = row["state"]
+    decided = f"{'Edited and approved' if row['decision'] == 'edited' else 'Approved'} by {who(row)} at " + (
+        stamp(row["decided_at"])
+    )
+    if row["decision"] == "auto":
+        decided = f"Approved automatically by policy at {stamp(row['decided_at'])}"
+    texts = {
+        "pending": None,
+        "snoozed": f"Snoozed until {stamp(row['snoozed_until'])}",
+        "expired": f"Expired at {stamp(row['decided_at'])} without a decision — nothing was sent.",
+        "rejected": f"Rejected by {who(row)} at {stamp(row['decided_at'])}"
+        + (f": {row['reason']}" if row["reason"] else ""),
+        "refused": f"Refused by policy: {row['reason'] or ', '.join(row['rules'])}",
+        "approved": decided
+        + (
+            f" — sending at {stamp(row['not_before'])}; Undo until then" if row["not_before"] else " — queued"
+        ),
+        "executing": decided + " — in progress…",
+        "executed": decided
+        + f", done at {stamp(row['executed_at'])}"
+        + (f" (ref {row['result_ref']})" if row["result_ref"] else ""),
+        "failed": decided + f" — FAILED: {row['error']}",
+        "uncertain": decided + f" — ⚠ MAY HAVE BEEN SENT: {row['error']}. Resend, or leave it?",
+        "undone": (
+            "Cancelled inside the undo window — nothing was sent."
+            if row["phase"] == "cancelled"
+            else f"Undone at {stamp(row['finished_at'])}."
+        ),
+        "closed": decided + " — may have been sent once; not resent (operator's choice).",
+    }
+    return texts.get(state, state)
+
+
+def buttons_of(row: dict[str, Any]) -> tuple[Button, ...]:
+    """The buttons a proposal in this state offers."""
+    pid, state = row["id"], row["state"]
+    if state == "pending":
+        buttons = [Button("approve", "Approve", pid, style="primary")]
+        if editable_fields(row):
+            buttons.append(Button("edit", "Edit", pid))
+        buttons += [
+            Button("reject", "Reject", pid, style="danger"),
+            Button("snooze", f"Snooze {DEFAULT_SNOOZE}", pid, arg=DEFAULT_SNOOZE),
+            Button("why", "Why?", pid),
+        ]
+        return tuple(buttons)
+    if state == "approved" and row["not_before"]:
+        return (Button("undo", "Undo", pid, style="danger"),)
+    if state == "executed" and row["compensation"]:
+        return (Button("undo", "Undo", pid, style="danger"),)
+    if state == "failed" and row["retryable"]:
+        return (Button("retry", "Retry", pid, style="primary"), Button("why", "Why?", pid))
+    if state == "uncertain":
+        return (
+            Button("resend", "Resend", pid, style="danger"),
+            Button("keep", "Don't resend", pid, style="primary"),
+        )
+    return ()
+
+
+def editable_fields(row: dict[str, Any]) -> tuple[EditableField, ...]:
+    """What the operator may change: the draft's subject and body, and the plain params."""
+    params, draft = payload_of(row)
+    fields: list[EditableField] = []
+    for name, value in params.items():
+        if name in _HIDDEN_PARAMS or isinstance(value, dict | list) or (draft and name in DRAFT_MIRRORS):
+            continue
+        fields.append(
+            EditableField(name, name.replace("_", " ").capitalize(), "" if value is None else str(value))
+        )
+    if draft:
+        if draft.get("subject") is not None:
+            fields.append(EditableField("subject", "Subject", draft["subject"]))
+        fields.append(EditableField("body", "Text", draft.get("body") or "", multiline=True))
+    return tuple(fields)
+
+
+def view_of(row: dict[str, Any], customer_name: str | None) -> ProposalView:
+    """The whole view of one proposal."""
+    return ProposalView(
+        id=row["id"],
+        state=row["state"],
+        kind=row["kind"],
+        agent=row["agent"],
+        customer_id=row["customer_id"],
+        customer_name=customer_name,
+        title=title_of(row, customer_name),
+        body=tuple(body_of(row)),
+        status=status_of(row),
+        buttons=buttons_of(row),
+        updated_at=row["updated_at"],
+    )

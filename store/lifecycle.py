@@ -1,0 +1,241 @@
+"""Proposal state transitions as compare-and-set appends, and the reads the lifecycle needs.
+
+Every transition runs inside one log transaction, which holds the append lock (a Postgres advisory
+lock, SQLite's BEGIN IMMEDIATE): the proposal's state is read and the event appended with nobody in
+between, so of two concurrent decisions exactly one wins (DESIGN.md invariant 4). Terminal decisions
+also share one idempotency key per proposal (`<id>:decision`), so even a second writer that slipped
+past the state check could not record a second decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, or_, select
+
+from store import events as ev
+from store import log
+from store import proposals as sp
+from store import tables as t
+from store.state import SqlState
+from store.uow import EventStore
+
+# (event, dispatch?) — dispatch puts it in the outbox for the workers (memory reads corrections).
+Planned = tuple[ev.NewEvent, bool]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The result of a compare-and-set: whether it won, and the proposal row after it (or as found)."""
+
+    won: bool
+    row: dict[str, Any] | None
+    events: tuple[ev.Event, ...] = ()
+
+    @property
+    def missing(self) -> bool:
+        return self.row is None
+
+
+def transition(
+    store: EventStore,
+    proposal_id: str,
+    allowed: Collection[str],
+    plan: Callable[[dict[str, Any]], Iterable[Planned] | None],
+) -> Transition:
+    """Append what `plan(row)` returns if the proposal is in one of `allowed` states; else lose.
+
+    `plan` may return None to decline after looking at the row (e.g. a lease still running).
+    """
+    with store.transaction() as tx:
+        state = SqlState(tx.connection)
+        row = state.get("proposals", id=proposal_id)
+        if row is None or row["state"] not in allowed:
+            return Transition(False, row)
+        planned = plan(row)
+        if planned is None:
+            return Transition(False, row)
+        appended = [tx.append(new, dispatch=dispatch) for new, dispatch in planned]
+        if not appended or appended[0].duplicate:
+            return Transition(False, state.get("proposals", id=proposal_id))
+        return Transition(True, state.get("proposals", id=proposal_id), tuple(a.event for a in appended))
+
+
+def on_proposal(proposal_id: str, event_type: str, payload: ev.Payload, key: str, **kw: Any) -> ev.NewEvent:
+    """A NewEvent on a proposal's stream."""
+    return ev.NewEvent(
+        type=event_type, payload=payload, stream=proposal_id, idempotency_key=key, source="lifecycle", **kw
+    )
+
+
+def record_proposal(
+    store: EventStore,
+    proposal: dict[str, Any],
+    *,
+    verdict: str,
+    rules: list[str],
+    key: str,
+    refusal: str | None = None,
+    expires_at: datetime | None = None,
+    not_before: datetime | None = None,
+    then: str | None = None,
+    correlation_id: str | None = None,
+) -> tuple[str, bool]:
+    """Record an agent's proposal under an idempotency key; returns (proposal id, duplicate)."""
+    proposal_id = sp.new_proposal_id()
+    payload = sp.ProposalRecorded(
+        proposal=proposal,
+        verdict=verdict,
+        rules=rules,
+        refusal=refusal,
+        expires_at=expires_at,
+        not_before=not_before,
+        then=then,
+    )
+    appended = store.append(
+        on_proposal(
+            proposal_id,
+            "proposal.recorded",
+            payload,
+            key,
+            actor=f"agent:{proposal.get('agent', '?')}",
+            causation_id=proposal.get("event_id"),
+            correlation_id=correlation_id,
+        ),
+        dispatch=False,
+    )
+    return appended.event.stream, appended.duplicate
+
+
+def decision_key(proposal_id: str) -> str:
+    """The one idempotency key every terminal decision on a proposal shares."""
+    return f"{proposal_id}:decision"
+
+
+def record_message(store: EventStore, proposal_id: str, surface: str, chat_id: str, message_id: str) -> None:
+    """Remember a chat message that shows a proposal (so it can be edited in place later)."""
+    store.append(
+        on_proposal(
+            proposal_id,
+            "proposal.message_posted",
+            sp.ProposalMessagePosted(surface=surface, chat_id=chat_id, message_id=message_id),
+            f"{proposal_id}:msg:{surface}:{chat_id}:{message_id}",
+        ),
+        dispatch=False,
+    )
+
+
+def set_paused(store: EventStore, agent: str, paused: bool, by: str) -> None:
+    """Pause or resume an agent ("*": all of them)."""
+    store.append(
+        ev.NewEvent(
+            type="agent.paused",
+            payload=sp.AgentPaused(agent=agent, paused=paused, by=by),
+            stream="agents",
+            idempotency_key=f"agents:{ev.new_id()}",
+            actor=by,
+            source="lifecycle",
+        ),
+        dispatch=False,
+    )
+
+
+# ---- reads ---------------------------------------------------------------------------------------
+
+# A proposal id typed by hand may be shortened to a unique prefix this long or longer.
+MIN_PREFIX = 8
+
+
+def get_proposal(connection: Connection, proposal_id: str) -> dict[str, Any] | None:
+    """The proposal row by id."""
+    return SqlState(connection).get("proposals", id=proposal_id)
+
+
+def find_proposal(connection: Connection, id_or_prefix: str) -> dict[str, Any] | None:
+    """The proposal row by id or by a unique prefix (for ids typed on a terminal)."""
+    text = id_or_prefix.strip()
+    row = get_proposal(connection, text)
+    if row is not None or len(text) < MIN_PREFIX:
+        return row
+    escaped = text.replace("%", "").replace("_", r"\_")
+    rows = connection.execute(
+        select(t.proposals).where(t.proposals.c.id.like(f"{escaped}%", escape="\\")).limit(2)
+    ).all()
+    return dict(rows[0]._mapping) if len(rows) == 1 else None
+
+
+def messages_of(engine: Engine, proposal_id: str) -> list[dict[str, Any]]:
+    """Every chat message that shows the proposal."""
+    with engine.connect() as connection:
+        return SqlState(connection).scan("proposal_messages", proposal_id=proposal_id)
+
+
+def customer_name(connection: Connection, customer_id: str) -> str | None:
+    """A customer's display name (name, else company)."""
+    row = SqlState(connection).get("customers", id=customer_id)
+    if row is None:
+        return None
+    return row["name"] or row["company"]
+
+
+def in_state(connection: Connection, *states: str, limit: int = 50) -> list[dict[str, Any]]:
+    """Proposals in the given states, oldest first."""
+    p = t.proposals.c
+    query = select(t.proposals).where(p.state.in_(states)).order_by(p.created_at, p.id).limit(limit)
+    return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def due_to_expire(connection: Connection, now: datetime) -> list[str]:
+    """Pending proposals whose time is up."""
+    p = t.proposals.c
+    query = select(p.id).where(p.state == "pending", p.expires_at.is_not(None), p.expires_at <= now)
+    return list(connection.execute(query.order_by(p.expires_at)).scalars())
+
+
+def due_to_wake(connection: Connection, now: datetime) -> list[str]:
+    """Snoozed (or policy-deferred) proposals whose time has come."""
+    p = t.proposals.c
+    query = select(p.id).where(p.state == "snoozed", p.snoozed_until <= now)
+    return list(connection.execute(query.order_by(p.snoozed_until)).scalars())
+
+
+def due_to_run(connection: Connection, now: datetime, stale_before: datetime) -> list[str]:
+    """Approved proposals whose undo window is over but were last touched before `stale_before` (their
+    job may have been lost), and executions whose lease ran out (their worker died)."""
+    p = t.proposals.c
+    waiting = and_(
+        p.state == "approved", or_(p.not_before.is_(None), p.not_before <= now), p.updated_at <= stale_before
+    )
+    abandoned = and_(p.state == "executing", p.lease_until <= now)
+    return list(connection.execute(select(p.id).where(or_(waiting, abandoned)).order_by(p.id)).scalars())
+
+
+def paused_agents(connection: Connection) -> set[str]:
+    """Agents that may not propose now ("*" when all are paused)."""
+    a = t.agent_pauses.c
+    return set(connection.execute(select(a.agent).where(a.paused.is_(True))).scalars())
+
+
+def corrections_for(
+    connection: Connection, customer_ids: list[str], kind: str | None = None, limit: int = 10
+) -> list[ev.Event]:
+    """The operator's corrections for these customers (and action kind), newest first."""
+    e = t.events.c
+    query = (
+        select(t.events)
+        .where(e.type == "correction.recorded", e.stream.in_(customer_ids))
+        .order_by(e.position.desc())
+        .limit(limit * 4 if kind else limit)
+    )
+    found = [log.to_event(row._mapping) for row in connection.execute(query)]
+    if kind is not None:
+        found = [event for event in found if getattr(event.payload, "kind", None) == kind]
+    return found[:limit]
+
+
+def proposal_events(connection: Connection, proposal_id: str) -> list[ev.Event]:
+    """A proposal's own events, in order."""
+    return log.read_streams(connection, [proposal_id])

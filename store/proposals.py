@@ -1,0 +1,194 @@
+"""Proposal, decision and action events (their projection handlers: `store.proposal_projection`).
+
+A proposal's events live on its own stream (`prp_…`); corrections go on the customer's stream so the
+memory projection and the next agent context find them. Every value a handler writes comes from the
+event, so `crm replay` rebuilds the same rows.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from store import events as ev
+from store import tables as t
+from store.state import register_table
+
+# Proposal states from which a human decision (approve, edit, reject, snooze) may be taken.
+DECIDABLE = frozenset({"pending"})
+
+
+def new_proposal_id() -> str:
+    """`prp_` + milliseconds + randomness (24 characters; fits Telegram's 64-byte callback data)."""
+    return f"prp_{int(time.time() * 1000):012x}{secrets.token_hex(4)}"
+
+
+class ProposalRecorded(ev.Payload):
+    """An agent's proposal as the policy judged it. `proposal` is `agents.proposal.Proposal` as JSON."""
+
+    proposal: dict[str, Any]
+    verdict: Literal["auto", "approval", "refused", "deferred"]
+    rules: list[str] = Field(default_factory=list)
+    refusal: str | None = None
+    expires_at: datetime | None = None
+    not_before: datetime | None = None  # deferred by policy until then
+    then: Literal["auto", "approval"] | None = None  # what a deferred proposal becomes at not_before
+
+
+class ProposalDecided(ev.Payload):
+    """The one decision on a proposal (its idempotency key is unique per proposal)."""
+
+    decision: Literal["approved", "edited", "rejected", "auto"]
+    by: str  # "surface:id", or "policy" for auto
+    by_name: str | None = None
+    surface: str | None = None
+    reason: str | None = None
+    approved: dict[str, Any] | None = None  # {"params": …, "draft": …} as it will be executed
+    not_before: datetime | None = None  # end of the undo window
+
+
+class ProposalExpired(ev.Payload):
+    note: str = "expired without a decision; nothing was sent"
+
+
+class ProposalSnoozed(ev.Payload):
+    until: datetime
+    by: str
+    by_name: str | None = None
+    surface: str | None = None
+
+
+class ProposalWoke(ev.Payload):
+    expires_at: datetime | None = None
+
+
+class DecisionRefused(ev.Payload):
+    """Somebody not on OPERATORS tried to decide; logged, nothing changed."""
+
+    by: str
+    by_name: str | None = None
+    surface: str | None = None
+    action: str
+    reason: str
+
+
+class ProposalUndone(ev.Payload):
+    by: str
+    by_name: str | None = None
+    surface: str | None = None
+    how: Literal["cancelled", "compensated"]
+
+
+class ProposalMessagePosted(ev.Payload):
+    surface: str
+    chat_id: str
+    message_id: str
+
+
+class ActionStarted(ev.Payload):
+    """Checkpoint written before a connector is called."""
+
+    attempt: int = Field(ge=1)
+    connector: str
+    idempotency_key: str
+    lease_until: datetime
+
+
+class ActionHandover(ev.Payload):
+    """Checkpoint written just before the step that cannot be taken back (SMTP DATA, a chat send)."""
+
+    attempt: int = Field(ge=1)
+
+
+class ActionExecuted(ev.Payload):
+    attempt: int = Field(ge=1)
+    reference: str | None = None
+    compensation: dict[str, Any] | None = None  # how to undo it (internal updates)
+
+
+class ActionFailed(ev.Payload):
+    attempt: int = Field(ge=1)
+    error: str
+    retryable: bool  # True: the operator may press Retry
+
+
+class ActionUncertain(ev.Payload):
+    """A crash left the outcome unknown and the connector cannot deduplicate: "may have been sent"."""
+
+    attempt: int = Field(ge=1)
+    note: str
+
+
+class ActionResolved(ev.Payload):
+    """The operator's answer to "may have been sent", or a Retry after a failure."""
+
+    choice: Literal["resend", "keep", "retry"]
+    by: str
+    by_name: str | None = None
+    surface: str | None = None
+
+
+class AgentPaused(ev.Payload):
+    agent: str  # "*" for every agent
+    paused: bool
+    by: str
+
+
+class CorrectionRecorded(ev.Payload):
+    """What the operator changed or refused, for this customer and action kind (memory reads it)."""
+
+    proposal_id: str
+    agent: str
+    kind: str
+    original: dict[str, Any] | None = None  # the draft as proposed ({"subject", "body"})
+    edited: dict[str, Any] | None = None  # the draft as approved; None for a rejection
+    params_before: dict[str, Any] = Field(default_factory=dict)
+    params_after: dict[str, Any] | None = None
+    rejection_reason: str | None = None
+    by: str
+    text: str  # one sentence a person or a model can read
+
+
+class NoteRetracted(ev.Payload):
+    """Compensates a note added by an action."""
+
+    note_id: str
+    reason: str
+
+
+class TaskCancelled(ev.Payload):
+    """Compensates a task created by an action."""
+
+    task_id: str
+    reason: str
+
+
+EVENT_MODELS: dict[str, type[ev.Payload]] = {
+    "proposal.recorded": ProposalRecorded,
+    "proposal.decided": ProposalDecided,
+    "proposal.expired": ProposalExpired,
+    "proposal.snoozed": ProposalSnoozed,
+    "proposal.woke": ProposalWoke,
+    "proposal.undone": ProposalUndone,
+    "proposal.message_posted": ProposalMessagePosted,
+    "decision.refused": DecisionRefused,
+    "action.started": ActionStarted,
+    "action.handover": ActionHandover,
+    "action.executed": ActionExecuted,
+    "action.failed": ActionFailed,
+    "action.uncertain": ActionUncertain,
+    "action.resolved": ActionResolved,
+    "agent.paused": AgentPaused,
+    "correction.recorded": CorrectionRecorded,
+    "note.retracted": NoteRetracted,
+    "task.cancelled": TaskCancelled,
+}
+
+for _type, _model in EVENT_MODELS.items():
+    ev.register(_type, _model)
+for _table in (t.proposals, t.proposal_messages, t.actions, t.agent_pauses):
+    register_table(_table)

@@ -1,0 +1,145 @@
+"""The command layer through a terminal-like actor: typed lines in, plain replies out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agents.runtime import build_runtime
+from bot.commands import Actor
+from jobs.context import JobContext
+from jobs.inprocess import InProcessJobQueue
+from jobs.notify import Notifier
+from jobs.propose import ProposeSubscriber
+from store import events as ev
+from store.uow import EventStore
+from tests.integration.proposal_helpers import (
+    OPERATOR,
+    STRANGER,
+    RecordingSurface,
+    commands,
+    email_proposal,
+    make_customer,
+    record,
+    row,
+    settings_for,
+)
+
+
+def _daytime_zone() -> str:
+    """A fixed-offset zone where it is midday now, so quiet hours never defer the test's emails."""
+    offset = (12 - datetime.now(UTC).hour + 12) % 24 - 12  # -12..11 hours east of UTC
+    return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+
+
+def _message(store: EventStore, n: int, text: str) -> ev.Event:
+    signal = ev.MessageReceived(
+        customer=ev.CustomerRef(name="Ada Lovelace", email="ada@acme.test"),
+        text=text,
+        data={"subject": "Question", "message_id": f"<m{n}@acme.test>"},
+    )
+    return store.record_signal("message.received", signal, f"mail:{n}", source="email").event
+
+
+def _email_proposals(surface: RecordingSurface) -> list[Any]:
+    return [v for v in surface.posted if v.kind == "send_email"]
+
+
+def test_an_edit_through_the_terminal_shapes_the_next_draft(store: EventStore, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, CRM_TIMEZONE=_daytime_zone())
+    surface = RecordingSurface()
+    notifier = Notifier(store, [surface])
+    ctx = JobContext(store=store, queue=InProcessJobQueue(), settings=settings, extras={"notifier": notifier})
+    subscriber = ProposeSubscriber(build_runtime(settings))
+    cmds, _, _ = commands(store, settings, notifier=notifier)
+
+    first = _message(store, 1, "How do I export my invoices?")
+    assert subscriber.wants(first)
+    subscriber.handle(first, ctx)
+    subscriber.handle(first, ctx)  # a redelivered event records and posts nothing new
+    [draft] = _email_proposals(surface)
+    assert draft.state == "pending" and not draft.body[1].startswith("Hello Ada")
+    fields = cmds.run(OPERATOR, f"edit {draft.id}")
+    assert "body" in [f.name for f in fields.fields]
+    original = next(f.value for f in fields.fields if f.name == "body")
+    core = original.strip().splitlines()[2:-2] or ["Thanks for writing."]
+    mine = "Hello Ada,\n\n" + "\n".join(core) + "\n\nWarm regards, Olivia"
+    done = cmds.run(OPERATOR, f"edit {draft.id} body {mine}")
+    assert done.ok and row(store, draft.id)["decision"] == "edited"
+
+    second = _message(store, 2, "And can I change my billing email?")
+    subscriber.handle(second, ctx)
+    latest = _email_proposals(surface)[-1]
+    assert latest.id != draft.id
+    body = row(store, latest.id)["proposed"]["draft"]["body"]
+    assert body.startswith("Hello Ada,") and body.rstrip().endswith("Warm regards, Olivia")
+
+
+def test_paused_agents_propose_nothing_until_resumed(store: EventStore, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, CRM_TIMEZONE=_daytime_zone())
+    surface = RecordingSurface()
+    ctx = JobContext(
+        store=store,
+        queue=InProcessJobQueue(),
+        settings=settings,
+        extras={"notifier": Notifier(store, [surface])},
+    )
+    subscriber = ProposeSubscriber(build_runtime(settings))
+    cmds, _, _ = commands(store, settings)
+    assert cmds.run(OPERATOR, "pause").text == "All agents paused."
+    subscriber.handle(_message(store, 1, "hello?"), ctx)
+    assert surface.posted == []
+    assert cmds.run(OPERATOR, "resume").ok
+    subscriber.handle(_message(store, 2, "hello again?"), ctx)
+    assert surface.posted != []
+    assert cmds.run(STRANGER, "pause").code == "refused"
+
+
+def test_read_commands(store: EventStore, tmp_path: Path) -> None:
+    cmds, _, _ = commands(store, settings_for(tmp_path))
+    customer = make_customer(store)
+    pid = record(store, email_proposal(customer))
+    pending = cmds.run(OPERATOR, "/pending")
+    assert pending.text.startswith("1 waiting") and pending.proposals[0].id == pid
+    assert [b.label for b in pending.proposals[0].buttons][:3] == ["Approve", "Edit", "Reject"]
+    assert cmds.run(OPERATOR, "note ada: prefers calls after 5pm — ☎️").text == "Noted on Ada Lovelace."
+    picture = cmds.run(OPERATOR, "customer ada@acme.test")
+    assert picture.ok and picture.lines[0] == "Ada Lovelace"
+    assert any("prefers calls" in line for line in picture.lines)
+    past = cmds.run(OPERATOR, "customer ada --as-of 2001-01-01")
+    assert past.code == "not_found" and "did not exist yet" in past.text
+    why = cmds.run(OPERATOR, f"why {pid[:14]}")  # a unique prefix is enough on a terminal
+    assert why.ok and "Cost: $0.0020" in why.text and "Policy: approval (test: rule)" in why.text
+    assert "Source: event e1" in why.text
+    assert "approve <id>" in cmds.run(Actor("slack", "anyone"), "help").text
+    assert cmds.run(STRANGER, "customer ada").code == "refused"
+
+
+def test_bad_input_gets_a_short_reply_and_changes_nothing(store: EventStore, tmp_path: Path) -> None:
+    cmds, scheduled, _ = commands(store, settings_for(tmp_path))
+    pid = record(store, email_proposal(make_customer(store)))
+    cases = {
+        "": "invalid",
+        "   ": "invalid",
+        "frobnicate now": "invalid",
+        "approve": "invalid",
+        "approve prp_doesnotexist": "not_found",
+        "approve %": "not_found",
+        "approve prp_": "not_found",
+        f"snooze {pid} whenever": "invalid",
+        f"snooze {pid} 400d": "invalid",
+        "customer": "invalid",
+        "customer 🦄🦄🦄": "not_found",
+        "customer ada --as-of yesterday": "invalid",
+        "note ada": "invalid",
+        "note : text": "invalid",
+        "note nobody-here: hi": "not_found",
+        f"edit {pid} nonexistent value": "invalid",
+    }
+    for line, code in cases.items():
+        reply = cmds.run(OPERATOR, line)
+        assert not reply.ok and reply.code == code, (line, reply)
+    for data in ("", "approve", "approve:", "explode:" + pid, "approve:" + "x" * 100, "reject\x00:" + pid):
+        assert cmds.press(OPERATOR, data).code in {"invalid", "not_found"}, data
+    assert row(store, pid)["state"] == "pending" and scheduled == []

@@ -1,0 +1,179 @@
+"""The executor: the undo window, internal updates and their compensation, the queue job, replay."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from jobs.execute import Executor, default_connectors, executor_for
+from jobs.notify import Notifier
+from store import lifecycle as lc
+from store.replay import verify
+from store.slice import build_slice
+from store.uow import EventStore
+from tests.integration.proposal_helpers import (
+    OPERATOR,
+    RecordingSurface,
+    commands,
+    email_proposal,
+    events_of,
+    make_customer,
+    proposal,
+    record,
+    row,
+    settings_for,
+)
+from tests.standins.smtp import SmtpStandin
+
+WINDOW = 0.6  # seconds; the default is 30
+
+
+def _setup(store: EventStore, tmp_path: Path, smtp: SmtpStandin) -> tuple:
+    settings = settings_for(tmp_path, SMTP_URL=smtp.url, UNDO_WINDOW_SECONDS=WINDOW)
+    surface = RecordingSurface()
+    notifier = Notifier(store, [surface])
+    cmds, scheduled, _ = commands(store, settings, notifier=notifier)
+    executor = Executor(store, default_connectors(store, settings, notifier.surface), notifier=notifier)
+    return cmds, scheduled, executor, surface, notifier
+
+
+def test_undo_inside_the_window_cancels_the_email(store: EventStore, tmp_path: Path) -> None:
+    with SmtpStandin() as smtp:
+        cmds, _, executor, surface, notifier = _setup(store, tmp_path, smtp)
+        pid = record(store, email_proposal(make_customer(store)))
+        notifier.post(pid)
+        approved = cmds.approve(OPERATOR, pid)
+        assert "Undo until then" in approved.text
+        assert [b.action for b in surface.last_view().buttons] == ["undo"]
+        worker = threading.Thread(target=lambda: results.append(executor.wait_and_execute(pid)))
+        results: list = []
+        worker.start()
+        time.sleep(WINDOW / 3)
+        undone = cmds.press(OPERATOR, f"undo:{pid}")
+        worker.join(10)
+        assert undone.ok and "nothing was sent" in undone.text
+        assert results[0].status == "nothing"
+        time.sleep(WINDOW)
+        assert executor.execute(pid).status == "nothing"
+        assert smtp.messages == [] and row(store, pid)["state"] == "undone"
+        assert "nothing was sent" in (surface.last_view().status or "")
+        assert surface.last_view().buttons == ()
+
+
+def test_undo_after_the_window_is_too_late_for_an_email(store: EventStore, tmp_path: Path) -> None:
+    with SmtpStandin() as smtp:
+        cmds, _, executor, _, _ = _setup(store, tmp_path, smtp)
+        pid = record(store, email_proposal(make_customer(store)))
+        assert cmds.approve(OPERATOR, pid).ok
+        assert executor.execute(pid).status == "deferred"  # still inside the window
+        started = time.monotonic()
+        assert executor.wait_and_execute(pid).status == "executed"
+        assert time.monotonic() - started >= WINDOW / 2
+        late = cmds.undo(OPERATOR, pid)
+        assert not late.ok and late.code == "too_late"
+        assert len(smtp.messages) == 1
+
+
+def test_internal_updates_are_undone_by_compensating_events(store: EventStore, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    cmds, _, _ = commands(store, settings)
+    executor = Executor(store, default_connectors(store, settings, lambda name: None))
+    customer = make_customer(store)
+    other = make_customer(store, "Ada L.", "ada@other.test")
+    pids = {
+        kind: record(store, proposal(customer, kind, params))
+        for kind, params in {
+            "change_stage": {"stage": "qualified"},
+            "create_task": {"title": "Call Ada", "due_date": "2030-01-02"},
+            "add_note": {"text": "prefers phone"},
+            "merge_customers": {"into": customer, "merged": other, "reason": "same person"},
+        }.items()
+    }
+    for pid in pids.values():
+        assert cmds.approve(OPERATOR, pid).ok
+        assert row(store, pid)["not_before"] is None  # internal updates do not wait
+        assert executor.execute(pid).status == "executed"
+    with store.engine.connect() as connection:
+        picture = build_slice(connection, customer)
+    assert picture is not None and picture.stage == "qualified" and picture.merged_ids == [other]
+    assert [t["title"] for t in picture.open_tasks] == ["Call Ada"]
+    for pid in pids.values():
+        reply = cmds.undo(OPERATOR, pid)
+        assert reply.ok and "compensated" in reply.text
+        assert cmds.undo(OPERATOR, pid).code == "conflict"  # undone once only
+    with store.engine.connect() as connection:
+        picture = build_slice(connection, customer)
+    assert (
+        picture is not None
+        and picture.stage == "lead"
+        and picture.merged_ids == []
+        and picture.open_tasks == []
+    )
+    assert picture.recent_notes[0]["text"].startswith("[retracted]")
+    assert verify(store.engine).ok  # the compensations replay to the same projections
+
+
+def test_the_queue_job_runs_execute_through_the_installed_context(make_settings, tmp_path: Path) -> None:
+    from bot.bootstrap import bootstrap
+    from bot.commands import commands_for
+
+    container = bootstrap(make_settings(OPERATORS="terminal:op", UNDO_WINDOW_SECONDS=0))
+    try:
+        store = container.store
+        cmds = commands_for(container)
+        assert commands_for(container) is cmds
+        pid = record(store, proposal(make_customer(store), "create_task", {"title": "Send the contract"}))
+        assert cmds.approve(OPERATOR, pid).ok
+        deadline = time.monotonic() + 20
+        while row(store, pid)["state"] != "executed":
+            assert time.monotonic() < deadline, row(store, pid)
+            time.sleep(0.05)
+        assert executor_for(container) is executor_for(container)
+        assert len(events_of(store, pid, "action.executed")) == 1
+    finally:
+        container.close()
+
+
+def test_recovery_requeues_abandoned_attempts(store: EventStore, tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from jobs.wakeups import recover_stalled
+    from store import events as ev
+
+    settings = settings_for(tmp_path)
+    cmds, _, _ = commands(store, settings)
+    pid = record(store, proposal(make_customer(store), "add_note", {"text": "x"}))
+    assert cmds.approve(OPERATOR, pid).ok
+    later = ev.utcnow() + timedelta(minutes=5)
+    queued: list[str] = []
+    assert recover_stalled(store, queued.append, now=later) == [pid]
+    with store.engine.connect() as connection:
+        assert lc.due_to_run(connection, ev.utcnow(), ev.utcnow() - timedelta(minutes=2)) == []
+
+
+def test_an_undo_window_does_not_hold_the_only_in_process_worker(make_settings, tmp_path: Path) -> None:
+    from bot.bootstrap import bootstrap
+    from bot.commands import commands_for
+    from tests.standins.webhook_receiver import WebhookReceiver
+
+    container = bootstrap(make_settings(OPERATORS="terminal:op", UNDO_WINDOW_SECONDS=1.5))
+    try:
+        with WebhookReceiver() as receiver:
+            store = container.store
+            cmds = commands_for(container)
+            customer = make_customer(store)
+            hook = record(store, proposal(customer, "post_webhook", {"url": receiver.url}))
+            task = record(store, proposal(customer, "create_task", {"title": "Follow up"}))
+            started = time.monotonic()
+            assert cmds.approve(OPERATOR, hook).ok and cmds.approve(OPERATOR, task).ok
+            while row(store, task)["state"] != "executed":  # the task is not stuck behind the window
+                assert time.monotonic() - started < 1.2, row(store, task)
+                time.sleep(0.02)
+            assert row(store, hook)["state"] == "approved" and receiver.requests == []
+            while row(store, hook)["state"] != "executed":
+                assert time.monotonic() - started < 20, row(store, hook)
+                time.sleep(0.05)
+            assert time.monotonic() - started >= 1.4 and len(receiver.requests) == 1
+    finally:
+        container.close()

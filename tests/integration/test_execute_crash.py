@@ -1,0 +1,173 @@
+"""The executor killed (SIGKILL) between its checkpoint and the recorded result never acts twice.
+
+A real SMTP server on loopback (aiosmtpd) counts what it accepted. Where the retry can prove nothing
+was sent (no handover checkpoint) it sends; where the outcome is unknown the proposal says "may have
+been sent" and the operator's choice is honoured. The webhook, whose receiver honours
+Idempotency-Key, is simply retried.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from jobs.connectors.email import message_id_for
+from jobs.execute import Executor, default_connectors
+from jobs.notify import Notifier
+from store import events as ev
+from store.uow import EventStore
+from tests.integration.proposal_helpers import (
+    OPERATOR,
+    RecordingSurface,
+    commands,
+    email_proposal,
+    events_of,
+    make_customer,
+    proposal,
+    record,
+    row,
+    settings_for,
+)
+from tests.standins.smtp import SmtpStandin
+from tests.standins.webhook_receiver import WebhookReceiver
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _spawn(db_url: str, target: str, pid: str, pause: str, marker: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.executor_child", db_url, target, pid, pause, str(marker)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _wait_for(condition: Callable[[], bool], child: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if child.poll() is not None:
+            raise AssertionError(f"child exited early: {child.communicate()}")
+        assert time.monotonic() < deadline, "timed out waiting for the child"
+        time.sleep(0.05)
+
+
+def _kill(child: subprocess.Popen[bytes]) -> None:
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+
+
+def _later_executor(store: EventStore, settings: object, notifier: Notifier | None = None) -> Executor:
+    """A second worker, after the dead one's lease has run out."""
+    clock = lambda: ev.utcnow() + timedelta(seconds=301)  # noqa: E731
+    connectors = default_connectors(store, settings, lambda name: None)
+    return Executor(store, connectors, clock=clock, notifier=notifier, transient_tries=1)
+
+
+def _approved_email(store: EventStore, tmp_path: Path, smtp: SmtpStandin) -> tuple[str, object, object]:
+    settings = settings_for(tmp_path, SMTP_URL=smtp.url, MAIL_FROM="ops@example.test")
+    surface = RecordingSurface()
+    notifier = Notifier(store, [surface])
+    cmds, _, _ = commands(store, settings, notifier=notifier)
+    pid = record(store, email_proposal(make_customer(store)))
+    notifier.post(pid)
+    assert cmds.approve(OPERATOR, pid).ok
+    return pid, settings, (cmds, notifier, surface)
+
+
+def test_killed_before_the_smtp_transaction_the_retry_sends_once(
+    db_url: str, store: EventStore, tmp_path: Path
+) -> None:
+    with SmtpStandin() as smtp:
+        pid, settings, _ = _approved_email(store, tmp_path, smtp)
+        marker = tmp_path / "paused"
+        child = _spawn(db_url, smtp.url, pid, "before", marker)
+        _wait_for(marker.exists, child)
+        _kill(child)
+        assert row(store, pid)["state"] == "executing" and smtp.messages == []
+        outcome = _later_executor(store, settings).execute(pid)
+        assert outcome.status == "executed", outcome
+        assert len(smtp.messages) == 1
+        attempts = [e.payload.attempt for e in events_of(store, pid, "action.started")]  # type: ignore[attr-defined]
+        assert attempts == [1, 2]
+        assert _later_executor(store, settings).execute(pid).status == "nothing"
+        assert len(smtp.messages) == 1
+
+
+def test_killed_in_the_middle_of_the_transaction_the_operator_decides(
+    db_url: str, store: EventStore, tmp_path: Path
+) -> None:
+    with SmtpStandin(pause_on_data=True) as smtp:
+        pid, settings, (cmds, notifier, surface) = _approved_email(store, tmp_path, smtp)
+        child = _spawn(db_url, smtp.url, pid, "none", tmp_path / "unused")
+        _wait_for(smtp.handler.data_started.is_set, child)
+        _kill(child)
+        deadline = time.monotonic() + 10
+        while smtp.handler.dropped != 1:  # the server saw the client vanish before it answered
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        smtp.handler.release.set()
+        outcome = _later_executor(store, settings, notifier).execute(pid)
+        assert outcome.status == "uncertain"
+        assert row(store, pid)["state"] == "uncertain" and smtp.messages == []
+        view = surface.last_view()
+        assert "MAY HAVE BEEN SENT" in (view.status or "")
+        assert [b.action for b in view.buttons] == ["resend", "keep"]
+        assert any("may have been sent" in " ".join(n) for n in surface.notices)
+        # Nothing happens on its own: another worker leaves it alone.
+        assert _later_executor(store, settings).execute(pid).status == "nothing"
+        # The operator resends; the server (which never answered 250) now has it exactly once.
+        assert cmds.resend(OPERATOR, pid, True).ok
+        smtp.handler.pause_on_data = False
+        assert _later_executor(store, settings).execute(pid).status == "executed"
+        assert len(smtp.messages) == 1
+        assert row(store, pid)["state"] == "executed"
+
+
+def test_killed_after_the_servers_250_the_email_is_never_sent_twice(
+    db_url: str, store: EventStore, tmp_path: Path
+) -> None:
+    with SmtpStandin() as smtp:
+        pid, settings, (cmds, notifier, surface) = _approved_email(store, tmp_path, smtp)
+        marker = tmp_path / "paused"
+        child = _spawn(db_url, smtp.url, pid, "after", marker)
+        _wait_for(marker.exists, child)
+        _kill(child)
+        assert len(smtp.messages) == 1
+        for _ in range(3):  # however often a worker looks at it again
+            _later_executor(store, settings, notifier).execute(pid)
+        assert len(smtp.messages) == 1
+        assert row(store, pid)["state"] == "uncertain"
+        assert "MAY HAVE BEEN SENT" in (surface.last_view().status or "")
+        reply = cmds.press(OPERATOR, f"keep:{pid}")
+        assert reply.ok and row(store, pid)["state"] == "closed"
+        assert "not resent" in (surface.last_view().status or "")
+        assert _later_executor(store, settings).execute(pid).status == "nothing"
+        assert len(smtp.messages) == 1
+        assert smtp.messages[0]["Message-ID"] == message_id_for(f"crm-{pid}", "ops@example.test")
+
+
+def test_a_webhook_killed_after_delivery_is_simply_retried(
+    db_url: str, store: EventStore, tmp_path: Path
+) -> None:
+    with WebhookReceiver() as receiver:
+        settings = settings_for(tmp_path)
+        cmds, _, _ = commands(store, settings)
+        payload = proposal(make_customer(store), "post_webhook", {"url": receiver.url, "json": {"a": 1}})
+        pid = record(store, payload)
+        assert cmds.approve(OPERATOR, pid).ok
+        marker = tmp_path / "paused"
+        child = _spawn(db_url, "smtp://127.0.0.1:1", pid, "after", marker)
+        _wait_for(marker.exists, child)
+        _kill(child)
+        assert _later_executor(store, settings).execute(pid).status == "executed"
+        keys = [r["key"] for r in receiver.requests]
+        assert len(keys) == 2 and keys[0] == keys[1] == f"crm-{pid}"
+        assert receiver.effects == [f"crm-{pid}"]
