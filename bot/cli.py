@@ -12,9 +12,13 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from bot import jobs_cli
 from bot.bootstrap import Container, StartupError, bootstrap
 from bot.render import slice_text
-from store.settings import SettingsError
+from store.settings import Settings, SettingsError, load_settings
+
+# The operator at the terminal of `crm run` / `crm demo` (OPERATORS form: surface:id).
+TERMINAL_OPERATOR = "terminal:local"
 
 app = typer.Typer(help="chatops-crm: a solo operator's CRM, run from chat.", no_args_is_help=True)
 import_app = typer.Typer(help="Import records from files.", no_args_is_help=True)
@@ -23,9 +27,23 @@ console = Console()
 errors = Console(stderr=True)
 
 
-def _container() -> Container:
+def _settings() -> Settings:
     try:
-        return bootstrap()
+        return load_settings()
+    except SettingsError as exc:
+        errors.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _container(settings: Settings | None = None, *, console_operator: bool = False) -> Container:
+    """The composition root for a command; with console_operator the person at the terminal may decide."""
+    settings = settings or _settings()
+    if console_operator:
+        # Whoever runs `crm run` at a terminal owns the process and its database: they are an operator.
+        operators = ",".join(filter(None, [settings.operators, TERMINAL_OPERATOR]))
+        settings = settings.model_copy(update={"operators": operators})
+    try:
+        return bootstrap(settings)
     except (SettingsError, StartupError) as exc:
         errors.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -142,11 +160,17 @@ def replay(
     verify: Annotated[
         bool, typer.Option("--verify", help="compare a rebuild with the live projections")
     ] = False,
+    memory: Annotated[
+        bool, typer.Option("--memory", help="rebuild the customer memory collection (Chroma) instead")
+    ] = False,
 ) -> None:
     """Rebuild every projection from the event log (or, with --verify, check them)."""
     from store import replay as replaying
 
     container = _container()
+    if memory:
+        _replay_memory(container)
+        return
     with _progress() as progress:
         task = progress.add_task("replaying the log", total=None)
 
@@ -174,6 +198,20 @@ def replay(
     raise typer.Exit(1)
 
 
+def _replay_memory(container: Container) -> None:
+    """`crm replay --memory`: empty the memory collections and apply the whole log again."""
+    from store.memory.client import MemoryUnavailable
+    from store.memory.embeddings import ModelFileError
+
+    try:
+        position = container.memory.projection.rebuild(container.store)
+        count = container.memory.count()
+    except (MemoryUnavailable, ModelFileError) as exc:
+        errors.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"memory rebuilt up to position {position}: {count} memories")
+
+
 def _not_built(command: str, issue: str) -> None:
     errors.print(f"`crm {command}` is not built yet ({issue}).")
     raise typer.Exit(3)
@@ -182,43 +220,145 @@ def _not_built(command: str, issue: str) -> None:
 @app.command()
 def run() -> None:
     """Everything in one process: web, chat surfaces, worker, scheduler; terminal chat if no chat app."""
-    _not_built("run", "the run/demo issue")
+    from bot.run import run as run_everything
+
+    container = _container(console_operator=True)
+    try:
+        status = run_everything(container)
+    finally:
+        container.close()
+    raise typer.Exit(status)
 
 
 @app.command()
 def demo() -> None:
     """`crm run` on a fresh demo database with sample customers and incoming signals."""
-    _not_built("demo", "the run/demo issue")
+    from bot.demo import runner
+    from bot.run import run as run_everything
+
+    base = _settings()
+    runner.fresh_folder(base)
+    sink = runner.MailSink(console, base.crm_data_dir / "demo" / "sent-mail")
+    smtp_url = sink.start()
+    container = _container(runner.demo_settings(base, smtp_url), console_operator=True)
+
+    def start_demo(container: Container) -> None:
+        runner.seed_and_describe(container, console)
+        runner.play_signals(container, console)
+
+    try:
+        status = run_everything(container, before_console=start_demo)
+    finally:
+        container.close()
+        sink.stop()
+    raise typer.Exit(status)
+
+
+# `crm web` listens on every interface: containers and Procfile hosts route traffic to the PORT they
+# assign from outside the machine; every endpoint that writes is authenticated (invariant 5).
+WEB_HOST = "0.0.0.0"
 
 
 @app.command()
 def web() -> None:
     """Serve the HTTP app (signals, webhooks, Slack and Telegram endpoints, health, metrics) on PORT."""
-    _not_built("web", "the intake issue")
+    import uvicorn
+
+    from bot.slack import mount_slack
+    from bot.telegram import mount_telegram
+    from bot.web import create_app
+
+    container = _container()
+    try:
+        mount_slack(container)  # POST /slack/events (HTTP mode; 503 until SLACK_SIGNING_SECRET is set)
+        mount_telegram(container)  # webhook mode only: POST /telegram/webhook
+        uvicorn.run(create_app(container), host=WEB_HOST, port=container.settings.port)
+    finally:
+        container.close()
 
 
 @app.command(name="bot")
 def bot_command() -> None:
     """Run the chat surfaces (Slack Socket Mode, Telegram polling)."""
-    _not_built("bot", "the Slack and Telegram issues")
+    from bot.surfaces import run_surfaces
+
+    container = _container()
+    try:
+        ran = run_surfaces(container)
+    finally:
+        container.close()
+    if not ran:
+        errors.print(
+            "[red]error:[/red] no chat surface to run: set SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Socket Mode) "
+            "and/or TELEGRAM_BOT_TOKEN (polling; with TELEGRAM_WEBHOOK_URL `crm web` serves Telegram)"
+        )
+        raise typer.Exit(2)
 
 
-@app.command()
-def worker() -> None:
-    """Run a job worker on the project's queues."""
-    _not_built("worker", "the intake issue")
+app.command()(jobs_cli.worker)
 
 
 @app.command()
 def scheduler() -> None:
     """Run the scheduler: digest, renewal and overdue scans, expiry, the outbox relay."""
-    _not_built("scheduler", "the run/demo issue")
+    import signal as signals
+    import threading
+
+    from bot.schedule import build_scheduler
+    from bot.wiring import wire
+
+    container = wire(_container())
+    stop = threading.Event()
+    for signum in (signals.SIGINT, signals.SIGTERM):
+        signals.signal(signum, lambda *_: stop.set())
+    schedule = build_scheduler(container)
+    schedule.start()
+    console.print(
+        f"scheduler running (digest at {container.settings.digest_at} {container.settings.crm_timezone})"
+    )
+    try:
+        stop.wait()
+    finally:
+        schedule.stop()
+        container.close()
 
 
 @app.command()
-def signal(source: Annotated[str, typer.Argument(help="FILE.json, or - for stdin")]) -> None:
-    """Send one signal through the same path as POST /signals."""
-    _not_built("signal", "the intake issue")
+def signal(
+    source: Annotated[str, typer.Argument(help="FILE.json, or - for stdin")],
+    key: Annotated[
+        str | None,
+        typer.Option("--id", help="idempotency key, like POST /signals' webhook-id (default: content hash)"),
+    ] = None,
+) -> None:
+    """Send one signal through the same path as POST /signals; prints the event id and duplicate flag."""
+    import json
+
+    from rich.markup import escape
+
+    from bot.inbound.errors import InboundRefused
+    from bot.inbound.signals import accept_signal, content_key, webhook_key
+    from bot.web.body import MAX_BODY_BYTES
+
+    try:
+        body = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        errors.print(f"[red]error:[/red] cannot read {source}: {exc.strerror or exc}")
+        raise typer.Exit(2) from None
+    if len(body) > MAX_BODY_BYTES:
+        errors.print(f"[red]error:[/red] {source} is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+        raise typer.Exit(1)
+    container = _container()
+    try:
+        accepted = accept_signal(container, body, webhook_key(key) if key else content_key(body))
+    except InboundRefused as exc:
+        errors.print("[red]error:[/red]", escape(f"{source}: {exc.message}"))
+        for problem in getattr(exc, "errors", []):
+            errors.print(escape(f"  {problem['field'] or 'body'}: {problem['message']}"))
+        raise typer.Exit(1) from None
+    finally:
+        container.close()
+    sys.stdout.write(json.dumps({"event_id": accepted.event_id, "duplicate": accepted.duplicate}) + "\n")
 
 
 @app.command()
@@ -226,13 +366,22 @@ def digest(
     post: Annotated[bool, typer.Option("--post", help="post to the configured surfaces")] = False,
 ) -> None:
     """Print today's digest (or post it)."""
-    _not_built("digest", "the run/demo issue")
+    from bot.schedule import post_digest
+    from bot.wiring import wire
+
+    container = _container()
+    try:
+        if post:
+            wire(container)
+        result = post_digest(container, post=post)
+    finally:
+        container.close()
+    console.print("\n".join(result.lines()), highlight=False)
+    if result.chart is not None:
+        console.print(f"chart: {result.chart}")
 
 
-@app.command()
-def jobs() -> None:
-    """List, show and retry failed jobs."""
-    _not_built("jobs", "the intake issue")
+app.add_typer(jobs_cli.jobs_app, name="jobs")
 
 
 def main() -> None:

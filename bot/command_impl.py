@@ -47,6 +47,9 @@ class CommandImpl(ReadCommands):
             not_before = None
             if decision != "rejected" and current["kind"] in UNDO_WINDOW_KINDS and window > 0:
                 not_before = now + timedelta(seconds=window)
+            held = current["not_before"] if current["state"] == "pending" else None  # policy hold
+            if decision != "rejected" and held is not None and (not_before is None or held > not_before):
+                not_before = held
             payload = sp.ProposalDecided(
                 decision=decision,
                 by=actor.key,

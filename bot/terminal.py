@@ -72,8 +72,9 @@ def proposal_panel(view: ProposalView) -> Panel:
     """A proposal as a rich panel, with the commands that act on it."""
     lines = list(view.lines())
     if view.buttons:
-        choices = "  ".join(f"{b.action} {view.id}" for b in view.buttons if b.action != "snooze")
-        lines += ["", f"[dim]{choices}  snooze {view.id} 1h[/dim]"]
+        actions = dict.fromkeys(b.action for b in view.buttons)  # in order, once each
+        choices = [f"{action} {view.id}" + (" 1h" if action == "snooze" else "") for action in actions]
+        lines += ["", "[dim]" + "  ·  ".join(choices) + "[/dim]"]
     return Panel("\n".join(lines), title=f"#{view.id} · {view.state}", expand=False)
 
 

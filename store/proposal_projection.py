@@ -49,7 +49,15 @@ def _recorded(event: ev.Event, state: ProjectionState) -> None:
     p = event.payload
     assert isinstance(p, ProposalRecorded)
     proposal = p.proposal
-    state_name = {"refused": "refused", "deferred": "snoozed"}.get(p.verdict, "pending")
+    # A deferral that still needs a person is shown now and only held at send time (quiet hours,
+    # frequency caps): the operator decides in the evening, the email leaves in the morning. A
+    # deferred automatic action is snoozed until it may run.
+    held_for_approval = p.verdict == "deferred" and p.then == "approval"
+    state_name = (
+        "pending"
+        if held_for_approval
+        else {"refused": "refused", "deferred": "snoozed"}.get(p.verdict, "pending")
+    )
     cost = proposal.get("cost") or {}
     state.put(
         "proposals",
@@ -70,9 +78,9 @@ def _recorded(event: ev.Event, state: ProjectionState) -> None:
             "surface": None,
             "decided_at": None,
             "reason": p.refusal,
-            "snoozed_until": p.not_before if p.verdict == "deferred" else None,
+            "snoozed_until": p.not_before if p.verdict == "deferred" and not held_for_approval else None,
             "expires_at": p.expires_at,
-            "not_before": None,
+            "not_before": p.not_before if held_for_approval else None,
             "event_id": proposal.get("event_id"),
             "cost_usd": float(cost.get("usd") or 0.0),
             "attempts": 0,

@@ -1,0 +1,121 @@
+"""`crm demo`: a fresh demo data directory, the demo business, a mail sink, and a morning of signals."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.panel import Panel
+
+from bot.demo.dataset import incoming, seed
+from store.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.bootstrap import Container
+
+# The demo is for looking around: a short undo window keeps "approve → sent" within a few seconds.
+DEMO_UNDO_WINDOW_S = 5.0
+# Seconds between the scripted signals, so proposals arrive one after another like a real morning.
+SIGNAL_INTERVAL_S = 1.0
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (aiosmtpd cannot bind port 0 and report it)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class MailSink:
+    """A local SMTP server that prints what would have been sent, clearly labelled, and keeps a copy."""
+
+    def __init__(self, console: Console, folder: Path) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.console = console
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.controller = Controller(self, hostname="127.0.0.1", port=free_port())
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = message_from_bytes(envelope.content, policy=policy.default)
+        path = self.folder / f"{int(time.time() * 1000)}.eml"
+        path.write_bytes(envelope.content)
+        body = message.get_body(preferencelist=("plain",))
+        text = body.get_content() if body is not None else ""
+        self.console.print(
+            Panel(
+                f"To: {message['To']}\nSubject: {message['Subject']}\n\n{text.strip()}",
+                title="DEMO MAIL SINK — this email was NOT sent anywhere",
+                subtitle=str(path),
+                expand=False,
+            )
+        )
+        return "250 OK"
+
+    def start(self) -> str:
+        self.controller.start()
+        return f"smtp://127.0.0.1:{self.controller.port}"
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+def demo_settings(base: Settings, smtp_url: str) -> Settings:
+    """The demo's settings: its own SQLite, Chroma and queue under <data dir>/demo, and the mail sink."""
+    folder = base.crm_data_dir / "demo"
+    return base.model_copy(
+        update={
+            "crm_data_dir": folder,
+            "database_url": None,
+            "redis_url": None,
+            "chroma_url": None,
+            "smtp_url": smtp_url,
+            "undo_window_seconds": DEMO_UNDO_WINDOW_S,
+        }
+    )
+
+
+def fresh_folder(base: Settings) -> Path:
+    folder = base.crm_data_dir / "demo"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def play_signals(
+    container: Container, console: Console, interval: float = SIGNAL_INTERVAL_S
+) -> threading.Thread:
+    """Send the scripted morning through the same path as POST /signals, on a thread."""
+    import json
+
+    from bot.inbound.signals import accept_signal
+    from store.events import utcnow
+
+    def play() -> None:
+        for signal_type, key, body in incoming(utcnow()):
+            time.sleep(interval)
+            accepted = accept_signal(container, json.dumps({"type": signal_type, **body}).encode(), key)
+            who = body["customer"].get("name") or body["customer"].get("email")
+            console.print(f"[dim]signal in: {signal_type} from {who} (event {accepted.event_id})[/dim]")
+
+    thread = threading.Thread(target=play, name="demo-signals", daemon=True)
+    thread.start()
+    return thread
+
+
+def seed_and_describe(container: Container, console: Console) -> None:
+    written = seed(container.store)
+    console.print(
+        f"Demo business seeded ({written} events): 40 customers, renewals coming due, overdue invoices.\n"
+        "Incoming signals follow; each proposal shows its commands (approve / edit / reject / why …).\n"
+        "Try: /pending · /customer acme · /digest · /help"
+    )

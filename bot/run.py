@@ -1,0 +1,164 @@
+"""`crm run` and `crm demo`: everything in one process.
+
+The web app (uvicorn on a thread), the chat surfaces (Slack Socket Mode, Telegram polling), the
+in-process worker when there is no REDIS_URL, the scheduler, and the terminal console when no chat app
+is configured or stdin is not a terminal. Fed from a pipe, the console reads to the end, then waits for
+the work it started (queued jobs, sends waiting out their undo window) before everything stops.
+SIGINT/SIGTERM stop it cleanly: running jobs finish, queued ones stay in the outbox for the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from bot.terminal import TerminalSurface, run_console
+
+if TYPE_CHECKING:
+    from bot.bootstrap import Container
+
+log = logging.getLogger(__name__)
+
+# The longest `crm run` waits at end of input for work still in flight (undo windows, retries).
+DRAIN_LIMIT_S = 600.0
+IN_FLIGHT_STATES = ("approved", "executing")
+
+
+class WebServer:
+    """uvicorn on a background thread, stoppable."""
+
+    def __init__(self, container: Container) -> None:
+        import uvicorn
+
+        from bot.slack import mount_slack
+        from bot.telegram import mount_telegram
+        from bot.web import create_app
+
+        if container.settings.slack_signing_secret:  # Slack's HTTP mode; Socket Mode needs no route
+            mount_slack(container)
+        mount_telegram(container)
+        config = uvicorn.Config(
+            create_app(container), host="127.0.0.1", port=container.settings.port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        # uvicorn installs no signal handlers off the main thread; ours stop everything together.
+        self.thread = threading.Thread(target=self.server.run, name="web", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> bool:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return bool(self.server.started)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def chat_configured(container: Container) -> bool:
+    settings = container.settings
+    return bool(settings.slack_bot_token or settings.telegram_bot_token)
+
+
+def in_flight(container: Container) -> int:
+    """Approved actions not finished yet (waiting out the undo window or executing)."""
+    from store import lifecycle
+
+    with container.engine.connect() as connection:
+        return len(lifecycle.in_state(connection, *IN_FLIGHT_STATES, limit=1000))
+
+
+def wait_for_work(container: Container, limit: float = DRAIN_LIMIT_S) -> bool:
+    """Wait until the queue is empty and no approved action is still in flight; False on timeout."""
+    deadline = time.monotonic() + limit
+    join = getattr(container.queue, "join", None)
+    while time.monotonic() < deadline:
+        if join is not None:
+            join(timeout=max(deadline - time.monotonic(), 0.1))
+        if in_flight(container) == 0 and (join is None or join(timeout=0.01)):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def run(
+    container: Container,
+    *,
+    stdin: IO[str] | None = None,
+    console: Console | None = None,
+    before_console: Callable[[Container], Any] | None = None,
+) -> int:
+    """Run everything until end of input (console) or SIGINT/SIGTERM; returns the exit status."""
+    from bot.schedule import build_scheduler
+    from bot.surfaces import run_surfaces
+    from bot.wiring import wire
+    from jobs.notify import notifier_for
+
+    stdin = stdin or sys.stdin
+    console = console or Console(highlight=False)
+    wire(container)
+    use_console = not chat_configured(container) or not stdin.isatty()
+    if use_console:
+        notifier_for(container).add(TerminalSurface(console))
+    stop = threading.Event()
+    _on_signals(stop)
+
+    start_queue = getattr(container.queue, "start", None)
+    if start_queue is not None:
+        start_queue()
+    web = WebServer(container)
+    if not web.start():
+        console.print(
+            f"[red]error:[/red] the web app could not listen on port {container.settings.port}; set PORT"
+        )
+        return 2
+    scheduler = build_scheduler(container)
+    scheduler.start()
+    surfaces = threading.Thread(target=run_surfaces, args=(container, stop), name="surfaces", daemon=True)
+    surfaces.start()
+    console.print(f"chatops-crm is running · web on http://127.0.0.1:{container.settings.port}")
+    try:
+        if before_console is not None:
+            before_console(container)
+        if use_console:
+
+            def read_console() -> None:
+                try:
+                    run_console(notifier_commands(container), console, stdin)
+                finally:
+                    stop.set()
+
+            threading.Thread(target=read_console, name="console", daemon=True).start()
+        stop.wait()
+        if use_console and not wait_for_work(container):
+            console.print("[yellow]stopping with work still in flight; it resumes on the next start[/yellow]")
+    finally:
+        scheduler.stop()
+        stop.set()
+        web.stop()
+        surfaces.join(timeout=10)
+        stop_queue = getattr(container.queue, "stop", None)
+        if stop_queue is not None:
+            stop_queue(timeout=30)
+    return 0
+
+
+def notifier_commands(container: Container) -> Any:
+    from bot.commands import commands_for
+
+    return commands_for(container)
+
+
+def _on_signals(stop: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())

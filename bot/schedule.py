@@ -1,0 +1,91 @@
+"""The scheduler's tasks (`crm scheduler`, and inside `crm run`): digest, scans, wake-ups, the relay."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from jobs import digest as digests
+from jobs import scans
+from jobs.scheduler import Scheduler, Task, leader_lock_for
+
+if TYPE_CHECKING:
+    from bot.bootstrap import Container
+
+log = logging.getLogger(__name__)
+
+# Scans are cheap reads of projections; hourly keeps a renewal or overdue notice within the hour.
+SCAN_INTERVAL = timedelta(hours=1)
+# Expiry, snooze wake-ups and stalled executions: a snoozed proposal comes back within a minute.
+WAKEUP_INTERVAL = timedelta(minutes=1)
+RELAY_INTERVAL = timedelta(seconds=30)
+
+
+def post_digest(container: Container, slot: datetime | None = None, *, post: bool = True) -> digests.Digest:
+    """Build today's digest; post it to every surface unless its slot was already posted."""
+    from jobs.notify import notifier_for
+
+    settings = container.settings
+    now = slot or digests.ev.utcnow()
+    digest = digests.prepare(container.store, now, settings.timezone, settings.crm_data_dir / "charts")
+    if post and (slot is None or digests.claim_slot(container.store, slot, digest)):
+        digests.post(digest, notifier_for(container).surfaces)
+    return digest
+
+
+def standard_tasks(container: Container) -> list[Task]:
+    """Every periodic task with its trigger."""
+    from jobs.relay import relay_outbox
+    from jobs.wakeups import run_periodic
+
+    settings = container.settings
+    tz = settings.timezone
+    hour, minute = (int(part) for part in settings.digest_at.split(":"))
+    store = container.store
+
+    def scan(slot: datetime) -> None:
+        today = slot.astimezone(tz).date()
+        emitted = scans.scan_renewals(store, today, slot) + scans.scan_overdue(store, today, slot)
+        emitted += scans.scan_quiet_leads(store, slot)
+        if emitted:
+            log.info("scans emitted %d signal(s)", emitted)
+            relay_outbox(container.job_context(), older_than=timedelta(0))
+
+    return [
+        Task(
+            "digest",
+            CronTrigger(hour=hour, minute=minute, timezone=tz),
+            lambda slot: post_digest(container, slot),
+        ),
+        Task(
+            "scans",
+            IntervalTrigger(seconds=int(SCAN_INTERVAL.total_seconds()), timezone=tz),
+            scan,
+            catch_up=False,
+        ),
+        Task(
+            "wakeups",
+            IntervalTrigger(seconds=int(WAKEUP_INTERVAL.total_seconds()), timezone=tz),
+            lambda slot: run_periodic(container, slot),
+            catch_up=False,
+        ),
+        Task(
+            "relay",
+            IntervalTrigger(seconds=int(RELAY_INTERVAL.total_seconds()), timezone=tz),
+            lambda slot: relay_outbox(container.job_context()),
+            catch_up=False,
+        ),
+    ]
+
+
+def build_scheduler(container: Container) -> Scheduler:
+    settings = container.settings
+    return Scheduler(
+        standard_tasks(container),
+        leader_lock_for(container.engine, settings.crm_data_dir),
+        settings.timezone,
+    )

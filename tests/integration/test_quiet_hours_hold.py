@@ -1,0 +1,72 @@
+"""A quiet-hours deferral that needs a person is shown at once and held only at send time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bot.commands import Commands
+from store import lifecycle as lc
+from store.uow import EventStore
+from tests.integration.proposal_helpers import OPERATOR, email_proposal, make_customer, settings_for
+
+NOW = datetime(2026, 11, 21, 1, 30, tzinfo=UTC)  # the middle of the night
+MORNING = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
+
+
+def _record(store: EventStore, then: str) -> str:
+    customer = make_customer(store)
+    pid, _ = lc.record_proposal(
+        store,
+        email_proposal(customer),
+        verdict="deferred",
+        rules=["quiet_hours: no outbound messages between 20:00 and 08:00 (UTC)"],
+        key=f"test:quiet:{then}",
+        expires_at=NOW + timedelta(hours=24),
+        not_before=MORNING,
+        then=then,
+    )
+    return pid
+
+
+def _row(store: EventStore, pid: str) -> dict:
+    with store.engine.connect() as connection:
+        row = lc.get_proposal(connection, pid)
+    assert row is not None
+    return row
+
+
+def test_held_proposal_is_pending_and_approval_waits_for_the_morning(
+    store: EventStore, tmp_path: Path
+) -> None:
+    pid = _record(store, then="approval")
+    row = _row(store, pid)
+    assert row["state"] == "pending", "the operator sees it now"
+    assert row["snoozed_until"] is None
+    scheduled: list[str] = []
+    commands = Commands(
+        store,
+        settings_for(tmp_path, UNDO_WINDOW_SECONDS=30),
+        schedule_execution=scheduled.append,
+        clock=lambda: NOW,
+    )
+    reply = commands.approve(OPERATOR, pid)
+    assert reply.ok, reply.text
+    row = _row(store, pid)
+    assert row["state"] == "approved"
+    assert row["not_before"] == MORNING, "sent when quiet hours end, not after the 30 s undo window"
+    assert scheduled == [pid]
+
+
+def test_rejecting_a_held_proposal_sends_nothing(store: EventStore, tmp_path: Path) -> None:
+    pid = _record(store, then="approval")
+    commands = Commands(store, settings_for(tmp_path), schedule_execution=lambda _: None, clock=lambda: NOW)
+    assert commands.reject(OPERATOR, pid, "not now").ok
+    assert _row(store, pid)["state"] == "rejected"
+
+
+def test_deferred_automatic_action_stays_snoozed_until_it_may_run(store: EventStore) -> None:
+    pid = _record(store, then="auto")
+    row = _row(store, pid)
+    assert row["state"] == "snoozed"
+    assert row["snoozed_until"] == MORNING
