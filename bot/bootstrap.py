@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
+from jobs.context import JobContext, Subscriber
+from jobs.context import install as install_job_context
+from jobs.inprocess import InProcessJobQueue
+from jobs.queue import JobQueue, make_queue
 from store.db import make_engine, migrate
+from store.memory import events as _memory_events  # noqa: F401  (registers memory.* event types)
 from store.settings import Settings, load_settings
 from store.uow import EventStore
+
+if TYPE_CHECKING:
+    from store.memory.service import Memory
 
 
 class StartupError(RuntimeError):
@@ -24,9 +32,36 @@ class Container:
     settings: Settings
     engine: Engine
     store: EventStore
+    # RQ when REDIS_URL is set, in-process threads otherwise (jobs.queue.make_queue); connects lazily.
+    queue: JobQueue = field(default_factory=InProcessJobQueue)
+    # Event subscribers run by process_event, in this order (memory first, then the agents).
+    subscribers: list[Subscriber] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def job_context(self) -> JobContext:
+        """The context job functions run with; install it with jobs.context.install() in a worker."""
+        return JobContext(
+            store=self.store,
+            queue=self.queue,
+            settings=self.settings,
+            subscribers=self.subscribers,
+            extras=self.extras,
+        )
+
+    @property
+    def memory(self) -> Memory:
+        """Customer memory (store.memory), built on first use; Chroma and the model load later still."""
+        if "memory" not in self.extras:
+            from store.memory.service import Memory
+
+            self.extras["memory"] = Memory.from_settings(self.settings, self.engine)
+        memory: Memory = self.extras["memory"]
+        return memory
+
     def close(self) -> None:
+        stop = getattr(self.queue, "stop", None)
+        if stop is not None:
+            stop(timeout=5)
         self.engine.dispose()
 
 
@@ -44,4 +79,14 @@ def bootstrap(settings: Settings | None = None, *, migrate_schema: bool = True) 
                 f"cannot reach the database at {where} ({exc.orig}); "
                 "check DATABASE_URL, or unset it to use SQLite in CRM_DATA_DIR"
             ) from None
-    return Container(settings=settings, engine=engine, store=EventStore(engine, settings.crm_phone_region))
+    container = Container(
+        settings=settings,
+        engine=engine,
+        store=EventStore(engine, settings.crm_phone_region),
+        queue=make_queue(settings),
+    )
+    if isinstance(container.queue, InProcessJobQueue):
+        # Its jobs run in this very process, so this process's job context is this container's
+        # (subscribers appended to container.subscribers later are seen: the list is shared).
+        install_job_context(container.job_context())
+    return container
