@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -13,12 +15,16 @@ from jobs.context import install as install_job_context
 from jobs.inprocess import InProcessJobQueue
 from jobs.queue import JobQueue, make_queue
 from store.db import make_engine, migrate
+from store.events import Event
 from store.memory import events as _memory_events  # noqa: F401  (registers memory.* event types)
 from store.settings import Settings, load_settings
 from store.uow import EventStore
 
 if TYPE_CHECKING:
     from store.memory.service import Memory
+
+
+log = logging.getLogger(__name__)
 
 
 class StartupError(RuntimeError):
@@ -85,8 +91,26 @@ def bootstrap(settings: Settings | None = None, *, migrate_schema: bool = True) 
         store=EventStore(engine, settings.crm_phone_region),
         queue=make_queue(settings),
     )
+    container.store.after_commit = _enqueue_after_commit(container.queue)
     if isinstance(container.queue, InProcessJobQueue):
         # Its jobs run in this very process, so this process's job context is this container's
         # (subscribers appended to container.subscribers later are seen: the list is shared).
         install_job_context(container.job_context())
     return container
+
+
+def _enqueue_after_commit(queue: JobQueue) -> Callable[[list[Event]], None]:
+    """Hand every newly dispatched event to the queue once its transaction commits.
+
+    Never raises: when the queue is unreachable the outbox row keeps the event and the relay
+    re-enqueues it later; an event queued twice is a no-op (its job id is derived from its id).
+    """
+
+    def enqueue(events: list[Event]) -> None:
+        for event in events:
+            try:
+                queue.enqueue_event(event.id)
+            except Exception:  # the outbox is the safety net; never fail a committed write
+                log.exception("could not queue event %s; the relay will", event.id)
+
+    return enqueue
