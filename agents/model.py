@@ -13,6 +13,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import openai
@@ -51,6 +52,8 @@ class ModelSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    # A policy file of the operator's own (same format as agents/policy.yaml); unset: the shipped one.
+    policy_file: Path | None = Field(default=None, alias="CRM_POLICY_FILE")
     model_cheap: str = Field(default="gpt-4o-mini", alias="CRM_MODEL_CHEAP")
     model_draft: str = Field(default="gpt-4o", alias="CRM_MODEL_DRAFT")
     timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=600, alias="CRM_MODEL_TIMEOUT")

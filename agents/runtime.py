@@ -110,14 +110,16 @@ def build_runtime(
     """The runtime from settings: a model client when OPENAI_API_KEY is set, else rules and templates.
 
     OPENAI_API_KEY / OPENAI_BASE_URL come from `settings` when given (so test settings stay isolated);
-    CRM_MODEL_CHEAP, CRM_MODEL_DRAFT, CRM_MODEL_TIMEOUT and CRM_AGENT_DAILY_BUDGET_USD from the
-    environment.
+    CRM_MODEL_CHEAP, CRM_MODEL_DRAFT, CRM_MODEL_TIMEOUT, CRM_AGENT_DAILY_BUDGET_USD and CRM_POLICY_FILE
+    from the environment.
     """
     overrides: dict[str, object] = {}
     if settings is not None:
         overrides = {"OPENAI_API_KEY": settings.openai_api_key, "OPENAI_BASE_URL": settings.openai_base_url}
     model_settings = ModelSettings(**overrides)  # type: ignore[arg-type]
     client = ModelClient.from_settings(model_settings, meter=meter)
-    runtime = AgentRuntime(policy=load_policy(policy_path), model=client, paused=paused)
+    runtime = AgentRuntime(
+        policy=load_policy(policy_path or model_settings.policy_file), model=client, paused=paused
+    )
     runtime.budgets = {name: model_settings.daily_budget_usd for name in runtime.roles}
     return runtime

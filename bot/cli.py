@@ -385,4 +385,8 @@ app.add_typer(jobs_cli.jobs_app, name="jobs")
 
 
 def main() -> None:
+    import os
+
+    # onnxruntime (the embedding model) reports telemetry unless told not to before its first import.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     app()

@@ -182,7 +182,7 @@ class CommandImpl(ReadCommands):
             return refused
         now = self.clock()
         try:
-            when = command_text.parse_until(until, now)
+            when = command_text.parse_until(until, now, self.settings.timezone)
         except ValueError as exc:
             return fail("invalid", str(exc))
         if when <= now:

@@ -63,6 +63,19 @@ class ReadCommands(CommandBase):
         head = f"{len(views)} waiting for a decision" + (f", {snoozed} snoozed" if snoozed else "") + "."
         return reply(head, proposals=views)
 
+    def digest(self, actor: Actor) -> Reply:
+        refused = self._refuse(actor, "read the digest", None)
+        if refused:
+            return refused
+        from jobs.digest import LIST_LIMIT, prepare
+
+        settings = self.settings
+        built = prepare(self.store, self.clock(), settings.timezone, settings.crm_data_dir / "charts")
+        with self.store.engine.connect() as connection:
+            rows = lc.in_state(connection, "pending", limit=LIST_LIMIT)
+            views = tuple(view_of(r, lc.customer_name(connection, r["customer_id"])) for r in rows)
+        return reply(*built.lines(), proposals=views, image=built.chart)
+
     def note(self, actor: Actor, query: str, text: str) -> Reply:
         refused = self._refuse(actor, "add notes", None)
         if refused:

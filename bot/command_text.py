@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from jobs.render_proposal import stamp
@@ -15,36 +15,43 @@ if TYPE_CHECKING:
 
 HELP = (
     "pending — proposals waiting for you",
-    "approve <id> · reject <id> [reason] · snooze <id> <30m|2h|1d|ISO time>",
+    "approve <id> · reject <id> [reason] · snooze <id> <30m|2h|1d|tomorrow|ISO time>",
     "edit <id> — what can be changed · edit <id> <field> <new value>",
     "why <id> — sources, rules and costs · undo <id> · retry <id>",
     "resend <id> · keep <id> — answer “may have been sent”",
     "customer <name|email|id> [--as-of YYYY-MM-DD]",
     "note <customer>: <text>",
+    "digest — today's digest now",
     "pause [agent] · resume [agent] — all agents when none is named",
     "help",
 )
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# "snooze … tomorrow": the start of the next working morning, in the operator's time zone.
+TOMORROW_AT = time(9, 0)
 # A snooze is a nudge to look again, not a way to park something for ever.
 MAX_SNOOZE = timedelta(days=90)
 
 
-def parse_until(value: datetime | str, now: datetime) -> datetime:
-    """A snooze target: an aware datetime, a duration ("30m", "2h", "1d") or ISO-8601 (UTC if naive)."""
+def parse_until(value: datetime | str, now: datetime, tz: tzinfo = UTC) -> datetime:
+    """A snooze target: an aware datetime, a duration ("30m", "2h", "1d"), "tomorrow" (09:00 in tz)
+    or ISO-8601 (UTC if naive)."""
     if isinstance(value, datetime):
         until = value if value.tzinfo else value.replace(tzinfo=UTC)
     else:
         match = _DURATION.match(value)
-        if match:
+        if value.strip().lower() == "tomorrow":
+            day = now.astimezone(tz).date() + timedelta(days=1)
+            until = datetime.combine(day, TOMORROW_AT, tzinfo=tz).astimezone(UTC)
+        elif match:
             until = now + timedelta(**{_UNITS[match.group(2).lower()]: int(match.group(1))})
         else:
             try:
                 parsed = datetime.fromisoformat(value.strip())
             except ValueError:
                 raise ValueError(
-                    f"Cannot read {value[:40]!r} as a time; try 30m, 2h, 1d or 2025-01-31T09:00"
+                    f"Cannot read {value[:40]!r} as a time; try 30m, 2h, 1d, tomorrow or 2025-01-31T09:00"
                 ) from None
             until = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     if until - now > MAX_SNOOZE:
@@ -117,6 +124,8 @@ def dispatch(impl: CommandImpl, actor: Actor, line: str) -> Reply:
         return impl.note(actor, who.strip(), note)
     if word in {"pause", "resume"}:
         return (impl.pause if word == "pause" else impl.resume)(actor, rest or None)
+    if word == "digest":
+        return impl.digest(actor)
     if word in {"pending", "help", "start"}:
         return impl.pending(actor) if word == "pending" else impl.help(actor)
     return fail("invalid", f"Unknown command {word[:30]!r}; `help` lists them.")

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from jobs.execute import scheduler_for
@@ -68,6 +69,7 @@ class Reply:
     proposals: tuple[ProposalView, ...] = ()
     fields: tuple[EditableField, ...] = ()  # edit without values: what may be changed
     proposal_id: str | None = None
+    image: Path | None = None  # a picture to show with the text (the digest chart)
 
     @property
     def text(self) -> str:
@@ -160,6 +162,10 @@ class Commands:
     def resume(self, actor: Actor, agent: str | None = None) -> Reply:
         """Let a paused agent (or all agents) propose again."""
         return self._impl.resume(actor, agent)
+
+    def digest(self, actor: Actor) -> Reply:
+        """Today's digest now: the text, the first pending proposals with their buttons, the chart."""
+        return self._impl.digest(actor)
 
     def help(self, actor: Actor) -> Reply:
         """The commands, one per line."""

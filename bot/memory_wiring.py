@@ -1,4 +1,4 @@
-"""Hooks the customer memory into process_event, when the memory layer is present."""
+"""Hooks the customer memory into process_event: the memory projection runs before the agents."""
 
 from __future__ import annotations
 
@@ -9,4 +9,9 @@ if TYPE_CHECKING:
 
 
 def install_memory(container: Container) -> None:
-    """Register the memory subscriber (filled in by the memory layer)."""
+    """Register the memory subscriber first, so agents recall what the triggering event just added."""
+    from store.memory.projection import MemorySubscriber
+
+    if any(getattr(s, "name", None) == MemorySubscriber.name for s in container.subscribers):
+        return
+    container.subscribers.insert(0, MemorySubscriber(container.memory, container.store))

@@ -86,6 +86,8 @@ def render_reply(console: Console, reply: Reply) -> None:
         )
     for view in reply.proposals:
         console.print(proposal_panel(view))
+    if reply.image is not None:
+        console.print(f"chart: {reply.image}")
 
 
 class TerminalConsole:

@@ -1,0 +1,259 @@
+"""`Memory`: the one object the rest of the system holds. Lazy: nothing loads or connects until used."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, select
+
+from store import tables as t
+from store.memory import client as chroma
+from store.memory.config import MemorySettings
+from store.memory.embeddings import Embedder, MiniLMEmbedding, OpenAIEmbedding
+from store.memory.projection import MemoryProjection
+from store.memory.records import Kind, MemoryRecord, Recalled
+
+if TYPE_CHECKING:
+    from store.settings import Settings
+    from store.uow import EventStore
+
+# Chroma caps the ids or records of one request; reads and deletes go in pages of this size.
+PAGE = 1_000
+
+
+def make_embedder(memory_settings: MemorySettings, settings: Settings | None = None) -> Embedder:
+    """The embedding function the settings choose (local MiniLM unless CRM_EMBEDDINGS=openai)."""
+    if memory_settings.embeddings == "openai":
+        key = settings.openai_api_key.get_secret_value() if settings and settings.openai_api_key else None
+        return OpenAIEmbedding(
+            model=memory_settings.embeddings_model,
+            api_key=key,
+            base_url=settings.openai_base_url if settings else None,
+        )
+    return MiniLMEmbedding()
+
+
+class Memory:
+    """Customer memory on Chroma: writes from the projection, hybrid recall, retention, forgetting."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        chroma_url: str | None = None,
+        embedder: Embedder | None = None,
+        engine: Engine | None = None,
+        settings: MemorySettings | None = None,
+        namespace: str = "",
+    ) -> None:
+        self.data_dir = data_dir
+        # Prefix of the collection names: lets several stores (tests, tenants) share one Chroma server.
+        self.namespace = namespace
+        self.chroma_url = chroma_url
+        self.embedder: Embedder = embedder or MiniLMEmbedding()
+        self.engine = engine
+        self.settings = settings or MemorySettings(_env_file=None)
+        self._client: Any = None
+        self._collections: dict[str, Any] = {}
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, engine: Engine | None = None, memory_settings: MemorySettings | None = None
+    ) -> Memory:
+        """Memory as the settings describe it (CHROMA_URL, CRM_DATA_DIR, CRM_EMBEDDINGS)."""
+        memory_settings = memory_settings or MemorySettings()
+        return cls(
+            data_dir=settings.crm_data_dir,
+            chroma_url=settings.chroma_url,
+            embedder=make_embedder(memory_settings, settings),
+            engine=engine,
+            settings=memory_settings,
+        )
+
+    # -- where things live ------------------------------------------------------------------------
+
+    @property
+    def chunker(self) -> Any:
+        return self.embedder.chunker
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = chroma.connect(self.chroma_url, self.data_dir)
+        return self._client
+
+    def collection(self, base: str) -> Any:
+        if base not in self._collections:
+            self._collections[base] = chroma.open_collection(
+                self.client, self.namespace + base, self.embedder
+            )
+        return self._collections[base]
+
+    @property
+    def hot(self) -> Any:
+        return self.collection(chroma.HOT)
+
+    @property
+    def archive(self) -> Any:
+        return self.collection(chroma.ARCHIVE)
+
+    @property
+    def projection(self) -> MemoryProjection:
+        if self.engine is None:
+            raise RuntimeError("the memory projection needs the database engine")
+        return MemoryProjection(self, self.engine)
+
+    def reset(self) -> None:
+        """Drop both collections (a rebuild refills them from the log)."""
+        for base in (chroma.HOT, chroma.ARCHIVE):
+            name = chroma.collection_name(self.namespace + base, self.embedder.model_id)
+            if name in {c.name for c in self.client.list_collections()}:
+                self.client.delete_collection(name)
+        self._collections.clear()
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def upsert(self, records: Sequence[MemoryRecord]) -> None:
+        """Write records keyed by their ids (event id + chunk): writing twice changes nothing."""
+        if not records:
+            return
+        documents = [r.text for r in records]
+        self.hot.upsert(
+            ids=[r.id for r in records],
+            documents=documents,
+            metadatas=[r.metadata() for r in records],
+            embeddings=self.embedder(documents),
+        )
+
+    def archive_ids(self, ids: list[str]) -> int:
+        """Move these memories (with their vectors) from the hot collection to the archive."""
+        found = self.hot.get(ids=ids, include=["documents", "metadatas", "embeddings"])
+        if not found["ids"]:
+            return 0
+        self.archive.upsert(
+            ids=found["ids"],
+            documents=found["documents"],
+            metadatas=found["metadatas"],
+            embeddings=found["embeddings"],
+        )
+        self.hot.delete(ids=found["ids"])
+        return len(found["ids"])
+
+    def delete_customers(self, customer_ids: Sequence[str]) -> int:
+        """Remove every memory (hot and archived) of these customer ids; returns how many."""
+        removed = 0
+        where = {"customer_id": {"$in": list(customer_ids)}}
+        for collection in (self.hot, self.archive):
+            while True:
+                ids = collection.get(where=where, limit=PAGE, include=[])["ids"]
+                if not ids:
+                    break
+                collection.delete(ids=ids)
+                removed += len(ids)
+        return removed
+
+    def forget_customer(self, customer_id: str, store: EventStore) -> int:
+        """A privacy request: record it in the log and remove the customer's memories now.
+
+        The log records `memory.forgotten` so a replay removes them again; the log's own copies of
+        the texts are the event store's to redact. Returns the number of memories removed.
+        """
+        from store.events import NewEvent, utcnow
+        from store.memory.events import MemoryForgotten
+
+        aliases = self.aliases(customer_id)
+        moment = utcnow()
+        store.append(
+            NewEvent(
+                type="memory.forgotten",
+                payload=MemoryForgotten(customers=tuple(a for a in aliases if a != customer_id)),
+                stream=customer_id,
+                idempotency_key=f"memory.forgotten:{customer_id}:{moment.isoformat()}",
+                actor="operator",
+                occurred_at=moment,
+            ),
+            dispatch=False,
+        )
+        removed = self.delete_customers(aliases)
+        if self.engine is not None:
+            self.projection.catch_up(store)
+        return removed
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def aliases(self, customer_id: str) -> list[str]:
+        """The customer and every id merged into it (their memories are this customer's)."""
+        if self.engine is None:
+            return [customer_id]
+        found, frontier = [customer_id], [customer_id]
+        c = t.customers.c
+        with self.engine.connect() as connection:
+            while frontier:
+                frontier = [
+                    row
+                    for row in connection.execute(select(c.id).where(c.merged_into.in_(frontier))).scalars()
+                    if row not in found
+                ]
+                found.extend(frontier)
+        return found
+
+    def by_event(self, event_id: str, *, archived: bool = False) -> list[MemoryRecord]:
+        """The memory (all chunks, in order) written for an event: an exact lookup, no embedding."""
+        collection = self.archive if archived else self.hot
+        found = collection.get(where={"event_id": event_id}, include=["documents", "metadatas"])
+        records = [
+            MemoryRecord.from_chroma(i, d, m)
+            for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
+        ]
+        return sorted(records, key=lambda r: r.chunk)
+
+    def get(self, ids: Sequence[str], *, archived: bool = False) -> list[MemoryRecord]:
+        """Records by memory id (exact lookup, no embedding)."""
+        collection = self.archive if archived else self.hot
+        found = collection.get(ids=list(ids), include=["documents", "metadatas"])
+        return [
+            MemoryRecord.from_chroma(i, d, m)
+            for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
+        ]
+
+    def count(self, customer_id: str | None = None, *, archived: bool = False) -> int:
+        """How many memories (chunks) are held, for one customer (with merged ids) or all."""
+        collection = self.archive if archived else self.hot
+        if customer_id is None:
+            return int(collection.count())
+        where = {"customer_id": {"$in": self.aliases(customer_id)}}
+        return len(collection.get(where=where, include=[])["ids"])
+
+    def recall(
+        self,
+        query: str,
+        *,
+        customer_id: str | None,
+        kinds: Sequence[Kind] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 5,
+    ) -> list[Recalled]:
+        """Hybrid recall: filter (customer, kinds, time range), then rank by meaning within it.
+
+        customer_id=None searches every customer and must be asked for explicitly.
+        """
+        from store.memory.recall import recall
+
+        return recall(
+            self, query, customer_id=customer_id, kinds=kinds, since=since, until=until, limit=limit
+        )
+
+    def context_memories(self, customer_id: str, query: str, budget_chars: int) -> list[Recalled]:
+        """The customer's latest summary plus the most relevant raw memories, within budget_chars."""
+        from store.memory.recall import context_memories
+
+        return context_memories(self, customer_id, query, budget_chars)
+
+    def close(self) -> None:
+        """Forget the client; embedded Chroma flushes on every write, a server needs nothing."""
+        self._collections.clear()
+        self._client = None
