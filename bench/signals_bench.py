@@ -1,0 +1,321 @@
+"""POST /signals under load, next to a bare endpoint that only inserts one row per request.
+
+Run by hand: `/work/venv/bin/python bench/signals_bench.py [--seconds 10] [--rounds 2] [--clients 32]`.
+
+It creates a scratch Postgres database, then starts two real uvicorn processes on loopback ports:
+
+- the app, exactly as `crm web` serves it (Postgres, the RQ queue on Redis, SIGNALS_SECRET set);
+- the baseline: a FastAPI app with one route that reads the body and inserts it as one row with
+  psycopg (a pool of connections, run off the event loop the same way), and nothing else.
+
+Both get the same load from one aiohttp client process: `--clients` concurrent connections sending
+Standard Webhooks signed signals (a new webhook-id each; customers drawn from a pool, so some signals
+create a customer and some find one) for `--seconds`, alternating baseline and app for `--rounds`
+rounds so that drift in the machine's load hits both. Reported: throughput, p50 and p99 latency as
+the client saw them, and the app/baseline ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import queue
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bot.inbound.verify import sign_standard_webhook  # noqa: E402
+from store.db import make_engine, migrate  # noqa: E402
+
+PG_ADMIN = os.environ.get("CRM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("CRM_BENCH_REDIS", "redis://127.0.0.1:6379/3")
+SECRET = "whsec_" + "YmVuY2htYXJrIHNpZ25pbmcga2V5IDMyIGJ5dGVzIQ=="
+# Customers the signals are about: enough that early signals mostly create customers and later ones
+# mostly find them, as a real stream does.
+CUSTOMERS = 2_000
+# Seconds of load before measuring, so connection set-up and pool growth are not in the figures.
+WARMUP_S = 2.0
+# Same ceiling as SQLAlchemy's default pool (5 + 10 overflow), so neither side waits on connections
+# the other has.
+BARE_POOL = 15
+
+
+# -- the baseline server -----------------------------------------------------------------------------
+
+
+def bare_app(dsn: str) -> FastAPI:
+    """A FastAPI app whose one route inserts the raw body as one row (the cost floor of an intake)."""
+    pool: queue.Queue[psycopg.Connection] = queue.Queue()
+    for _ in range(BARE_POOL):
+        pool.put(psycopg.connect(dsn, autocommit=True))
+
+    def insert(webhook_id: str, body: bytes) -> None:
+        connection = pool.get()
+        try:
+            connection.execute(
+                "INSERT INTO bench_rows (webhook_id, body) VALUES (%s, %s)", (webhook_id, body.decode())
+            )
+        finally:
+            pool.put(connection)
+
+    app = FastAPI()
+
+    @app.post("/signals", status_code=202)
+    async def bare(request: Request) -> JSONResponse:
+        body = await request.body()
+        await run_in_threadpool(insert, request.headers.get("webhook-id", ""), body)
+        return JSONResponse({"ok": True}, status_code=202)
+
+    return app
+
+
+def serve_bare(dsn: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(bare_app(dsn), host="127.0.0.1", port=port)
+
+
+# -- the load ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    seconds: float = 0.0
+
+    def merge(self, other: Result) -> None:
+        self.latencies += other.latencies
+        self.errors += other.errors
+        self.seconds += other.seconds
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(int(q * len(ordered)), len(ordered) - 1)] * 1000 if ordered else float("nan")
+
+
+def make_signal(rng: random.Random) -> tuple[str, bytes, dict[str, str]]:
+    n = rng.randrange(CUSTOMERS)
+    body = {
+        "type": rng.choice(["lead.created", "message.received"]),
+        "customer": {"name": f"Customer {n}", "email": f"buyer{n}@company{n}.example"},
+        "text": "Hi, we'd like a quote for 12 seats — can you send one by Friday?",
+        "data": {"channel": "web"},
+    }
+    raw = json.dumps(body).encode()
+    webhook_id = f"msg_{uuid.uuid4().hex}"
+    now = datetime.now(UTC)
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": sign_standard_webhook(SECRET, webhook_id, now, raw),
+    }
+    return webhook_id, raw, headers
+
+
+async def load(url: str, clients: int, seconds: float, seed: int) -> Result:
+    import aiohttp
+
+    result = Result()
+    start = time.perf_counter()
+    measure_from = start + WARMUP_S
+    stop = measure_from + seconds
+
+    async def client(index: int, session: aiohttp.ClientSession) -> None:
+        rng = random.Random(seed * 1000 + index)
+        while time.perf_counter() < stop:
+            _, body, headers = make_signal(rng)
+            sent = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                ok = response.status == 202
+            done = time.perf_counter()
+            if sent >= measure_from and done <= stop:
+                if ok:
+                    result.latencies.append(done - sent)
+                else:
+                    result.errors += 1
+
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(client(i, session) for i in range(clients)))
+    result.seconds = seconds
+    return result
+
+
+# -- orchestration -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(
+                f"server exited early: {process.stderr.read().decode() if process.stderr else ''}"
+            )
+        try:
+            httpx.post(url, content=b"{}", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise SystemExit(f"server at {url} did not start")
+
+
+def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    kib = int(
+        next(
+            line.split()[1]
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
+    )
+    load1, load5, _ = os.getloadavg()
+    return (
+        f"{os.cpu_count()} CPUs ({model}), {kib / 1024 / 1024:.1f} GiB RAM, "
+        f"Python {platform.python_version()}, load average {load1:.1f}/{load5:.1f} at the end"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per round and target")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--serve-bare", nargs=2, metavar=("DSN", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_bare:
+        serve_bare(args.serve_bare[0], int(args.serve_bare[1]))
+        return
+
+    name = f"crm_bench_signals_{os.getpid()}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    engine = make_engine(dsn.replace("postgresql://", "postgresql+psycopg://", 1))
+    migrate(engine)
+    engine.dispose()
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(
+            "CREATE TABLE bench_rows (id BIGSERIAL PRIMARY KEY, webhook_id TEXT NOT NULL, "
+            "body TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+    app_port, bare_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "TELEGRAM_"))}
+    app_env = {
+        **env,
+        "DATABASE_URL": dsn,
+        "REDIS_URL": REDIS_URL,
+        "SIGNALS_SECRET": SECRET,
+        "PORT": str(app_port),
+        "CRM_DATA_DIR": f"/tmp/{name}",
+        # `crm web` mounts the Slack route; it needs a signing secret to build (unused here).
+        "SLACK_SIGNING_SECRET": "bench-unused",
+    }
+    servers = {
+        "baseline": start([sys.executable, __file__, "--serve-bare", dsn, str(bare_port)], env),
+        "app": start([sys.executable, "-c", "from bot.cli import main; main()", "web"], app_env),
+    }
+    urls = {
+        "baseline": f"http://127.0.0.1:{bare_port}/signals",
+        "app": f"http://127.0.0.1:{app_port}/signals",
+    }
+    results = {"baseline": Result(), "app": Result()}
+    try:
+        for target, process in servers.items():
+            wait_until_up(urls[target], process)
+        for round_number in range(args.rounds):
+            for target in ("baseline", "app"):
+                result = asyncio.run(load(urls[target], args.clients, args.seconds, seed=round_number))
+                print(
+                    f"round {round_number + 1} {target:8s}: {result.throughput:7.1f} req/s  "
+                    f"p50 {result.percentile(0.5):6.1f} ms  p99 {result.percentile(0.99):7.1f} ms  "
+                    f"errors {result.errors}",
+                    flush=True,
+                )
+                results[target].merge(result)
+        with psycopg.connect(dsn) as connection:
+            events = connection.execute("SELECT count(*) FROM events WHERE actor = 'outside'").fetchone()
+            rows = connection.execute("SELECT count(*) FROM bench_rows").fetchone()
+        print(f"recorded: {events[0] if events else 0} signal events, {rows[0] if rows else 0} baseline rows")
+    finally:
+        for process in servers.values():
+            stop(process)
+        redis.Redis.from_url(REDIS_URL).flushdb()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    base, app = results["baseline"], results["app"]
+    print()
+    print(machine())
+    print(f"{args.clients} clients, {args.rounds} rounds x {args.seconds:.0f} s per target")
+    print("| endpoint | req/s | p50 | p99 | errors |")
+    print("|---|---|---|---|---|")
+    for label, result in (("bare insert (baseline)", base), ("POST /signals", app)):
+        print(
+            f"| {label} | {result.throughput:.1f} | {result.percentile(0.5):.1f} ms | "
+            f"{result.percentile(0.99):.1f} ms | {result.errors} |"
+        )
+    ratio = app.throughput / base.throughput if base.throughput else float("nan")
+    print(
+        f"ratio app/baseline: {ratio:.2f} (goal >= 0.6); app p99 {app.percentile(0.99):.1f} ms (goal < 50 ms)"
+    )
+    print(f"statistics: app mean {statistics.fmean(app.latencies) * 1000:.1f} ms" if app.latencies else "")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Inbound connectors: verify, parse and map what the outside world sends into signals."""

@@ -1,0 +1,173 @@
+"""The email connector: a raw RFC 822 message → a `message.received` signal keyed by its Message-ID.
+
+Replies and forwards keep In-Reply-To/References, and every message of a thread carries the thread's
+root Message-ID as `thread_id`, so a conversation stays one conversation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage, Message
+from typing import Any
+
+import html2text
+from pydantic import ValidationError
+
+from bot.inbound.errors import InvalidSignal, MalformedBody
+from bot.inbound.intake import InboundSignal
+from bot.inbound.signals import EARLIEST_YEAR, LATEST_YEAR, invalid
+from store.events import CustomerRef, MessageReceived
+
+SOURCE = "email"
+
+# Signal.text holds at most this many characters; longer bodies are cut with a marker saying so.
+MAX_TEXT = 200_000
+TRUNCATED = "\n[… message truncated]"
+
+_MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+_TRAILING_SPACE = re.compile(r"[ \t]+\n")
+
+
+def parse_email(raw: bytes) -> InboundSignal:
+    """Parse a raw message (any charset); raises MalformedBody or InvalidSignal naming the field."""
+    if not raw.strip():
+        raise MalformedBody("the body is empty; expected a raw RFC 822 message")
+    message = message_from_bytes(raw, policy=policy.default)
+    if not isinstance(message, EmailMessage) or not message.keys():
+        raise MalformedBody("the body has no mail headers; expected a raw RFC 822 message")
+    sender_name, sender = _sender(message)
+    message_id = _ids(_header(message, "Message-ID"))
+    in_reply_to = _ids(_header(message, "In-Reply-To"))
+    references = _ids(_header(message, "References"))
+    own_id = message_id[0] if message_id else None
+    thread_id = next(iter(references or in_reply_to or message_id), None)
+    text, body_format = _body(message)
+    data: dict[str, Any] = {
+        "channel": "email",
+        "subject": _clean(_header(message, "Subject") or "") or None,
+        "message_id": own_id,
+        "in_reply_to": in_reply_to[0] if in_reply_to else None,
+        "references": references,
+        "thread_id": thread_id,
+        "from": sender,
+        "to": _addresses(message, "To"),
+        "cc": _addresses(message, "Cc"),
+        "attachments": _attachments(message),
+        "body_format": body_format,
+    }
+    try:
+        customer = CustomerRef(email=sender, name=sender_name or None)
+        signal = MessageReceived(customer=customer, text=text or None, data=data)
+    except ValidationError as exc:
+        raise invalid(exc) from None
+    key = f"{SOURCE}:{own_id}" if own_id else f"{SOURCE}:sha256:{hashlib.sha256(raw).hexdigest()}"
+    return InboundSignal("message.received", signal, key[:255], SOURCE, _date(message))
+
+
+def _header(message: Message, name: str) -> str | None:
+    # The stdlib's header parser raises assorted errors (IndexError, ValueError, …) on malformed
+    # headers; a header we cannot read is treated as absent rather than failing the whole message.
+    try:
+        value = message.get(name)
+    except Exception:
+        return None
+    return None if value is None else str(value)
+
+
+def _sender(message: Message) -> tuple[str, str]:
+    try:
+        header: Any = message.get("From")
+        addresses = header.addresses if header is not None else ()
+    except Exception:  # malformed From header: see _header
+        addresses = ()
+    for address in addresses:
+        if address.addr_spec and "@" in address.addr_spec:
+            return _clean(address.display_name), _clean(address.addr_spec)
+    raise InvalidSignal(
+        "the message has no sender address",
+        errors=[{"field": "from", "message": "missing or not an address"}],
+    )
+
+
+def _addresses(message: Message, name: str) -> list[str]:
+    try:
+        header: Any = message.get(name)
+        return [_clean(a.addr_spec) for a in header.addresses if a.addr_spec] if header is not None else []
+    except Exception:  # malformed address list: see _header
+        return []
+
+
+def _ids(value: str | None) -> list[str]:
+    return [_clean(found)[:250] for found in _MESSAGE_ID.findall(value or "")]
+
+
+def _date(message: Message) -> datetime | None:
+    try:
+        header: Any = message.get("Date")
+        when = header.datetime if header is not None else None
+    except Exception:  # unparseable Date: see _header
+        return None
+    if not isinstance(when, datetime) or not EARLIEST_YEAR <= when.year <= LATEST_YEAR:
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _body(message: EmailMessage) -> tuple[str, str]:
+    """The readable text and where it came from: "plain", "html" (converted) or "none"."""
+    part = message.get_body(preferencelist=("plain", "html"))
+    if part is None:
+        return "", "none"
+    content = _decoded(part)
+    if part.get_content_type() == "text/html":
+        converter = html2text.HTML2Text()
+        converter.body_width = 0  # keep paragraphs as lines; chat surfaces wrap for themselves
+        converter.ignore_images = True
+        content, kind = converter.handle(content).strip(), "html"
+    else:
+        content, kind = content.strip(), "plain"
+    content = _TRAILING_SPACE.sub("\n", _clean(content).replace("\r\n", "\n"))
+    if len(content) > MAX_TEXT:
+        content = content[: MAX_TEXT - len(TRUNCATED)] + TRUNCATED
+    return content, kind
+
+
+def _decoded(part: Message) -> str:
+    """A text part as str in whatever charset it declares; an unknown charset is read as UTF-8."""
+    try:
+        content = part.get_content()  # type: ignore[attr-defined]
+        if isinstance(content, str):
+            return content
+    except (LookupError, UnicodeError, ValueError):
+        pass
+    payload = part.get_payload(decode=True)
+    return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+
+
+def _attachments(message: EmailMessage) -> list[dict[str, Any]]:
+    """Name, type and size of each attachment (they are listed, not stored)."""
+    found = []
+    for part in message.walk():
+        filename = part.get_filename()
+        if part.get_content_disposition() != "attachment" and not filename:
+            continue
+        if part.get_content_type() == "message/rfc822":  # a forwarded mail: its size as bytes
+            inner = part.get_payload()  # the forwarded message(s)
+            forwarded = inner if isinstance(inner, list) else [inner]
+            size = sum(len(message.as_bytes()) for message in forwarded if isinstance(message, Message))
+        elif part.is_multipart():
+            continue
+        else:
+            payload = part.get_payload(decode=True)
+            size = len(payload) if isinstance(payload, bytes) else 0
+        found.append(
+            {"filename": _clean(filename or ""), "content_type": part.get_content_type(), "size": size}
+        )
+    return found
+
+
+def _clean(text: str) -> str:
+    """Text every database can store: NULs dropped, undecodable bytes (surrogates) replaced."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")

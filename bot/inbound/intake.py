@@ -1,0 +1,129 @@
+"""Recording an inbound signal: one transaction (event, projections, outbox row), then enqueue.
+
+Every connector (POST /signals, Stripe, email, `crm signal`) ends here, so they all share the
+idempotency and "nothing lost" behaviour (DESIGN.md invariant 2, issue 3's outbox rule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from bot.inbound.errors import InvalidSignal
+from store.events import CustomerRef, Signal
+from store.identity import IdentityError, normalise_email, normalise_phone
+
+if TYPE_CHECKING:
+    from bot.bootstrap import Container
+
+# The longest usable email address: RFC 5321 caps a forward path at 256 octets including the brackets.
+MAX_EMAIL = 254
+
+# Deeper than any signal needs; keeps the JSON serialisers far from Python's recursion limit.
+MAX_NESTING = 32
+
+
+@dataclass(frozen=True)
+class InboundSignal:
+    """A verified, parsed signal ready to record; `key` is source-prefixed (e.g. `stripe:evt_…`)."""
+
+    type: str
+    signal: Signal
+    key: str
+    source: str
+    occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The outcome of recording: the event id (the original one on a redelivery)."""
+
+    event_id: str
+    duplicate: bool
+    type: str
+    source: str
+
+
+def record(container: Container, inbound: InboundSignal, *, enqueue: bool = True) -> Accepted:
+    """Append the signal unless its key is known; with enqueue, hand the new event to the queue.
+
+    The web app passes enqueue=False and calls `enqueue_accepted` after answering, so the client does
+    not wait for Redis; either way the enqueue follows the commit and the outbox row covers a crash.
+    """
+    ensure_storable(inbound.signal.model_dump(mode="json"))
+    check_contacts(inbound.signal.customer, container.settings.crm_phone_region)
+    appended = container.store.record_signal(
+        inbound.type,
+        inbound.signal,
+        inbound.key,
+        source=inbound.source,
+        occurred_at=inbound.occurred_at,
+    )
+    accepted = Accepted(appended.event.id, appended.duplicate, inbound.type, inbound.source)
+    if enqueue:
+        enqueue_accepted(container, accepted)
+    return accepted
+
+
+def enqueue_accepted(container: Container, accepted: Accepted) -> None:
+    """Queue processing of a newly recorded signal (a redelivery was queued the first time)."""
+    if not accepted.duplicate:
+        # Never raises: if Redis is down it returns False and the outbox relay enqueues it later.
+        container.queue.enqueue_event(accepted.event_id)
+
+
+def check_contacts(customer: CustomerRef, phone_region: str) -> None:
+    """Refuse an email or phone the identity rules cannot normalise, naming the field, before writing."""
+    checks = (("email", normalise_email), ("phone", lambda value: normalise_phone(value, phone_region)))
+    for field, normalise in checks:
+        value = getattr(customer, field)
+        if value is None:
+            continue
+        if field == "email" and len(value) > MAX_EMAIL:
+            message = f"longer than {MAX_EMAIL} characters, the most an email address can have"
+            raise InvalidSignal(
+                f"customer.email is {message}", errors=[{"field": "customer.email", "message": message}]
+            )
+        try:
+            normalise(value)
+        except IdentityError as exc:
+            raise InvalidSignal(
+                str(exc), errors=[{"field": f"customer.{field}", "message": str(exc)}]
+            ) from None
+
+
+def ensure_storable(value: Any) -> None:
+    """Refuse what no column can hold (NUL characters, lone UTF-16 surrogates) and absurd nesting."""
+    stack: list[tuple[str, Any, int]] = [("", value, 0)]
+    while stack:
+        where, item, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise InvalidSignal(
+                f"{where} is nested more than {MAX_NESTING} levels deep",
+                errors=[{"field": where, "message": f"nested more than {MAX_NESTING} levels deep"}],
+            )
+        if isinstance(item, str):
+            _check_text(where, item)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                path = f"{where}.{key}" if where else str(key)
+                _check_text(path, str(key))
+                stack.append((path, child, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{index}]", child, depth + 1) for index, child in enumerate(item))
+
+
+def _check_text(where: str, text: str) -> None:
+    if "\x00" in text:
+        raise InvalidSignal(
+            f"{where or 'body'} contains a NUL character",
+            errors=[{"field": where, "message": "contains a NUL character"}],
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidSignal(
+            f"{where or 'body'} contains a lone surrogate",
+            errors=[{"field": where, "message": "contains an unpaired UTF-16 surrogate"}],
+        ) from None

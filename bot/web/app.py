@@ -1,0 +1,90 @@
+"""The app factory and the mapping from refusals and outages to HTTP answers (DESIGN.md invariant 9)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from bot.inbound.errors import InboundRefused
+from bot.metrics import Metrics, metrics_for
+from bot.web import ops, routes
+from bot.web.openapi import install_openapi
+
+if TYPE_CHECKING:
+    from bot.bootstrap import Container
+
+log = logging.getLogger(__name__)
+
+# What a client is told to wait before retrying while the database is down: long enough for a
+# restart or failover, short enough that webhook senders' own retry schedules are not outrun.
+RETRY_AFTER_S = 5
+
+
+def create_app(container: Container) -> FastAPI:
+    """The HTTP app over a built container; routers in `container.extras["web_routers"]` are mounted too."""
+    app = FastAPI(
+        title="chatops-crm",
+        version="0.1.0",
+        description="Signal intake, webhooks, health and metrics of the chat-ops CRM.",
+    )
+    app.state.container = container
+    app.state.metrics = metrics_for(container)
+    app.include_router(routes.router)
+    app.include_router(ops.router)
+    for router in container.extras.get("web_routers", ()):
+        app.include_router(router)
+    app.add_exception_handler(InboundRefused, _refused)  # type: ignore[arg-type]
+    for outage in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(outage, _database_down)
+    app.add_exception_handler(DataError, _unstorable)
+    app.add_exception_handler(Exception, _internal)
+    install_openapi(app)
+    return app
+
+
+def _endpoint(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "other"
+
+
+def _count_refusal(request: Request, reason: str) -> None:
+    metrics: Metrics = request.app.state.metrics
+    metrics.refusals.labels(_endpoint(request), reason).inc()
+
+
+async def _refused(request: Request, exc: InboundRefused) -> JSONResponse:
+    _count_refusal(request, exc.reason)
+    body = {"error": exc.reason, "message": exc.message, **exc.detail}
+    body["errors"] = getattr(exc, "errors", [])
+    return JSONResponse(body, status_code=exc.status)
+
+
+async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unreachable on %s: %s", request.url.path, exc)
+    _count_refusal(request, "database_down")
+    body = {"error": "database_down", "message": "the database is unreachable; nothing was recorded, retry"}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
+    # A value the inbound checks let through but a column refuses (e.g. a key grown past its width):
+    # the transaction rolled back, so it is bad input, answered as such rather than as a crash.
+    log.warning("database refused a value on %s: %s", request.url.path, exc)
+    _count_refusal(request, "unstorable")
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    body = {"error": "unstorable", "message": f"a value does not fit the database: {reason}", "errors": []}
+    return JSONResponse(body, status_code=422)
+
+
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    # The trace goes to the log, never to the client.
+    log.exception("unhandled error on %s", request.url.path)
+    _count_refusal(request, "internal")
+    return JSONResponse(
+        {"error": "internal", "message": "internal error; it has been logged"}, status_code=500
+    )
