@@ -41,8 +41,7 @@ class WebServer:
         from bot.telegram import mount_telegram
         from bot.web import create_app
 
-        if container.settings.slack_signing_secret:  # Slack's HTTP mode; Socket Mode needs no route
-            mount_slack(container)
+        mount_slack(container)  # Slack's HTTP mode (503 until SLACK_SIGNING_SECRET is set)
         mount_telegram(container)
         config = uvicorn.Config(
             create_app(container), host="127.0.0.1", port=container.settings.port, log_level="warning"

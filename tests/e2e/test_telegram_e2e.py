@@ -64,6 +64,18 @@ def _stop(process: subprocess.Popen[bytes]) -> int:
         raise AssertionError("the process did not stop on SIGTERM") from None
 
 
+def _wait_until_listening(port: int, process: subprocess.Popen[bytes], tmp: Path) -> None:
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return
+        except httpx.TransportError:
+            assert process.poll() is None, _log(tmp, "web")
+            time.sleep(0.1)
+    raise AssertionError("crm web never listened: " + _log(tmp, "web"))
+
+
 def _log(tmp: Path, name: str) -> str:
     return (tmp / f"{name}.log").read_text(errors="replace")[-4000:]
 
@@ -151,6 +163,7 @@ def test_crm_web_serves_the_webhook_behind_the_secret_token(world: dict[str, Any
         )
         assert web.poll() is None, _log(tmp, "web")
         assert api.webhook == {"url": url, "secret_token": h.WEBHOOK_SECRET}
+        _wait_until_listening(port, web, tmp)  # the webhook is set before uvicorn binds its port
 
         body = (
             b'{"update_id": 1, "message": {"message_id": 1, "date": 0, "chat": {"id": 1, "type": "private"}}}'
