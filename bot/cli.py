@@ -267,8 +267,10 @@ def web() -> None:
     from bot.slack import mount_slack
     from bot.telegram import mount_telegram
     from bot.web import create_app
+    from bot.wiring import runs_jobs_here, wire
 
     container = _container()
+    wire(container, subscribers=runs_jobs_here(container))
     try:
         mount_slack(container)  # POST /slack/events (HTTP mode; 503 until SLACK_SIGNING_SECRET is set)
         mount_telegram(container)  # webhook mode only: POST /telegram/webhook
@@ -281,8 +283,10 @@ def web() -> None:
 def bot_command() -> None:
     """Run the chat surfaces (Slack Socket Mode, Telegram polling)."""
     from bot.surfaces import run_surfaces
+    from bot.wiring import runs_jobs_here, wire
 
     container = _container()
+    wire(container, subscribers=runs_jobs_here(container))
     try:
         ran = run_surfaces(container)
     finally:

@@ -25,11 +25,19 @@ def install_subscribers(container: Container) -> list[str]:
     return [subscriber.name for subscriber in container.subscribers]
 
 
-def wire(container: Container) -> Container:
-    """Subscribers and chat surfaces (posting only; listeners are started by `crm bot` / `crm run`)."""
+def runs_jobs_here(container: Container) -> bool:
+    """True when this process executes its own jobs (no REDIS_URL: the in-process queue)."""
+    from jobs.inprocess import InProcessJobQueue
+
+    return isinstance(container.queue, InProcessJobQueue)
+
+
+def wire(container: Container, *, subscribers: bool = True) -> Container:
+    """Subscribers (for processes that run jobs) and chat surfaces (posting only; listeners are
+    started by `crm bot` / `crm run`)."""
     from bot.surfaces import install_surfaces
 
-    names = install_subscribers(container)
+    names = install_subscribers(container) if subscribers else []
     surfaces = install_surfaces(container)
     log.info("subscribers: %s; surfaces: %s", ", ".join(names), ", ".join(surfaces) or "none")
     return container
