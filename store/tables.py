@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Date,
     Float,
@@ -212,4 +213,123 @@ PROJECTION_TABLES: tuple[Table, ...] = (
     subscriptions,
     notes,
     tasks,
+)
+
+# --- Slack surface (issue 7) -------------------------------------------------------------------------
+# Slack event ids already handled: Slack redelivers an event (same event_id, X-Slack-Retry-Num) when
+# it saw no 200 within 3 s, and Bolt does not de-duplicate. Operational, not a projection: not replayed.
+slack_events_seen = Table(
+    "slack_events_seen",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("seen_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+
+# ---- issue 5: proposals, decisions and actions (projections of proposal.* / action.* events) ----
+proposals = Table(
+    "proposals",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("customer_id", String(64), nullable=False, index=True),
+    Column("agent", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    # pending | snoozed | expired | rejected | refused | approved | executing | executed | failed |
+    # uncertain | undone | closed
+    Column("state", String(16), nullable=False, index=True),
+    Column("verdict", String(16), nullable=False),
+    Column("verdict_then", String(16), nullable=True),  # deferred: what it becomes when it wakes
+    Column("rules", JSON, nullable=False),
+    Column("proposed", JSON, nullable=False),
+    Column("approved", JSON, nullable=True),
+    Column("decision", String(16), nullable=True),
+    Column("decided_by", String(128), nullable=True),
+    Column("decided_by_name", String(255), nullable=True),
+    Column("surface", String(16), nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("snoozed_until", DateTime(timezone=True), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("not_before", DateTime(timezone=True), nullable=True),
+    Column("event_id", String(36), nullable=True),
+    Column("cost_usd", Float, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("action_key", String(128), nullable=True),
+    Column("phase", String(16), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("result_ref", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("retryable", Boolean, nullable=True),
+    Column("compensation", JSON, nullable=True),
+    Column("executed_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("position", Position, nullable=False),
+)
+
+# Every chat message showing a proposal, so each copy can be edited in place after a decision.
+proposal_messages = Table(
+    "proposal_messages",
+    metadata,
+    Column("surface", String(16), primary_key=True),
+    Column("chat_id", String(64), primary_key=True),
+    Column("message_id", String(64), primary_key=True),
+    Column("proposal_id", String(32), nullable=False, index=True),
+    Column("posted_at", DateTime(timezone=True), nullable=False),
+)
+
+# One row per execution attempt: the checkpoint trail of the executor.
+actions = Table(
+    "actions",
+    metadata,
+    Column("id", String(48), primary_key=True),  # proposal id + ":" + attempt
+    Column("proposal_id", String(32), nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("connector", String(32), nullable=False),
+    Column("idempotency_key", String(128), nullable=False),
+    Column("state", String(16), nullable=False),  # started | handover | executed | failed | uncertain
+    Column("reference", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+
+# Paused agents ("*" pauses all of them).
+agent_pauses = Table(
+    "agent_pauses",
+    metadata,
+    Column("agent", String(64), primary_key=True),
+    Column("paused", Boolean, nullable=False),
+    Column("by", String(128), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+
+# ---- Telegram surface (issue 8) ------------------------------------------------------------------
+# Operational state, not projections (nothing here is replayed from the log).
+# update_ids already handled: Telegram redelivers an update after a non-2xx webhook answer or a
+# restart before the getUpdates offset was confirmed; the same update_id must not act twice.
+telegram_updates = Table(
+    "telegram_updates",
+    metadata,
+    Column("update_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+# Edit prompts: the ForceReply question the bot asked (answered by a reply to prompt_message_id),
+# then the edited text waiting for Approve / Cancel.
+telegram_edits = Table(
+    "telegram_edits",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("proposal_id", String(32), nullable=False, index=True),
+    Column("chat_id", String(32), nullable=False),
+    Column("prompt_message_id", String(32), nullable=False),
+    Column("operator", String(128), nullable=False),
+    Column("field", String(64), nullable=False),
+    Column("text", Text, nullable=True),
+    Column("status", String(16), nullable=False),  # prompted | drafted | approved | cancelled
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_telegram_edits_prompt", "chat_id", "prompt_message_id", unique=True),
 )
