@@ -78,8 +78,13 @@ def body_of(row: dict[str, Any]) -> list[str]:
         lines.append(", ".join(f"{k}: {v}" for k, v in shown.items()))
     proposed = row["proposed"]
     lines.append(f"Why: {proposed.get('rationale', '')} (confidence {proposed.get('confidence', 0):.0%})")
+    cost = proposed.get("cost") or {}
     if proposed.get("drafted_from_template"):
-        lines.append("Drafted from a template (no model).")
+        lines.append("Drafted from a template (no model) · cost $0.00")
+    else:
+        lines.append(f"Drafted by {cost.get('model') or 'the model'} · cost ${float(cost.get('usd') or 0):.4f}")
+    if row["state"] == "pending" and row["not_before"]:
+        lines.append(f"If approved, sent at {stamp(row['not_before'])} (held by policy: see Why?).")
     if row["decision"] == "edited":
         lines.append("Edited by the operator before approval.")
     return lines

@@ -70,3 +70,14 @@ def test_deferred_automatic_action_stays_snoozed_until_it_may_run(store: EventSt
     row = _row(store, pid)
     assert row["state"] == "snoozed"
     assert row["snoozed_until"] == MORNING
+
+
+def test_the_message_says_when_a_held_proposal_would_go_out_and_what_it_cost(store: EventStore) -> None:
+    from jobs.render_proposal import view_of
+
+    pid = _record(store, then="approval")
+    view = view_of(_row(store, pid), "Ada Lovelace")
+    text = "\n".join(view.lines())
+    assert "If approved, sent at 2026-11-21 08:00" in text
+    assert "cost $0.00" in text
+    assert view.buttons, "a held proposal can still be decided now"
