@@ -12,7 +12,8 @@ The rules, deterministic and in this order:
    by creation time) absorbs the others, recorded as `customer.merged` with the shared key as reason.
 4. No strong key matches: a new customer. If an existing customer has the same normalised name or the
    same company domain (free-mail domains such as gmail.com never count), that pair is recorded as a
-   `customer.possible_duplicate` for a person to reconcile; nothing is merged on a weak match.
+   `customer.possible_duplicate` for a person to reconcile; nothing is merged on a weak match. A company
+   domain is compared with its oldest DOMAIN_MATCHES customers only.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ FREE_MAIL_DOMAINS = frozenset(
         "att.net",
     ]
 )
+
+# Same-domain customers a new one is flagged against. Beyond a few, the domain is a company with many
+# contacts rather than a duplicate, and flagging every pair made importing N colleagues write N²/2 events.
+DOMAIN_MATCHES = 3
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SPACES = re.compile(r"\s+")
@@ -200,6 +205,6 @@ def weak_matches(
     for key in keys:
         domain = company_domain(key.value) if key.kind == "email" else None
         if domain:
-            for other in lookup.customers_at(domain):
+            for other in lookup.customers_at(domain)[:DOMAIN_MATCHES]:
                 found.setdefault(other, f"same company domain {domain}")
     return sorted(found.items())

@@ -127,8 +127,10 @@ def read_rows(path: Path, report: ImportReport, region: str = "US") -> Iterator[
         raise ImportFileError(f"cannot open {path}: {exc.strerror}") from None
     with handle:
         try:
-            reader = csv.DictReader(handle)
-            header = [(name or "").strip().lower() for name in (reader.fieldnames or [])]
+            # csv.reader, not DictReader: DictReader skips blank lines silently, which would make the
+            # line numbers reported for later rows point at the wrong line.
+            reader = csv.reader(handle)
+            header = [name.strip().lower() for name in next(reader, [])]
         except UnicodeDecodeError:
             raise ImportFileError(
                 f"{path} is not UTF-8 text; save it as CSV UTF-8 and import again"
@@ -139,18 +141,18 @@ def read_rows(path: Path, report: ImportReport, region: str = "US") -> Iterator[
             raise ImportFileError(
                 f"line 1: the header has none of {', '.join(IDENTITY_COLUMNS)}; expected {','.join(COLUMNS)}"
             )
-        reader.fieldnames = header
         report.unknown_columns = [name for name in header if name and name not in COLUMNS]
         line = reader.line_num + 1
         try:
-            for raw in reader:
-                report.rows += 1
+            for fields in reader:
                 start, line = line, reader.line_num + 1
-                if None in raw:
-                    report.errors.append(
-                        RowError(start, f"{len(header) + len(raw[None])} fields, header has {len(header)}")
-                    )  # type: ignore[index]
+                if not any(field.strip() for field in fields):
+                    continue  # a blank line, or a spreadsheet's empty row of commas
+                report.rows += 1
+                if len(fields) > len(header):
+                    report.errors.append(RowError(start, f"{len(fields)} fields, header has {len(header)}"))
                     continue
+                raw = dict(zip(header, fields, strict=False))
                 try:
                     yield parse_row(start, raw, region)
                 except ValueError as exc:

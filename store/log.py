@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, func, insert, select
+from sqlalchemy import Connection, Engine, RowMapping, bindparam, func, insert, select
 
 from store import tables as t
-from store.events import Event, NewEvent, parse_payload, utcnow
+from store.events import Event, NewEvent, parse_payload, payload_model, utcnow
 
 # pg_advisory_xact_lock key for appends: one writer at a time keeps positions gap-free and in commit
 # order, which is what lets projections and readers trust "everything up to position N".
@@ -22,20 +22,31 @@ def lock_for_append(connection: Connection) -> None:
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})")
 
 
+# Built once: a fresh statement per append costs more to build and cache-key than to run.
+_FIND_BY_KEY = select(t.events).where(t.events.c.idempotency_key == bindparam("key"))
+_INSERT = insert(t.events).returning(t.events.c.position)
+
+
 def find_by_key(connection: Connection, idempotency_key: str) -> Event | None:
-    row = connection.execute(select(t.events).where(t.events.c.idempotency_key == idempotency_key)).first()
+    row = connection.execute(_FIND_BY_KEY, {"key": idempotency_key}).first()
     return to_event(row._mapping) if row is not None else None
 
 
 def insert_event(connection: Connection, new: NewEvent, recorded_at: datetime | None = None) -> Event:
     """Insert one event; the caller holds the append lock and has checked the key."""
+    payload = new.payload.model_dump(mode="json", exclude_defaults=False)
+    # A row that its type's model cannot read back (unknown type, another model's payload) would stop
+    # every replay; refuse it before it is written. Raises UnknownEventType or ValidationError.
+    model = new.payload
+    if not isinstance(model, payload_model(new.type)):
+        model = payload_model(new.type).model_validate(payload)
     recorded = recorded_at or utcnow()
     values: dict[str, Any] = {
         "id": new.id,
         "stream": new.stream,
         "type": new.type,
-        "version": type(new.payload).VERSION,
-        "payload": new.payload.model_dump(mode="json", exclude_defaults=False),
+        "version": type(model).VERSION,
+        "payload": payload,
         "actor": new.actor,
         "source": new.source,
         "confidence": new.confidence,
@@ -45,8 +56,8 @@ def insert_event(connection: Connection, new: NewEvent, recorded_at: datetime | 
         "recorded_at": recorded,
         "idempotency_key": new.idempotency_key,
     }
-    position = connection.execute(insert(t.events).values(values).returning(t.events.c.position)).scalar_one()
-    return Event(position=position, **{**values, "payload": new.payload})
+    position = connection.execute(_INSERT, values).scalar_one()
+    return Event(position=position, **{**values, "payload": model})
 
 
 def to_event(row: RowMapping) -> Event:

@@ -117,11 +117,25 @@ def group_of(connection: Connection, customer_id: str) -> list[str]:
     return group
 
 
+def _ever_merged_into(connection: Connection, group: list[str]) -> list[str]:
+    """The group plus every customer the log shows merged into one of its members, transitively."""
+    e = t.events.c
+    group, frontier = list(group), list(group)
+    while frontier:
+        query = select(e.payload).where(e.stream.in_(frontier), e.type == "customer.merged")
+        absorbed = {str(payload["merged"]) for payload in connection.execute(query).scalars()}
+        frontier = sorted(absorbed - set(group))
+        group.extend(frontier)
+    return group
+
+
 def build_slice(
     connection: Connection, customer_id: str, as_of: date | datetime | None = None
 ) -> ContextSlice | None:
     """The slice for a canonical customer, now or at the end of a past day (None if unknown then)."""
     group = group_of(connection, customer_id)
+    if as_of is not None:  # include customers merged in then, even if unmerged since
+        group = _ever_merged_into(connection, group)
     if as_of is None:
         state: ProjectionState = SqlState(connection)
         recent = _recent_events(connection, group)

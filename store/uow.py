@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from store import events as ev
 from store import log, projector
@@ -70,6 +70,13 @@ class SqlLookup:
         return list(self.connection.execute(query).scalars())
 
 
+# The core projection's position statements, built once (they run on every append).
+_POSITIONS = t.projection_positions
+_APPLIED = select(_POSITIONS.c.position).where(_POSITIONS.c.name == CORE_PROJECTION)
+_SET_APPLIED = insert(_POSITIONS).values(name=CORE_PROJECTION, position=bindparam("p"))
+_MOVE_APPLIED = update(_POSITIONS).where(_POSITIONS.c.name == CORE_PROJECTION).values(position=bindparam("p"))
+
+
 @dataclass
 class Transaction:
     """One write transaction on the log. Appends are serialised for its whole duration."""
@@ -77,6 +84,7 @@ class Transaction:
     connection: Connection
     phone_region: str = "US"
     appended: list[ev.Event] = field(default_factory=list)
+    dispatched: list[ev.Event] = field(default_factory=list)  # those with an outbox row
 
     def find(self, idempotency_key: str) -> ev.Event | None:
         return log.find_by_key(self.connection, idempotency_key)
@@ -94,24 +102,17 @@ class Transaction:
                     position=event.position, event_id=event.id, created_at=event.recorded_at, attempts=0
                 )
             )
+            self.dispatched.append(event)
         self.appended.append(event)
         return Appended(event, duplicate=False)
 
     def project(self, event: ev.Event) -> None:
         """Apply the event to the core projections unless they have already applied its position."""
-        positions = t.projection_positions
-        applied = self.connection.execute(
-            select(positions.c.position).where(positions.c.name == CORE_PROJECTION)
-        ).scalar_one_or_none()
+        applied = self.connection.execute(_APPLIED).scalar_one_or_none()
         if applied is not None and event.position <= applied:
             return
         projector.apply(event, SqlState(self.connection))
-        if applied is None:
-            self.connection.execute(insert(positions).values(name=CORE_PROJECTION, position=event.position))
-        else:
-            self.connection.execute(
-                update(positions).where(positions.c.name == CORE_PROJECTION).values(position=event.position)
-            )
+        self.connection.execute(_SET_APPLIED if applied is None else _MOVE_APPLIED, {"p": event.position})
 
     def record_signal(
         self,
@@ -224,15 +225,26 @@ class Transaction:
 class EventStore:
     """The log and its core projections over one engine."""
 
-    def __init__(self, engine: Engine, phone_region: str = "US") -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        phone_region: str = "US",
+        after_commit: Callable[[list[ev.Event]], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.phone_region = phone_region
+        # Called with the events that got an outbox row, once their transaction has committed: the
+        # composition root hands them to the queue. It must not raise (the outbox keeps them safe).
+        self.after_commit = after_commit
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         with self.engine.begin() as connection:
             log.lock_for_append(connection)
-            yield Transaction(connection, self.phone_region)
+            tx = Transaction(connection, self.phone_region)
+            yield tx
+        if tx.dispatched and self.after_commit is not None:
+            self.after_commit(list(tx.dispatched))
 
     def append(self, new: ev.NewEvent, dispatch: bool = True) -> Appended:
         with self.transaction() as tx:
