@@ -82,7 +82,8 @@ def body_of(row: dict[str, Any]) -> list[str]:
     if proposed.get("drafted_from_template"):
         lines.append("Drafted from a template (no model) · cost $0.00")
     else:
-        lines.append(f"Drafted by {cost.get('model') or 'the model'} · cost ${float(cost.get('usd') or 0):.4f}")
+        model, usd = cost.get("model") or "the model", float(cost.get("usd") or 0)
+        lines.append(f"Drafted by {model} · cost ${usd:.4f}")
     if row["state"] == "pending" and row["not_before"]:
         lines.append(f"If approved, sent at {stamp(row['not_before'])} (held by policy: see Why?).")
     if row["decision"] == "edited":

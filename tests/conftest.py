@@ -102,7 +102,7 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path) -> "SettingsFactory":
+def make_settings(tmp_path: Path) -> SettingsFactory:
     """Settings for a test: isolated data dir, no `.env`, nothing from the developer's environment."""
 
     def factory(**values: object) -> Settings:
