@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -27,8 +28,21 @@ _FIND_BY_KEY = select(t.events).where(t.events.c.idempotency_key == bindparam("k
 _INSERT = insert(t.events).returning(t.events.c.position)
 
 
+# The idempotency_key column's width. Keys are source + external id, and derived keys add a suffix
+# ("…#contact:external:<id>"), so an outside id near the limit would not fit: longer keys are stored
+# as their SHA-256, the same way on every backend.
+MAX_KEY_LENGTH = 255
+
+
+def storable_key(idempotency_key: str) -> str:
+    """The key as stored: itself when it fits the column, else `sha256:<hex>` of it."""
+    if len(idempotency_key) <= MAX_KEY_LENGTH:
+        return idempotency_key
+    return "sha256:" + hashlib.sha256(idempotency_key.encode()).hexdigest()
+
+
 def find_by_key(connection: Connection, idempotency_key: str) -> Event | None:
-    row = connection.execute(_FIND_BY_KEY, {"key": idempotency_key}).first()
+    row = connection.execute(_FIND_BY_KEY, {"key": storable_key(idempotency_key)}).first()
     return to_event(row._mapping) if row is not None else None
 
 
@@ -54,7 +68,7 @@ def insert_event(connection: Connection, new: NewEvent, recorded_at: datetime | 
         "causation_id": new.causation_id,
         "occurred_at": new.occurred_at or recorded,
         "recorded_at": recorded,
-        "idempotency_key": new.idempotency_key,
+        "idempotency_key": storable_key(new.idempotency_key),
     }
     position = connection.execute(_INSERT, values).scalar_one()
     return Event(position=position, **{**values, "payload": model})

@@ -439,3 +439,17 @@ def test_a_signal_with_a_bad_email_is_refused_and_writes_nothing(store: EventSto
     with pytest.raises(IdentityError):
         store.record_signal("lead.created", lead(email="not-an-email"), "bad", source="t")
     assert count(engine, t.events) == 0
+
+
+def test_an_idempotency_key_longer_than_its_column_is_kept_as_its_hash(store: EventStore) -> None:
+    from store.log import MAX_KEY_LENGTH, storable_key
+
+    key = "signals:" + "k" * 400
+    note = ev.NoteAdded(text="long key", author="test")
+    first = store.append(ev.NewEvent(type="note.added", payload=note, stream="cus_long", idempotency_key=key))
+    again = store.append(ev.NewEvent(type="note.added", payload=note, stream="cus_long", idempotency_key=key))
+    assert not first.duplicate and again.duplicate
+    assert again.event.id == first.event.id
+    assert first.event.idempotency_key == storable_key(key)
+    assert len(first.event.idempotency_key) <= MAX_KEY_LENGTH
+    assert storable_key("short") == "short"
