@@ -156,3 +156,14 @@ def test_crm_demo_seeds_a_business_and_brings_proposals(tmp_path: Path) -> None:
     demo.wait_for("Daily digest")
     assert demo.finish() == 0, demo.text
     assert (tmp_path / "data" / "demo" / "crm.sqlite3").exists()
+
+
+def test_crm_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    import signal
+
+    env = offline_env(tmp_path)
+    run = Process(["run"], env, tmp_path)  # stdin stays open: only the signal can stop it
+    run.wait_for("chatops-crm is running")
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.proc.wait(timeout=60) == 0, run.text
+    assert "Traceback" not in run.text
