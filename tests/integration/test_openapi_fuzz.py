@@ -26,7 +26,6 @@ from schemathesis.specs.openapi.checks import (
 
 from bot.bootstrap import Container
 from bot.inbound.stripe import SIGNAL_FOR
-from bot.web import create_app
 from tests.inbound_support import signed_headers, stripe_signature
 from tests.integration.web_harness import web_container
 
@@ -72,12 +71,6 @@ def container(pg_url: str, redis_url: str, make_settings: Any) -> Iterator[Conta
     built = web_container(make_settings, pg_url, redis_url)
     yield built
     built.close()
-
-
-@pytest.fixture
-def client(container: Container) -> Iterator[TestClient]:
-    with TestClient(create_app(container), raise_server_exceptions=False) as client:
-        yield client
 
 
 def raw_body(case: Any) -> bytes:

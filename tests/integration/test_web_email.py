@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,25 +9,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bot.bootstrap import Container
-from bot.web import create_app
 from bot.web.body import MAX_BODY_BYTES
 from tests.inbound_support import email, signed_headers
-from tests.integration.web_harness import NOTHING, counts, signal_events, web_container
+from tests.integration.web_harness import NOTHING, counts, signal_events
 
 RFC822 = "message/rfc822"
-
-
-@pytest.fixture
-def container(db_url: str, redis_url: str, make_settings: Any) -> Iterator[Container]:
-    built = web_container(make_settings, db_url, redis_url)
-    yield built
-    built.close()
-
-
-@pytest.fixture
-def client(container: Container) -> Iterator[TestClient]:
-    with TestClient(create_app(container), raise_server_exceptions=False) as client:
-        yield client
 
 
 def deliver(client: TestClient, raw: bytes, webhook_id: str | None = None, **kw: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,6 @@ from bot.web import create_app
 from store.events import SIGNAL_TYPES
 from tests.inbound_support import signal_body, signed_headers
 from tests.integration.web_harness import DEAD_PORT, web_container
-
-
-@pytest.fixture
-def container(db_url: str, redis_url: str, make_settings: Any) -> Iterator[Container]:
-    built = web_container(make_settings, db_url, redis_url)
-    yield built
-    built.close()
 
 
 def test_healthz_reports_every_dependency_reachable(container: Container) -> None:

@@ -21,19 +21,6 @@ from tests.inbound_support import signal_body, signed_headers
 from tests.integration.web_harness import DEAD_PORT, NOTHING, counts, signal_events, web_container
 
 
-@pytest.fixture
-def container(db_url: str, redis_url: str, make_settings: Any) -> Iterator[Container]:
-    built = web_container(make_settings, db_url, redis_url)
-    yield built
-    built.close()
-
-
-@pytest.fixture
-def client(container: Container) -> Iterator[TestClient]:
-    with TestClient(create_app(container), raise_server_exceptions=False) as client:
-        yield client
-
-
 def post(client: TestClient, body: bytes, headers: dict[str, str] | None = None) -> Any:
     return client.post("/signals", content=body, headers=signed_headers(body) if headers is None else headers)
 

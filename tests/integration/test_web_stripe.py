@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
@@ -23,19 +22,6 @@ from tests.inbound_support import (
     stripe_subscription,
 )
 from tests.integration.web_harness import NOTHING, counts, signal_events, web_container
-
-
-@pytest.fixture
-def container(db_url: str, redis_url: str, make_settings: Any) -> Iterator[Container]:
-    built = web_container(make_settings, db_url, redis_url)
-    yield built
-    built.close()
-
-
-@pytest.fixture
-def client(container: Container) -> Iterator[TestClient]:
-    with TestClient(create_app(container), raise_server_exceptions=False) as client:
-        yield client
 
 
 def deliver(client: TestClient, event: dict[str, Any], signature: str | None = None) -> Any:
