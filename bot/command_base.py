@@ -30,12 +30,14 @@ class CommandBase:
         schedule_execution: Callable[[str], None] | None,
         notifier: Any,
         clock: Callable[[], datetime] | None,
+        memory: Callable[[], Any] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.schedule_execution = schedule_execution
         self.notifier = notifier
         self.clock = clock or ev.utcnow
+        self.memory = memory  # returns the customer memory (store.memory.Memory) when wired
 
     # ---- guards ----------------------------------------------------------------------------------
     def _refuse(self, actor: Actor, action: str, proposal_id: str | None) -> Reply | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date, datetime
 
 from bot import command_text
@@ -12,6 +13,11 @@ from jobs.render_proposal import view_of
 from store import events as ev
 from store import lifecycle as lc
 from store.slice import build_slice, closest_names, find_customers
+
+log = logging.getLogger(__name__)
+
+# How much of the memory summary the context slice shows: a glance, not the history.
+SUMMARY_CHARS = 300
 
 
 class ReadCommands(CommandBase):
@@ -48,9 +54,33 @@ class ReadCommands(CommandBase):
                 names = [f"{c['name'] or c['id']} ({c['id']})" for c in found]
                 return reply(f"{len(found)} customers match {query!r}:", *names)
             picture = build_slice(connection, found[0]["id"], as_of)
-        if picture is None:
-            return fail("not_found", f"{query!r} did not exist yet on {as_of}.")
-        return reply(*slice_text(picture))
+            if picture is None:
+                return fail("not_found", f"{query!r} did not exist yet on {as_of}.")
+            if as_of is not None:  # the past: no live proposals or memory
+                return reply(*slice_text(picture))
+            rows = lc.open_for(connection, [picture.id, *picture.merged_ids])
+            views = tuple(view_of(r, picture.name) for r in rows)
+        summary = self._memory_summary([picture.id, *picture.merged_ids])
+        lines = slice_text(picture) + ([f"memory: {summary}"] if summary else [])
+        if views:
+            lines.append(f"open proposals: {len(views)}")
+        return reply(*lines, proposals=views)
+
+    def _memory_summary(self, customer_ids: list[str]) -> str | None:
+        """The newest memory roll-up of the customer, if memory is wired and has one."""
+        if self.memory is None:
+            return None
+        try:
+            from store.memory.recall import latest_summary
+
+            found = latest_summary(self.memory(), customer_ids)
+        except Exception:  # memory is a help here, never a reason to fail the lookup
+            log.exception("memory summary unavailable for %s", customer_ids[0])
+            return None
+        if found is None:
+            return None
+        text = " ".join(found.text.split())
+        return text if len(text) <= SUMMARY_CHARS else text[:SUMMARY_CHARS] + "…"
 
     def pending(self, actor: Actor) -> Reply:
         refused = self._refuse(actor, "list proposals", None)

@@ -102,11 +102,17 @@ class Commands:
         schedule_execution: Callable[[str], None] | None = None,
         notifier: Any = None,
         clock: Callable[[], datetime] | None = None,
+        memory: Callable[[], Any] | None = None,
     ) -> None:
         from bot import command_impl  # imports this module's Actor and Reply, so not at the top
 
         self._impl = command_impl.CommandImpl(
-            store, settings, schedule_execution=schedule_execution, notifier=notifier, clock=clock
+            store,
+            settings,
+            schedule_execution=schedule_execution,
+            notifier=notifier,
+            clock=clock,
+            memory=memory,
         )
 
     # -- decisions on a proposal -------------------------------------------------------------------
@@ -196,6 +202,7 @@ def commands_for(container: Any) -> Commands:
         container.settings,
         schedule_execution=scheduler_for(container),
         notifier=notifier_for(container),
+        memory=lambda: container.memory,
     )
     container.extras["commands"] = commands
     return commands

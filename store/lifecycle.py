@@ -188,6 +188,18 @@ def in_state(connection: Connection, *states: str, limit: int = 50) -> list[dict
     return [dict(row._mapping) for row in connection.execute(query)]
 
 
+def open_for(connection: Connection, customer_ids: list[str], limit: int = 10) -> list[dict[str, Any]]:
+    """A customer's proposals still waiting for a decision, oldest first."""
+    p = t.proposals.c
+    query = (
+        select(t.proposals)
+        .where(p.customer_id.in_(customer_ids), p.state == "pending")
+        .order_by(p.created_at, p.id)
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in connection.execute(query)]
+
+
 def due_to_expire(connection: Connection, now: datetime) -> list[str]:
     """Pending proposals whose time is up."""
     p = t.proposals.c
