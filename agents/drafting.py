@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -101,6 +102,15 @@ class Drafted:
     cost: Cost
     from_template: bool
     note: str  # "drafted by <model>" or "drafted from template (why)"
+
+    def proposal_fields(self, why: str) -> dict[str, Any]:
+        """What a draft fills in on a proposal: the draft, its cost, and why plus how it was drafted."""
+        return {
+            "draft": self.draft,
+            "rationale": f"{why}; {self.note}"[:500],
+            "cost": self.cost,
+            "drafted_from_template": self.from_template,
+        }
 
 
 def compose(

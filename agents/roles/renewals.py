@@ -90,11 +90,8 @@ class RenewalNudges(Role):
                 Proposal(
                     kind="send_email",
                     params=params,
-                    draft=drafted.draft,
-                    rationale=f"{why}; {drafted.note}"[:500],
                     confidence=0.85,
-                    cost=drafted.cost,
-                    drafted_from_template=drafted.from_template,
+                    **drafted.proposal_fields(why),
                     **common,
                 )
             )
