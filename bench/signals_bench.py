@@ -94,6 +94,25 @@ def serve_bare(dsn: str, port: int) -> None:
     uvicorn.run(bare_app(dsn), host="127.0.0.1", port=port)
 
 
+def run_sequencer(dsn: str) -> None:
+    """What `crm worker` does with the kicked sequence_intake jobs, as a loop: move staged signals into
+    the log as they arrive (its own process, so its CPU competes with the app's as in production)."""
+    from store.intake import sequence
+    from store.uow import EventStore
+
+    store = EventStore(make_engine(dsn.replace("postgresql://", "postgresql+psycopg://", 1)))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    while True:
+        if not sequence(store):
+            time.sleep(0.005)
+
+
+def backlog_of(dsn: str) -> int:
+    with psycopg.connect(dsn) as connection:
+        row = connection.execute("SELECT count(*) FROM intake WHERE position IS NULL").fetchone()
+    return int(row[0]) if row else 0
+
+
 # -- the load ----------------------------------------------------------------------------------------
 
 
@@ -233,9 +252,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--serve-bare", nargs=2, metavar=("DSN", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--sequencer",
+        choices=["during", "after"],
+        default="during",
+        help="move staged signals into the log while the load runs (as a busy worker would), or after it",
+    )
+    parser.add_argument("--sequence", metavar="DSN", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
         serve_bare(args.serve_bare[0], int(args.serve_bare[1]))
+        return
+    if args.sequence:
+        run_sequencer(args.sequence)
         return
 
     name = f"crm_bench_signals_{os.getpid()}"
@@ -270,14 +299,17 @@ def main() -> None:
         "baseline": start([sys.executable, __file__, "--serve-bare", dsn, str(bare_port)], env),
         "app": start([sys.executable, "-c", "from bot.cli import main; main()", "web"], app_env),
     }
+    sequencer = [sys.executable, __file__, "--sequence", dsn]
+    if args.sequencer == "during":
+        servers["sequencer"] = start(sequencer, env)
     urls = {
         "baseline": f"http://127.0.0.1:{bare_port}/signals",
         "app": f"http://127.0.0.1:{app_port}/signals",
     }
     results = {"baseline": Result(), "app": Result()}
     try:
-        for target, process in servers.items():
-            wait_until_up(urls[target], process)
+        for target in ("baseline", "app"):
+            wait_until_up(urls[target], servers[target])
         for round_number in range(args.rounds):
             for target in ("baseline", "app"):
                 result = asyncio.run(load(urls[target], args.clients, args.seconds, seed=round_number))
@@ -288,10 +320,20 @@ def main() -> None:
                     flush=True,
                 )
                 results[target].merge(result)
+        loaded = time.perf_counter()
+        left = backlog_of(dsn)
+        if args.sequencer == "after":
+            servers["sequencer"] = start(sequencer, env)
+        while backlog_of(dsn):
+            time.sleep(0.1)
+        caught_up = time.perf_counter() - loaded
         with psycopg.connect(dsn) as connection:
             events = connection.execute("SELECT count(*) FROM events WHERE actor = 'outside'").fetchone()
             rows = connection.execute("SELECT count(*) FROM bench_rows").fetchone()
         print(f"recorded: {events[0] if events else 0} signal events, {rows[0] if rows else 0} baseline rows")
+        print(
+            f"sequencing: {left} signals staged when the load stopped, all in the log {caught_up:.1f} s later"
+        )
     finally:
         for process in servers.values():
             stop(process)
@@ -302,7 +344,10 @@ def main() -> None:
     base, app = results["baseline"], results["app"]
     print()
     print(machine())
-    print(f"{args.clients} clients, {args.rounds} rounds x {args.seconds:.0f} s per target")
+    print(
+        f"{args.clients} clients, {args.rounds} rounds x {args.seconds:.0f} s per target, "
+        f"sequencer {args.sequencer} the load"
+    )
     print("| endpoint | req/s | p50 | p99 | errors |")
     print("|---|---|---|---|---|")
     for label, result in (("bare insert (baseline)", base), ("POST /signals", app)):

@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 from jobs.context import JobContext, Subscriber
 from jobs.context import install as install_job_context
 from jobs.inprocess import InProcessJobQueue
+from jobs.intake import IntakeKicker
 from jobs.queue import JobQueue, make_queue
 from store.db import make_engine, migrate
 from store.events import Event
@@ -64,10 +65,40 @@ class Container:
         memory: Memory = self.extras["memory"]
         return memory
 
+    @property
+    def intake_engine(self) -> Engine:
+        """The engine the web routes stage signals with (store.intake.stage).
+
+        On Postgres its own small pool without pre-ping: the ping is a round trip per request, a third
+        of a staging's cost under load; a connection the server dropped is retried once instead.
+        SQLite has no ping to save: the main engine.
+        """
+        if self.engine.dialect.name != "postgresql":
+            return self.engine
+        if "intake_engine" not in self.extras:
+            self.extras["intake_engine"] = make_engine(
+                self.settings.resolved_database_url, pool_pre_ping=False, pool_size=10, max_overflow=5
+            )
+        engine: Engine = self.extras["intake_engine"]
+        return engine
+
+    @property
+    def intake_kicker(self) -> IntakeKicker:
+        """Queues the job that sequences staged signals into the log (its thread starts on first kick)."""
+        # setdefault is atomic: two first requests at once still share one kicker (a spare is never started).
+        kicker: IntakeKicker = self.extras.setdefault("intake_kicker", IntakeKicker(self.queue))
+        return kicker
+
     def close(self) -> None:
+        kicker = self.extras.get("intake_kicker")
+        if kicker is not None:
+            kicker.stop()
         stop = getattr(self.queue, "stop", None)
         if stop is not None:
             stop(timeout=5)
+        intake_engine = self.extras.get("intake_engine")
+        if intake_engine is not None:
+            intake_engine.dispose()
         self.engine.dispose()
 
 

@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import Engine
+
+from store.intake import backlog
 
 if TYPE_CHECKING:
     from bot.bootstrap import Container
@@ -78,12 +81,38 @@ class QueueCollector(Collector):
         return iter(())
 
 
+class IntakeCollector(Collector):
+    """Signals accepted but not yet in the log, and those given up on, read at each scrape."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            counts = backlog(self.engine)
+        except Exception as exc:  # the database being down must not break /metrics; /healthz says so
+            log.warning("intake metrics unavailable: %s", exc)
+            return
+        yield GaugeMetricFamily(
+            "crm_intake_waiting", "Signals accepted, waiting to be sequenced into the log", counts["waiting"]
+        )
+        yield GaugeMetricFamily(
+            "crm_intake_failed",
+            "Signals the log refused after every attempt (the error is on their intake row)",
+            counts["failed"],
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
 def metrics_for(container: Container) -> Metrics:
     """The container's Metrics, created on first use with the queue collector registered."""
     metrics = container.extras.get("metrics")
     if not isinstance(metrics, Metrics):
         metrics = Metrics()
         metrics.add_collector(QueueCollector(container.queue))
+        metrics.add_collector(IntakeCollector(container.engine))
         from jobs.lifecycle_metrics import LifecycleCollector  # issue 5: proposal outcomes, rates, cost
 
         metrics.add_collector(LifecycleCollector(container.engine))

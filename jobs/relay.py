@@ -18,6 +18,7 @@ from sqlalchemy import func, select, update
 from jobs.context import JobContext
 from store import tables as t
 from store.events import utcnow
+from store.intake import sequence
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,15 @@ def relay_outbox(ctx: JobContext, older_than: timedelta = RELAY_GRACE, batch: in
 
     A row's clock is its last enqueue by the relay (enqueued_at), or its creation if the relay never
     touched it. Stops early, leaving the rest for the next run, when the queue is unreachable.
+
+    First it moves staged signals of the same age into the log (store.intake): their sequencing job
+    was lost, or never queued. Their events get outbox rows and are queued on commit like any other.
     """
     relayed = 0
     cutoff = utcnow() - older_than  # fixed for the run: rows relayed now are newer and not read again
+    sequenced = sequence(ctx.store, staged_before=cutoff)
+    if sequenced:
+        log.info("moved %d staged signals into the log", sequenced)
     ob = t.outbox.c
     while True:
         with ctx.store.engine.connect() as connection:

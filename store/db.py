@@ -23,6 +23,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         _sqlite_transactions(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    # Connections past pool_size are closed when returned, so a burst above it pays for a new Postgres
+    # backend per request; keep enough for a web app's concurrent requests (its thread pool queues the
+    # rest, which is cheaper than connecting), and few enough that every process of a deployment
+    # stays under Postgres's default of 100 connections.
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 5)
     return create_engine(url, **kwargs)
 
 

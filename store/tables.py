@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy import DateTime as _DateTime
 
@@ -84,6 +85,34 @@ outbox = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("enqueued_at", DateTime(timezone=True), nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
+)
+
+# The inbox (transactional inbox pattern): a signal accepted from outside, durably, before it is in the
+# log. The web routes write one row per delivery without taking the append lock, so a burst of webhooks
+# is answered at the speed of an insert; `store.intake.sequence` moves rows into the log in batches (the
+# customer resolved, projections and outbox row written, under the append lock) with the event id the
+# sender was already given. A sequenced row stays as the receipt of its key, so a redelivery answers
+# the same event id; its copy of the signal is cleared then (the log holds it).
+intake = Table(
+    "intake",
+    metadata,
+    Column("id", Position, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(255), nullable=False, unique=True),
+    Column("event_id", String(36), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=True),
+    Column("signal", JSON(none_as_null=True), nullable=True),
+    Column("staged_at", DateTime(timezone=True), nullable=False),
+    Column("position", Position, nullable=True),  # the event's log position, once sequenced
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=True),
+    Index(
+        "ix_intake_pending",
+        "id",
+        postgresql_where=text("position IS NULL"),
+        sqlite_where=text("position IS NULL"),
+    ),
 )
 
 processed_events = Table(

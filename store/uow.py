@@ -125,8 +125,12 @@ class Transaction:
         occurred_at: datetime | None = None,
         confidence: float | None = None,
         correlation_id: str | None = None,
+        event_id: str | None = None,
     ) -> Appended:
-        """Record a signal against the customer it resolves to (created, extended or merged as needed)."""
+        """Record a signal against the customer it resolves to (created, extended or merged as needed).
+
+        event_id is the id the event gets when it is new (the intake promised it to the sender).
+        """
         existing = self.find(idempotency_key)
         if existing is not None:
             return Appended(existing, duplicate=True)
@@ -148,6 +152,7 @@ class Transaction:
                 confidence=confidence,
                 correlation_id=correlation_id,
                 occurred_at=occurred_at,
+                **({"id": event_id} if event_id else {}),
             )
         )
 

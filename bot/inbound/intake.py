@@ -1,7 +1,8 @@
-"""Recording an inbound signal: one transaction (event, projections, outbox row), then enqueue.
+"""Recording an inbound signal: staged in the inbox, then sequenced into the log (store.intake).
 
-Every connector (POST /signals, Stripe, email, `crm signal`) ends here, so they all share the
-idempotency and "nothing lost" behaviour (DESIGN.md invariant 2, issue 3's outbox rule).
+Every connector (POST /signals, Stripe, email, `crm signal`, chat messages) ends here, so they all share
+the idempotency and "nothing lost" behaviour (DESIGN.md invariant 2, issue 3's outbox rule). The web
+routes `accept` (answer once staged); everything else `record`s (answer once in the log).
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from typing import TYPE_CHECKING, Any
 from bot.inbound.errors import InvalidSignal
 from store.events import CustomerRef, Signal
 from store.identity import IdentityError, normalise_email, normalise_phone
+from store.intake import Staged, sequence, stage
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from bot.bootstrap import Container
 
 # The longest usable email address: RFC 5321 caps a forward path at 256 octets including the brackets.
@@ -45,32 +49,41 @@ class Accepted:
     source: str
 
 
-def record(container: Container, inbound: InboundSignal, *, enqueue: bool = True) -> Accepted:
-    """Append the signal unless its key is known; with enqueue, hand the new event to the queue.
+def record(container: Container, inbound: InboundSignal) -> Accepted:
+    """Record the signal now: through the inbox like every delivery, then straight into the log.
 
-    The web app passes enqueue=False and calls `enqueue_accepted` after answering, so the client does
-    not wait for Redis; either way the enqueue follows the commit and the outbox row covers a crash.
+    For chat messages, the CLI and the demo, which want the event in the log when this returns; its
+    process_event job is queued on commit (a redelivery was queued the first time).
     """
+    staged = _stage(container.engine, container, inbound)
+    if staged.row_id is not None:
+        sequence(container.store, rows=[staged.row_id])
+    return Accepted(staged.event_id, staged.duplicate, inbound.type, inbound.source)
+
+
+def accept(container: Container, inbound: InboundSignal) -> Accepted:
+    """Accept the signal for recording: durable in the inbox on return, in the log moments later.
+
+    What the web routes answer with: one insert and no append lock, so a burst of deliveries is taken
+    as fast as rows can be written; the kicker queues the job that sequences them into the log.
+    """
+    staged = _stage(container.intake_engine, container, inbound)
+    if staged.row_id is not None:
+        container.intake_kicker.kick()
+    return Accepted(staged.event_id, staged.duplicate, inbound.type, inbound.source)
+
+
+def _stage(engine: Engine, container: Container, inbound: InboundSignal) -> Staged:
     ensure_storable(inbound.signal.model_dump(mode="json"))
     check_contacts(inbound.signal.customer, container.settings.crm_phone_region)
-    appended = container.store.record_signal(
+    return stage(
+        engine,
         inbound.type,
         inbound.signal,
         inbound.key,
         source=inbound.source,
         occurred_at=inbound.occurred_at,
     )
-    accepted = Accepted(appended.event.id, appended.duplicate, inbound.type, inbound.source)
-    if enqueue:
-        enqueue_accepted(container, accepted)
-    return accepted
-
-
-def enqueue_accepted(container: Container, accepted: Accepted) -> None:
-    """Queue processing of a newly recorded signal (a redelivery was queued the first time)."""
-    if not accepted.duplicate:
-        # Never raises: if Redis is down it returns False and the outbox relay enqueues it later.
-        container.queue.enqueue_event(accepted.event_id)
 
 
 def check_contacts(customer: CustomerRef, phone_region: str) -> None:

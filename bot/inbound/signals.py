@@ -1,6 +1,7 @@
 """The generic signal connector: a Standard Webhooks JSON body (DESIGN.md "Signal body") → Signal.
 
-`accept_signal` is the one path POST /signals and `crm signal` both take.
+`parse_signal` is the one parser POST /signals and `crm signal` both use; both go through the intake
+inbox (bot.inbound.intake), so a key sent both ways is one event.
 """
 
 from __future__ import annotations
@@ -118,6 +119,6 @@ def content_key(body: bytes) -> str:
     return f"{SOURCE}:sha256:{hashlib.sha256(body).hexdigest()}"
 
 
-def accept_signal(container: Container, body: bytes, key: str, *, enqueue: bool = True) -> Accepted:
-    """Parse and record one signal body under key (both POST /signals and `crm signal` call this)."""
-    return record(container, parse_signal(body, key), enqueue=enqueue)
+def accept_signal(container: Container, body: bytes, key: str) -> Accepted:
+    """Parse and record one signal body under key, in the log on return (`crm signal`, the demo)."""
+    return record(container, parse_signal(body, key))

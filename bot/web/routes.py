@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from bot.inbound.email import parse_email
-from bot.inbound.intake import Accepted, enqueue_accepted, record
-from bot.inbound.signals import accept_signal, webhook_key
+from bot.inbound.intake import Accepted, accept
+from bot.inbound.signals import parse_signal, webhook_key
 from bot.inbound.stripe import map_event, verify_event
 from bot.inbound.verify import verify_standard_webhook
 from bot.metrics import Metrics
@@ -25,12 +24,6 @@ if TYPE_CHECKING:
 
 router = APIRouter()
 
-# The Standard Webhooks headers, declared so the OpenAPI document shows them; the raw request
-# headers are what is verified.
-WebhookId = Annotated[str | None, Header(alias="webhook-id", description="unique per message; the key")]
-WebhookTimestamp = Annotated[str | None, Header(alias="webhook-timestamp", description="Unix seconds")]
-WebhookSignature = Annotated[str | None, Header(alias="webhook-signature", description="v1,<base64>")]
-
 
 @router.post(
     "/signals",
@@ -40,19 +33,14 @@ WebhookSignature = Annotated[str | None, Header(alias="webhook-signature", descr
     openapi_extra=SIGNAL_BODY,
     summary="Record one customer signal (Standard Webhooks signed JSON)",
 )
-async def post_signal(
-    request: Request,
-    webhook_id: WebhookId = None,
-    webhook_timestamp: WebhookTimestamp = None,
-    webhook_signature: WebhookSignature = None,
-) -> JSONResponse:
+async def post_signal(request: Request) -> JSONResponse:
     container = _container(request)
     body = await read_body(request)
     verified_id = verify_standard_webhook(
         _secret(container.settings.signals_secret), "SIGNALS_SECRET", body, request.headers
     )
     key = webhook_key(verified_id)
-    accepted = await run_in_threadpool(lambda: accept_signal(container, body, key, enqueue=False))
+    accepted = await run_in_threadpool(lambda: accept(container, parse_signal(body, key)))
     return _accepted(request, accepted)
 
 
@@ -64,10 +52,7 @@ async def post_signal(
     openapi_extra=STRIPE_BODY,
     summary="Record a Stripe event (invoices, subscriptions, checkout)",
 )
-async def post_stripe(
-    request: Request,
-    stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None,
-) -> JSONResponse:
+async def post_stripe(request: Request) -> JSONResponse:
     container = _container(request)
     body = await read_body(request)
     event = verify_event(
@@ -76,7 +61,7 @@ async def post_stripe(
     inbound = map_event(event)
     if inbound is None:
         return JSONResponse({"ignored": str(event.get("type"))}, status_code=200)
-    return _accepted(request, await run_in_threadpool(lambda: record(container, inbound, enqueue=False)))
+    return _accepted(request, await run_in_threadpool(lambda: accept(container, inbound)))
 
 
 @router.post(
@@ -87,19 +72,14 @@ async def post_stripe(
     openapi_extra=EMAIL_BODY,
     summary="Record an inbound email (raw RFC 822, signed like /signals)",
 )
-async def post_email(
-    request: Request,
-    webhook_id: WebhookId = None,
-    webhook_timestamp: WebhookTimestamp = None,
-    webhook_signature: WebhookSignature = None,
-) -> JSONResponse:
+async def post_email(request: Request) -> JSONResponse:
     container = _container(request)
     body = await read_body(request)
     verify_standard_webhook(
         _secret(container.settings.signals_secret), "SIGNALS_SECRET", body, request.headers
     )
     # Parsing a 1 MiB mail (and converting its HTML) is CPU work: keep it off the event loop.
-    accepted = await run_in_threadpool(lambda: record(container, parse_email(body), enqueue=False))
+    accepted = await run_in_threadpool(lambda: accept(container, parse_email(body)))
     return _accepted(request, accepted)
 
 
@@ -119,6 +99,4 @@ def _accepted(request: Request, accepted: Accepted) -> JSONResponse:
     else:
         metrics.signals.labels(accepted.type, accepted.source).inc()
     content: dict[str, Any] = {"event_id": accepted.event_id, "duplicate": accepted.duplicate}
-    # Committed: answer now, queue after the answer is sent (Starlette runs the task off the loop).
-    queue_it = BackgroundTask(enqueue_accepted, _container(request), accepted)
-    return JSONResponse(content, status_code=202, background=queue_it)
+    return JSONResponse(content, status_code=202)

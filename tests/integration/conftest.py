@@ -1,4 +1,4 @@
-"""Fixtures shared by the HTTP intake tests: the web app's container and a client on it."""
+"""Fixtures shared by the integration tests: the web app's container, a client on it, a Redis of their own."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bot.bootstrap import Container
-from bot.web import create_app
-from tests.integration.web_harness import web_container
+from tests.integration.jobs_harness import RedisServer
+from tests.integration.web_harness import settling_client, web_container
 
 
 @pytest.fixture
@@ -24,5 +24,14 @@ def container(db_url: str, redis_url: str, make_settings: Any) -> Iterator[Conta
 @pytest.fixture
 def client(container: Container) -> Iterator[TestClient]:
     """A client on the app; server errors come back as responses, as a real client sees them."""
-    with TestClient(create_app(container), raise_server_exceptions=False) as client:
+    with settling_client(container, raise_server_exceptions=False) as client:
         yield client
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own (on a free port), which the test may stop and start."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()

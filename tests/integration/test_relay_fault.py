@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -23,14 +22,6 @@ from tests.integration.jobs_harness import RecordingSubscriber, RedisServer, lea
 SIGNALS_WHILE_UP = 200  # queued, then lost: the server restarts without persistence
 SIGNALS_WHILE_DOWN = 800
 TOTAL = SIGNALS_WHILE_UP + SIGNALS_WHILE_DOWN
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 def _count(store: EventStore, table: t.Table) -> int:

@@ -6,18 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.bootstrap import Container
-from bot.web import create_app
 from store.events import SIGNAL_TYPES
 from tests.inbound_support import signal_body, signed_headers
-from tests.integration.web_harness import DEAD_PORT, web_container
+from tests.integration.web_harness import DEAD_PORT, settling_client, web_container
 
 
 def test_healthz_reports_every_dependency_reachable(container: Container) -> None:
-    with TestClient(create_app(container)) as client:
+    with settling_client(container) as client:
         response = client.get("/healthz")
     assert response.status_code == 200
     answer = response.json()
@@ -30,7 +28,7 @@ def test_healthz_reports_every_dependency_reachable(container: Container) -> Non
 def test_healthz_names_an_unreachable_queue(pg_url: str, make_settings: Any) -> None:
     container = web_container(make_settings, pg_url, f"redis://127.0.0.1:{DEAD_PORT}/0")
     try:
-        with TestClient(create_app(container)) as client:
+        with settling_client(container) as client:
             response = client.get("/healthz")
         assert response.status_code == 503
         assert response.json()["failing"] == ["queue"]
@@ -48,7 +46,7 @@ def test_healthz_names_an_unreachable_database(
     )
     container = web_container(make_settings, url, redis_url)
     try:
-        with TestClient(create_app(container)) as client:
+        with settling_client(container) as client:
             response = client.get("/healthz")
         assert response.status_code == 503
         assert response.json()["failing"] == ["database"]
@@ -64,7 +62,7 @@ def test_healthz_names_an_unreachable_chroma_server(
         make_settings, sqlite_url, redis_url, CHROMA_URL=f"http://127.0.0.1:{DEAD_PORT}"
     )
     try:
-        with TestClient(create_app(container)) as client:
+        with settling_client(container) as client:
             response = client.get("/healthz")
         assert response.status_code == 503
         assert "memory" in response.json()["failing"]
@@ -73,7 +71,7 @@ def test_healthz_names_an_unreachable_chroma_server(
 
 
 def test_metrics_are_prometheus_text(container: Container) -> None:
-    with TestClient(create_app(container)) as client:
+    with settling_client(container) as client:
         body = signal_body()
         client.post("/signals", content=body, headers=signed_headers(body))
         response = client.get("/metrics")
@@ -95,7 +93,7 @@ def test_metrics_are_per_app(sqlite_url: str, redis_url: str, make_settings: Any
     first = web_container(make_settings, sqlite_url, redis_url)
     second = web_container(make_settings, sqlite_url, redis_url)
     try:
-        with TestClient(create_app(first)) as one, TestClient(create_app(second)) as two:
+        with settling_client(first) as one, settling_client(second) as two:
             body = signal_body()
             one.post("/signals", content=body, headers=signed_headers(body))
             assert "crm_signals_total{" in one.get("/metrics").text
@@ -106,7 +104,7 @@ def test_metrics_are_per_app(sqlite_url: str, redis_url: str, make_settings: Any
 
 
 def test_the_openapi_document_describes_every_endpoint_and_the_signal_body(container: Container) -> None:
-    with TestClient(create_app(container)) as client:
+    with settling_client(container) as client:
         document = client.get("/openapi.json").json()
         assert client.get("/docs").status_code == 200
     paths = document["paths"]
@@ -129,7 +127,7 @@ def test_metrics_still_answer_with_the_database_and_redis_down(make_settings: An
     url = f"postgresql://postgres@127.0.0.1:{DEAD_PORT}/crm"
     container = web_container(make_settings, url, f"redis://127.0.0.1:{DEAD_PORT}/0")
     try:
-        with TestClient(create_app(container), raise_server_exceptions=False) as client:
+        with settling_client(container, raise_server_exceptions=False) as client:
             response = client.get("/metrics")
         assert response.status_code == 200
         assert "crm_refusals" in response.text  # the counters are there; the queue gauges are left out

@@ -13,12 +13,18 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from bot.bootstrap import Container
-from bot.web import create_app
 from bot.web.body import MAX_BODY_BYTES
 from store import tables as t
 from store.events import SIGNAL_TYPES
 from tests.inbound_support import signal_body, signed_headers
-from tests.integration.web_harness import DEAD_PORT, NOTHING, counts, signal_events, web_container
+from tests.integration.web_harness import (
+    DEAD_PORT,
+    NOTHING,
+    counts,
+    settling_client,
+    signal_events,
+    web_container,
+)
 
 
 def post(client: TestClient, body: bytes, headers: dict[str, str] | None = None) -> Any:
@@ -175,7 +181,7 @@ def test_without_signals_secret_the_endpoint_refuses_everything(
 ) -> None:
     container = web_container(make_settings, db_url, redis_url, SIGNALS_SECRET=None)
     try:
-        with TestClient(create_app(container)) as client:
+        with settling_client(container) as client:
             response = post(client, signal_body())
         assert response.status_code == 503
         assert "SIGNALS_SECRET" in response.json()["message"]
@@ -194,7 +200,7 @@ def test_with_the_database_down_the_answer_is_503_with_retry_after(
     )
     container = web_container(make_settings, url, redis_url)
     try:
-        with TestClient(create_app(container), raise_server_exceptions=False) as client:
+        with settling_client(container, raise_server_exceptions=False) as client:
             response = post(client, signal_body())
         assert response.status_code == 503
         assert response.headers["retry-after"].isdigit()
@@ -235,7 +241,7 @@ def test_a_maximal_external_id_on_a_known_customer_is_stored_and_deduplicated(
     # longer than its column; the store keeps such keys as their hash, the same on every backend.
     container = web_container(make_settings, pg_url, redis_url)
     try:
-        with TestClient(create_app(container), raise_server_exceptions=False) as client:
+        with settling_client(container, raise_server_exceptions=False) as client:
             assert post(client, signal_body(customer={"email": "z@z.io"})).status_code == 202
             body = signal_body(customer={"email": "z@z.io", "external_id": "x" * 255})
             headers = signed_headers(body)

@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from bot.bootstrap import Container
-from bot.web import create_app
 from store import tables as t
 from tests.inbound_support import (
     stripe_body,
@@ -21,7 +20,7 @@ from tests.inbound_support import (
     stripe_signature,
     stripe_subscription,
 )
-from tests.integration.web_harness import NOTHING, counts, signal_events, web_container
+from tests.integration.web_harness import NOTHING, counts, settling_client, signal_events, web_container
 
 
 def deliver(client: TestClient, event: dict[str, Any], signature: str | None = None) -> Any:
@@ -151,7 +150,7 @@ def test_without_the_secret_the_endpoint_refuses_and_names_the_setting(
 ) -> None:
     container = web_container(make_settings, db_url, redis_url, STRIPE_WEBHOOK_SECRET=None)
     try:
-        with TestClient(create_app(container)) as client:
+        with settling_client(container) as client:
             response = deliver(client, stripe_event("invoice.paid", stripe_invoice()))
         assert response.status_code == 503
         assert "STRIPE_WEBHOOK_SECRET" in response.json()["message"]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import Any
 
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from bot.bootstrap import Container, bootstrap
+from bot.web import create_app
+from jobs.queue import SIGNALS
 from store import tables as t
+from store.intake import UNREACHABLE, sequence
 from tests.inbound_support import SIGNALS_SECRET, STRIPE_SECRET
 
 SECRETS = {"SIGNALS_SECRET": SIGNALS_SECRET, "STRIPE_WEBHOOK_SECRET": STRIPE_SECRET}
@@ -24,19 +29,41 @@ def web_container(make_settings: Any, db_url: str, redis_url: str | None, **over
     return bootstrap(make_settings(**values), migrate_schema=False)
 
 
+def settling_client(container: Container, **kwargs: Any) -> TestClient:
+    """A client on the app that, after each response, sequences whatever the request staged.
+
+    As if the sequencing job ran at once: tests of what a signal does read the log right after the
+    answer. (test_intake_web covers the real path: the kicker, the job, the relay.)
+    """
+    client = TestClient(create_app(container), **kwargs)
+
+    def settle(_response: Any) -> None:
+        with contextlib.suppress(*UNREACHABLE):  # the database-down tests: nothing was staged
+            sequence(container.store)
+
+    client.event_hooks = {"request": [], "response": [settle]}
+    return client
+
+
 def counts(container: Container) -> dict[str, int]:
-    """What a request could have written: events, outbox rows, customers, and jobs queued."""
+    """What a request could have written: events, outbox rows, customers, inbox rows, process_event
+    jobs queued (the intake's own sequencing jobs are left out: they write nothing themselves)."""
     with container.engine.connect() as connection:
 
         def count(table: Any) -> int:
             return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
 
-        found = {"events": count(t.events), "outbox": count(t.outbox), "customers": count(t.customers)}
-    found["queued"] = sum(container.queue.depth().values())
+        found = {
+            "events": count(t.events),
+            "outbox": count(t.outbox),
+            "customers": count(t.customers),
+            "intake": count(t.intake),
+        }
+    found["queued"] = container.queue.depth()[SIGNALS]
     return found
 
 
-NOTHING = {"events": 0, "outbox": 0, "customers": 0, "queued": 0}
+NOTHING = {"events": 0, "outbox": 0, "customers": 0, "intake": 0, "queued": 0}
 
 
 def signal_events(container: Container) -> list[dict[str, Any]]:

@@ -1,0 +1,242 @@
+"""The intake inbox: accept a signal with one insert, sequence it into the log shortly after, in batches.
+
+Appending to the log is serialised (store.log's append lock keeps positions gap-free and in commit
+order), and a signal's append resolves its customer and updates the projections: about fifteen
+statements under that lock. A webhook sender wants a quick 2xx, and a burst of deliveries would queue
+behind the lock. So the web routes `stage` a signal (one statement, no lock; the answer carries the
+event id the signal will have in the log) and `sequence` moves staged rows into the log, many per
+transaction, in staging order, under the ids already given out. DESIGN.md's flow keeps its shape:
+intake, then the log with its outbox row in one transaction, then process_event.
+
+Idempotency (invariant 2): a key is known when the log or the inbox holds it. A key's inbox row is kept
+after sequencing, as its receipt (its copy of the signal is cleared), so a redelivery answers the same
+event id whether or not the first delivery has reached the log yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, exists, func, select, union_all, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from store import tables as t
+from store.events import SIGNAL_TYPES, Signal, new_id, utcnow
+from store.log import storable_key
+from store.uow import EventStore
+
+log = logging.getLogger(__name__)
+
+# Rows moved into the log per transaction: large enough that a burst costs one commit per batch, small
+# enough that the append lock is never held for long.
+SEQUENCE_BATCH = 200
+# A row that fails this many sequencing attempts (a signal the log refuses) is left for a person; the
+# error is on the row and in the log, and /metrics counts such rows.
+MAX_ATTEMPTS = 5
+# Failures that say the database is unreachable, not that a row is bad: stop and let the caller retry.
+UNREACHABLE = (OperationalError, InterfaceError)
+
+_IN = t.intake.c
+_COLUMNS = ("idempotency_key", "event_id", "type", "source", "occurred_at", "signal", "staged_at", "attempts")
+
+
+@dataclass(frozen=True)
+class Staged:
+    """The outcome of staging: the event id (the original one for a known key), and the inbox row."""
+
+    event_id: str
+    duplicate: bool
+    row_id: int | None = None
+
+
+def _insert_unless_known(dialect: str) -> Any:
+    """INSERT … SELECT … WHERE the log lacks the key ON CONFLICT (key) DO NOTHING RETURNING id."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    values = select(*(bindparam(name, type_=_IN[name].type) for name in _COLUMNS)).where(
+        ~exists().where(t.events.c.idempotency_key == bindparam("idempotency_key"))
+    )
+    return (
+        insert(t.intake)
+        .from_select(list(_COLUMNS), values)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(_IN.id)
+    )
+
+
+# Built once per dialect: a fresh statement per request costs more to compile than to run.
+_STAGE = {dialect: _insert_unless_known(dialect) for dialect in ("postgresql", "sqlite")}
+_KNOWN = union_all(
+    select(t.events.c.id).where(t.events.c.idempotency_key == bindparam("key")),
+    select(_IN.event_id).where(_IN.idempotency_key == bindparam("key")),
+)
+_MARK = (
+    update(t.intake)
+    .where(_IN.id == bindparam("row"))
+    .values(position=bindparam("at"), event_id=bindparam("event"), signal=None, error=None)
+)
+
+
+def _single_statement(engine: Engine) -> AbstractContextManager[Connection]:
+    """A connection for one statement: autocommit on Postgres (no BEGIN and COMMIT round trips); on
+    SQLite a transaction, as its BEGIN IMMEDIATE is what serialises writers (store.db)."""
+    if engine.dialect.name == "postgresql":
+        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    return engine.begin()
+
+
+def stage(
+    engine: Engine,
+    signal_type: str,
+    signal: Signal,
+    idempotency_key: str,
+    *,
+    source: str,
+    occurred_at: datetime | None = None,
+) -> Staged:
+    """Put a validated signal in the inbox unless its key is known; one statement when it is new."""
+    key = storable_key(idempotency_key)
+    values: dict[str, Any] = {
+        "idempotency_key": key,
+        "event_id": new_id(),
+        "type": signal_type,
+        "source": source,
+        "occurred_at": occurred_at,
+        "signal": signal.model_dump(mode="json"),
+        "staged_at": utcnow(),
+        "attempts": 0,
+    }
+    try:
+        return _stage_once(engine, values)
+    except DBAPIError as exc:
+        # An engine without pre-ping (the web app's intake engine) meets a connection the server
+        # dropped only when it uses it; the pool has discarded it, so once more is enough. Safe:
+        # staging a key twice stages it once.
+        if not exc.connection_invalidated:
+            raise
+        return _stage_once(engine, values)
+
+
+def _stage_once(engine: Engine, values: dict[str, Any]) -> Staged:
+    with _single_statement(engine) as connection:
+        row_id = connection.execute(_STAGE[connection.dialect.name], values).scalar_one_or_none()
+        if row_id is not None:
+            return Staged(values["event_id"], duplicate=False, row_id=row_id)
+        # Known: in the log already, or staged before (by a concurrent delivery, whose insert this
+        # statement waited for; a new statement sees it committed).
+        key = values["idempotency_key"]
+        known = connection.execute(_KNOWN, {"key": key}).scalars().first()
+    if known is None:  # pragma: no cover - a unique key neither inserted nor found cannot happen
+        raise RuntimeError(f"intake: key {key!r} neither staged nor found")
+    return Staged(known, duplicate=True)
+
+
+def sequence(
+    store: EventStore,
+    *,
+    rows: Collection[int] | None = None,
+    staged_before: datetime | None = None,
+    batch: int = SEQUENCE_BATCH,
+) -> int:
+    """Move staged rows (all, these `rows`, or those staged before a time) into the log; how many moved.
+
+    Each batch is one transaction under the append lock: the signal is recorded as its customer's
+    event (resolution, projections, outbox row) with the promised event id, and its row is marked. A
+    row the log refuses is retried on its own, so one bad row never holds back the others; it counts
+    an attempt and is skipped for the rest of this call. Raises only when the database is unreachable.
+    """
+    moved = 0
+    skip: set[int] = set()
+    while True:
+        ids = _pending(store.engine, rows, staged_before, batch, skip)
+        if not ids:
+            return moved
+        try:
+            moved += _sequence_rows(store, ids)
+        except UNREACHABLE:
+            raise
+        except Exception as exc:
+            if len(ids) > 1:
+                for one in ids:
+                    moved += sequence(store, rows=[one])
+            else:
+                _count_failure(store.engine, ids[0], exc)
+            skip.update(ids)
+
+
+def _pending(
+    engine: Engine,
+    rows: Collection[int] | None,
+    staged_before: datetime | None,
+    batch: int,
+    skip: set[int],
+) -> list[int]:
+    query = select(_IN.id).where(_IN.position.is_(None), _IN.attempts < MAX_ATTEMPTS)
+    if rows is not None:
+        query = query.where(_IN.id.in_(list(rows)))
+    if staged_before is not None:
+        query = query.where(_IN.staged_at <= staged_before)
+    if skip:
+        query = query.where(_IN.id.not_in(list(skip)))
+    with engine.connect() as connection:
+        return list(connection.execute(query.order_by(_IN.id).limit(batch)).scalars())
+
+
+def _sequence_rows(store: EventStore, ids: list[int]) -> int:
+    with store.transaction() as tx:
+        # Read again under the lock: a sequencer in another process may have moved some meanwhile.
+        query = select(t.intake).where(_IN.id.in_(ids), _IN.position.is_(None)).order_by(_IN.id)
+        marks = []
+        for row in tx.connection.execute(query).mappings().all():
+            signal = SIGNAL_TYPES[row["type"]].model_validate(row["signal"])
+            appended = tx.record_signal(
+                row["type"],
+                signal,
+                row["idempotency_key"],
+                source=row["source"],
+                # Received when staged: a late sequencing must not move the signal in time.
+                occurred_at=row["occurred_at"] or row["staged_at"],
+                event_id=row["event_id"],
+            )
+            # A key the log already held (recorded another way) keeps its first event: the receipt
+            # points there from now on.
+            marks.append({"row": row["id"], "at": appended.event.position, "event": appended.event.id})
+        if marks:
+            tx.connection.execute(_MARK, marks)
+    return len(marks)
+
+
+def _count_failure(engine: Engine, row_id: int, exc: Exception) -> None:
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    with engine.begin() as connection:
+        connection.execute(
+            update(t.intake).where(_IN.id == row_id).values(attempts=_IN.attempts + 1, error=error)
+        )
+        query = select(_IN.attempts, _IN.idempotency_key).where(_IN.id == row_id)
+        attempts, key = connection.execute(query).one()
+    if attempts >= MAX_ATTEMPTS:
+        log.error(
+            "signal %s could not be recorded after %d attempts and is left in the intake table "
+            "(row %d): %s. Fix the cause, then set its attempts to 0 and run `crm jobs relay`",
+            key,
+            attempts,
+            row_id,
+            error,
+        )
+    else:
+        log.warning("signal %s could not be recorded (attempt %d): %s", key, attempts, error)
+
+
+def backlog(engine: Engine) -> dict[str, int]:
+    """Rows waiting to be sequenced, and rows given up on (for /metrics)."""
+    query = select(
+        func.count().filter(_IN.attempts < MAX_ATTEMPTS), func.count().filter(_IN.attempts >= MAX_ATTEMPTS)
+    ).where(_IN.position.is_(None))
+    with engine.connect() as connection:
+        waiting, failed = connection.execute(query).one()
+    return {"waiting": int(waiting), "failed": int(failed)}

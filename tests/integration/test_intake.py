@@ -1,0 +1,184 @@
+"""The intake inbox (store.intake) on SQLite and Postgres: staging, sequencing, receipts, bad rows, races."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+
+from store import events as ev
+from store import tables as t
+from store.intake import MAX_ATTEMPTS, backlog, sequence, stage
+from store.uow import EventStore
+
+
+def lead(email: str = "ada@example.com", text: str = "hello") -> ev.Signal:
+    return ev.SIGNAL_TYPES["lead.created"](customer=ev.CustomerRef(name="Ada", email=email), text=text)
+
+
+def staged_rows(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as connection:
+        return [dict(r) for r in connection.execute(select(t.intake).order_by(t.intake.c.id)).mappings()]
+
+
+def events_keyed(engine: Engine, key: str) -> list[dict[str, Any]]:
+    query = select(t.events).where(t.events.c.idempotency_key == key)
+    with engine.connect() as connection:
+        return [dict(r) for r in connection.execute(query).mappings()]
+
+
+def test_a_staged_signal_reaches_the_log_under_the_promised_id(store: EventStore) -> None:
+    staged = stage(store.engine, "lead.created", lead(), "signals:msg_1", source="signals")
+    assert not staged.duplicate and staged.row_id is not None
+    assert events_keyed(store.engine, "signals:msg_1") == [], "staging writes no event"
+    assert backlog(store.engine) == {"waiting": 1, "failed": 0}
+
+    assert sequence(store) == 1
+    (event,) = events_keyed(store.engine, "signals:msg_1")
+    assert event["id"] == staged.event_id and event["type"] == "lead.created"
+    assert event["payload"]["text"] == "hello" and event["stream"].startswith("cus_")
+    (row,) = staged_rows(store.engine)
+    assert row["position"] == event["position"] and row["signal"] is None, "a receipt, its copy cleared"
+    with store.engine.connect() as connection:
+        outbox = connection.execute(select(t.outbox.c.event_id)).scalars().all()
+        customers = connection.execute(select(t.customers.c.name)).scalars().all()
+    assert backlog(store.engine) == {"waiting": 0, "failed": 0}
+    assert outbox == [staged.event_id] and customers == ["Ada"]
+    assert sequence(store) == 0, "sequencing again moves nothing"
+
+
+def test_a_redelivery_answers_the_first_id_before_and_after_sequencing(store: EventStore) -> None:
+    first = stage(store.engine, "lead.created", lead(), "signals:dup", source="signals")
+    again = stage(store.engine, "lead.created", lead(text="changed"), "signals:dup", source="signals")
+    assert (again.event_id, again.duplicate, again.row_id) == (first.event_id, True, None)
+    sequence(store)
+    later = stage(store.engine, "lead.created", lead(), "signals:dup", source="signals")
+    assert (later.event_id, later.duplicate) == (first.event_id, True)
+    (event,) = events_keyed(store.engine, "signals:dup")
+    assert event["payload"]["text"] == "hello", "the first delivery is the one recorded"
+    assert len(staged_rows(store.engine)) == 1
+
+
+def test_a_key_the_log_already_holds_is_a_duplicate_of_that_event(store: EventStore) -> None:
+    original = store.record_signal("lead.created", lead(), "signals:old", source="signals").event
+    staged = stage(store.engine, "lead.created", lead(), "signals:old", source="signals")
+    assert (staged.event_id, staged.duplicate) == (original.id, True)
+    assert staged_rows(store.engine) == []
+
+
+def test_an_overlong_key_is_staged_and_recorded_as_its_hash(store: EventStore) -> None:
+    key = "signals:" + "k" * 400
+    first = stage(store.engine, "lead.created", lead(), key, source="signals")
+    assert stage(store.engine, "lead.created", lead(), key, source="signals").event_id == first.event_id
+    sequence(store)
+    (row,) = staged_rows(store.engine)
+    assert row["idempotency_key"].startswith("sha256:")
+    assert [e["id"] for e in events_keyed(store.engine, row["idempotency_key"])] == [first.event_id]
+
+
+def test_a_signal_sequenced_late_keeps_the_time_it_arrived(store: EventStore) -> None:
+    stage(store.engine, "lead.created", lead(), "signals:late", source="signals")
+    arrived = datetime.now(UTC) - timedelta(hours=2)
+    with store.engine.begin() as connection:
+        connection.execute(update(t.intake).values(staged_at=arrived))
+    sequence(store)
+    (event,) = events_keyed(store.engine, "signals:late")
+    occurred = event["occurred_at"].astimezone(UTC)
+    assert abs((occurred - arrived).total_seconds()) < 1
+    assert event["recorded_at"].astimezone(UTC) - occurred > timedelta(hours=1)
+
+
+def test_a_row_the_log_refuses_is_set_aside_and_the_rest_go_through(store: EventStore) -> None:
+    for n in range(5):
+        stage(store.engine, "lead.created", lead(f"p{n}@example.com"), f"signals:p{n}", source="signals")
+    bad = staged_rows(store.engine)[2]["id"]
+    with store.engine.begin() as connection:  # a row no signal model reads (e.g. written by a bug)
+        connection.execute(update(t.intake).where(t.intake.c.id == bad).values(signal={"customer": 5}))
+
+    assert sequence(store) == 4
+    rows = {row["id"]: row for row in staged_rows(store.engine)}
+    assert rows[bad]["position"] is None and rows[bad]["attempts"] == 1
+    assert "ValidationError" in rows[bad]["error"]
+    assert all(row["position"] is not None for rid, row in rows.items() if rid != bad)
+
+    for _ in range(MAX_ATTEMPTS):
+        sequence(store)
+    (row,) = [r for r in staged_rows(store.engine) if r["id"] == bad]
+    assert row["attempts"] == MAX_ATTEMPTS, "given up on after MAX_ATTEMPTS, not retried for ever"
+    assert backlog(store.engine) == {"waiting": 0, "failed": 1}
+
+
+def test_concurrent_deliveries_of_one_key_stage_one_row(store: EventStore) -> None:
+    answers: list[Any] = []
+    barrier = threading.Barrier(8)
+
+    def deliver() -> None:
+        barrier.wait()
+        answers.append(stage(store.engine, "lead.created", lead(), "signals:race", source="signals"))
+
+    threads = [threading.Thread(target=deliver) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({a.event_id for a in answers}) == 1
+    assert sum(not a.duplicate for a in answers) == 1
+    assert len(staged_rows(store.engine)) == 1
+
+
+def test_concurrent_sequencers_record_every_row_exactly_once(store: EventStore) -> None:
+    promised = [
+        stage(store.engine, "message.received", lead(f"c{n % 7}@example.com"), f"signals:s{n}", source="x")
+        for n in range(120)
+    ]
+    moved: list[int] = []
+
+    def sequencer() -> None:
+        moved.append(sequence(store, batch=25))
+
+    threads = [threading.Thread(target=sequencer) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(moved) == 120
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            select(t.events.c.id, t.events.c.position).where(t.events.c.type == "message.received")
+        ).all()
+        customers = connection.execute(select(t.customers.c.id)).scalars().all()
+    assert Counter(event_id for event_id, _ in rows) == Counter(p.event_id for p in promised)
+    assert len(customers) == 7, "one customer per address, however the batches interleaved"
+    assert all(row["position"] is not None for row in staged_rows(store.engine))
+
+
+def test_sequencing_only_rows_staged_before_a_time(store: EventStore) -> None:
+    stage(store.engine, "lead.created", lead(), "signals:old-row", source="signals")
+    cutoff = datetime.now(UTC)
+    time.sleep(0.01)
+    stage(store.engine, "lead.created", lead(), "signals:new-row", source="signals")
+    assert sequence(store, staged_before=cutoff) == 1
+    assert events_keyed(store.engine, "signals:old-row") and not events_keyed(store.engine, "signals:new-row")
+
+
+def test_the_web_intake_engine_rides_out_a_dropped_connection(make_settings: Any, pg_url: str) -> None:
+    from bot.bootstrap import bootstrap
+
+    container = bootstrap(make_settings(DATABASE_URL=pg_url), migrate_schema=False)
+    try:
+        engine = container.intake_engine
+        assert engine is not container.engine and not engine.pool._pre_ping  # type: ignore[attr-defined]
+        stage(engine, "lead.created", lead(), "signals:before", source="signals")
+        with container.engine.connect() as connection:  # the server drops the pooled connection
+            connection.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        after = stage(engine, "lead.created", lead(), "signals:after", source="signals")
+        assert not after.duplicate and len(staged_rows(engine)) == 2
+    finally:
+        container.close()
