@@ -21,18 +21,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import psycopg
 
+from bench.benchkit import machine
 from bot.commands import Actor, Commands
 from jobs.connectors.base import ActionRequest, ActionResult, Handover
 from jobs.context import JobContext, install, uninstall
@@ -58,24 +57,6 @@ class NoopConnector:
 
     def run(self, request: ActionRequest, handover: Handover) -> ActionResult:
         return ActionResult(reference="noop")
-
-
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    mem_kb = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal")
-    )
-    memory = f"{mem_kb / 1024 / 1024:.1f} GiB RAM"
-    return f"{os.cpu_count()} CPUs ({cpu}), {memory}, Python {platform.python_version()}"
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psycopg
+from benchkit import machine
 from sqlalchemy import Column, Engine, MetaData, String, Table, func, insert, select
 
 from store import tables as t
@@ -86,18 +86,6 @@ def measure(label: str, engine: Engine, path: Path, data: list[list[str]]) -> No
         f"{label:9} baseline executemany {base:>9,.0f} rows/s | import {rate:>6,.0f} rows/s "
         f"({first:.1f}s, {events:,} events, {rate / base:.4f}x baseline) | "
         f"re-import {rate_again:>6,.0f} rows/s ({second:.1f}s, nothing written)"
-    )
-
-
-def machine() -> str:
-    """nproc, CPU model, RAM, Python and the current load: the figures are only as good as these."""
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
-    mem_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
-    return (
-        f"{os.cpu_count()} CPUs ({model}), {mem_kb / 1024 / 1024:.1f} GiB RAM, "
-        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}"
     )
 
 

@@ -12,8 +12,6 @@ embeddings of synthetic CRM texts, jittered to fill the larger collections.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import random
 import tempfile
 import time
@@ -21,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from benchkit import machine
 
 from store.memory.embeddings import MiniLMEmbedding
 from store.memory.recall import recall
@@ -54,23 +53,6 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    ram = next(
-        int(line.split()[1]) // (1024 * 1024)
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal")
-    )
-    return f"{os.cpu_count()} cores ({cpu}), {ram} GB RAM, Python {platform.python_version()}"
 
 
 def texts(n: int, seed: int = 7) -> list[str]:

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +37,8 @@ from sqlalchemy import func, select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchkit import free_port, machine  # noqa: E402
+
 from jobs.queue import SIGNALS  # noqa: E402
 from jobs.redis_queue import RedisJobQueue, queue_name  # noqa: E402
 from store import tables as t  # noqa: E402
@@ -52,12 +52,6 @@ PRODUCERS = 4
 PACED_INTERVAL_S = 0.1  # well below capacity, so latency is the pipeline's, not a backlog's
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_until(predicate: Callable[[], object], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -69,28 +63,6 @@ def wait_until(predicate: Callable[[], object], timeout: float) -> None:
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    mem_kb = int(
-        next(
-            line.split()[1]
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal")
-        )
-    )
-    load = os.getloadavg()[0]
-    return (
-        f"{os.cpu_count()} CPUs ({cpu}), {mem_kb / 1024 / 1024:.0f} GiB RAM, load average {load:.1f} at start"
-    )
 
 
 class Bench:

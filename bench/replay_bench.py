@@ -19,7 +19,6 @@ import argparse
 import cProfile
 import json
 import os
-import platform
 import pstats
 import random
 import sys
@@ -27,10 +26,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
+from benchkit import machine
 
 from store import replay
 from store.db import make_engine, migrate
@@ -221,18 +220,6 @@ def plain_select(dsn: str) -> tuple[int, float]:
         for _ in cursor:
             count += 1
     return count, time.perf_counter() - started
-
-
-def machine() -> str:
-    """nproc, CPU model, RAM, Python and the current load: the figures are only as good as these."""
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
-    mem_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
-    return (
-        f"{os.cpu_count()} CPUs ({model}), {mem_kb / 1024 / 1024:.1f} GiB RAM, "
-        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}"
-    )
 
 
 def main() -> None:

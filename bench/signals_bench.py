@@ -21,11 +21,9 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import queue
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +40,8 @@ from starlette.concurrency import run_in_threadpool
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchkit import free_port, machine  # noqa: E402
 
 from bot.inbound.verify import sign_standard_webhook  # noqa: E402
 from store.db import make_engine, migrate  # noqa: E402
@@ -189,12 +189,6 @@ async def load(url: str, clients: int, seconds: float, seed: int) -> Result:
 # -- orchestration -----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
     import httpx
 
@@ -222,26 +216,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(15)
     except subprocess.TimeoutExpired:
         process.kill()
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    kib = int(
-        next(
-            line.split()[1]
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal")
-        )
-    )
-    load1, load5, _ = os.getloadavg()
-    return (
-        f"{os.cpu_count()} CPUs ({model}), {kib / 1024 / 1024:.1f} GiB RAM, "
-        f"Python {platform.python_version()}, load average {load1:.1f}/{load5:.1f} at the end"
-    )
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from bench.benchkit import machine
 from bot.bootstrap import bootstrap
 from bot.slack import install_slack_surface
 from jobs.notify import notifier_for
@@ -43,24 +43,6 @@ from tests.standins.smtp import SmtpStandin
 PG_ADMIN = os.environ.get("CRM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 SATURATED_P99_S = 1.0
 REQUEST_TIMEOUT_S = 30.0
-
-
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    mem_kb = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal")
-    )
-    ram = f"{mem_kb / 1024 / 1024:.1f} GiB RAM"
-    return f"{os.cpu_count()} CPUs ({cpu}), {ram}, Python {platform.python_version()}"
 
 
 def percentile(values: list[float], q: float) -> float:
