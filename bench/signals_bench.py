@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import queue
@@ -91,7 +92,11 @@ def bare_app(dsn: str) -> FastAPI:
 def serve_bare(dsn: str, port: int) -> None:
     import uvicorn
 
-    uvicorn.run(bare_app(dsn), host="127.0.0.1", port=port)
+    # Served as `crm web` serves the app: uvloop when installed, no access log, startup objects frozen.
+    app = bare_app(dsn)
+    gc.collect()
+    gc.freeze()
+    uvicorn.run(app, host="127.0.0.1", port=port, access_log=False)
 
 
 def run_sequencer(dsn: str) -> None:

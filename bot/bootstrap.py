@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Connections the web app stages signals with from worker threads (bodies too large to parse in the
+# event loop, emails; the rest stage in the loop: bot.web.app's AsyncStager).
+INTAKE_POOL = 5
+
 
 class StartupError(RuntimeError):
     """A dependency cannot be reached at start; the message says which and how to fix it."""
@@ -67,17 +71,22 @@ class Container:
 
     @property
     def intake_engine(self) -> Engine:
-        """The engine the web routes stage signals with (store.intake.stage).
+        """The engine the web routes stage signals with from worker threads (store.intake.stage).
 
-        On Postgres its own small pool without pre-ping: the ping is a round trip per request, a third
-        of a staging's cost under load; a connection the server dropped is retried once instead.
+        On Postgres its own pool without pre-ping: the ping is a round trip per request, a third of a
+        staging's cost under load; a connection the server dropped is retried once instead. No
+        overflow: a connection past pool_size is closed when returned, so a burst would open (fork a
+        server process) and close one per request; requests past the pool wait for a connection.
         SQLite has no ping to save: the main engine.
         """
         if self.engine.dialect.name != "postgresql":
             return self.engine
         if "intake_engine" not in self.extras:
             self.extras["intake_engine"] = make_engine(
-                self.settings.resolved_database_url, pool_pre_ping=False, pool_size=10, max_overflow=5
+                self.settings.resolved_database_url,
+                pool_pre_ping=False,
+                pool_size=INTAKE_POOL,
+                max_overflow=0,
             )
         engine: Engine = self.extras["intake_engine"]
         return engine

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from bot.bootstrap import Container
+    from store.intake import AsyncStager
 
 # The longest usable email address: RFC 5321 caps a forward path at 256 octets including the brackets.
 MAX_EMAIL = 254
@@ -67,15 +68,32 @@ def accept(container: Container, inbound: InboundSignal) -> Accepted:
     What the web routes answer with: one insert and no append lock, so a burst of deliveries is taken
     as fast as rows can be written; the kicker queues the job that sequences them into the log.
     """
-    staged = _stage(container.intake_engine, container, inbound)
+    return _accepted(container, inbound, _stage(container.intake_engine, container, inbound))
+
+
+async def accept_on_loop(container: Container, stager: AsyncStager, inbound: InboundSignal) -> Accepted:
+    """`accept` from the event loop with the app's async stager (Postgres): no worker thread."""
+    check_storable(container, inbound)
+    staged = await stager.stage(
+        inbound.type, inbound.signal, inbound.key, source=inbound.source, occurred_at=inbound.occurred_at
+    )
+    return _accepted(container, inbound, staged)
+
+
+def _accepted(container: Container, inbound: InboundSignal, staged: Staged) -> Accepted:
     if staged.row_id is not None:
         container.intake_kicker.kick()
     return Accepted(staged.event_id, staged.duplicate, inbound.type, inbound.source)
 
 
-def _stage(engine: Engine, container: Container, inbound: InboundSignal) -> Staged:
+def check_storable(container: Container, inbound: InboundSignal) -> None:
+    """Refuse, naming the field, what the log could not store or the identity rules not resolve."""
     ensure_storable(inbound.signal.model_dump(mode="json"))
     check_contacts(inbound.signal.customer, container.settings.crm_phone_region)
+
+
+def _stage(engine: Engine, container: Container, inbound: InboundSignal) -> Staged:
+    check_storable(container, inbound)
     return stage(
         engine,
         inbound.type,

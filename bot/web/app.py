@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout as AsyncPoolTimeout
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -14,6 +18,7 @@ from bot.inbound.errors import InboundRefused
 from bot.metrics import Metrics, metrics_for
 from bot.web import ops, routes
 from bot.web.openapi import install_openapi
+from store.intake import AsyncStager
 
 if TYPE_CHECKING:
     from bot.bootstrap import Container
@@ -23,11 +28,18 @@ log = logging.getLogger(__name__)
 # What a client is told to wait before retrying while the database is down: long enough for a
 # restart or failover, short enough that webhook senders' own retry schedules are not outrun.
 RETRY_AFTER_S = 5
+# Connections the event loop stages signals with: as many as requests usually wait on the database at
+# once under load, without crowding a small Postgres server.
+STAGE_POOL = 15
+# How long a request waits for one of them before it is answered 503: a busy pool frees one in
+# milliseconds, so this long means the database is unreachable.
+STAGE_WAIT_S = 3.0
 
 
 def create_app(container: Container) -> FastAPI:
     """The HTTP app over a built container; routers in `container.extras["web_routers"]` are mounted too."""
     app = FastAPI(
+        lifespan=_lifespan,
         title="chatops-crm",
         version="0.1.0",
         description="Signal intake, webhooks, health and metrics of the chat-ops CRM.",
@@ -39,12 +51,35 @@ def create_app(container: Container) -> FastAPI:
     for router in container.extras.get("web_routers", ()):
         app.include_router(router)
     app.add_exception_handler(InboundRefused, _refused)  # type: ignore[arg-type]
-    for outage in (OperationalError, InterfaceError, PoolTimeout):
+    for outage in (OperationalError, InterfaceError, PoolTimeout, psycopg.OperationalError, AsyncPoolTimeout):
         app.add_exception_handler(outage, _database_down)
-    app.add_exception_handler(DataError, _unstorable)
+    for unstorable in (DataError, psycopg.DataError):
+        app.add_exception_handler(unstorable, _unstorable)
     app.add_exception_handler(Exception, _internal)
     install_openapi(app)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """On Postgres, the routes stage signals in the event loop with an AsyncStager bound to this loop.
+
+    Without it (SQLite, or an app driven without its lifespan) they stage from worker threads.
+    """
+    container: Container = app.state.container
+    stager = None
+    if container.engine.dialect.name == "postgresql":
+        stager = AsyncStager(
+            container.settings.resolved_database_url, max_size=STAGE_POOL, timeout=STAGE_WAIT_S
+        )
+        await stager.open()
+    app.state.stager = stager
+    try:
+        yield
+    finally:
+        app.state.stager = None
+        if stager is not None:
+            await stager.close()
 
 
 def _endpoint(request: Request) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
@@ -10,7 +11,7 @@ from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 
 from bot.inbound.email import parse_email
-from bot.inbound.intake import Accepted, accept
+from bot.inbound.intake import Accepted, InboundSignal, accept, accept_on_loop
 from bot.inbound.signals import parse_signal, webhook_key
 from bot.inbound.stripe import map_event, verify_event
 from bot.inbound.verify import verify_standard_webhook
@@ -21,8 +22,14 @@ from bot.web.schemas import AcceptedOut, IgnoredOut
 
 if TYPE_CHECKING:
     from bot.bootstrap import Container
+    from store.intake import AsyncStager
 
 router = APIRouter()
+
+# Bodies up to this size are parsed and staged in the event loop (well under a millisecond of CPU, less
+# than a worker thread's hand-off); larger ones, up to MAX_BODY_BYTES, take tens of milliseconds to
+# parse and check, and go to a worker thread so that they do not hold up every other request.
+IN_LOOP_BYTES = 64 * 1024
 
 
 @router.post(
@@ -40,8 +47,7 @@ async def post_signal(request: Request) -> JSONResponse:
         _secret(container.settings.signals_secret), "SIGNALS_SECRET", body, request.headers
     )
     key = webhook_key(verified_id)
-    accepted = await run_in_threadpool(lambda: accept(container, parse_signal(body, key)))
-    return _accepted(request, accepted)
+    return _accepted(request, await _accept(request, lambda: parse_signal(body, key), in_loop=_small(body)))
 
 
 @router.post(
@@ -61,7 +67,7 @@ async def post_stripe(request: Request) -> JSONResponse:
     inbound = map_event(event)
     if inbound is None:
         return JSONResponse({"ignored": str(event.get("type"))}, status_code=200)
-    return _accepted(request, await run_in_threadpool(lambda: accept(container, inbound)))
+    return _accepted(request, await _accept(request, lambda: inbound, in_loop=_small(body)))
 
 
 @router.post(
@@ -78,9 +84,22 @@ async def post_email(request: Request) -> JSONResponse:
     verify_standard_webhook(
         _secret(container.settings.signals_secret), "SIGNALS_SECRET", body, request.headers
     )
-    # Parsing a 1 MiB mail (and converting its HTML) is CPU work: keep it off the event loop.
-    accepted = await run_in_threadpool(lambda: accept(container, parse_email(body)))
-    return _accepted(request, accepted)
+    # Parsing a mail (and converting its HTML) is CPU work: keep it off the event loop.
+    return _accepted(request, await _accept(request, lambda: parse_email(body), in_loop=False))
+
+
+async def _accept(request: Request, prepare: Callable[[], InboundSignal], *, in_loop: bool) -> Accepted:
+    """Parse (`prepare`) and stage the signal: in the event loop when the app has its async stager
+    (bot.web.app) and the work is small, otherwise in a worker thread."""
+    container = _container(request)
+    stager: AsyncStager | None = getattr(request.app.state, "stager", None)
+    if stager is not None and in_loop:
+        return await accept_on_loop(container, stager, prepare())
+    return await run_in_threadpool(lambda: accept(container, prepare()))
+
+
+def _small(body: bytes) -> bool:
+    return len(body) <= IN_LOOP_BYTES
 
 
 def _container(request: Request) -> Container:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, select, update
 
 from store import events as ev
 from store import tables as t
-from store.intake import MAX_ATTEMPTS, backlog, sequence, stage
+from store.db import make_engine
+from store.intake import MAX_ATTEMPTS, AsyncStager, backlog, sequence, stage
 from store.uow import EventStore
+from tests.integration.web_harness import DEAD_PORT
 
 
 def lead(email: str = "ada@example.com", text: str = "hello") -> ev.Signal:
@@ -182,3 +187,91 @@ def test_the_web_intake_engine_rides_out_a_dropped_connection(make_settings: Any
         assert not after.duplicate and len(staged_rows(engine)) == 2
     finally:
         container.close()
+
+
+# -- the web app's async stager (Postgres) -----------------------------------------------------------
+
+
+def stage_async(stager: AsyncStager, key: str, signal: ev.Signal | None = None) -> Any:
+    return stager.stage("lead.created", signal or lead(), key, source="signals")
+
+
+def run_with_stager(url: str, body: Callable[[AsyncStager], Awaitable[Any]], **options: Any) -> Any:
+    async def run() -> Any:
+        stager = AsyncStager(url, max_size=options.pop("max_size", 4), timeout=options.pop("timeout", 5.0))
+        await stager.open()
+        try:
+            return await body(stager)
+        finally:
+            await stager.close()
+
+    return asyncio.run(run())
+
+
+def test_the_async_stager_stages_a_key_once_whoever_asks_and_whenever(pg_url: str) -> None:
+    store = EventStore(make_engine(pg_url))
+    odd = lead(email="zoë@exämple.com", text="naïve café 🚀 \u202e reversed \u200b zero-width")
+
+    async def scenario(stager: AsyncStager) -> dict[str, Any]:
+        first = await stage_async(stager, "signals:a1", odd)
+        racing = await asyncio.gather(*(stage_async(stager, "signals:race") for _ in range(8)))
+        again = await stage_async(stager, "signals:a1")
+        sequence(store)
+        after = await stage_async(stager, "signals:a1")
+        return {"first": first, "racing": racing, "again": again, "after": after}
+
+    try:
+        got = run_with_stager(pg_url, scenario)
+        first = got["first"]
+        assert not first.duplicate and first.row_id is not None
+        assert (got["again"].event_id, got["again"].duplicate) == (first.event_id, True)
+        assert (got["after"].event_id, got["after"].duplicate) == (first.event_id, True), "known from the log"
+        new = [s for s in got["racing"] if not s.duplicate]
+        assert len(new) == 1 and {s.event_id for s in got["racing"]} == {new[0].event_id}
+        (event,) = events_keyed(store.engine, "signals:a1")
+        assert event["id"] == first.event_id
+        assert event["payload"]["text"] == odd.text, "the JSON text the async path writes reads back the same"
+        assert event["payload"]["customer"]["email"] == "zoë@exämple.com"
+        # Same row as the thread path would write for the same signal.
+        sync = stage(store.engine, "lead.created", odd, "signals:sync", source="signals")
+        rows = {row["idempotency_key"]: row for row in staged_rows(store.engine)}
+        assert rows["signals:sync"]["signal"] == odd.model_dump(mode="json")
+        assert rows["signals:sync"]["event_id"] == sync.event_id and len(rows) == 3
+    finally:
+        store.engine.dispose()
+
+
+def test_the_async_stager_rides_out_a_server_that_dropped_its_connections(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+
+    async def scenario(stager: AsyncStager) -> list[Any]:
+        before = await asyncio.gather(*(stage_async(stager, f"signals:b{n}") for n in range(4)))
+        with engine.connect() as connection:  # as a server restart does to every pooled connection
+            connection.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        after = [await stage_async(stager, f"signals:c{n}") for n in range(4)]
+        return before + after
+
+    try:
+        staged = run_with_stager(pg_url, scenario)
+        assert not any(s.duplicate for s in staged)
+        assert len(staged_rows(engine)) == 8
+    finally:
+        engine.dispose()
+
+
+def test_the_async_stager_gives_up_within_its_timeout_when_the_database_is_down() -> None:
+    from psycopg_pool import PoolTimeout
+
+    url = f"postgresql://postgres@127.0.0.1:{DEAD_PORT}/crm"
+
+    async def scenario(stager: AsyncStager) -> float:
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout):
+            await stage_async(stager, "signals:lost")
+        return time.monotonic() - started
+
+    waited = run_with_stager(url, scenario, timeout=0.3)
+    assert waited < 5, "a request is answered (503), not left hanging"

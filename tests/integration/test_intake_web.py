@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from bot.bootstrap import Container
 from bot.web import create_app
+from bot.web.routes import IN_LOOP_BYTES
 from jobs import context
 from jobs.intake import SEQUENCE_INTAKE
 from jobs.queue import DECISIONS, SIGNALS
@@ -70,6 +71,30 @@ def test_in_process_a_burst_is_answered_then_sequenced_and_processed_once_each(i
     signal_calls = [event_id for event_id in recorder.calls if event_id in promised]
     assert sorted(signal_calls) == sorted(promised), "each signal processed exactly once"
     assert count(inprocess, t.outbox) == 0
+
+
+def test_on_postgres_small_signals_stage_in_the_event_loop_and_large_ones_in_a_thread(
+    make_settings: Any, pg_url: str
+) -> None:
+    container = web_container(make_settings, pg_url, "redis://127.0.0.1:9/0")
+    app = create_app(container)
+    large = signal_body(customer={"name": "Big", "email": "big@c.example"}, text="x" * (IN_LOOP_BYTES + 10))
+    try:
+        with TestClient(app) as client:
+            stager = app.state.stager
+            assert stager is not None, "the lifespan opened the app's async stager"
+            small = [post(client, n) for n in range(3)]
+            in_loop = stager.pool.get_stats()["requests_num"]
+            response = client.post("/signals", content=large, headers=signed_headers(large))
+            assert response.status_code == 202, response.text
+            assert stager.pool.get_stats()["requests_num"] == in_loop, "the large body went to a thread"
+        assert in_loop == 3 and app.state.stager is None, "one staging each; closed with the app"
+        promised = {a["event_id"] for a in small} | {response.json()["event_id"]}
+        with container.engine.connect() as connection:
+            staged = set(connection.execute(select(t.intake.c.event_id)).scalars())
+        assert staged == promised
+    finally:
+        container.close()
 
 
 def test_a_redelivery_while_still_staged_answers_the_same_id(make_settings: Any, db_url: str) -> None:

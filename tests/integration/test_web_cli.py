@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -159,3 +160,25 @@ def test_crm_signal_names_a_missing_file(sqlite_url: str, tmp_path: Path) -> Non
     result = crm_signal([str(tmp_path / "nope.json")], sqlite_url, tmp_path)
     assert result.exit_code == 2
     assert "nope.json" in result.stderr
+
+
+def test_crm_web_has_no_access_log_unless_asked_and_freezes_its_startup_objects(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    import uvicorn
+
+    served: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        uvicorn, "run", lambda app, **options: served.append({"frozen": gc.get_freeze_count(), **options})
+    )
+    env = {"CRM_DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": sqlite_url, "REDIS_URL": None}
+    try:
+        for args in (["web"], ["web", "--access-log"]):
+            result = CliRunner().invoke(cli.app, args, env=env)
+            assert result.exit_code == 0, result.output
+    finally:
+        gc.unfreeze()
+    assert [options["access_log"] for options in served] == [False, True]
+    assert all(options["frozen"] > 10_000 for options in served), "startup objects frozen before serving"
