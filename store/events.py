@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -86,10 +86,25 @@ class InvoiceData(_Money):
     due_date: date | None = None
 
 
+# Billing periods in a year, per recurring interval (Stripe's names): what turns a period's amount into MRR.
+PERIODS_PER_YEAR = {"day": 365, "week": 52, "month": 12, "year": 1}
+
+
 class SubscriptionData(_Money):
     subscription_id: str | None = Field(default=None, max_length=128)
     plan: str | None = Field(default=None, max_length=128)
     renews_on: date | None = None
+    # The amount is billed every `interval_count` `interval`s (day, week, month, year); missing: monthly.
+    # Lenient on purpose: events already in the log are replayed with this model.
+    interval: str | None = None
+    interval_count: int | None = None
+
+    def monthly_cents(self) -> int:
+        """What the subscription bills per month (its MRR): the period's amount spread over a year's
+        months. An interval this does not know counts as monthly, as it did before intervals were read."""
+        periods = PERIODS_PER_YEAR.get((self.interval or "month").strip().lower(), 12)
+        per_year = Decimal(self.cents()) * periods / max(self.interval_count or 1, 1)
+        return int((per_year / 12).to_integral_value(rounding=ROUND_HALF_UP))
 
 
 class MessageData(BaseModel):

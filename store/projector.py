@@ -236,6 +236,7 @@ def _subscription(event: ev.Event, state: ProjectionState) -> None:
         "customer_id": event.stream,
         "plan": None,
         "amount_cents": 0,
+        "monthly_cents": 0,
         "currency": data.currency,
         "status": "active",
         "renews_on": None,
@@ -243,6 +244,7 @@ def _subscription(event: ev.Event, state: ProjectionState) -> None:
     row["plan"] = data.plan or row["plan"]
     if data.amount is not None or data.amount_cents is not None:
         row["amount_cents"] = data.cents()
+        row["monthly_cents"] = data.monthly_cents()
     row["currency"] = data.currency
     row["renews_on"] = data.renews_on or row["renews_on"]
     row["updated_at"] = event.occurred_at
@@ -255,13 +257,14 @@ def _subscription(event: ev.Event, state: ProjectionState) -> None:
 
 
 def _roll_up_subscriptions(event: ev.Event, state: ProjectionState) -> None:
-    """MRR and renewal date follow the customer's active subscriptions."""
+    """MRR (each subscription's amount per month, whatever its billing interval) and renewal date follow
+    the customer's active subscriptions."""
     customer = _customer(state, event)
     if customer is None:
         return
     subs = state.scan("subscriptions", customer_id=event.stream)
     active = [sub for sub in subs if sub["status"] == "active"]
-    changes: dict[str, object] = {"mrr_cents": sum(sub["amount_cents"] for sub in active)}
+    changes: dict[str, object] = {"mrr_cents": sum(sub["monthly_cents"] for sub in active)}
     renewals = [sub["renews_on"] for sub in active if sub["renews_on"] is not None]
     changes["renewal_date"] = min(renewals) if renewals else None
     if active and customer["stage"] in {"lead", "qualified", "trial"}:

@@ -203,7 +203,8 @@ subscriptions = Table(
     Column("id", String(128), primary_key=True),
     Column("customer_id", String(64), nullable=False, index=True),
     Column("plan", String(128), nullable=True),
-    Column("amount_cents", BigInteger, nullable=False),
+    Column("amount_cents", BigInteger, nullable=False),  # billed per period (interval)
+    Column("monthly_cents", BigInteger, nullable=False, server_default=text("0")),  # what MRR counts
     Column("currency", String(8), nullable=False),
     Column("status", String(16), nullable=False),
     Column("renews_on", Date, nullable=True),

@@ -143,6 +143,8 @@ def _subscription(obj: dict[str, Any], verb: str) -> Built:
     first = lines[0] if lines else {}
     price = first.get("price") or first.get("plan") or obj.get("plan") or {}
     price = price if isinstance(price, dict) else {}
+    recurring = price.get("recurring")
+    recurring = recurring if isinstance(recurring, dict) else {}
     amount = sum(_line_amount(line) for line in lines)
     # API versions from 2025-03-31 moved current_period_end from the subscription to its items.
     period_end = _int(obj, "current_period_end") or _int(first, "current_period_end")
@@ -156,8 +158,8 @@ def _subscription(obj: dict[str, Any], verb: str) -> Built:
         "currency": (currency or "usd").lower(),
         "renews_on": _datetime(period_end).date().isoformat() if period_end and verb == "updated" else None,
         "status": _text(obj, "status", "data.object.status"),
-        "interval": _text(price.get("recurring") or {}, "interval", "interval")
-        or _text(price, "interval", "interval"),
+        "interval": _text(recurring, "interval", "interval") or _text(price, "interval", "interval"),
+        "interval_count": _int(recurring, "interval_count") or _int(price, "interval_count"),
         "cancel_at_period_end": obj.get("cancel_at_period_end") is True or None,
         "stripe_customer": _customer_id(obj),
     }

@@ -225,3 +225,29 @@ def test_replay_verify_passes_then_names_a_tampered_row_then_replay_repairs_it(
     assert "projections rebuilt up to position" in rebuilt.stdout
     assert "replaying the log" in rebuilt.stderr  # the progress bar
     assert crm("replay", "--verify", db_url=db_url, tmp_path=tmp_path).returncode == 0
+
+
+def test_upgrading_to_monthly_amounts_keeps_each_subscriptions_old_figure_until_replay(db_url: str) -> None:
+    from alembic import command
+
+    from store.db import alembic_config, migrate
+
+    engine = make_engine(db_url)
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0007")
+            connection.execute(
+                text(
+                    "INSERT INTO subscriptions (id, customer_id, plan, amount_cents, currency, status,"
+                    " updated_at) VALUES ('sub_y', 'cus_1', 'Yearly', 120000, 'usd', 'active',"
+                    " CURRENT_TIMESTAMP)"
+                )
+            )
+        migrate(engine)
+        with engine.connect() as connection:
+            row = connection.execute(text("SELECT amount_cents, monthly_cents FROM subscriptions")).one()
+        assert tuple(row) == (120000, 120000)
+    finally:
+        engine.dispose()

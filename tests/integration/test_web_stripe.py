@@ -83,6 +83,26 @@ def test_paid_and_cancelled_update_the_projections(client: TestClient, container
     assert customer["stage"] == "churned" and customer["mrr_cents"] == 0
 
 
+def test_mrr_counts_a_yearly_plan_by_the_month_next_to_a_monthly_one(
+    client: TestClient, container: Container
+) -> None:
+    deliver(client, stripe_event("customer.subscription.updated", stripe_subscription(quantity=3)))
+    yearly = stripe_subscription(id="sub_Yearly")
+    item = yearly["items"]["data"][0]
+    item["price"] = {
+        **item["price"],
+        "unit_amount": 24_000,
+        "recurring": {"interval": "year", "interval_count": 1},
+    }
+    deliver(client, stripe_event("customer.subscription.updated", yearly))
+    by_id = {row["id"]: row for row in rows(container, t.subscriptions)}
+    assert (by_id["sub_Yearly"]["amount_cents"], by_id["sub_Yearly"]["monthly_cents"]) == (72_000, 6_000)
+    (customer,) = rows(container, t.customers)
+    assert customer["mrr_cents"] == 5_700 + 6_000, (
+        "the monthly plan's 57.00 and a twelfth of the yearly 720.00"
+    )
+
+
 def test_a_redelivered_stripe_event_is_recorded_once(client: TestClient, container: Container) -> None:
     event = stripe_event("invoice.paid", stripe_invoice(paid=True), event_id="evt_again")
     first = deliver(client, event).json()

@@ -134,3 +134,22 @@ def test_a_payload_survives_its_json_round_trip() -> None:
     )
     stored = created.model_dump(mode="json")
     assert ev.parse_payload("customer.created", ev.CustomerCreated.VERSION, stored) == created
+
+
+@pytest.mark.parametrize(
+    ("data", "monthly"),
+    [
+        ({"amount_cents": 5700}, 5700),  # no interval: monthly, as before intervals were read
+        ({"amount_cents": 5700, "interval": "month"}, 5700),
+        ({"amount_cents": 120_000, "interval": "year"}, 10_000),
+        ({"amount": "999.99", "interval": "Year"}, 8_333),  # 99,999 / 12 = 8,333.25
+        ({"amount_cents": 30_000, "interval": "month", "interval_count": 3}, 10_000),  # quarterly
+        ({"amount_cents": 1_000, "interval": "week"}, 4_333),  # 52,000 / 12
+        ({"amount_cents": 100, "interval": "day"}, 3_042),  # 36,500 / 12 = 3,041.67
+        ({"amount_cents": 100, "interval": "year", "interval_count": 2}, 4),  # 4.17
+        ({"amount_cents": 5_000, "interval": "fortnight"}, 5_000),  # unknown: counted as monthly
+        ({"amount_cents": 5_000, "interval": "year", "interval_count": 0}, 417),  # nonsense count: 1
+    ],
+)
+def test_a_subscription_counts_its_amount_per_month_towards_mrr(data: dict[str, Any], monthly: int) -> None:
+    assert ev.SubscriptionData.model_validate(data).monthly_cents() == monthly

@@ -121,7 +121,19 @@ def test_subscription_updated_carries_plan_amount_and_renewal_date() -> None:
         "eur",
     )
     assert data.renews_on == date(2025, 4, 9)
+    assert (data.interval, data.interval_count, data.monthly_cents()) == ("month", 1, 5700)
     assert inbound.signal.customer.external_id == "cus_RkT3mQz8Yx1aBc"
+
+
+def test_a_yearly_subscription_keeps_its_interval_so_mrr_is_a_twelfth() -> None:
+    subscription = stripe_subscription(quantity=2)
+    subscription["items"]["data"][0]["price"]["recurring"] = {"interval": "year", "interval_count": 1}
+    subscription["items"]["data"][0]["price"]["unit_amount"] = 60_000
+    inbound = map_event(stripe_event("customer.subscription.updated", subscription))
+    assert inbound is not None
+    data = inbound.signal.typed_data()
+    assert isinstance(data, SubscriptionData)
+    assert (data.cents(), data.interval, data.monthly_cents()) == (120_000, "year", 10_000)
 
 
 def test_subscription_updated_from_an_older_api_version_reads_the_legacy_fields() -> None:
