@@ -23,12 +23,10 @@ from typing import Any
 from jobs.queue import (
     DEFAULT_RETRY,
     PRIORITIES,
-    PROCESS_EVENT,
-    SIGNALS,
     JobInfo,
+    JobQueue,
     RetryPolicy,
     check_priority,
-    event_job_id,
     func_path,
     resolve_func,
 )
@@ -84,7 +82,7 @@ class _Delayed:
     job: _Job = field(compare=False)
 
 
-class InProcessJobQueue:
+class InProcessJobQueue(JobQueue):
     """JobQueue on threads of this process. Threads start with the first job (or `start()`)."""
 
     def __init__(self, threads: int = DEFAULT_THREADS, clock: Callable[[], float] = time.monotonic) -> None:
@@ -120,11 +118,6 @@ class InProcessJobQueue:
             workers, self._workers = self._workers, []
         for thread in workers:
             thread.join(timeout)
-
-    def enqueue_event(self, event_id: str, *, priority: str = SIGNALS) -> bool:
-        """Queue process_event(event_id); always True (there is no broker to be down)."""
-        job_id = self.enqueue(PROCESS_EVENT, event_id, priority=priority, job_id=event_job_id(event_id))
-        return job_id is not None
 
     def enqueue(
         self,

@@ -86,9 +86,12 @@ class JobQueue(Protocol):
 
         True when the queue has it (newly queued, or already queued/running/parked under that id);
         False, never an exception, when the backend is unreachable: the outbox row stays and
-        `jobs.relay.relay_outbox` queues it later.
+        `jobs.relay.relay_outbox` queues it later. Shared by the backends that subclass JobQueue.
         """
-        ...
+        return (
+            self.enqueue(PROCESS_EVENT, event_id, priority=priority, job_id=event_job_id(event_id))
+            is not None
+        )
 
     def enqueue(
         self,

@@ -20,12 +20,10 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from jobs.queue import (
     DEFAULT_RETRY,
     PRIORITIES,
-    PROCESS_EVENT,
-    SIGNALS,
     JobInfo,
+    JobQueue,
     RetryPolicy,
     check_priority,
-    event_job_id,
     func_path,
 )
 
@@ -67,7 +65,7 @@ def connect(url: str, *, producer: bool = True) -> Redis:
     return Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S)
 
 
-class RedisJobQueue:
+class RedisJobQueue(JobQueue):
     """JobQueue on RQ 2. Nothing connects until the first call."""
 
     def __init__(self, connection: Redis, *, abandoned_after: timedelta = ABANDONED_AFTER) -> None:
@@ -84,11 +82,6 @@ class RedisJobQueue:
     def ordered_queues(self) -> list[Queue]:
         """The RQ queues highest priority first: the order a worker listens in."""
         return [self.queues[p] for p in PRIORITIES]
-
-    def enqueue_event(self, event_id: str, *, priority: str = SIGNALS) -> bool:
-        """Queue process_event(event_id); False (never an exception) when Redis is unreachable."""
-        job_id = self.enqueue(PROCESS_EVENT, event_id, priority=priority, job_id=event_job_id(event_id))
-        return job_id is not None
 
     def enqueue(
         self,
