@@ -13,14 +13,13 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import openai
-from pydantic import BaseModel, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ValidationError
 
 from agents.proposal import Cost
+from store.settings import DEFAULT_MODEL_TIMEOUT_S, Settings
 
 log = logging.getLogger(__name__)
 
@@ -40,26 +39,8 @@ PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
     "gpt-5": (1.25, 10.00),
 }
 UNKNOWN_MODEL_PRICE = (5.00, 15.00)
-# A draft that takes longer than this is not worth waiting for: the template is good enough.
-DEFAULT_TIMEOUT_S = 20.0
-# What one agent may spend per day before it drops to templates (override per role in the runtime).
-DEFAULT_DAILY_BUDGET_USD = 1.00
-
-
-class ModelSettings(BaseSettings):
-    """The model's own settings. Key and base URL as in DESIGN.md; tiers and budget are additions."""
-
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
-    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
-    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
-    # A policy file of the operator's own (same format as agents/policy.yaml); unset: the shipped one.
-    policy_file: Path | None = Field(default=None, alias="CRM_POLICY_FILE")
-    model_cheap: str = Field(default="gpt-4o-mini", alias="CRM_MODEL_CHEAP")
-    model_draft: str = Field(default="gpt-4o", alias="CRM_MODEL_DRAFT")
-    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=600, alias="CRM_MODEL_TIMEOUT")
-    daily_budget_usd: float = Field(
-        default=DEFAULT_DAILY_BUDGET_USD, ge=0, alias="CRM_AGENT_DAILY_BUDGET_USD"
-    )
+# Named in store.settings with the settings they default; kept here for the roles and the client.
+DEFAULT_TIMEOUT_S = DEFAULT_MODEL_TIMEOUT_S
 
 
 def price_of(
@@ -141,7 +122,7 @@ class ModelClient:
         self.meter: BudgetMeter = meter or MemoryBudgetMeter()
 
     @classmethod
-    def from_settings(cls, settings: ModelSettings, meter: BudgetMeter | None = None) -> ModelClient | None:
+    def from_settings(cls, settings: Settings, meter: BudgetMeter | None = None) -> ModelClient | None:
         """A client, or None when no key is configured (the no-model mode)."""
         if settings.openai_api_key is None or not settings.openai_api_key.get_secret_value():
             return None
@@ -151,7 +132,7 @@ class ModelClient:
         return cls(
             client,
             {"cheap": settings.model_cheap, "draft": settings.model_draft},
-            timeout_s=settings.timeout_s,
+            timeout_s=settings.model_timeout_s,
             meter=meter,
         )
 

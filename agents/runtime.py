@@ -13,7 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from agents.context import AgentContext
-from agents.model import AgentModel, BudgetMeter, ModelClient, ModelSettings
+from agents.model import AgentModel, BudgetMeter, ModelClient
 from agents.policy import AppliedRule, Policy, Reviewed, Verdict, load_policy
 from agents.proposal import Proposal
 from agents.roles import Role, default_roles
@@ -50,12 +50,12 @@ class AgentRuntime:
         """Roles that read this event type, paused or not."""
         return [role for role in self.roles.values() if event_type in role.consumes]
 
-    def propose(self, context: AgentContext) -> list[Reviewed]:
-        """Every subscribed, unpaused role's proposals, each with its verdict (refused ones included)."""
+    def propose(self, context: AgentContext, *, only: str | None = None) -> list[Reviewed]:
+        """Every subscribed, unpaused role's proposals (or `only` that role's), each with its verdict."""
         day = context.now.astimezone(ZoneInfo(context.operator_timezone)).date()
         reviewed: list[Reviewed] = []
         for role in self.subscribers(context.trigger.type):
-            if self.is_paused(role.name):
+            if self.is_paused(role.name) or (only is not None and role.name != only):
                 continue
             try:
                 proposals = role.propose(context, self._model_for(role, day))
@@ -101,25 +101,16 @@ class AgentRuntime:
 
 
 def build_runtime(
-    settings: Settings | None = None,
+    settings: Settings,
     *,
     paused: MutableSet[str] | None = None,
     policy_path: Path | str | None = None,
     meter: BudgetMeter | None = None,
 ) -> AgentRuntime:
-    """The runtime from settings: a model client when OPENAI_API_KEY is set, else rules and templates.
-
-    OPENAI_API_KEY / OPENAI_BASE_URL come from `settings` when given (so test settings stay isolated);
-    CRM_MODEL_CHEAP, CRM_MODEL_DRAFT, CRM_MODEL_TIMEOUT, CRM_AGENT_DAILY_BUDGET_USD and CRM_POLICY_FILE
-    from the environment.
-    """
-    overrides: dict[str, object] = {}
-    if settings is not None:
-        overrides = {"OPENAI_API_KEY": settings.openai_api_key, "OPENAI_BASE_URL": settings.openai_base_url}
-    model_settings = ModelSettings(**overrides)  # type: ignore[arg-type]
-    client = ModelClient.from_settings(model_settings, meter=meter)
+    """The runtime from settings: a model client when OPENAI_API_KEY is set, else rules and templates."""
+    client = ModelClient.from_settings(settings, meter=meter)
     runtime = AgentRuntime(
-        policy=load_policy(policy_path or model_settings.policy_file), model=client, paused=paused
+        policy=load_policy(policy_path or settings.policy_file), model=client, paused=paused
     )
-    runtime.budgets = {name: model_settings.daily_budget_usd for name in runtime.roles}
+    runtime.budgets = {name: settings.agent_daily_budget_usd for name in runtime.roles}
     return runtime

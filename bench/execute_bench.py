@@ -26,16 +26,16 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 from typing import Any
 
 import psycopg
 
 from bench.benchkit import machine
+from bot.bootstrap import App
 from bot.commands import Actor, Commands
 from jobs.connectors.base import ActionRequest, ActionResult, Handover
-from jobs.context import JobContext, install, uninstall
-from jobs.execute import Executor, default_connectors, scheduler_for
+from jobs.context import install, uninstall
+from jobs.execute import Executor, default_connectors, schedule_execution
 from jobs.inprocess import InProcessJobQueue
 from store import events as ev
 from store import lifecycle as lc
@@ -153,9 +153,12 @@ def run_mode(mode: str, n: int, rate: float) -> dict[str, Any]:
         connectors["send_email"] = connector
         executor = Executor(store, connectors)
         queue = InProcessJobQueue(threads=WORKERS)
-        install(JobContext(store=store, queue=queue, settings=settings, extras={"executor": executor}))
-        holder = SimpleNamespace(store=store, queue=queue)
-        schedule = scheduler_for(holder)
+        app = App(settings=settings, engine=engine, store=store, queue=queue, handlers={})
+        app.__dict__["executor"] = executor  # the bench's connectors, not the settings'
+        install(app)
+
+        def schedule(pid: str) -> None:
+            schedule_execution(app, pid)
 
         # Latency: steady decisions below saturation.
         latency_pids = proposals(store, n, f"{mode}-lat")

@@ -32,8 +32,6 @@ import psycopg
 
 from bench.benchkit import machine
 from bot.bootstrap import bootstrap
-from bot.slack import install_slack_surface
-from jobs.notify import notifier_for
 from store.settings import load_settings
 from tests.integration import slack_harness as h
 from tests.standins import slack_requests as sr
@@ -78,7 +76,7 @@ async def open_loop(url: str, bodies: list[bytes], rate: float) -> tuple[list[fl
 def click_bodies(container: object, slack: SlackStandIn, count: int) -> list[bytes]:
     """`count` pending proposals posted to the stand-in, and a signed-ready Approve click for each."""
     customer = h.add_customer(container)  # type: ignore[arg-type]
-    notifier = notifier_for(container)
+    notifier = container.notifier
     bodies = []
     for _ in range(count):
         pid = h.propose_email(container, customer, key=uuid.uuid4().hex)  # type: ignore[arg-type]
@@ -141,7 +139,6 @@ def main() -> None:
                 slack.api_url, db_url, SMTP_URL=smtp.url, PORT=port, CRM_DATA_DIR=str(data_dir), **extra
             )
             container = bootstrap(load_settings(_env_file=None, **settings))
-            install_slack_surface(container)
             env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "REDIS_URL"))}
             if args.redis:
                 import redis

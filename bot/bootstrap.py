@@ -1,27 +1,45 @@
-"""The composition root: builds the object graph from settings. Nothing connects until it is used."""
+"""The composition root: `bootstrap(settings) -> App`, the one object graph every process runs on.
+
+Every CLI command, the web app, the worker, the scheduler and the tests get their parts from the App.
+Each part is built on first use (nothing connects at import time or at bootstrap, apart from the
+schema migration), and every part is built here, nowhere else: the engine, the unit of work (the event
+store), the queue, the memory, the agents (model client and policy), the handler table, the executor,
+the notify fan-out with the configured chat surfaces, and the command layer.
+
+Every process that runs jobs runs the same handler table (jobs.handlers), so what happens to a signal
+does not depend on which command accepted it.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from jobs.context import JobContext, Subscriber
+from jobs import handlers as handler_table
 from jobs.context import install as install_job_context
 from jobs.inprocess import InProcessJobQueue
-from jobs.intake import IntakeKicker
 from jobs.queue import JobQueue, make_queue
 from store.db import make_engine, migrate
 from store.events import Event
-from store.memory import events as _memory_events  # noqa: F401  (registers memory.* event types)
 from store.settings import Settings, load_settings
 from store.uow import EventStore
 
 if TYPE_CHECKING:
+    from agents.runtime import AgentRuntime
+    from bot.commands import Commands
+    from bot.metrics import Metrics
+    from jobs.execute import Executor
+    from jobs.handlers import Handler
+    from jobs.intake import IntakeKicker
+    from jobs.notify import Notifier, Surface
     from store.memory.service import Memory
 
 
@@ -36,40 +54,121 @@ class StartupError(RuntimeError):
     """A dependency cannot be reached at start; the message says which and how to fix it."""
 
 
-@dataclass
-class Container:
-    """Everything a process needs, built once. Later layers hang their parts on `extras`."""
+@dataclass(frozen=True, eq=False)
+class App:
+    """Everything a process needs. The fields are built by `bootstrap`; the rest on first use."""
 
     settings: Settings
     engine: Engine
     store: EventStore
     # RQ when REDIS_URL is set, in-process threads otherwise (jobs.queue.make_queue); connects lazily.
-    queue: JobQueue = field(default_factory=InProcessJobQueue)
-    # Event subscribers run by process_event, in this order (memory first, then the agents).
-    subscribers: list[Subscriber] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
+    queue: JobQueue
+    # Handler name -> function (jobs.handlers.HANDLERS); tests may swap in their own.
+    handlers: Mapping[str, Handler] = field(default_factory=lambda: dict(handler_table.HANDLERS))
 
-    def job_context(self) -> JobContext:
-        """The context job functions run with; install it with jobs.context.install() in a worker."""
-        return JobContext(
-            store=self.store,
-            queue=self.queue,
-            settings=self.settings,
-            subscribers=self.subscribers,
-            extras=self.extras,
-        )
+    # -- parts built on first use ------------------------------------------------------------------
+
+    @cached_property
+    def memory(self) -> Memory:
+        """Customer memory on Chroma; the embedding model loads on the first write or recall."""
+        from store.memory.service import Memory
+
+        return Memory.from_settings(self.settings, self.engine)
 
     @property
-    def memory(self) -> Memory:
-        """Customer memory (store.memory), built on first use; Chroma and the model load later still."""
-        if "memory" not in self.extras:
-            from store.memory.service import Memory
-
-            self.extras["memory"] = Memory.from_settings(self.settings, self.engine)
-        memory: Memory = self.extras["memory"]
+    def memory_if_built(self) -> Memory | None:
+        """The memory if something used it already (a health probe must not load the model)."""
+        memory: Memory | None = self.__dict__.get("memory")
         return memory
 
-    @property
+    @cached_property
+    def runtime(self) -> AgentRuntime:
+        """The agents with their policy and model client (none without OPENAI_API_KEY)."""
+        from agents.runtime import build_runtime
+
+        return build_runtime(self.settings)
+
+    @cached_property
+    def surfaces(self) -> tuple[Surface, ...]:
+        """The chat surfaces the settings configure, for posting (listeners run in `crm bot`/`crm run`)."""
+        found: list[Surface] = []
+        if self.settings.slack_bot_token:
+            found.append(self.slack_surface)
+        if self.settings.telegram_bot_token:
+            from bot.telegram_surface import TelegramSurface
+
+            found.append(TelegramSurface(self.settings))
+        return tuple(found)
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        """Posts proposals to every surface and keeps every posted copy current."""
+        from jobs.notify import Notifier
+
+        return Notifier(self.store, list(self.surfaces))
+
+    @cached_property
+    def executor(self) -> Executor:
+        """Runs approved proposals through their connectors, at most once."""
+        from jobs.execute import Executor, default_connectors
+
+        return Executor(
+            self.store,
+            default_connectors(self.store, self.settings, self.notifier.surface),
+            lease_seconds=self.settings.action_lease_seconds,
+            notifier=self.notifier,
+        )
+
+    @cached_property
+    def commands(self) -> Commands:
+        """The channel-agnostic command layer every surface calls."""
+        from bot.commands import Commands
+        from jobs.execute import schedule_execution
+
+        return Commands(
+            self.store,
+            self.settings,
+            schedule_execution=lambda pid: schedule_execution(self, pid),
+            notifier=self.notifier,
+            memory=lambda: self.memory,
+            queue=self.queue,
+        )
+
+    @cached_property
+    def metrics(self) -> Metrics:
+        """Prometheus collectors over the queue, the intake inbox and the proposal lifecycle."""
+        from bot.metrics import build_metrics
+
+        return build_metrics(self.queue, self.engine)
+
+    @cached_property
+    def slack_client(self) -> Any:
+        """slack_sdk's WebClient for SLACK_API_URL with the bot token."""
+        from bot.slack.surface import make_web_client
+
+        return make_web_client(self.settings)
+
+    @cached_property
+    def slack_surface(self) -> Surface:
+        from bot.slack.surface import SlackSurface
+
+        return SlackSurface(self.slack_client, self.settings.slack_channel)
+
+    @cached_property
+    def slack_bolt(self) -> Any:
+        """The Bolt app (HTTP mode and Socket Mode share it); checks its token at build in Socket Mode."""
+        from bot.slack.app import build_slack_app
+
+        return build_slack_app(self, verify_token=bool(self.settings.slack_app_token))
+
+    @cached_property
+    def telegram_webhook_application(self) -> Any:
+        """python-telegram-bot's Application without an Updater, for `POST /telegram/webhook`."""
+        from bot.telegram import build_application
+
+        return build_application(self, webhook=True)
+
+    @cached_property
     def intake_engine(self) -> Engine:
         """The engine the web routes stage signals with from worker threads (store.intake.stage).
 
@@ -81,38 +180,74 @@ class Container:
         """
         if self.engine.dialect.name != "postgresql":
             return self.engine
-        if "intake_engine" not in self.extras:
-            self.extras["intake_engine"] = make_engine(
-                self.settings.resolved_database_url,
-                pool_pre_ping=False,
-                pool_size=INTAKE_POOL,
-                max_overflow=0,
-            )
-        engine: Engine = self.extras["intake_engine"]
-        return engine
+        return make_engine(
+            self.settings.resolved_database_url,
+            pool_pre_ping=False,
+            pool_size=INTAKE_POOL,
+            max_overflow=0,
+        )
 
-    @property
+    @cached_property
     def intake_kicker(self) -> IntakeKicker:
         """Queues the job that sequences staged signals into the log (its thread starts on first kick)."""
-        # setdefault is atomic: two first requests at once still share one kicker (a spare is never started).
-        kicker: IntakeKicker = self.extras.setdefault("intake_kicker", IntakeKicker(self.queue))
-        return kicker
+        from jobs.intake import IntakeKicker
+
+        return IntakeKicker(self.queue)
+
+    # -- running jobs ------------------------------------------------------------------------------
+
+    @property
+    def runs_jobs_in_process(self) -> bool:
+        """True on the embedded default: this process's own threads run its jobs (no REDIS_URL)."""
+        return isinstance(self.queue, InProcessJobQueue)
+
+    def start_jobs(self) -> None:
+        """Start this process's job threads (in-process queue) and queue what the log still owes."""
+        if not self.runs_jobs_in_process:
+            return
+        start = getattr(self.queue, "start", None)
+        if start is not None:
+            start()
+        self.queue_owed_work()
+
+    def queue_owed_work(self) -> None:
+        """Queue everything the outbox holds at once (a process that appended it may have stopped) and
+        let every handler catch up on recent events it has not handled (`crm worker` calls it too)."""
+        from jobs.handlers import catch_up_handler
+        from jobs.queue import HOUSEKEEPING
+        from jobs.relay import relay_outbox
+
+        relay_outbox(self, older_than=timedelta(0))
+        for name in self.handlers:
+            self.queue.enqueue(
+                catch_up_handler,
+                name,
+                priority=HOUSEKEEPING,
+                job_id=f"catch-up-{name}-{secrets.token_hex(4)}",
+            )
 
     def close(self) -> None:
-        kicker = self.extras.get("intake_kicker")
+        """Stop the job threads and release connections (parts never built are not built now)."""
+        built = self.__dict__
+        kicker = built.get("intake_kicker")
         if kicker is not None:
             kicker.stop()
         stop = getattr(self.queue, "stop", None)
         if stop is not None:
             stop(timeout=5)
-        intake_engine = self.extras.get("intake_engine")
-        if intake_engine is not None:
+        intake_engine = built.get("intake_engine")
+        if intake_engine is not None and intake_engine is not self.engine:
             intake_engine.dispose()
         self.engine.dispose()
 
 
-def bootstrap(settings: Settings | None = None, *, migrate_schema: bool = True) -> Container:
-    """Build the graph; with migrate_schema, bring the database schema up to date first."""
+def bootstrap(
+    settings: Settings | None = None,
+    *,
+    migrate_schema: bool = True,
+    handlers: Mapping[str, Handler] | None = None,
+) -> App:
+    """Build the App; with migrate_schema, bring the database schema up to date first."""
     settings = settings or load_settings()
     settings.crm_data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
@@ -125,18 +260,19 @@ def bootstrap(settings: Settings | None = None, *, migrate_schema: bool = True) 
                 f"cannot reach the database at {where} ({exc.orig}); "
                 "check DATABASE_URL, or unset it to use SQLite in CRM_DATA_DIR"
             ) from None
-    container = Container(
+    queue = make_queue(settings)
+    app = App(
         settings=settings,
         engine=engine,
         store=EventStore(engine, settings.crm_phone_region),
-        queue=make_queue(settings),
+        queue=queue,
+        handlers=dict(handlers if handlers is not None else handler_table.HANDLERS),
     )
-    container.store.after_commit = _enqueue_after_commit(container.queue)
-    if isinstance(container.queue, InProcessJobQueue):
-        # Its jobs run in this very process, so this process's job context is this container's
-        # (subscribers appended to container.subscribers later are seen: the list is shared).
-        install_job_context(container.job_context())
-    return container
+    app.store.after_commit = _enqueue_after_commit(queue)
+    if app.runs_jobs_in_process:
+        # Its jobs run in this very process, so this process's job context is this App.
+        install_job_context(app)
+    return app
 
 
 def _enqueue_after_commit(queue: JobQueue) -> Callable[[list[Event]], None]:

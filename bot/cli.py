@@ -14,7 +14,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from bot import jobs_cli
-from bot.bootstrap import Container, StartupError, bootstrap
+from bot.bootstrap import App, StartupError, bootstrap
 from bot.render import slice_text
 from store.settings import Settings, SettingsError, load_settings
 
@@ -36,7 +36,7 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-def _container(settings: Settings | None = None, *, console_operator: bool = False) -> Container:
+def _container(settings: Settings | None = None, *, console_operator: bool = False) -> App:
     """The composition root for a command; with console_operator the person at the terminal may decide."""
     settings = settings or _settings()
     if console_operator:
@@ -87,9 +87,12 @@ def import_customers(file: Annotated[Path, typer.Argument(help="CSV with a heade
         with _progress() as progress:
             task = progress.add_task(f"importing {file.name}", total=total)
             report = run_import(container.store, file, lambda n: progress.advance(task, n))
+        _finish_in_process_work(container)
     except ImportFileError as exc:
         errors.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
+    finally:
+        container.close()
     for name in report.unknown_columns:
         errors.print(f"[yellow]warning:[/yellow] unknown column {name!r} ignored")
     for error in report.errors:
@@ -166,7 +169,10 @@ def replay(
     ] = False,
 ) -> None:
     """Rebuild every projection from the event log (or, with --verify, check them)."""
+    from rich.markup import escape
+
     from store import replay as replaying
+    from store.events import UnknownEventType
 
     container = _container()
     if memory:
@@ -178,10 +184,15 @@ def replay(
         def step(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        if verify:
-            result = replaying.verify(container.engine, step)
-        else:
-            position = replaying.replay(container.engine, step)
+        try:
+            if verify:
+                result = replaying.verify(container.engine, step)
+            else:
+                position = replaying.replay(container.engine, step)
+        except UnknownEventType as exc:
+            progress.stop()
+            errors.print(f"[red]error:[/red] {escape(str(exc))}")
+            raise typer.Exit(1) from None
     if not verify:
         console.print(f"projections rebuilt up to position {position}")
         return
@@ -199,7 +210,7 @@ def replay(
     raise typer.Exit(1)
 
 
-def _replay_memory(container: Container) -> None:
+def _replay_memory(container: App) -> None:
     """`crm replay --memory`: empty the memory collections and apply the whole log again."""
     from store.memory.client import MemoryUnavailable
     from store.memory.embeddings import ModelFileError
@@ -243,7 +254,7 @@ def demo() -> None:
     smtp_url = sink.start()
     container = _container(runner.demo_settings(base, smtp_url), console_operator=True)
 
-    def start_demo(container: Container) -> None:
+    def start_demo(container: App) -> None:
         runner.seed_and_describe(container, console)
         runner.play_signals(container, console)
 
@@ -274,21 +285,14 @@ def web(
     """Serve the HTTP app (signals, webhooks, Slack and Telegram endpoints, health, metrics) on PORT."""
     import uvicorn
 
-    from bot.slack import mount_slack
-    from bot.telegram import mount_telegram
     from bot.web import create_app
-    from bot.wiring import runs_jobs_here, wire
 
     container = _container()
-    wire(container, subscribers=runs_jobs_here(container))
+    container.start_jobs()  # the embedded default: this process runs the jobs its requests queue
     try:
-        mount_slack(container)  # POST /slack/events (HTTP mode; 503 until SLACK_SIGNING_SECRET is set)
-        mount_telegram(container)  # webhook mode only: POST /telegram/webhook
-        import gc
-
-        gc.collect()
-        gc.freeze()
-        uvicorn.run(create_app(container), host=WEB_HOST, port=container.settings.port, access_log=access_log)
+        web_app = create_app(container)
+        _freeze_startup_objects()
+        uvicorn.run(web_app, host=WEB_HOST, port=container.settings.port, access_log=access_log)
     finally:
         container.close()
 
@@ -308,10 +312,9 @@ def _freeze_startup_objects() -> None:
 def bot_command() -> None:
     """Run the chat surfaces (Slack Socket Mode, Telegram polling)."""
     from bot.surfaces import run_surfaces
-    from bot.wiring import runs_jobs_here, wire
 
     container = _container()
-    wire(container, subscribers=runs_jobs_here(container))
+    container.start_jobs()
     try:
         ran = run_surfaces(container)
     finally:
@@ -334,9 +337,9 @@ def scheduler() -> None:
     import threading
 
     from bot.schedule import build_scheduler
-    from bot.wiring import wire
 
-    container = wire(_container())
+    container = _container()
+    container.start_jobs()
     stop = threading.Event()
     for signum in (signals.SIGINT, signals.SIGTERM):
         signals.signal(signum, lambda *_: stop.set())
@@ -380,6 +383,7 @@ def signal(
     container = _container()
     try:
         accepted = accept_signal(container, body, webhook_key(key) if key else content_key(body))
+        _finish_in_process_work(container)
     except InboundRefused as exc:
         errors.print("[red]error:[/red]", escape(f"{source}: {exc.message}"))
         for problem in getattr(exc, "errors", []):
@@ -390,24 +394,46 @@ def signal(
     sys.stdout.write(json.dumps({"event_id": accepted.event_id, "duplicate": accepted.duplicate}) + "\n")
 
 
+# How long a short command (`crm signal`, `crm import`) waits for the handling of what it appended
+# on the embedded default before leaving the rest to the next process (its outbox rows wait for it).
+IN_PROCESS_WAIT_S = 120.0
+
+
+def _finish_in_process_work(container: App) -> None:
+    """On the embedded default, handle what this command appended before it exits, as `POST /signals`
+    would: the handlers run here (memory, agents, posting to the configured surfaces). With REDIS_URL
+    the workers do it. Whatever is left when the wait ends stays in the outbox for the next process."""
+    if not container.runs_jobs_in_process:
+        return
+    from bot.run import wait_for_queue
+
+    with errors.status("handling the new events (memory, agents)…"):
+        done = wait_for_queue(container, IN_PROCESS_WAIT_S)
+    if not done:
+        errors.print("[yellow]still handling; the next `crm run` or `crm worker` finishes it[/yellow]")
+
+
 @app.command()
 def digest(
     post: Annotated[bool, typer.Option("--post", help="post to the configured surfaces")] = False,
 ) -> None:
     """Print today's digest (or post it)."""
+    from rich.markup import escape
+
     from bot.schedule import post_digest
-    from bot.wiring import wire
 
     container = _container()
     try:
-        if post:
-            wire(container)
         result = post_digest(container, post=post)
     finally:
         container.close()
     console.print("\n".join(result.lines()), highlight=False)
     if result.chart is not None:
         console.print(f"chart: {result.chart}")
+    for surface, error in result.failed.items():
+        errors.print(f"[red]error:[/red] the digest could not be posted to {surface}: {escape(error)}")
+    if result.failed:
+        raise typer.Exit(1)
 
 
 app.add_typer(jobs_cli.jobs_app, name="jobs")

@@ -27,12 +27,14 @@ class CommandBase:
         store: Any,
         settings: Any,
         *,
-        schedule_execution: Callable[[str], None] | None,
+        schedule_execution: Callable[[str], object] | None,
         notifier: Any,
         clock: Callable[[], datetime] | None,
         memory: Callable[[], Any] | None = None,
+        queue: Any = None,
     ) -> None:
         self.store = store
+        self.queue = queue  # jobs.queue.JobQueue: catch-up jobs on resume
         self.settings = settings
         self.schedule_execution = schedule_execution
         self.notifier = notifier

@@ -13,7 +13,7 @@ from bot.commands import Actor, Reply, fail, reply
 from jobs.connectors.internal import compensate
 from jobs.render_proposal import DRAFT_MIRRORS, editable_fields, payload_of, stamp
 from jobs.views import Button
-from jobs.wakeups import UNDO_WINDOW_KINDS
+from jobs.wakeups import UNDO_WINDOW_KINDS, schedule_wake
 from store import events as ev
 from store import lifecycle as lc
 from store import proposals as sp
@@ -207,6 +207,8 @@ class CommandImpl(ReadCommands):
         result = lc.transition(self.store, pid, sp.DECIDABLE, plan)
         if not result.won:
             return self._lost(result.row, pid)
+        if self.queue is not None:
+            schedule_wake(self.queue, pid, when)
         self._after_change(pid)
         return reply(f"Snoozed until {stamp(when)}.", proposals=self._views(pid), proposal_id=pid)
 

@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 SUMMARY_CHARS = 300
 
 
+# Resume counts the waiting signals up to this many (all of them are handled either way).
+CATCH_UP_COUNT_LIMIT = 1_000
+
+
 class ReadCommands(CommandBase):
     """Commands that read, or that change nothing about a proposal."""
 
@@ -138,9 +142,35 @@ class ReadCommands(CommandBase):
         if refused:
             return refused
         name = (agent or "").strip() or "*"
+        with self.store.engine.connect() as connection:
+            pauses = lc.pauses(connection)
         lc.set_paused(self.store, name, paused, actor.key)
         target = "All agents" if name == "*" else f"Agent {name}"
-        return reply(f"{target} {'paused' if paused else 'resumed'}.")
+        lines = [f"{target} {'paused' if paused else 'resumed'}."]
+        if not paused:
+            lines += self._catch_up(name, pauses)
+        return reply(*lines)
+
+    def _catch_up(self, name: str, pauses: dict[str, datetime]) -> list[str]:
+        """Queue the resumed agents on the signals that arrived while they were paused; say how many."""
+        from jobs.handlers import HANDLERS, MEMORY, catch_up_handler, unhandled
+        from jobs.queue import SIGNALS
+
+        agents = [h for h in HANDLERS if h != MEMORY] if name == "*" else [name]
+        lines = []
+        for agent in agents:
+            starts = [at for at in (pauses.get(agent), pauses.get("*")) if at is not None]
+            if not starts or self.queue is None:
+                continue
+            since = min(starts)
+            with self.store.engine.connect() as connection:
+                waiting = len(unhandled(connection, agent, since, CATCH_UP_COUNT_LIMIT))
+            if waiting:
+                self.queue.enqueue(catch_up_handler, agent, since.isoformat(), priority=SIGNALS)
+                lines.append(
+                    f"{agent}: {waiting} signal(s) that arrived while it was paused are handled now."
+                )
+        return lines
 
     def pause(self, actor: Actor, agent: str | None) -> Reply:
         return self._pause(actor, agent, True)

@@ -5,7 +5,7 @@ buttons or editable fields, never chat markup. Authorisation against OPERATORS h
 surfaces: a non-operator's decision is refused and the attempt is logged as an event.
 
 How a surface uses it:
-    commands = commands_for(container)                       # one per process
+    commands = app.commands                                   # one per process (bot.bootstrap)
     reply = commands.press(actor, button.data)                # a button tap
     reply = commands.run(actor, "customer acme --as-of 2024-05-01")  # a typed line or slash command
     reply = commands.edit(actor, proposal_id)                 # -> reply.fields to show in a form
@@ -22,8 +22,6 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from jobs.execute import scheduler_for
-from jobs.notify import notifier_for
 from jobs.views import Button, EditableField, ProposalView
 
 __all__ = [
@@ -34,7 +32,6 @@ __all__ = [
     "ProposalView",
     "Reply",
     "ReplyCode",
-    "commands_for",
 ]
 
 ReplyCode = Literal["ok", "refused", "conflict", "not_found", "invalid", "too_late"]
@@ -99,10 +96,11 @@ class Commands:
         store: Any,
         settings: Any,
         *,
-        schedule_execution: Callable[[str], None] | None = None,
+        schedule_execution: Callable[[str], object] | None = None,
         notifier: Any = None,
         clock: Callable[[], datetime] | None = None,
         memory: Callable[[], Any] | None = None,
+        queue: Any = None,
     ) -> None:
         from bot import command_impl  # imports this module's Actor and Reply, so not at the top
 
@@ -113,6 +111,7 @@ class Commands:
             notifier=notifier,
             clock=clock,
             memory=memory,
+            queue=queue,
         )
 
     # -- decisions on a proposal -------------------------------------------------------------------
@@ -185,24 +184,3 @@ class Commands:
     def run(self, actor: Actor, line: str) -> Reply:
         """A typed line (`approve prp_…`, `customer acme --as-of 2024-05-01`, `note acme: …`)."""
         return self._impl.run(actor, line)
-
-
-def commands_for(container: Any) -> Commands:
-    """The process's Commands, built once from the container and kept in `container.extras["commands"]`.
-
-    Approvals queue `jobs.execute.execute(proposal_id)` on `container.queue` at the "decisions"
-    priority (RQ with REDIS_URL, in-process threads without).
-    """
-    existing = container.extras.get("commands")
-    if existing is not None:
-        return existing
-
-    commands = Commands(
-        container.store,
-        container.settings,
-        schedule_execution=scheduler_for(container),
-        notifier=notifier_for(container),
-        memory=lambda: container.memory,
-    )
-    container.extras["commands"] = commands
-    return commands

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
-from bot.bootstrap import Container, StartupError, bootstrap
+from bot.bootstrap import App, StartupError, bootstrap
 from jobs.queue import JobInfo
 from store import tables as t
 from store.settings import SettingsError
@@ -25,7 +25,7 @@ errors = Console(stderr=True)
 ERROR_PREVIEW_CHARS = 80
 
 
-def _container() -> Container:
+def _container() -> App:
     try:
         return bootstrap()
     except (SettingsError, StartupError) as exc:
@@ -33,7 +33,7 @@ def _container() -> Container:
         raise typer.Exit(2) from None
 
 
-def _redis_container() -> Container:
+def _redis_container() -> App:
     container = _container()
     if not container.settings.redis_url:
         errors.print(
@@ -56,13 +56,13 @@ def worker(
     name: Annotated[str | None, typer.Option("--name", help="worker name shown by RQ")] = None,
 ) -> None:
     """Run an RQ worker on the project's queues (decisions, then signals, then housekeeping)."""
-    from bot.wiring import wire
     from jobs.worker import run_worker
 
-    container = wire(_redis_container())  # memory and agent subscribers, surfaces to post proposals
+    container = _redis_container()
     assert container.settings.redis_url is not None
+    container.queue_owed_work()  # what stopped processes left in the outbox, and handlers' catch-up
     run_worker(
-        container.job_context(),
+        container,
         container.settings.redis_url,
         burst=burst,
         fork=fork,
@@ -147,11 +147,11 @@ def relay(
     from jobs.relay import relay_outbox
 
     container = _redis_container()
-    count = relay_outbox(container.job_context(), timedelta(seconds=older_than))
+    count = relay_outbox(container, timedelta(seconds=older_than))
     console.print(f"{count} outbox row(s) handed to the queue")
 
 
-def _outbox_backlog(container: Container) -> tuple[int, datetime | None]:
+def _outbox_backlog(container: App) -> tuple[int, datetime | None]:
     with container.engine.connect() as connection:
         row = connection.execute(select(func.count(), func.min(t.outbox.c.created_at))).one()
     return int(row[0]), row[1]

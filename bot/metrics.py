@@ -18,7 +18,6 @@ from sqlalchemy import Engine
 from store.intake import backlog
 
 if TYPE_CHECKING:
-    from bot.bootstrap import Container
     from jobs.queue import JobQueue
 
 log = logging.getLogger(__name__)
@@ -106,15 +105,12 @@ class IntakeCollector(Collector):
         return iter(())
 
 
-def metrics_for(container: Container) -> Metrics:
-    """The container's Metrics, created on first use with the queue collector registered."""
-    metrics = container.extras.get("metrics")
-    if not isinstance(metrics, Metrics):
-        metrics = Metrics()
-        metrics.add_collector(QueueCollector(container.queue))
-        metrics.add_collector(IntakeCollector(container.engine))
-        from jobs.lifecycle_metrics import LifecycleCollector  # issue 5: proposal outcomes, rates, cost
+def build_metrics(queue: JobQueue, engine: Engine) -> Metrics:
+    """Metrics with the queue, intake and proposal-lifecycle collectors registered (built by the App)."""
+    from jobs.lifecycle_metrics import LifecycleCollector
 
-        metrics.add_collector(LifecycleCollector(container.engine))
-        container.extras["metrics"] = metrics
+    metrics = Metrics()
+    metrics.add_collector(QueueCollector(queue))
+    metrics.add_collector(IntakeCollector(engine))
+    metrics.add_collector(LifecycleCollector(engine))
     return metrics

@@ -22,7 +22,7 @@ from rich.console import Console
 from bot.terminal import TerminalSurface, run_console
 
 if TYPE_CHECKING:
-    from bot.bootstrap import Container
+    from bot.bootstrap import App
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +34,11 @@ IN_FLIGHT_STATES = ("approved", "executing")
 class WebServer:
     """uvicorn on a background thread, stoppable."""
 
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: App) -> None:
         import uvicorn
 
-        from bot.slack import mount_slack
-        from bot.telegram import mount_telegram
         from bot.web import create_app
 
-        mount_slack(container)  # Slack's HTTP mode (503 until SLACK_SIGNING_SECRET is set)
-        mount_telegram(container)
         config = uvicorn.Config(
             create_app(container), host="127.0.0.1", port=container.settings.port, log_level="warning"
         )
@@ -62,12 +58,12 @@ class WebServer:
         self.thread.join(timeout=10)
 
 
-def chat_configured(container: Container) -> bool:
+def chat_configured(container: App) -> bool:
     settings = container.settings
     return bool(settings.slack_bot_token or settings.telegram_bot_token)
 
 
-def in_flight(container: Container) -> int:
+def in_flight(container: App) -> int:
     """Approved actions not finished yet (waiting out the undo window or executing)."""
     from store import lifecycle
 
@@ -75,7 +71,7 @@ def in_flight(container: Container) -> int:
         return len(lifecycle.in_state(connection, *IN_FLIGHT_STATES, limit=1000))
 
 
-def wait_for_work(container: Container, limit: float = DRAIN_LIMIT_S) -> bool:
+def wait_for_work(container: App, limit: float = DRAIN_LIMIT_S) -> bool:
     """Wait until the queue is empty and no approved action is still in flight; False on timeout."""
     deadline = time.monotonic() + limit
     join = getattr(container.queue, "join", None)
@@ -88,31 +84,32 @@ def wait_for_work(container: Container, limit: float = DRAIN_LIMIT_S) -> bool:
     return False
 
 
+def wait_for_queue(container: App, limit: float) -> bool:
+    """Wait until the in-process queue has run everything due now (not what waits for a later time)."""
+    join = getattr(container.queue, "join", None)
+    return True if join is None else bool(join(timeout=limit, delayed=False))
+
+
 def run(
-    container: Container,
+    container: App,
     *,
     stdin: IO[str] | None = None,
     console: Console | None = None,
-    before_console: Callable[[Container], Any] | None = None,
+    before_console: Callable[[App], Any] | None = None,
 ) -> int:
     """Run everything until end of input (console) or SIGINT/SIGTERM; returns the exit status."""
     from bot.schedule import build_scheduler
     from bot.surfaces import run_surfaces
-    from bot.wiring import wire
-    from jobs.notify import notifier_for
 
     stdin = stdin or sys.stdin
     console = console or Console(highlight=False)
-    wire(container)
     use_console = not chat_configured(container) or not stdin.isatty()
     if use_console:
-        notifier_for(container).add(TerminalSurface(console))
+        container.notifier.add(TerminalSurface(console))
     stop = threading.Event()
     _on_signals(stop)
 
-    start_queue = getattr(container.queue, "start", None)
-    if start_queue is not None:
-        start_queue()
+    container.start_jobs()
     web = WebServer(container)
     if not web.start():
         console.print(
@@ -131,7 +128,7 @@ def run(
 
             def read_console() -> None:
                 try:
-                    run_console(notifier_commands(container), console, stdin)
+                    run_console(container.commands, console, stdin)
                 finally:
                     stop.set()
 
@@ -148,12 +145,6 @@ def run(
         if stop_queue is not None:
             stop_queue(timeout=30)
     return 0
-
-
-def notifier_commands(container: Container) -> Any:
-    from bot.commands import commands_for
-
-    return commands_for(container)
 
 
 def _on_signals(stop: threading.Event) -> None:

@@ -14,7 +14,7 @@ from jobs import scans
 from jobs.scheduler import Scheduler, Task, leader_lock_for
 
 if TYPE_CHECKING:
-    from bot.bootstrap import Container
+    from bot.bootstrap import App
 
 log = logging.getLogger(__name__)
 
@@ -25,19 +25,16 @@ WAKEUP_INTERVAL = timedelta(minutes=1)
 RELAY_INTERVAL = timedelta(seconds=30)
 
 
-def post_digest(container: Container, slot: datetime | None = None, *, post: bool = True) -> digests.Digest:
-    """Build today's digest; post it to every surface unless its slot was already posted."""
-    from jobs.notify import notifier_for
-
+def post_digest(container: App, slot: datetime | None = None, *, post: bool = True) -> digests.Digest:
+    """Build today's digest; post it to each surface that has not had its slot (failures are retried)."""
+    if post:
+        return digests.deliver(container, slot)
     settings = container.settings
     now = slot or digests.ev.utcnow()
-    digest = digests.prepare(container.store, now, settings.timezone, settings.crm_data_dir / "charts")
-    if post and (slot is None or digests.claim_slot(container.store, slot, digest)):
-        digests.post(digest, notifier_for(container).surfaces)
-    return digest
+    return digests.prepare(container.store, now, settings.timezone, settings.crm_data_dir / "charts")
 
 
-def standard_tasks(container: Container) -> list[Task]:
+def standard_tasks(container: App) -> list[Task]:
     """Every periodic task with its trigger."""
     from jobs.relay import relay_outbox
     from jobs.wakeups import run_periodic
@@ -53,7 +50,7 @@ def standard_tasks(container: Container) -> list[Task]:
         emitted += scans.scan_quiet_leads(store, slot)
         if emitted:
             log.info("scans emitted %d signal(s)", emitted)
-            relay_outbox(container.job_context(), older_than=timedelta(0))
+            relay_outbox(container, older_than=timedelta(0))
 
     return [
         Task(
@@ -76,13 +73,13 @@ def standard_tasks(container: Container) -> list[Task]:
         Task(
             "relay",
             IntervalTrigger(seconds=int(RELAY_INTERVAL.total_seconds()), timezone=tz),
-            lambda slot: relay_outbox(container.job_context()),
+            lambda slot: relay_outbox(container),
             catch_up=False,
         ),
     ]
 
 
-def build_scheduler(container: Container) -> Scheduler:
+def build_scheduler(container: App) -> Scheduler:
     settings = container.settings
     return Scheduler(
         standard_tasks(container),

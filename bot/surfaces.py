@@ -9,14 +9,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bot.bootstrap import Container
+    from bot.bootstrap import App
 
 log = logging.getLogger(__name__)
 
-Runner = Callable[["Container", threading.Event], None]
+Runner = Callable[["App", threading.Event], None]
 
 
-def configured_runners(container: Container) -> dict[str, Runner]:
+def configured_runners(container: App) -> dict[str, Runner]:
     """The surfaces this process should listen on, by name, given the settings."""
     settings = container.settings
     runners: dict[str, Runner] = {}
@@ -31,7 +31,7 @@ def configured_runners(container: Container) -> dict[str, Runner]:
     return runners
 
 
-def run_surfaces(container: Container, stop: threading.Event | None = None) -> bool:
+def run_surfaces(container: App, stop: threading.Event | None = None) -> bool:
     """Run each configured surface on its own thread until SIGINT/SIGTERM or `stop`; False if none."""
     runners = configured_runners(container)
     if not runners:
@@ -57,31 +57,10 @@ def run_surfaces(container: Container, stop: threading.Event | None = None) -> b
     return True
 
 
-def _guarded(name: str, runner: Runner, container: Container, stop: threading.Event) -> None:
+def _guarded(name: str, runner: Runner, container: App, stop: threading.Event) -> None:
     """One surface failing (bad token, network) stops the process rather than leaving half of it up."""
     try:
         runner(container, stop)
     except Exception:
         log.exception("%s surface stopped with an error", name)
         stop.set()
-
-
-def install_surfaces(container: Container) -> list[str]:
-    """Register every configured surface with the notify fan-out, without listening on any.
-
-    For processes that post and edit but do not receive (`crm worker`, the scheduler): their jobs post
-    proposals, refresh messages after execution and send chat replies to customers.
-    """
-    installed: list[str] = []
-    settings = container.settings
-    if settings.slack_bot_token:
-        from bot.slack import install_slack_surface
-
-        if install_slack_surface(container) is not None:
-            installed.append("slack")
-    if settings.telegram_bot_token:
-        from bot.telegram_surface import install_telegram_surface
-
-        if install_telegram_surface(container) is not None:
-            installed.append("telegram")
-    return installed

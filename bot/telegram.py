@@ -1,7 +1,7 @@
 """The Telegram surface's python-telegram-bot Application: built in a factory, served two ways.
 
 Long polling by default (`crm bot`, `crm run`: no public URL needed); webhook mode when
-TELEGRAM_WEBHOOK_URL is set, served at `POST /telegram/webhook` of the web app (`mount_telegram`),
+TELEGRAM_WEBHOOK_URL is set, served at `POST /telegram/webhook` of the web app (`telegram_router`),
 which refuses (403) any request without the right `X-Telegram-Bot-Api-Secret-Token` before parsing
 it (invariant 5).
 Nothing here connects at import time.
@@ -25,10 +25,10 @@ from telegram.ext import Application, ApplicationBuilder
 
 from bot import telegram_state
 from bot.telegram_handlers import menu_commands, register
-from bot.telegram_surface import RetryAfterLimiter, file_url, install_telegram_surface
+from bot.telegram_surface import RetryAfterLimiter, file_url
 
 if TYPE_CHECKING:
-    from bot.bootstrap import Container
+    from bot.bootstrap import App
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,10 @@ class TelegramNotConfigured(RuntimeError):
     """TELEGRAM_BOT_TOKEN (or, for webhook mode, TELEGRAM_WEBHOOK_SECRET) is missing."""
 
 
-def build_application(container: Container, *, webhook: bool = False) -> AnyApplication:
-    """The Application for this process, its handlers registered and the Telegram surface installed.
+def build_application(container: App, *, webhook: bool = False) -> AnyApplication:
+    """The Application for this process, its handlers registered.
 
-    With webhook=True it has no Updater: updates arrive through `mount_telegram`'s route.
+    With webhook=True it has no Updater: updates arrive through `telegram_router`'s route.
     """
     settings = container.settings
     if settings.telegram_bot_token is None:
@@ -69,11 +69,10 @@ def build_application(container: Container, *, webhook: bool = False) -> AnyAppl
         builder = builder.updater(None)
     application: AnyApplication = builder.build()
     register(application, container)
-    install_telegram_surface(container)
     return application
 
 
-def webhook_mode(container: Container) -> bool:
+def webhook_mode(container: App) -> bool:
     """True when Telegram should deliver by webhook to the web app rather than be polled."""
     settings = container.settings
     return bool(settings.telegram_bot_token and settings.telegram_webhook_url)
@@ -82,7 +81,7 @@ def webhook_mode(container: Container) -> bool:
 # -- long polling ----------------------------------------------------------------------------------
 
 
-def run_telegram(container: Container, stop: threading.Event | None = None) -> None:
+def run_telegram(container: App, stop: threading.Event | None = None) -> None:
     """Poll Telegram until `stop` is set (or SIGINT/SIGTERM when run on the main thread).
 
     In webhook mode this returns at once: `crm web` receives the updates.
@@ -93,7 +92,7 @@ def run_telegram(container: Container, stop: threading.Event | None = None) -> N
     asyncio.run(serve_polling(container, stop or threading.Event()))
 
 
-async def serve_polling(container: Container, stop: threading.Event) -> None:
+async def serve_polling(container: App, stop: threading.Event) -> None:
     """Initialise (getMe), register the menu, poll and handle updates until `stop` is set."""
     application = build_application(container)
     if threading.current_thread() is threading.main_thread():
@@ -121,19 +120,7 @@ async def serve_polling(container: Container, stop: threading.Event) -> None:
 # -- webhook ---------------------------------------------------------------------------------------
 
 
-def mount_telegram(container: Container) -> bool:
-    """Add the webhook route to the web app built from this container (call before `create_app`).
-
-    Only in webhook mode (TELEGRAM_WEBHOOK_URL set); returns whether the route was added.
-    """
-    if not webhook_mode(container):
-        return False
-    routers: list[Any] = container.extras.setdefault("web_routers", [])
-    routers.append(telegram_router(container))
-    return True
-
-
-def telegram_router(container: Container) -> APIRouter:
+def telegram_router(container: App) -> APIRouter:
     """`POST /telegram/webhook`, and a lifespan that starts the bot, sets the webhook and the menu."""
     settings = container.settings
     if settings.telegram_webhook_secret is None:
@@ -142,8 +129,7 @@ def telegram_router(container: Container) -> APIRouter:
             "of A-Z, a-z, 0-9, _ and -; Telegram sends it back with every update"
         )
     secret = settings.telegram_webhook_secret.get_secret_value()
-    application = build_application(container, webhook=True)
-    container.extras["telegram_application"] = application
+    application = container.telegram_webhook_application
     router = APIRouter(lifespan=_lifespan(application, container, secret))
     router.add_api_route(
         WEBHOOK_PATH,
@@ -155,7 +141,7 @@ def telegram_router(container: Container) -> APIRouter:
     return router
 
 
-def _lifespan(application: AnyApplication, container: Container, secret: str) -> Any:
+def _lifespan(application: AnyApplication, container: App, secret: str) -> Any:
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         await asyncio.to_thread(telegram_state.forget_old_updates, container.engine)

@@ -16,7 +16,7 @@ from bot.inbound.intake import Accepted, InboundSignal, record
 from store.events import CustomerRef, MessageReceived
 
 if TYPE_CHECKING:
-    from bot.bootstrap import Container
+    from bot.bootstrap import App
 
 SOURCE = "telegram"
 # What a message without text carries, in the order checked: the attribute and how to say it.
@@ -77,7 +77,7 @@ def customer_ref(message: Message) -> CustomerRef:
     return CustomerRef(telegram=str(user.id), name=user.full_name[:255] or None)
 
 
-def record_customer_message(container: Container, update: Update) -> Accepted | None:
+def record_customer_message(container: App, update: Update) -> Accepted | None:
     """Record a customer's private message as `message.received`; None when there is nothing to record."""
     message = update.effective_message
     if message is None or message.from_user is None or message.chat is None:

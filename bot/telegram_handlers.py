@@ -30,11 +30,11 @@ from telegram.ext import (
 from bot import telegram_io as tio
 from bot import telegram_render as render
 from bot import telegram_state as state
-from bot.commands import Actor, Button, EditableField, Reply, commands_for
+from bot.commands import Actor, Button, EditableField, Reply
 from bot.telegram_customers import record_customer_message
 
 if TYPE_CHECKING:
-    from bot.bootstrap import Container
+    from bot.bootstrap import App
     from bot.commands import Commands
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def actor_of(user: User | None) -> Actor:
     return Actor("telegram", str(user.id), name or None)
 
 
-def register(application: Application[Any, Any, Any, Any, Any, Any], container: Container) -> None:
+def register(application: Application[Any, Any, Any, Any, Any, Any], container: App) -> None:
     """Attach every handler of the surface to `application`."""
     handlers = Handlers(container)
     application.add_handler(TypeHandler(Update, handlers.skip_repeats), group=-1)
@@ -87,12 +87,12 @@ def register(application: Application[Any, Any, Any, Any, Any, Any], container: 
 class Handlers:
     """The handler coroutines, bound to one container."""
 
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: App) -> None:
         self.container = container
         self.operators = container.settings.operator_ids
 
     def _commands(self) -> Commands:
-        return commands_for(self.container)
+        return self.container.commands
 
     def is_operator(self, user: User | None) -> bool:
         return user is not None and f"telegram:{user.id}" in self.operators

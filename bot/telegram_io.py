@@ -15,18 +15,16 @@ from telegram.error import BadRequest, TelegramError
 from bot import telegram_render as render
 
 if TYPE_CHECKING:
-    from bot.bootstrap import Container
+    from bot.bootstrap import App
 
 log = logging.getLogger(__name__)
 
 
-def notifier(container: Container) -> Any:
-    from jobs.notify import notifier_for
-
-    return notifier_for(container)
+def notifier(container: App) -> Any:
+    return container.notifier
 
 
-def is_posted_copy(container: Container, proposal_id: str, chat_id: int, message_id: int) -> bool:
+def is_posted_copy(container: App, proposal_id: str, chat_id: int, message_id: int) -> bool:
     from store import lifecycle as sp
 
     return any(

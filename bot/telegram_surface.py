@@ -25,7 +25,6 @@ from jobs.notify import MessageRef, SurfaceError
 from jobs.views import ProposalView
 
 if TYPE_CHECKING:
-    from bot.bootstrap import Container
     from store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -249,17 +248,3 @@ class TelegramSurface:
                     log.debug("telegram bot shutdown failed", exc_info=True)
             loop.close()
             self._bot = None
-
-
-def install_telegram_surface(container: Container) -> TelegramSurface | None:
-    """Register the Telegram surface with the process's notify fan-out (once); None if not set up."""
-    from jobs.notify import notifier_for
-
-    if container.settings.telegram_bot_token is None:
-        return None
-    surface = container.extras.get(SURFACE_KEY)
-    if surface is None:
-        surface = TelegramSurface(container.settings)
-        container.extras[SURFACE_KEY] = surface
-    notifier_for(container).add(surface)
-    return surface  # type: ignore[no-any-return,unused-ignore]

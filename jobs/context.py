@@ -1,62 +1,57 @@
-"""What job functions run with: the store, the queue, the settings and the event subscribers.
+"""What job functions run with: the parts of the composition root's App that jobs use.
 
-RQ job functions are module-level and take ids only, so the composition root installs one JobContext
-per worker process (`install(ctx)`) and jobs read it with `current()`. The in-process queue runs the
-same functions in threads of the process that installed the context.
-
-A subscriber is how later layers (memory, the agents that turn events into proposals) hear about
-processed events: append one to `JobContext.subscribers` in the composition root.
+RQ job functions are module-level and take ids only, so each worker process installs its App once
+(`install(app)`) and jobs read it with `current()`. The in-process queue runs the same functions in
+threads of the process that installed it. `JobContext` is the part of the App jobs may see: jobs sit
+below `bot/`, where the App is built (DESIGN.md layout).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from agents.runtime import AgentRuntime
+    from jobs.execute import Executor
+    from jobs.handlers import Handler
+    from jobs.notify import Notifier
     from jobs.queue import JobQueue
-    from store.events import Event
+    from store.memory.service import Memory
     from store.settings import Settings
     from store.uow import EventStore
 
 
-class Subscriber(Protocol):
-    """Reacts to events as a worker processes them.
+class JobContext(Protocol):
+    """The dependencies of job functions (bot.bootstrap.App provides them, each built on first use)."""
 
-    `handle` may run more than once for the same event (a retry after a crash or a failure of a later
-    subscriber), so it must be idempotent: key what it writes by the event id. Subscribers run in the
-    order they were registered; an exception fails the job, which is retried with backoff.
-    """
+    @property
+    def settings(self) -> Settings: ...
 
-    name: str
+    @property
+    def store(self) -> EventStore: ...
 
-    def wants(self, event: Event) -> bool:
-        """Whether handle should see this event (cheap: usually a check of event.type)."""
-        ...
+    @property
+    def queue(self) -> JobQueue: ...
 
-    def handle(self, event: Event, ctx: JobContext) -> None:
-        """Do this subscriber's work for one event."""
-        ...
+    @property
+    def handlers(self) -> Mapping[str, Handler]: ...
 
+    @property
+    def memory(self) -> Memory: ...
 
-@dataclass
-class JobContext:
-    """The dependencies of job functions, built once per process by the composition root."""
+    @property
+    def runtime(self) -> AgentRuntime: ...
 
-    store: EventStore
-    queue: JobQueue
-    settings: Settings
-    subscribers: list[Subscriber] = field(default_factory=list)
-    # Later layers hang shared clients here (the memory store, the model client, connectors).
-    extras: dict[str, Any] = field(default_factory=dict)
+    @property
+    def notifier(self) -> Notifier: ...
 
-    def subscribe(self, subscriber: Subscriber) -> None:
-        """Add a subscriber after those already registered."""
-        self.subscribers.append(subscriber)
+    @property
+    def executor(self) -> Executor: ...
 
 
 class NoJobContext(RuntimeError):
-    """A job ran in a process where the composition root installed no JobContext."""
+    """A job ran in a process where the composition root installed no App."""
 
 
 _installed: JobContext | None = None
@@ -78,7 +73,7 @@ def current() -> JobContext:
     """The installed context, or NoJobContext saying how to install one."""
     if _installed is None:
         raise NoJobContext(
-            "no JobContext installed in this process: build one with "
-            "bot.bootstrap.bootstrap(...).job_context() and pass it to jobs.context.install()"
+            "no App installed in this process: build one with bot.bootstrap.bootstrap(settings) "
+            "and pass it to jobs.context.install()"
         )
     return _installed

@@ -6,6 +6,7 @@ draws the one PNG (proposals and decisions over 14 days, and the pipeline by sta
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -15,6 +16,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, func, select
 
+from jobs.context import JobContext, current
+from jobs.queue import HOUSEKEEPING
 from store import events as ev
 from store import tables as t
 from store.uow import EventStore
@@ -23,16 +26,7 @@ CHART_DAYS = 14
 RENEWAL_HORIZON_DAYS = 7
 LIST_LIMIT = 5  # items per section: a phone screen, not a report
 
-
-class DigestSent(ev.Payload):
-    """The digest for a slot was claimed (written before posting, so a slot is never posted twice)."""
-
-    slot: datetime
-    pending: int
-    overdue: int
-
-
-ev.register("digest.sent", DigestSent)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,6 +34,7 @@ class Digest:
     """One day's digest as plain data."""
 
     day: date
+    failed: dict[str, str] = field(default_factory=dict)  # surfaces it could not reach, with the error
     pending: list[dict[str, Any]] = field(default_factory=list)
     pending_total: int = 0
     renewals: list[dict[str, Any]] = field(default_factory=list)
@@ -249,20 +244,41 @@ def render_chart(series: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def claim_slot(store: EventStore, slot: datetime, digest: Digest) -> bool:
-    """Record that the digest for slot is being sent; False if it already was (never post twice)."""
+def claim_slot(store: EventStore, slot: datetime, digest: Digest, surface: str | None = None) -> bool:
+    """Record that the digest for slot was sent (to one surface, or all); False if it already was."""
     appended = store.append(
         ev.NewEvent(
             type="digest.sent",
-            payload=DigestSent(slot=slot, pending=digest.pending_total, overdue=len(digest.overdue)),
+            payload=ev.DigestSent(
+                slot=slot, pending=digest.pending_total, overdue=len(digest.overdue), surface=surface
+            ),
             stream="digest",
-            idempotency_key=f"digest:{slot.astimezone(UTC).isoformat()}",
+            idempotency_key=_slot_key(slot, surface),
             actor="scheduler",
             source="scheduler",
         ),
         dispatch=False,
     )
     return not appended.duplicate
+
+
+def _slot_key(slot: datetime, surface: str | None) -> str:
+    key = f"digest:{slot.astimezone(UTC).isoformat()}"
+    return f"{key}:{surface}" if surface else key
+
+
+def sent_to(store: EventStore, slot: datetime, surfaces: list[str]) -> set[str]:
+    """The surfaces the digest for slot has reached (all of them for a slot claimed before per-surface
+    records)."""
+    e = t.events.c
+    keys = [_slot_key(slot, None), *(_slot_key(slot, name) for name in surfaces)]
+    with store.engine.connect() as connection:
+        found = set(
+            connection.execute(select(e.idempotency_key).where(e.idempotency_key.in_(keys))).scalars()
+        )
+    if _slot_key(slot, None) in found:
+        return set(surfaces)
+    return {name for name in surfaces if _slot_key(slot, name) in found}
 
 
 def prepare(store: EventStore, now: datetime, tz: ZoneInfo, chart_dir: Path) -> Digest:
@@ -274,12 +290,82 @@ def prepare(store: EventStore, now: datetime, tz: ZoneInfo, chart_dir: Path) -> 
     return digest
 
 
-def post(digest: Digest, surfaces: list[Any]) -> int:
-    """Send the digest to every surface (text, then the chart where the surface can show images)."""
-    sent = 0
+def post_to(surface: Any, digest: Digest) -> None:
+    """Send the digest to one surface: the text, then the chart where the surface can show images."""
+    surface.post_notice(digest.lines())
+    if digest.chart is not None and hasattr(surface, "post_image"):
+        surface.post_image(digest.chart, f"Digest {digest.day.isoformat()}")
+
+
+def post_each(
+    store: EventStore, digest: Digest, surfaces: list[Any], slot: datetime | None = None
+) -> dict[str, str]:
+    """Send the digest to each surface on its own; returns the ones that failed, with the error.
+
+    One surface failing never keeps the digest from the others. For a scheduled slot, each surface
+    that got it is recorded (`digest.sent` per surface), and one that already has it is skipped.
+    """
+    done = sent_to(store, slot, [s.name for s in surfaces]) if slot is not None else set()
+    failed: dict[str, str] = {}
     for surface in surfaces:
-        surface.post_notice(digest.lines())
-        if digest.chart is not None and hasattr(surface, "post_image"):
-            surface.post_image(digest.chart, f"Digest {digest.day.isoformat()}")
-        sent += 1
-    return sent
+        if surface.name in done:
+            continue
+        try:
+            post_to(surface, digest)
+        except Exception as exc:  # a surface's outage is reported and retried, never fatal to the rest
+            log.warning("the digest could not be posted to %s: %s", surface.name, exc)
+            failed[surface.name] = str(exc) or type(exc).__name__
+            continue
+        if slot is not None:
+            claim_slot(store, slot, digest, surface.name)
+    return failed
+
+
+# Waits before the retries of a surface the scheduled digest could not reach.
+DIGEST_RETRY_DELAYS_S = (60, 300, 900, 3600)
+
+
+def deliver(ctx: JobContext, slot: datetime | None = None, attempt: int = 0) -> Digest:
+    """Build the digest and post it to every surface on its own (the scheduler's and `--post`'s call).
+
+    For a scheduled slot, a surface that failed is told about on the others and retried by a queued
+    job (DIGEST_RETRY_DELAYS_S); surfaces that got it are not posted to again.
+    """
+    settings = ctx.settings
+    digest = prepare(ctx.store, slot or ev.utcnow(), settings.timezone, settings.crm_data_dir / "charts")
+    digest.failed = post_each(ctx.store, digest, ctx.notifier.surfaces, slot)
+    if digest.failed:
+        _report_failures(ctx, digest, slot, attempt)
+    return digest
+
+
+def _report_failures(ctx: JobContext, digest: Digest, slot: datetime | None, attempt: int) -> None:
+    names = ", ".join(f"{name} ({error})" for name, error in digest.failed.items())
+    if slot is not None and attempt < len(DIGEST_RETRY_DELAYS_S):
+        delay = DIGEST_RETRY_DELAYS_S[attempt]
+        ctx.queue.enqueue(
+            retry_digest,
+            slot.isoformat(),
+            attempt + 1,
+            priority=HOUSEKEEPING,
+            job_id=f"digest-retry-{slot.astimezone(UTC).isoformat()}-{attempt + 1}",
+            not_before=ev.utcnow() + timedelta(seconds=delay),
+        )
+        line = f"⚠ The digest could not be posted to {names}; trying again in {max(delay // 60, 1)} min."
+    else:
+        tries = f" after {attempt + 1} tries" if slot is not None else ""
+        line = f"⚠ The digest could not be posted to {names}{tries}."
+    log.warning(line)
+    for surface in ctx.notifier.surfaces:
+        if surface.name in digest.failed:
+            continue
+        try:
+            surface.post_notice([line])
+        except Exception:
+            log.exception("telling %s about the digest failure failed", surface.name)
+
+
+def retry_digest(slot_iso: str, attempt: int) -> list[str]:
+    """Job function: post a scheduled digest to the surfaces it has not reached yet."""
+    digest = deliver(current(), datetime.fromisoformat(slot_iso), attempt)
+    return sorted(digest.failed)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,8 +35,7 @@ from jobs.connectors.chat import ChatReplyConnector
 from jobs.connectors.email import EmailConnector
 from jobs.connectors.internal import INTERNAL_KINDS, InternalConnector
 from jobs.connectors.webhook import WebhookConnector
-from jobs.context import current
-from jobs.notify import notifier_for
+from jobs.context import JobContext, current
 from jobs.queue import DECISIONS, NO_RETRY
 from store import events as ev
 from store import lifecycle as lc
@@ -325,51 +323,24 @@ def default_connectors(
     return connectors
 
 
-def executor_for(holder: Any) -> Executor:
-    """The process's Executor, built once and kept in `holder.extras["executor"]` (Container, JobContext)."""
-    existing = holder.extras.get("executor")
-    if existing is not None:
-        return existing
-    notifier = notifier_for(holder)
-    executor = Executor(
-        holder.store,
-        default_connectors(holder.store, holder.settings, notifier.surface),
-        lease_seconds=holder.settings.action_lease_seconds,
-        notifier=notifier,
-    )
-    holder.extras["executor"] = executor
-    return executor
-
-
 def execute(proposal_id: str) -> str:
-    """Job function (RQ or in-process): wait out the undo window, then execute the proposal."""
-    return executor_for(current()).wait_and_execute(proposal_id, MAX_JOB_WAIT_SECONDS).status
+    """Job function (RQ or in-process): wait out the last of the undo window, then execute the proposal."""
+    return current().executor.wait_and_execute(proposal_id, MAX_JOB_WAIT_SECONDS).status
 
 
-def scheduler_for(container: Any) -> Callable[[str], None]:
-    """`schedule_execution(proposal_id)`: queue execute() at the "decisions" priority.
+def schedule_execution(ctx: JobContext, proposal_id: str) -> str | None:
+    """Queue execute(proposal_id) at the "decisions" priority, to run when its undo window ends.
 
-    A proposal inside its undo window is queued when the window ends (a timer in this process), so
-    no worker sits idle through the window; should this process die meanwhile, `recover_stalled`
-    queues it on the scheduler's next run.
+    The delay rides on the queue (RQ's scheduled registry with REDIS_URL), so any worker runs it
+    whichever process took the tap. Returns the job id, or None when the queue is unreachable (the
+    sweep, jobs.wakeups.recover_stalled, queues it again).
     """
-
-    def enqueue(proposal_id: str) -> None:
-        # A fresh job id each time: a retry or a resend is a new job, and execute() itself makes a
-        # second job for the same proposal harmless (it loses the compare-and-set).
-        job_id = f"execute-{proposal_id}-{secrets.token_hex(4)}"
-        container.queue.enqueue(execute, proposal_id, priority=DECISIONS, job_id=job_id, retry=NO_RETRY)
-
-    def schedule(proposal_id: str) -> None:
-        with container.store.engine.connect() as connection:
-            row = lc.get_proposal(connection, proposal_id)
-        not_before = row["not_before"] if row else None
-        delay = (not_before - ev.utcnow()).total_seconds() if not_before else 0.0
-        if delay <= 0:
-            enqueue(proposal_id)
-            return
-        timer = threading.Timer(delay, enqueue, args=(proposal_id,))
-        timer.daemon = True
-        timer.start()
-
-    return schedule
+    with ctx.store.engine.connect() as connection:
+        row = lc.get_proposal(connection, proposal_id)
+    not_before = row["not_before"] if row else None
+    # A fresh job id each time: a retry or a resend is a new job, and execute() itself makes a second
+    # job for the same proposal harmless (it loses the compare-and-set).
+    job_id = f"execute-{proposal_id}-{secrets.token_hex(4)}"
+    return ctx.queue.enqueue(
+        execute, proposal_id, priority=DECISIONS, job_id=job_id, retry=NO_RETRY, not_before=not_before
+    )

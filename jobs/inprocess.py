@@ -126,8 +126,13 @@ class InProcessJobQueue(JobQueue):
         priority: str,
         job_id: str | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        not_before: datetime | None = None,
     ) -> str | None:
-        """Queue func(*args); a job id already known (queued, running, done, failed) is not queued again."""
+        """Queue func(*args); a job id already known (queued, running, done, failed) is not queued again.
+
+        With not_before the job waits in the delayed heap until then (lost if this process stops: the
+        callers' sweeps, e.g. jobs.wakeups.recover_stalled, queue such work again on the next start).
+        """
         rank = PRIORITIES.index(check_priority(priority))
         seq = next(self._seq)
         with self._cond:
@@ -142,16 +147,24 @@ class InProcessJobQueue(JobQueue):
                 enqueued_at=utcnow(),
             )
             self._known[job.id] = job
-            heapq.heappush(self._ready, _Ready(rank, seq, job))
+            delay = (not_before - utcnow()).total_seconds() if not_before is not None else 0.0
+            if delay > 0:
+                job.status = "scheduled"
+                heapq.heappush(self._delayed, _Delayed(self._clock() + delay, seq, job))
+            else:
+                heapq.heappush(self._ready, _Ready(rank, seq, job))
             self._cond.notify()
         self.start()
         return job.id
 
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait until no job is queued, waiting for a retry or running; False on timeout."""
+    def join(self, timeout: float | None = None, *, delayed: bool = True) -> bool:
+        """Wait until no job is queued, waiting for a retry or running; False on timeout.
+
+        With delayed=False, jobs waiting for a later time (an undo window, a retry) are not waited for.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._ready or self._delayed or self._running:
+            while self._ready or self._running or (delayed and self._delayed):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False

@@ -127,12 +127,3 @@ class Notifier:
             if row is None:
                 return None
             return view_of(row, sp.customer_name(connection, row["customer_id"]))
-
-
-def notifier_for(container: Any) -> Notifier:
-    """The process's Notifier, built once and kept in `container.extras["notifier"]`."""
-    notifier = container.extras.get("notifier")
-    if notifier is None:
-        notifier = Notifier(container.store)
-        container.extras["notifier"] = notifier
-    return notifier

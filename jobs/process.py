@@ -14,6 +14,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from jobs.context import JobContext, current
+from jobs.handlers import run_handlers
 from store import tables as t
 from store.events import utcnow
 
@@ -35,20 +36,20 @@ def process_event(event_id: str) -> str:
 
 
 def handle_event(ctx: JobContext, event_id: str) -> Outcome:
-    """Run every subscriber that wants the event, then record it as processed.
+    """Run the event's handlers (jobs.handlers' table), then record the event as processed.
 
-    Recording inserts the processed_events row and deletes the outbox row in one transaction. An
-    event already recorded returns at once; if two workers race on the same event, the loser's insert
-    collides and it reports ALREADY_PROCESSED (subscribers are idempotent, so its work was harmless).
+    Each handler's work is recorded as it finishes, so a retry after a failure runs only those left.
+    Recording the event inserts the processed_events row and deletes the outbox row in one
+    transaction; a paused agent's handler is left unrecorded and catches up when the agent resumes.
+    An event already recorded returns at once; if two workers race on the same event, the loser's
+    insert collides and it reports ALREADY_PROCESSED (handlers are idempotent, so its work was harmless).
     """
     if is_processed(ctx, event_id):
         return Outcome.ALREADY_PROCESSED
     event = ctx.store.get(event_id)
     if event is None:
         raise EventMissing(f"event {event_id} is not in the log")
-    for subscriber in ctx.subscribers:
-        if subscriber.wants(event):
-            subscriber.handle(event, ctx)
+    run_handlers(ctx, event)
     try:
         with ctx.store.engine.begin() as connection:
             connection.execute(delete(t.outbox).where(t.outbox.c.event_id == event_id))

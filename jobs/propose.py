@@ -12,9 +12,9 @@ from typing import Any
 
 from agents.context import AgentContext, Correction, RecalledMemory, build_context
 from agents.proposal import Draft
-from jobs.execute import scheduler_for
-from jobs.notify import notifier_for
-from jobs.wakeups import auto_approve
+from jobs.context import JobContext
+from jobs.execute import schedule_execution
+from jobs.wakeups import auto_approve, schedule_wake
 from store import events as ev
 from store import lifecycle as lc
 from store import proposals as sp
@@ -67,87 +67,68 @@ def recalled(memory: Any, customer_id: str, query: str) -> list[RecalledMemory]:
     ]
 
 
-class ProposeSubscriber:
-    """For signal events: ask the agents, record their proposals with the policy's verdicts, then act."""
-
-    name = "propose"
-
-    def __init__(self, runtime: Any) -> None:
-        self.runtime = runtime  # agents.runtime.AgentRuntime
-
-    def wants(self, event: ev.Event) -> bool:
-        """Signals some agent reads."""
-        return event.type in ev.SIGNAL_TYPES and bool(self.runtime.subscribers(event.type))
-
-    def context(self, event: ev.Event, ctx: Any) -> AgentContext | None:
-        """The agents' context for this event: slice, history, corrections and recalled memories."""
-        with ctx.store.engine.connect() as connection:
-            customer_id = canonical_id(SqlState(connection), event.stream)
-        # Recall before opening the connection the context is built on: the memory layer may use the
-        # database itself, and SQLite allows one writer-transaction at a time.
-        query = getattr(event.payload, "text", None) or event.type
-        memories = recalled(ctx.extras.get("memory"), customer_id, query)
-        with ctx.store.engine.connect() as connection:
-            corrections = corrections_of(connection, customer_id)
-            return build_context(
-                connection,
-                event,
-                customer_id,
-                memories=memories,
-                corrections=corrections,
-                operator_timezone=ctx.settings.crm_timezone,
-            )
-
-    def handle(self, event: ev.Event, ctx: Any) -> None:
-        """Record and route every proposal the agents make for this event."""
-        context = self.context(event, ctx)
-        if context is None:
-            return
-        with ctx.store.engine.connect() as connection:
-            paused = lc.paused_agents(connection)
-        self.runtime.paused.clear()
-        self.runtime.paused.update(paused)  # pause/resume live in the log, the runtime reads a copy
-        for index, reviewed in enumerate(self.runtime.propose(context)):
-            self.route(ctx, event, index, reviewed, context)
-
-    def route(self, ctx: Any, event: ev.Event, index: int, reviewed: Any, context: AgentContext) -> str:
-        """Record one reviewed proposal; auto-approve and queue it, or post it for a decision."""
-        settings, store = ctx.settings, ctx.store
-        proposal, verdict = reviewed.proposal, reviewed.verdict
-        if proposal.event_id is None:
-            proposal = proposal.model_copy(update={"event_id": event.id})
-        rules = [f"{rule.name}: {rule.explanation}" for rule in verdict.rules]
-        pid, _ = lc.record_proposal(
-            store,
-            proposal.model_dump(mode="json"),
-            verdict=verdict.decision,
-            rules=rules,
-            key=f"proposal:{event.id}:{proposal.agent}:{index}",
-            refusal="; ".join(rules) if verdict.decision == "refused" else None,
-            expires_at=context.now + timedelta(hours=settings.proposal_ttl_hours),
-            not_before=verdict.not_before,
-            then=getattr(verdict, "then", None),
-            correlation_id=event.correlation_id or event.id,
+def agent_context(ctx: JobContext, event: ev.Event) -> AgentContext | None:
+    """The agents' context for this event: slice, history, corrections and recalled memories."""
+    with ctx.store.engine.connect() as connection:
+        customer_id = canonical_id(SqlState(connection), event.stream)
+    # Recall before opening the connection the context is built on: the memory layer may use the
+    # database itself, and SQLite allows one writer-transaction at a time.
+    query = getattr(event.payload, "text", None) or event.type
+    memories = recalled(ctx.memory, customer_id, query)
+    with ctx.store.engine.connect() as connection:
+        corrections = corrections_of(connection, customer_id)
+        return build_context(
+            connection,
+            event,
+            customer_id,
+            memories=memories,
+            corrections=corrections,
+            operator_timezone=ctx.settings.crm_timezone,
         )
-        if verdict.decision == "refused":
-            log.info("policy refused %s from %s: %s", proposal.kind, proposal.agent, rules)
-            return pid
-        if verdict.decision == "deferred":
-            return pid  # wake_due brings it back at not_before
-        notifier = notifier_for(ctx)
-        if verdict.decision == "auto" and auto_approve(store, pid, settings.undo_window_seconds, ev.utcnow()):
-            scheduler_for(ctx)(pid)
-        notifier.post(pid)
+
+
+def propose_for(ctx: JobContext, agent: str, event: ev.Event) -> list[str]:
+    """One agent's proposals for a signal, recorded and routed; returns their ids."""
+    if event.type not in ev.SIGNAL_TYPES:
+        return []
+    context = agent_context(ctx, event)
+    if context is None:
+        return []
+    return [
+        route(ctx, event, index, reviewed, context)
+        for index, reviewed in enumerate(ctx.runtime.propose(context, only=agent))
+    ]
+
+
+def route(ctx: JobContext, event: ev.Event, index: int, reviewed: Any, context: AgentContext) -> str:
+    """Record one reviewed proposal; auto-approve and queue it, or post it for a decision.
+
+    A proposal the policy holds (quiet hours, caps) is posted at once saying when it would be sent;
+    one held to run automatically wakes by a job queued for the end of the hold.
+    """
+    settings, store = ctx.settings, ctx.store
+    proposal, verdict = reviewed.proposal, reviewed.verdict
+    if proposal.event_id is None:
+        proposal = proposal.model_copy(update={"event_id": event.id})
+    rules = [f"{rule.name}: {rule.explanation}" for rule in verdict.rules]
+    pid, _ = lc.record_proposal(
+        store,
+        proposal.model_dump(mode="json"),
+        verdict=verdict.decision,
+        rules=rules,
+        key=f"proposal:{event.id}:{proposal.agent}:{index}",
+        refusal="; ".join(rules) if verdict.decision == "refused" else None,
+        expires_at=context.now + timedelta(hours=settings.proposal_ttl_hours),
+        not_before=verdict.not_before,
+        then=getattr(verdict, "then", None),
+        correlation_id=event.correlation_id or event.id,
+    )
+    if verdict.decision == "refused":
+        log.info("policy refused %s from %s: %s", proposal.kind, proposal.agent, rules)
         return pid
-
-
-def install(container: Any, runtime: Any = None) -> ProposeSubscriber:
-    """Add the subscriber to the container's subscribers (the composition root calls this once)."""
-    if runtime is None:
-        from agents.runtime import build_runtime
-
-        runtime = build_runtime(container.settings)
-    subscriber = ProposeSubscriber(runtime)
-    if all(getattr(s, "name", None) != subscriber.name for s in container.subscribers):
-        container.subscribers.append(subscriber)
-    return subscriber
+    if verdict.decision == "deferred" and verdict.not_before is not None:
+        schedule_wake(ctx.queue, pid, verdict.not_before)
+    if verdict.decision == "auto" and auto_approve(store, pid, settings.undo_window_seconds, ev.utcnow()):
+        schedule_execution(ctx, pid)
+    ctx.notifier.post(pid)
+    return pid

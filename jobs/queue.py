@@ -100,11 +100,13 @@ class JobQueue(Protocol):
         priority: str,
         job_id: str | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        not_before: datetime | None = None,
     ) -> str | None:
         """Queue func(*args) (a dotted path or a module-level function taking ids) at a priority.
 
         With job_id, a job already known under that id (queued, running, finished or failed) is not
-        queued again. Returns the job id, or None when the backend is unreachable.
+        queued again. With not_before, the job runs no earlier than then (the undo window, policy holds,
+        snoozes). Returns the job id, or None when the backend is unreachable.
         """
         ...
 

@@ -90,20 +90,31 @@ class RedisJobQueue(JobQueue):
         priority: str,
         job_id: str | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        not_before: datetime | None = None,
     ) -> str | None:
-        """Queue func(*args); a job id already known is not queued again. None when Redis is down."""
+        """Queue func(*args); a job id already known is not queued again. None when Redis is down.
+
+        With not_before the job waits in RQ's scheduled registry (any worker's scheduler moves it to its
+        queue then), so it survives the death of the process that queued it.
+        """
         check_priority(priority)
         if time.monotonic() < self._down_until:
             return None
         try:
-            return self._enqueue(func_path(func), args, priority, job_id, retry)
+            return self._enqueue(func_path(func), args, priority, job_id, retry, not_before)
         except RedisError as exc:
             self._down_until = time.monotonic() + OUTAGE_BACKOFF_S
             log.warning("redis unreachable, job %s left to the relay: %s", job_id or func_path(func), exc)
             return None
 
     def _enqueue(
-        self, func: str, args: tuple[Any, ...], priority: str, job_id: str | None, retry: RetryPolicy
+        self,
+        func: str,
+        args: tuple[Any, ...],
+        priority: str,
+        job_id: str | None,
+        retry: RetryPolicy,
+        not_before: datetime | None = None,
     ) -> str:
         queue = self.queues[priority]
         if job_id is not None:
@@ -115,17 +126,19 @@ class RedisJobQueue(JobQueue):
                 StartedJobRegistry(queue=self.queues.get(_priority_of(existing), queue)).remove_executions(
                     existing
                 )
-        job = queue.enqueue_call(
-            func,
-            args=args,
-            job_id=job_id,
-            timeout=JOB_TIMEOUT_S,
-            result_ttl=RESULT_TTL_S,
-            failure_ttl=FAILURE_TTL_S,
-            retry=Retry(max=retry.max, interval=list(retry.intervals)) if retry.max else None,
-            meta={"priority": priority, "retry_max": retry.max},
-        )
-        return job.id
+        options: dict[str, Any] = {
+            "args": args,
+            "job_id": job_id,
+            "timeout": JOB_TIMEOUT_S,
+            "result_ttl": RESULT_TTL_S,
+            "failure_ttl": FAILURE_TTL_S,
+            "retry": Retry(max=retry.max, interval=list(retry.intervals)) if retry.max else None,
+            "meta": {"priority": priority, "retry_max": retry.max},
+        }
+        if not_before is not None and not_before > datetime.now(UTC):
+            job = queue.create_job(func, status=JobStatus.SCHEDULED, **options)
+            return queue.schedule_job(job, not_before).id
+        return queue.enqueue_call(func, **options).id
 
     def _fetch(self, job_id: str) -> Job | None:
         try:

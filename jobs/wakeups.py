@@ -11,8 +11,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from jobs.execute import scheduler_for
-from jobs.notify import notifier_for
+from agents.proposal import OUTBOUND_KINDS
+from jobs.context import JobContext, current
+from jobs.execute import schedule_execution
+from jobs.queue import DECISIONS, JobQueue
 from jobs.render_proposal import stamp
 from store import events as ev
 from store import lifecycle as lc
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # Kinds that leave the building, so they wait out the undo window before they are handed over (also
 # when the policy approves them).
-UNDO_WINDOW_KINDS = frozenset({"send_email", "send_chat_reply", "post_webhook"})
+UNDO_WINDOW_KINDS = OUTBOUND_KINDS
 # An approved proposal untouched this long has probably lost its job (a worker restart); queue it again.
 STALE_AFTER = timedelta(minutes=2)
 
@@ -86,7 +88,7 @@ def wake_due(
     *,
     ttl_hours: float,
     undo_window_seconds: float,
-    schedule_execution: Callable[[str], None] | None = None,
+    schedule_execution: Callable[[str], object] | None = None,
     notifier: Any = None,
     now: datetime | None = None,
 ) -> list[str]:
@@ -120,7 +122,7 @@ def wake_due(
 
 def recover_stalled(
     store: EventStore,
-    schedule_execution: Callable[[str], None],
+    schedule_execution: Callable[[str], object],
     now: datetime | None = None,
     stale_after: timedelta = STALE_AFTER,
 ) -> list[str]:
@@ -134,10 +136,13 @@ def recover_stalled(
     return due
 
 
-def run_periodic(container: Any, now: datetime | None = None) -> dict[str, list[str]]:
-    """Everything above, with the container's settings, queue and notifier (the scheduler's one call)."""
-    settings, store = container.settings, container.store
-    notifier, schedule = notifier_for(container), scheduler_for(container)
+def run_periodic(ctx: JobContext, now: datetime | None = None) -> dict[str, list[str]]:
+    """Everything above, with the App's settings, queue and notifier (the scheduler's one call)."""
+    settings, store, notifier = ctx.settings, ctx.store, ctx.notifier
+
+    def schedule(pid: str) -> None:
+        schedule_execution(ctx, pid)
+
     return {
         "expired": expire_due(store, notifier, now),
         "woken": wake_due(
@@ -150,3 +155,21 @@ def run_periodic(container: Any, now: datetime | None = None) -> dict[str, list[
         ),
         "recovered": recover_stalled(store, schedule, now),
     }
+
+
+def schedule_wake(queue: JobQueue, proposal_id: str, at: datetime) -> str | None:
+    """Queue the wake-up of a snoozed or policy-held proposal for `at` (the minute sweep is the backstop)."""
+    job_id = f"wake-{proposal_id}-{int(at.timestamp())}"
+    return queue.enqueue(wake, proposal_id, priority=DECISIONS, job_id=job_id, not_before=at)
+
+
+def wake(proposal_id: str) -> list[str]:
+    """Job function: bring back whatever is due now (the proposal it was queued for among them)."""
+    ctx = current()
+    return wake_due(
+        ctx.store,
+        ttl_hours=ctx.settings.proposal_ttl_hours,
+        undo_window_seconds=ctx.settings.undo_window_seconds,
+        schedule_execution=lambda pid: schedule_execution(ctx, pid),
+        notifier=ctx.notifier,
+    )

@@ -246,7 +246,20 @@ SIGNAL_TYPES: dict[str, type[Signal]] = {
     "subscription.cancelled": SubscriptionSignal,
 }
 
-EVENT_TYPES: dict[str, type[Payload]] = {
+
+class DigestSent(Payload):
+    """The digest for a slot was claimed (written before posting, so a slot is never posted twice)."""
+
+    slot: datetime
+    pending: int
+    overdue: int
+    surface: str | None = None  # the surface it reached; None: every surface (before per-surface records)
+
+
+# The log's own event types. The proposal lifecycle (store.proposals) and the memory layer
+# (store.memory.events) declare theirs beside their models; `event_types()` joins the three lists, so
+# every process reads every type whatever it imported (a replay never meets a type it does not know).
+CORE_EVENT_TYPES: dict[str, type[Payload]] = {
     **SIGNAL_TYPES,
     "customer.created": CustomerCreated,
     "customer.updated": CustomerUpdated,
@@ -260,6 +273,7 @@ EVENT_TYPES: dict[str, type[Payload]] = {
     "task.completed": TaskCompleted,
     "stage.changed": StageChanged,
     "deal.updated": DealUpdated,
+    "digest.sent": DigestSent,
 }
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -272,17 +286,41 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
 
 
 class UnknownEventType(KeyError):
-    """An event type with no payload model; register it in EVENT_TYPES."""
+    """An event type this version of the project does not know."""
+
+    def __init__(self, event_type: str) -> None:
+        super().__init__(event_type)
+        self.event_type = event_type
+
+    def __str__(self) -> str:
+        return (
+            f"the log holds an event of type {self.event_type!r}, which this version of chatops-crm does "
+            "not know; upgrade chatops-crm to the version that wrote it"
+        )
 
 
-def register(event_type: str, model: type[Payload]) -> None:
-    """Add an event type (later layers add proposals, decisions and actions this way)."""
-    EVENT_TYPES[event_type] = model
+_ALL_TYPES: dict[str, type[Payload]] | None = None
+
+
+def event_types() -> dict[str, type[Payload]]:
+    """Every event type the project can append, by name: the one registry."""
+    global _ALL_TYPES
+    if _ALL_TYPES is None:
+        # Imported here, not at the top: both modules build on this one.
+        from store import proposals
+        from store.memory import events as memory_events
+
+        _ALL_TYPES = {
+            **CORE_EVENT_TYPES,
+            **proposals.EVENT_MODELS,
+            **memory_events.MEMORY_EVENT_TYPES,
+        }
+    return _ALL_TYPES
 
 
 def payload_model(event_type: str) -> type[Payload]:
     try:
-        return EVENT_TYPES[event_type]
+        return event_types()[event_type]
     except KeyError:
         raise UnknownEventType(event_type) from None
 

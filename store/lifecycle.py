@@ -225,6 +225,13 @@ def due_to_run(connection: Connection, now: datetime, stale_before: datetime) ->
     return list(connection.execute(select(p.id).where(or_(waiting, abandoned)).order_by(p.id)).scalars())
 
 
+def pauses(connection: Connection) -> dict[str, datetime]:
+    """The agents paused now ("*" for all) and since when."""
+    a = t.agent_pauses.c
+    rows = connection.execute(select(a.agent, a.at).where(a.paused.is_(True))).all()
+    return {agent: at for agent, at in rows}
+
+
 def paused_agents(connection: Connection) -> set[str]:
     """Agents that may not propose now ("*" when all are paused)."""
     a = t.agent_pauses.c

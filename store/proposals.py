@@ -188,7 +188,5 @@ EVENT_MODELS: dict[str, type[ev.Payload]] = {
     "task.cancelled": TaskCancelled,
 }
 
-for _type, _model in EVENT_MODELS.items():
-    ev.register(_type, _model)
 for _table in (t.proposals, t.proposal_messages, t.actions, t.agent_pauses):
     register_table(_table)

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+# Raw messages older than this are folded into a summary and archived: half a year keeps the running
+# conversation verbatim while bounding what every recall has to rank.
+DEFAULT_MESSAGE_RETENTION_DAYS = 183
+# A draft that takes longer than this is not worth waiting for: the template is good enough.
+DEFAULT_MODEL_TIMEOUT_S = 20.0
+# What one agent may spend per day before it drops to templates.
+DEFAULT_DAILY_BUDGET_USD = 1.00
 
 
 class SettingsError(RuntimeError):
@@ -53,6 +62,20 @@ class Settings(BaseSettings):
     undo_window_seconds: float = Field(default=30.0, ge=0, le=3600, alias="UNDO_WINDOW_SECONDS")
     proposal_ttl_hours: float = Field(default=24.0, gt=0, alias="PROPOSAL_TTL_HOURS")
     action_lease_seconds: float = Field(default=300.0, gt=0, alias="ACTION_LEASE_SECONDS")
+    # Memory: CRM_EMBEDDINGS picks the embedding model; the day count tunes retention.
+    embeddings: Literal["local", "openai"] = Field(default="local", alias="CRM_EMBEDDINGS")
+    embeddings_model: str = Field(default="text-embedding-3-small", alias="CRM_EMBEDDINGS_MODEL")
+    message_retention_days: int = Field(
+        default=DEFAULT_MESSAGE_RETENTION_DAYS, ge=1, alias="CRM_MEMORY_MESSAGE_DAYS"
+    )
+    # The model: tiers, timeout and budget; a policy file of the operator's own (the shipped one if unset).
+    policy_file: Path | None = Field(default=None, alias="CRM_POLICY_FILE")
+    model_cheap: str = Field(default="gpt-4o-mini", alias="CRM_MODEL_CHEAP")
+    model_draft: str = Field(default="gpt-4o", alias="CRM_MODEL_DRAFT")
+    model_timeout_s: float = Field(default=DEFAULT_MODEL_TIMEOUT_S, gt=0, le=600, alias="CRM_MODEL_TIMEOUT")
+    agent_daily_budget_usd: float = Field(
+        default=DEFAULT_DAILY_BUDGET_USD, ge=0, alias="CRM_AGENT_DAILY_BUDGET_USD"
+    )
 
     @field_validator("digest_at")
     @classmethod

@@ -123,6 +123,19 @@ processed_events = Table(
     Column("processed_at", DateTime(timezone=True), nullable=False),
 )
 
+# Which handler (jobs.handlers) has handled which event: "done", or "skipped" with the reason shown to
+# the operator. "*" marks events handled before tracking was per handler (every handler saw them).
+handled_events = Table(
+    "handled_events",
+    metadata,
+    Column("handler", String(64), primary_key=True),
+    Column("event_id", String(36), primary_key=True),
+    Column("position", Position, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("handled_at", DateTime(timezone=True), nullable=False),
+    Index("ix_handled_events_handler_position", "handler", "position"),
+)
+
 # The log position each projection has applied; applying an older event again changes nothing.
 projection_positions = Table(
     "projection_positions",

@@ -6,8 +6,9 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from agents.context import AgentContext
-from agents.model import DEFAULT_DAILY_BUDGET_USD, AgentModel, Tier
+from agents.model import AgentModel, Tier
 from agents.proposal import ActionKind, Proposal
+from store.settings import DEFAULT_DAILY_BUDGET_USD
 
 
 class Role(ABC):

@@ -16,7 +16,7 @@ from bot.demo.dataset import incoming, seed
 from store.settings import Settings
 
 if TYPE_CHECKING:
-    from bot.bootstrap import Container
+    from bot.bootstrap import App
 
 # The demo is for looking around: a short undo window keeps "approve → sent" within a few seconds.
 DEMO_UNDO_WINDOW_S = 5.0
@@ -91,9 +91,7 @@ def fresh_folder(base: Settings) -> Path:
     return folder
 
 
-def play_signals(
-    container: Container, console: Console, interval: float = SIGNAL_INTERVAL_S
-) -> threading.Thread:
+def play_signals(container: App, console: Console, interval: float = SIGNAL_INTERVAL_S) -> threading.Thread:
     """Send the scripted morning through the same path as POST /signals, on a thread."""
     import json
 
@@ -112,7 +110,7 @@ def play_signals(
     return thread
 
 
-def seed_and_describe(container: Container, console: Console) -> None:
+def seed_and_describe(container: App, console: Console) -> None:
     written = seed(container.store)
     console.print(
         f"Demo business seeded ({written} events): 40 customers, renewals coming due, overdue invoices.\n"

@@ -19,7 +19,7 @@ from store.intake import Staged, sequence, stage
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from bot.bootstrap import Container
+    from bot.bootstrap import App
     from store.intake import AsyncStager
 
 # The longest usable email address: RFC 5321 caps a forward path at 256 octets including the brackets.
@@ -50,7 +50,7 @@ class Accepted:
     source: str
 
 
-def record(container: Container, inbound: InboundSignal) -> Accepted:
+def record(container: App, inbound: InboundSignal) -> Accepted:
     """Record the signal now: through the inbox like every delivery, then straight into the log.
 
     For chat messages, the CLI and the demo, which want the event in the log when this returns; its
@@ -62,7 +62,7 @@ def record(container: Container, inbound: InboundSignal) -> Accepted:
     return Accepted(staged.event_id, staged.duplicate, inbound.type, inbound.source)
 
 
-def accept(container: Container, inbound: InboundSignal) -> Accepted:
+def accept(container: App, inbound: InboundSignal) -> Accepted:
     """Accept the signal for recording: durable in the inbox on return, in the log moments later.
 
     What the web routes answer with: one insert and no append lock, so a burst of deliveries is taken
@@ -71,7 +71,7 @@ def accept(container: Container, inbound: InboundSignal) -> Accepted:
     return _accepted(container, inbound, _stage(container.intake_engine, container, inbound))
 
 
-async def accept_on_loop(container: Container, stager: AsyncStager, inbound: InboundSignal) -> Accepted:
+async def accept_on_loop(container: App, stager: AsyncStager, inbound: InboundSignal) -> Accepted:
     """`accept` from the event loop with the app's async stager (Postgres): no worker thread."""
     check_storable(container, inbound)
     staged = await stager.stage(
@@ -80,19 +80,19 @@ async def accept_on_loop(container: Container, stager: AsyncStager, inbound: Inb
     return _accepted(container, inbound, staged)
 
 
-def _accepted(container: Container, inbound: InboundSignal, staged: Staged) -> Accepted:
+def _accepted(container: App, inbound: InboundSignal, staged: Staged) -> Accepted:
     if staged.row_id is not None:
         container.intake_kicker.kick()
     return Accepted(staged.event_id, staged.duplicate, inbound.type, inbound.source)
 
 
-def check_storable(container: Container, inbound: InboundSignal) -> None:
+def check_storable(container: App, inbound: InboundSignal) -> None:
     """Refuse, naming the field, what the log could not store or the identity rules not resolve."""
     ensure_storable(inbound.signal.model_dump(mode="json"))
     check_contacts(inbound.signal.customer, container.settings.crm_phone_region)
 
 
-def _stage(engine: Engine, container: Container, inbound: InboundSignal) -> Staged:
+def _stage(engine: Engine, container: App, inbound: InboundSignal) -> Staged:
     check_storable(container, inbound)
     return stage(
         engine,

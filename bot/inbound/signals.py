@@ -18,7 +18,7 @@ from bot.inbound.intake import Accepted, InboundSignal, ensure_storable, record
 from store.events import SIGNAL_TYPES, CustomerRef
 
 if TYPE_CHECKING:
-    from bot.bootstrap import Container
+    from bot.bootstrap import App
 
 SOURCE = "signals"
 
@@ -119,6 +119,6 @@ def content_key(body: bytes) -> str:
     return f"{SOURCE}:sha256:{hashlib.sha256(body).hexdigest()}"
 
 
-def accept_signal(container: Container, body: bytes, key: str) -> Accepted:
+def accept_signal(container: App, body: bytes, key: str) -> Accepted:
     """Parse and record one signal body under key, in the log on return (`crm signal`, the demo)."""
     return record(container, parse_signal(body, key))

@@ -7,16 +7,14 @@ Listeners only translate a Slack payload into a command-layer call and render th
 from __future__ import annotations
 
 from bot.slack.app import SlackNotConfigured, build_slack_app
-from bot.slack.serve import mount_slack, run_slack, start_slack
-from bot.slack.surface import SlackSurface, install_slack_surface, slack_client
+from bot.slack.serve import run_slack, slack_router, start_slack
+from bot.slack.surface import SlackSurface
 
 __all__ = [
     "SlackNotConfigured",
     "SlackSurface",
     "build_slack_app",
-    "install_slack_surface",
-    "mount_slack",
     "run_slack",
-    "slack_client",
+    "slack_router",
     "start_slack",
 ]

@@ -5,17 +5,17 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import App, BoltResponse
+from slack_bolt import App as BoltApp
+from slack_bolt import BoltResponse
 
 from bot.slack import channels
-from bot.slack.surface import install_slack_surface, slack_client
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from slack_bolt.request import BoltRequest
 
-    from bot.bootstrap import Container
+    from bot.bootstrap import App
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,8 @@ class SlackNotConfigured(RuntimeError):
     """SLACK_BOT_TOKEN (and a signing secret or app token) is missing; the message says which."""
 
 
-def build_slack_app(container: Container, *, verify_token: bool = False) -> App:
-    """The Bolt app for this process, its listeners registered, the Slack surface installed.
+def build_slack_app(container: App, *, verify_token: bool = False) -> BoltApp:
+    """The Bolt app for this process (the App builds it once: `app.slack_bolt`), listeners registered.
 
     With verify_token, `auth.test` is called now (fail fast at `crm bot`); otherwise on the first
     request, so the web app starts even while Slack is unreachable.
@@ -36,9 +36,9 @@ def build_slack_app(container: Container, *, verify_token: bool = False) -> App:
     if settings.slack_bot_token is None:
         raise SlackNotConfigured("SLACK_BOT_TOKEN is not set")
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
-    app = App(
-        client=slack_client(container),
-        # Without a secret only Socket Mode can reach the app; `mount_slack` refuses HTTP then, and the
+    app = BoltApp(
+        client=container.slack_client,
+        # Without a secret only Socket Mode can reach the app; the HTTP route refuses requests then, and the
         # verification middleware stays on with an unguessable secret so nothing unsigned gets through.
         signing_secret=secret or _unusable_secret(),
         token_verification_enabled=verify_token,
@@ -50,7 +50,6 @@ def build_slack_app(container: Container, *, verify_token: bool = False) -> App:
         logger=logging.getLogger("bot.slack.bolt"),
     )
     app.middleware(_skip_retried_events(container))
-    install_slack_surface(container)
     register(app, container)
     return app
 
@@ -61,7 +60,7 @@ def _unusable_secret() -> str:
     return secrets.token_hex(32)
 
 
-def _skip_retried_events(container: Container) -> Callable[..., BoltResponse]:
+def _skip_retried_events(container: App) -> Callable[..., BoltResponse]:
     """Middleware: an Events API delivery whose event_id was handled already gets 200 and no listener.
 
     Slack redelivers (same event_id, X-Slack-Retry-Num) when its 3 s passed without a 200, even while

@@ -18,7 +18,7 @@ from store import events as ev
 from store import tables as t
 
 if TYPE_CHECKING:
-    from bot.bootstrap import Container
+    from bot.bootstrap import App
 
 # Slack retries an event for about 5 minutes; a day is far past that and keeps the table small.
 SEEN_EVENTS_KEPT = timedelta(days=1)
@@ -44,7 +44,7 @@ def linked_customer(engine: Engine, channel_id: str) -> str | None:
     return found
 
 
-def link_channel(container: Container, customer_id: str, channel_id: str, actor: str) -> LinkResult:
+def link_channel(container: App, customer_id: str, channel_id: str, actor: str) -> LinkResult:
     """Give the customer the contact point `slack:<channel_id>`, unless another customer holds it.
 
     Only operators may link: a link routes a channel's messages into a customer's inbox.
@@ -70,7 +70,7 @@ def link_channel(container: Container, customer_id: str, channel_id: str, actor:
     return LinkResult(True, "Linked: messages in this channel now reach that customer's inbox.")
 
 
-def inbound_message(container: Container, event: dict[str, Any]) -> InboundSignal | None:
+def inbound_message(container: App, event: dict[str, Any]) -> InboundSignal | None:
     """A Slack `message` event as a signal for the customer its channel is linked to, else None.
 
     None for bot posts (our own replies included), edits and joins, channels linked to nobody, and

@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING, Any
 from slack_sdk.errors import SlackApiError
 
 from bot import slack_blocks as kit
-from bot.commands import Actor, Button, Reply, commands_for
+from bot.commands import Actor, Button, Reply
 from bot.slack import channels
 from bot.slack.slash import SlashCommands
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from slack_bolt import App
+    from slack_bolt import App as BoltApp
     from slack_sdk import WebClient
 
-    from bot.bootstrap import Container
+    from bot.bootstrap import App
     from bot.commands import Commands
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ SLASH_COMMANDS = ("/customer", "/pending", "/digest", "/note", "/pause", "/resum
 PROBLEM = "Something went wrong on our side; nothing was changed. Try again in a moment."
 
 
-def register(app: App, container: Container) -> None:
+def register(app: BoltApp, container: App) -> None:
     """Attach every listener of the surface to `app`."""
     listeners = Listeners(container)
     # Lazy listeners: `acknowledge` answers Slack in the request itself; the work runs afterwards in
@@ -64,12 +64,12 @@ def actor_of(user: dict[str, Any] | None, user_id: str | None = None, name: str 
 class Listeners:
     """The listener functions, bound to one container. Bolt injects arguments by parameter name."""
 
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: App) -> None:
         self.container = container
         self.slash_commands = SlashCommands(container, self._commands)
 
     def _commands(self) -> Commands:
-        return commands_for(self.container)
+        return self.container.commands
 
     # -- slash commands --------------------------------------------------------------------------
 

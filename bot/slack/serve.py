@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -14,12 +14,10 @@ from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_r
 from slack_sdk.signature import SignatureVerifier
 from starlette.concurrency import run_in_threadpool
 
-from bot.slack.app import SlackNotConfigured, build_slack_app
+from bot.slack.app import SlackNotConfigured
 
 if TYPE_CHECKING:
-    from slack_bolt import App
-
-    from bot.bootstrap import Container
+    from bot.bootstrap import App
 
 log = logging.getLogger(__name__)
 
@@ -27,23 +25,13 @@ log = logging.getLogger(__name__)
 # 1 MiB is far above any of them and bounds what an unauthenticated sender can make us buffer.
 MAX_SLACK_BODY = 1024 * 1024
 EVENTS_PATH = "/slack/events"
-APP_KEY = "slack_app"
 
 
-def slack_app(container: Container) -> App:
-    """The process's Bolt app, built once and kept in `container.extras`."""
-    app = container.extras.get(APP_KEY)
-    if app is None:
-        app = build_slack_app(container)
-        container.extras[APP_KEY] = app
-    return app
-
-
-def slack_router(container: Container) -> APIRouter:
+def slack_router(container: App) -> APIRouter:
     """`POST /slack/events`: events, commands and interactivity, through Bolt (signature checked there)."""
     router = APIRouter()
     settings = container.settings
-    app = slack_app(container) if settings.slack_bot_token and settings.slack_signing_secret else None
+    app = container.slack_bolt if settings.slack_bot_token and settings.slack_signing_secret else None
     # Without a signing secret the route only answers 503; slack_sdk refuses an empty secret.
     secret = settings.slack_signing_secret
     verifier = SignatureVerifier(secret.get_secret_value()) if app is not None and secret else None
@@ -76,32 +64,18 @@ def slack_router(container: Container) -> APIRouter:
     return router
 
 
-def mount_slack(container: Container) -> bool:
-    """Add the Slack route to the web app built from this container (call before `create_app`).
-
-    Returns whether Slack is configured; without it the route still exists and answers 503.
-    """
-    routers: list[Any] = container.extras.setdefault("web_routers", [])
-    routers.append(slack_router(container))
-    return bool(container.settings.slack_bot_token and container.settings.slack_signing_secret)
-
-
-def start_slack(container: Container) -> SocketModeHandler:
+def start_slack(container: App) -> SocketModeHandler:
     """Connect to Slack in Socket Mode (non-blocking); `handler.close()` disconnects."""
     settings = container.settings
     if settings.slack_app_token is None:
         raise SlackNotConfigured("SLACK_APP_TOKEN (xapp-…) is not set; Socket Mode needs it")
-    app = container.extras.get(APP_KEY)
-    if app is None:
-        app = build_slack_app(container, verify_token=True)
-        container.extras[APP_KEY] = app
-    handler = SocketModeHandler(app, app_token=settings.slack_app_token.get_secret_value())
+    handler = SocketModeHandler(container.slack_bolt, app_token=settings.slack_app_token.get_secret_value())
     handler.connect()
     log.info("Slack connected in Socket Mode")
     return handler
 
 
-def run_slack(container: Container, stop: threading.Event | None = None) -> None:
+def run_slack(container: App, stop: threading.Event | None = None) -> None:
     """Socket Mode until SIGINT/SIGTERM (or `stop` is set): the Slack part of `crm bot`."""
     stop = stop or threading.Event()
     handler = start_slack(container)

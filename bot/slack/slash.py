@@ -13,7 +13,7 @@ from bot.slack import channels
 from store.slice import closest_names, find_customers
 
 if TYPE_CHECKING:
-    from bot.bootstrap import Container
+    from bot.bootstrap import App
     from bot.commands import Commands
 
 Message = dict[str, Any]
@@ -36,7 +36,7 @@ def _text(line: str) -> Message:
 class SlashCommands:
     """Reads a slash command's text and calls the matching command."""
 
-    def __init__(self, container: Container, commands: Callable[[], Commands]) -> None:
+    def __init__(self, container: App, commands: Callable[[], Commands]) -> None:
         self.container = container
         self.commands = commands
 

@@ -15,7 +15,6 @@ from jobs.notify import MessageRef, SurfaceError
 from jobs.views import ProposalView
 
 if TYPE_CHECKING:
-    from bot.bootstrap import Container
     from store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -26,8 +25,6 @@ log = logging.getLogger(__name__)
 RATE_LIMIT_RETRIES = 2
 # Per-call HTTP timeout in seconds: a hung Slack call must not hold a worker thread for long.
 CALL_TIMEOUT = 15
-CLIENT_KEY = "slack_client"
-SURFACE_KEY = "slack_surface"
 
 
 def make_web_client(settings: Settings) -> WebClient:
@@ -43,15 +40,6 @@ def make_web_client(settings: Settings) -> WebClient:
             RateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
         ],
     )
-
-
-def slack_client(container: Container) -> WebClient:
-    """The process's WebClient, built once and kept in `container.extras`."""
-    client = container.extras.get(CLIENT_KEY)
-    if client is None:
-        client = make_web_client(container.settings)
-        container.extras[CLIENT_KEY] = client
-    return client
 
 
 class SlackSurface:
@@ -105,17 +93,3 @@ class SlackSurface:
             return getattr(self.client, method)(**kwargs)
         except SlackApiError as exc:
             raise SurfaceError(f"Slack {method} failed: {exc.response.get('error', exc)}") from exc
-
-
-def install_slack_surface(container: Container) -> SlackSurface | None:
-    """Register the Slack surface with the process's notify fan-out (once); None if Slack is not set up."""
-    from jobs.notify import notifier_for
-
-    if container.settings.slack_bot_token is None:
-        return None
-    surface = container.extras.get(SURFACE_KEY)
-    if surface is None:
-        surface = SlackSurface(slack_client(container), container.settings.slack_channel)
-        container.extras[SURFACE_KEY] = surface
-    notifier_for(container).add(surface)
-    return surface

@@ -15,13 +15,13 @@ from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bot.inbound.errors import InboundRefused
-from bot.metrics import Metrics, metrics_for
+from bot.metrics import Metrics
 from bot.web import ops, routes
 from bot.web.openapi import install_openapi
 from store.intake import AsyncStager
 
 if TYPE_CHECKING:
-    from bot.bootstrap import Container
+    from bot.bootstrap import App
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,12 @@ STAGE_POOL = 15
 STAGE_WAIT_S = 3.0
 
 
-def create_app(container: Container) -> FastAPI:
-    """The HTTP app over a built container; routers in `container.extras["web_routers"]` are mounted too."""
+def create_app(container: App) -> FastAPI:
+    """The HTTP app over a built App: intake, ops, `POST /slack/events` (503 until Slack's HTTP mode is
+    configured) and, in Telegram's webhook mode, `POST /telegram/webhook`."""
+    from bot.slack import slack_router
+    from bot.telegram import telegram_router, webhook_mode
+
     app = FastAPI(
         lifespan=_lifespan,
         title="chatops-crm",
@@ -45,11 +49,12 @@ def create_app(container: Container) -> FastAPI:
         description="Signal intake, webhooks, health and metrics of the chat-ops CRM.",
     )
     app.state.container = container
-    app.state.metrics = metrics_for(container)
+    app.state.metrics = container.metrics
     app.include_router(routes.router)
     app.include_router(ops.router)
-    for router in container.extras.get("web_routers", ()):
-        app.include_router(router)
+    app.include_router(slack_router(container))
+    if webhook_mode(container):
+        app.include_router(telegram_router(container))
     app.add_exception_handler(InboundRefused, _refused)  # type: ignore[arg-type]
     for outage in (OperationalError, InterfaceError, PoolTimeout, psycopg.OperationalError, AsyncPoolTimeout):
         app.add_exception_handler(outage, _database_down)
@@ -66,7 +71,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     Without it (SQLite, or an app driven without its lifespan) they stage from worker threads.
     """
-    container: Container = app.state.container
+    container: App = app.state.container
     stager = None
     if container.engine.dialect.name == "postgresql":
         stager = AsyncStager(

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 if TYPE_CHECKING:
-    from bot.bootstrap import Container
+    from bot.bootstrap import App
 
 # A health probe must answer before the load balancer's own timeout (typically 5 s) gives up.
 PROBE_TIMEOUT_S = 2.0
@@ -23,12 +23,12 @@ class Check:
     detail: str
 
 
-def check_health(container: Container) -> list[Check]:
+def check_health(container: App) -> list[Check]:
     """One check per dependency, in a fixed order (blocking: run it off the event loop)."""
     return [_database(container), _queue(container), _memory(container)]
 
 
-def _database(container: Container) -> Check:
+def _database(container: App) -> Check:
     dialect = container.engine.dialect.name
     try:
         with container.engine.connect() as connection:
@@ -39,7 +39,7 @@ def _database(container: Container) -> Check:
     return Check("database", True, dialect)
 
 
-def _queue(container: Container) -> Check:
+def _queue(container: App) -> Check:
     kind = "redis" if container.settings.redis_url else "in-process"
     try:
         ok = container.queue.ping()
@@ -48,9 +48,9 @@ def _queue(container: Container) -> Check:
     return Check("queue", ok, kind if ok else f"{kind} unreachable")
 
 
-def _memory(container: Container) -> Check:
+def _memory(container: App) -> Check:
     # Only a memory already built is asked (reading `container.memory` would build one just to probe).
-    memory: Any = container.extras.get("memory")
+    memory: Any = container.memory_if_built
     if memory is not None and hasattr(memory, "ping"):
         try:
             ok = bool(memory.ping())

@@ -21,7 +21,7 @@ from bot.web.openapi import EMAIL_BODY, REFUSALS, SIGNAL_BODY, STRIPE_BODY
 from bot.web.schemas import AcceptedOut, IgnoredOut
 
 if TYPE_CHECKING:
-    from bot.bootstrap import Container
+    from bot.bootstrap import App
     from store.intake import AsyncStager
 
 router = APIRouter()
@@ -102,8 +102,8 @@ def _small(body: bytes) -> bool:
     return len(body) <= IN_LOOP_BYTES
 
 
-def _container(request: Request) -> Container:
-    container: Container = request.app.state.container
+def _container(request: Request) -> App:
+    container: App = request.app.state.container
     return container
 
 

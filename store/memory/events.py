@@ -10,7 +10,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from store.events import EVENT_TYPES, Payload, register
+from store.events import Payload
 
 # Long enough for a curator's roll-up of a year of messages, short enough to stay one log row.
 MAX_SUMMARY_CHARS = 20_000
@@ -46,13 +46,3 @@ MEMORY_EVENT_TYPES: dict[str, type[Payload]] = {
     "memory.corrected": MemoryCorrected,
     "memory.forgotten": MemoryForgotten,
 }
-
-
-def register_memory_events() -> None:
-    """Make the log able to read the memory event types (idempotent)."""
-    for name, model in MEMORY_EVENT_TYPES.items():
-        if EVENT_TYPES.get(name) is not model:
-            register(name, model)
-
-
-register_memory_events()

@@ -8,7 +8,7 @@ the Chroma write and the position update, or a full replay all end in the same c
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
@@ -173,24 +173,4 @@ def _batches(events: Iterable[ev.Event], size: int) -> Iterable[list[ev.Event]]:
         yield batch
 
 
-class MemorySubscriber:
-    """The job pipeline's subscriber shape (`name`, `wants(event)`, `handle(event, ctx)`).
-
-    Handling one event catches the projection up to the head of the log: that covers events appended
-    without dispatch (e.g. a customer created with notes) and keeps the order roll-ups rely on.
-    """
-
-    name = PROJECTION_NAME
-
-    def __init__(self, memory: Memory, store: EventStore) -> None:
-        self.memory = memory
-        self.store = store
-
-    def wants(self, event: ev.Event) -> bool:
-        return self.memory.projection.wants(event)
-
-    def handle(self, event: ev.Event, ctx: Any = None) -> None:
-        self.memory.projection.catch_up(self.store)
-
-
-__all__ = ["PROJECTION_NAME", "MemoryProjection", "MemorySubscriber", "position", "set_position"]
+__all__ = ["PROJECTION_NAME", "MemoryProjection", "position", "set_position"]

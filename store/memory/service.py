@@ -11,27 +11,26 @@ from sqlalchemy import Engine, select
 
 from store import tables as t
 from store.memory import client as chroma
-from store.memory.config import MemorySettings
 from store.memory.embeddings import Embedder, MiniLMEmbedding, OpenAIEmbedding
 from store.memory.projection import MemoryProjection
 from store.memory.records import Kind, MemoryRecord, Recalled
+from store.settings import Settings
 
 if TYPE_CHECKING:
-    from store.settings import Settings
     from store.uow import EventStore
 
 # Chroma caps the ids or records of one request; reads and deletes go in pages of this size.
 PAGE = 1_000
 
 
-def make_embedder(memory_settings: MemorySettings, settings: Settings | None = None) -> Embedder:
+def make_embedder(settings: Settings) -> Embedder:
     """The embedding function the settings choose (local MiniLM unless CRM_EMBEDDINGS=openai)."""
-    if memory_settings.embeddings == "openai":
-        key = settings.openai_api_key.get_secret_value() if settings and settings.openai_api_key else None
+    if settings.embeddings == "openai":
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
         return OpenAIEmbedding(
-            model=memory_settings.embeddings_model,
+            model=settings.embeddings_model,
             api_key=key,
-            base_url=settings.openai_base_url if settings else None,
+            base_url=settings.openai_base_url,
         )
     return MiniLMEmbedding()
 
@@ -46,7 +45,7 @@ class Memory:
         chroma_url: str | None = None,
         embedder: Embedder | None = None,
         engine: Engine | None = None,
-        settings: MemorySettings | None = None,
+        settings: Settings | None = None,
         namespace: str = "",
     ) -> None:
         self.data_dir = data_dir
@@ -55,22 +54,19 @@ class Memory:
         self.chroma_url = chroma_url
         self.embedder: Embedder = embedder or MiniLMEmbedding()
         self.engine = engine
-        self.settings = settings or MemorySettings(_env_file=None)
+        self.settings = settings or Settings(_env_file=None)
         self._client: Any = None
         self._collections: dict[str, Any] = {}
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, engine: Engine | None = None, memory_settings: MemorySettings | None = None
-    ) -> Memory:
+    def from_settings(cls, settings: Settings, engine: Engine | None = None) -> Memory:
         """Memory as the settings describe it (CHROMA_URL, CRM_DATA_DIR, CRM_EMBEDDINGS)."""
-        memory_settings = memory_settings or MemorySettings()
         return cls(
             data_dir=settings.crm_data_dir,
             chroma_url=settings.chroma_url,
-            embedder=make_embedder(memory_settings, settings),
+            embedder=make_embedder(settings),
             engine=engine,
-            settings=memory_settings,
+            settings=settings,
         )
 
     # -- where things live ------------------------------------------------------------------------

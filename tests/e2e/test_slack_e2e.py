@@ -19,9 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.bootstrap import Container, bootstrap
-from bot.slack import install_slack_surface
-from jobs.notify import notifier_for
+from bot.bootstrap import App, bootstrap
 from store import lifecycle as lc
 from tests.integration import slack_harness as h
 from tests.standins import slack_requests as sr
@@ -47,7 +45,6 @@ def world(pg_url: str, make_settings: Any, tmp_path: Path) -> Iterator[dict[str,
             slack.api_url, pg_url, SMTP_URL=smtp.url, MAIL_FROM="ops@crm.example", PORT=h.free_port()
         )
         container = bootstrap(make_settings(**settings))
-        install_slack_surface(container)  # the test posts proposals to the stand-in itself
         yield {"slack": slack, "smtp": smtp, "settings": settings, "container": container, "tmp": tmp_path}
         container.close()
 
@@ -66,10 +63,10 @@ def _stop(process: subprocess.Popen[bytes], log: Path) -> None:
         process.wait(5)
 
 
-def _posted_proposal(container: Container, slack: SlackStandIn, key: str) -> str:
+def _posted_proposal(container: App, slack: SlackStandIn, key: str) -> str:
     customer = h.add_customer(container)
     pid = h.propose_email(container, customer, key=key)
-    notifier_for(container).post(pid)
+    container.notifier.post(pid)
     slack.wait_for("chat.postMessage", lambda c: pid in json.dumps(c.body))
     return pid
 
@@ -86,7 +83,7 @@ def _mail_with(smtp: SmtpStandin, text: str) -> list[Any]:
     )
 
 
-def _state(container: Container, pid: str) -> str:
+def _state(container: App, pid: str) -> str:
     with container.engine.connect() as connection:
         row = lc.get_proposal(connection, pid)
     return str(row["state"]) if row else "missing"
@@ -153,7 +150,7 @@ def test_crm_web_slack_http_flows_end_to_end(world: dict[str, Any]) -> None:
         assert client.event(message).status_code == 200
         customer = h.add_customer(container)
         reply = h.propose_chat_reply(container, customer, "C0ACME", "Friday works <3")
-        notifier_for(container).post(reply)
+        container.notifier.post(reply)
         client.click(f"approve:{reply}")
         sent = slack.wait_for("chat.postMessage", lambda c: c.body.get("channel") == "C0ACME")[-1]
         assert sent.body["text"] == "Friday works &lt;3"

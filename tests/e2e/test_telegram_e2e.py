@@ -19,9 +19,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from bot.bootstrap import Container, bootstrap
+from bot.bootstrap import App, bootstrap
 from bot.telegram import SECRET_HEADER, WEBHOOK_PATH
-from bot.telegram_surface import install_telegram_surface
 from store import tables as t
 from tests.integration import telegram_harness as h
 from tests.standins.telegram_api import TelegramStandIn
@@ -37,9 +36,8 @@ def world(pg_url: str, make_settings: Any, tmp_path: Path) -> Iterator[dict[str,
         port = h.free_port()
         env = h.telegram_env(api, pg_url, smtp.port, PORT=port)
         container = bootstrap(make_settings(**env))
-        install_telegram_surface(container)  # the test posts proposals to the stand-in itself
         yield {"api": api, "smtp": smtp, "env": env, "container": container, "tmp": tmp_path, "port": port}
-        surface = container.extras.get("telegram_surface")
+        surface = container.notifier.surface("telegram")
         if surface is not None:
             surface.close()
         container.close()
@@ -80,7 +78,7 @@ def _log(tmp: Path, name: str) -> str:
     return (tmp / f"{name}.log").read_text(errors="replace")[-4000:]
 
 
-def _telegram_customer(container: Container) -> str | None:
+def _telegram_customer(container: App) -> str | None:
     with container.engine.connect() as connection:
         return connection.execute(
             select(t.contact_points.c.customer_id).where(

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from bot.bootstrap import Container
+from bot.bootstrap import App
 from tests.integration.jobs_harness import RedisServer
 from tests.integration.web_harness import settling_client, web_container
 
 
 @pytest.fixture
-def container(db_url: str, redis_url: str, make_settings: Any) -> Iterator[Container]:
+def container(db_url: str, redis_url: str, make_settings: Any) -> Iterator[App]:
     """The web app's container on each backend, with its queue on the test Redis."""
     built = web_container(make_settings, db_url, redis_url)
     yield built
@@ -22,7 +22,7 @@ def container(db_url: str, redis_url: str, make_settings: Any) -> Iterator[Conta
 
 
 @pytest.fixture
-def client(container: Container) -> Iterator[TestClient]:
+def client(container: App) -> Iterator[TestClient]:
     """A client on the app; server errors come back as responses, as a real client sees them."""
     with settling_client(container, raise_server_exceptions=False) as client:
         yield client

@@ -1,8 +1,9 @@
-"""Helpers for the job pipeline tests, and a worker process entry point with test subscribers.
+"""Helpers for the job pipeline tests, and a worker process entry point with test handlers.
 
 `python -m tests.integration.jobs_harness DIR [--fork]` runs the real `crm worker` code
 (jobs.worker.run_worker) built by the real composition root from the environment (DATABASE_URL,
-REDIS_URL), with a FileRecordingSubscriber writing to DIR, so a test can watch and kill it from outside.
+REDIS_URL), with a FileRecordingSubscriber as the memory handler (it sees every event type the handler
+table gives it) writing to DIR, so a test can watch and kill it from outside.
 """
 
 from __future__ import annotations
@@ -17,23 +18,31 @@ from typing import Any
 
 import redis as redis_lib
 
+from bot.bootstrap import App
 from jobs.context import JobContext
+from jobs.handlers import MEMORY
+from jobs.inprocess import InProcessJobQueue
+from jobs.queue import JobQueue
 from store.events import CustomerRef, Event, LeadCreated
+from store.settings import Settings
 from store.uow import EventStore
 
 
 class RecordingSubscriber:
-    """Records every event it handles; `effects` is the idempotent result (one entry per event)."""
+    """A handler that records every event it handles; `effects` is the idempotent result.
 
-    def __init__(self, name: str, types: set[str] | None = None, journal: list[str] | None = None) -> None:
+    Put it in an App's handlers under a name of the handler table (jobs.handlers): it then sees the
+    event types the table gives that name ("memory" sees almost every type).
+    """
+
+    def __init__(self, name: str = MEMORY, journal: list[str] | None = None) -> None:
         self.name = name
-        self.types = types
         self.calls: list[str] = []
         self.effects: set[str] = set()
         self.journal = journal if journal is not None else []
 
-    def wants(self, event: Event) -> bool:
-        return self.types is None or event.type in self.types
+    def __call__(self, event: Event, ctx: JobContext) -> None:
+        self.handle(event, ctx)
 
     def handle(self, event: Event, ctx: JobContext) -> None:
         self.calls.append(event.id)
@@ -48,13 +57,13 @@ class FileRecordingSubscriber:
     test can kill the process mid-job; later attempts (after the kill) run straight through.
     """
 
-    name = "file-recorder"
+    name = MEMORY
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def wants(self, event: Event) -> bool:
-        return True
+    def __call__(self, event: Event, ctx: JobContext) -> None:
+        self.handle(event, ctx)
 
     def handle(self, event: Event, ctx: JobContext) -> None:
         attempts = self.directory / f"attempts-{event.id}"
@@ -67,6 +76,22 @@ class FileRecordingSubscriber:
                 time.sleep(0.05)
         with (self.directory / "handled").open("a") as handle:
             handle.write(f"{event.id} {os.getpid()}\n")
+
+
+def app_for(
+    store: EventStore,
+    settings: Settings,
+    queue: JobQueue | None = None,
+    handlers: dict[str, Any] | None = None,
+) -> App:
+    """An App over a test's store and queue whose handlers are the test's own (none by default)."""
+    return App(
+        settings=settings,
+        engine=store.engine,
+        store=store,
+        queue=queue if queue is not None else InProcessJobQueue(),
+        handlers=handlers if handlers is not None else {},
+    )
 
 
 def lead(store: EventStore, n: int, source: str = "test") -> Event:
@@ -139,11 +164,12 @@ def main() -> None:
     from store.settings import load_settings
 
     directory = Path(sys.argv[1])
-    container = bootstrap(load_settings(_env_file=None))
-    container.subscribers.append(FileRecordingSubscriber(directory))
+    container = bootstrap(
+        load_settings(_env_file=None), handlers={MEMORY: FileRecordingSubscriber(directory)}
+    )
     assert container.settings.redis_url
     run_worker(
-        container.job_context(),
+        container,
         container.settings.redis_url,
         fork="--fork" in sys.argv,
         relay=False,

@@ -16,9 +16,8 @@ import httpx
 import uvicorn
 
 from agents.proposal import Draft, Proposal
-from bot.bootstrap import Container
+from bot.bootstrap import App
 from bot.commands import Commands
-from jobs.notify import notifier_for
 from store import lifecycle as lc
 from store.events import CustomerRef, LeadCreated
 from tests.standins import slack_requests as sr
@@ -113,16 +112,14 @@ class SlackClient:
         return self.post(json.dumps(body).encode(), sr.JSON, **headers)
 
 
-def add_customer(container: Container, name: str = "Ada Lovelace", email: str = "ada@acme.example") -> str:
+def add_customer(container: App, name: str = "Ada Lovelace", email: str = "ada@acme.example") -> str:
     """A customer, as a lead.created signal would make one; returns the customer id."""
     signal = LeadCreated(customer=CustomerRef(name=name, email=email, company="Acme"), text="hello")
     event = container.store.record_signal("lead.created", signal, f"test:{email}", source="test").event
     return event.stream
 
 
-def propose_email(
-    container: Container, customer_id: str, key: str = "p1", to: str = "ada@acme.example"
-) -> str:
+def propose_email(container: App, customer_id: str, key: str = "p1", to: str = "ada@acme.example") -> str:
     """A pending send_email proposal for the customer; returns its id."""
     proposal = Proposal(
         agent="followup",
@@ -139,7 +136,7 @@ def propose_email(
     return pid
 
 
-def propose_chat_reply(container: Container, customer_id: str, channel: str, text: str) -> str:
+def propose_chat_reply(container: App, customer_id: str, channel: str, text: str) -> str:
     """A pending send_chat_reply proposal to a Slack channel; returns its id."""
     proposal = Proposal(
         agent="triage",
@@ -160,13 +157,14 @@ def propose_chat_reply(container: Container, customer_id: str, channel: str, tex
     return pid
 
 
-def install_recording_commands(container: Container) -> list[str]:
+def install_recording_commands(container: App) -> list[str]:
     """Commands whose execution scheduling is recorded instead of run; returns the record."""
     scheduled: list[str] = []
-    container.extras["commands"] = Commands(
+    # The App builds its command layer on first use; this one records instead of queueing.
+    container.__dict__["commands"] = Commands(
         container.store,
         container.settings,
         schedule_execution=scheduled.append,
-        notifier=notifier_for(container),
+        notifier=container.notifier,
     )
     return scheduled

@@ -20,7 +20,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from agents.proposal import Draft, Proposal
-from bot.bootstrap import Container
+from bot.bootstrap import App
 from store import lifecycle as lc
 from store.events import CustomerRef, LeadCreated
 from tests.standins.telegram_api import TelegramStandIn, operator_user
@@ -99,7 +99,7 @@ def smtp_server() -> Iterator[SmtpServer]:
 
 
 @contextmanager
-def polling(container: Container) -> Iterator[threading.Event]:
+def polling(container: App) -> Iterator[threading.Event]:
     """`run_telegram` (long polling) on a thread of this process, stopped at the end."""
     from bot.telegram import run_telegram
 
@@ -119,7 +119,7 @@ def polling(container: Container) -> Iterator[threading.Event]:
     finally:
         stop.set()
         thread.join(30)
-        surface = container.extras.get("telegram_surface")
+        surface = container.notifier.surface("telegram")
         if surface is not None:
             surface.close()
     assert not errors, errors
@@ -134,13 +134,13 @@ def text_of(body: Message) -> str:
     return str(body.get_payload(decode=True).decode())  # type: ignore[union-attr]
 
 
-def add_customer(container: Container, name: str = "Ada Lovelace", email_: str = "ada@acme.example") -> str:
+def add_customer(container: App, name: str = "Ada Lovelace", email_: str = "ada@acme.example") -> str:
     """A customer, as a lead.created signal would make one; returns the customer id."""
     signal = LeadCreated(customer=CustomerRef(name=name, email=email_, company="Acme"), text="hello")
     return container.store.record_signal("lead.created", signal, f"test:{email_}", source="test").event.stream
 
 
-def propose(container: Container, customer_id: str, key: str = "p1", **overrides: Any) -> str:
+def propose(container: App, customer_id: str, key: str = "p1", **overrides: Any) -> str:
     """A pending proposal (send_email by default) for the customer; returns its id."""
     values: dict[str, Any] = {
         "agent": "followup",
@@ -159,11 +159,10 @@ def propose(container: Container, customer_id: str, key: str = "p1", **overrides
     return pid
 
 
-def post(container: Container, proposal_id: str) -> int:
+def post(container: App, proposal_id: str) -> int:
     """Post a proposal through the notify fan-out; returns the Telegram message id."""
-    from jobs.notify import notifier_for
 
-    refs = notifier_for(container).post(proposal_id)
+    refs = container.notifier.post(proposal_id)
     assert refs, "the proposal was not posted"
     return int(next(r for r in refs if r.surface == "telegram").message_id)
 

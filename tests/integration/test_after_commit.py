@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.bootstrap import bootstrap
+from jobs.handlers import MEMORY
 from store import events as ev
 
 
@@ -31,9 +32,8 @@ def _note(key: str) -> ev.NewEvent:
 
 
 def test_dispatched_events_are_queued_after_commit_not_by_the_relay(make_settings: Any, db_url: str) -> None:
-    container = bootstrap(make_settings(DATABASE_URL=db_url))
     recorder = Recorder()
-    container.subscribers.append(recorder)
+    container = bootstrap(make_settings(DATABASE_URL=db_url), handlers={MEMORY: recorder.handle})
     try:
         dispatched = container.store.append(_note("k1")).event
         quiet = container.store.append(_note("k2"), dispatch=False).event

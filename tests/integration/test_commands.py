@@ -6,14 +6,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agents.runtime import build_runtime
 from bot.commands import Actor
-from jobs.context import JobContext
-from jobs.inprocess import InProcessJobQueue
-from jobs.notify import Notifier
-from jobs.propose import ProposeSubscriber
+from jobs import context
+from jobs.handlers import HANDLERS, INBOX_TRIAGE
+from jobs.process import handle_event
+from jobs.propose import propose_for
 from store import events as ev
 from store.uow import EventStore
+from tests.integration.jobs_harness import app_for
 from tests.integration.proposal_helpers import (
     OPERATOR,
     STRANGER,
@@ -49,15 +49,13 @@ def _email_proposals(surface: RecordingSurface) -> list[Any]:
 def test_an_edit_through_the_terminal_shapes_the_next_draft(store: EventStore, tmp_path: Path) -> None:
     settings = settings_for(tmp_path, CRM_TIMEZONE=_daytime_zone())
     surface = RecordingSurface()
-    notifier = Notifier(store, [surface])
-    ctx = JobContext(store=store, queue=InProcessJobQueue(), settings=settings, extras={"notifier": notifier})
-    subscriber = ProposeSubscriber(build_runtime(settings))
-    cmds, _, _ = commands(store, settings, notifier=notifier)
+    ctx = app_for(store, settings, handlers=dict(HANDLERS))
+    ctx.notifier.add(surface)
+    cmds, _, _ = commands(store, settings, notifier=ctx.notifier)
 
     first = _message(store, 1, "How do I export my invoices?")
-    assert subscriber.wants(first)
-    subscriber.handle(first, ctx)
-    subscriber.handle(first, ctx)  # a redelivered event records and posts nothing new
+    propose_for(ctx, INBOX_TRIAGE, first)
+    propose_for(ctx, INBOX_TRIAGE, first)  # a redelivered event records and posts nothing new
     [draft] = _email_proposals(surface)
     assert draft.state == "pending" and not draft.body[1].startswith("Hello Ada")
     fields = cmds.run(OPERATOR, f"edit {draft.id}")
@@ -69,31 +67,42 @@ def test_an_edit_through_the_terminal_shapes_the_next_draft(store: EventStore, t
     assert done.ok and row(store, draft.id)["decision"] == "edited"
 
     second = _message(store, 2, "And can I change my billing email?")
-    subscriber.handle(second, ctx)
+    propose_for(ctx, INBOX_TRIAGE, second)
     latest = _email_proposals(surface)[-1]
     assert latest.id != draft.id
     body = row(store, latest.id)["proposed"]["draft"]["body"]
     assert body.startswith("Hello Ada,") and body.rstrip().endswith("Warm regards, Olivia")
 
 
-def test_paused_agents_propose_nothing_until_resumed(store: EventStore, tmp_path: Path) -> None:
+def test_a_paused_agent_handles_what_arrived_while_paused_when_it_is_resumed(
+    store: EventStore, tmp_path: Path
+) -> None:
     settings = settings_for(tmp_path, CRM_TIMEZONE=_daytime_zone())
     surface = RecordingSurface()
-    ctx = JobContext(
-        store=store,
-        queue=InProcessJobQueue(),
-        settings=settings,
-        extras={"notifier": Notifier(store, [surface])},
-    )
-    subscriber = ProposeSubscriber(build_runtime(settings))
-    cmds, _, _ = commands(store, settings)
-    assert cmds.run(OPERATOR, "pause").text == "All agents paused."
-    subscriber.handle(_message(store, 1, "hello?"), ctx)
-    assert surface.posted == []
-    assert cmds.run(OPERATOR, "resume").ok
-    subscriber.handle(_message(store, 2, "hello again?"), ctx)
-    assert surface.posted != []
-    assert cmds.run(STRANGER, "pause").code == "refused"
+    ctx = app_for(store, settings, handlers=dict(HANDLERS))
+    ctx.notifier.add(surface)
+    context.install(ctx)
+    try:
+        cmds = ctx.commands
+        assert cmds.run(OPERATOR, "pause inbox_triage").text == "Agent inbox_triage paused."
+        waiting = [_message(store, n, f"Can you send the invoice for order {n}?") for n in (1, 2)]
+        for event in waiting:
+            handle_event(ctx, event.id)
+        assert [v for v in surface.posted if v.agent == INBOX_TRIAGE] == [], "paused: nothing proposed"
+
+        resumed = cmds.run(OPERATOR, "resume inbox_triage")
+        assert resumed.ok and "inbox_triage: 2 signal(s)" in resumed.text, resumed.text
+        assert ctx.queue.join(timeout=60)  # type: ignore[attr-defined]
+        triaged = {row(store, v.id)["event_id"] for v in surface.posted if v.agent == INBOX_TRIAGE}
+        assert triaged == {event.id for event in waiting}, "each waiting message triaged on resume"
+
+        after = _message(store, 3, "hello again?")
+        handle_event(ctx, after.id)
+        assert after.id in {row(store, v.id)["event_id"] for v in surface.posted if v.agent == INBOX_TRIAGE}
+        assert cmds.run(STRANGER, "pause").code == "refused"
+    finally:
+        context.uninstall()
+        ctx.close()
 
 
 def test_read_commands(store: EventStore, tmp_path: Path) -> None:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from bot.demo.dataset import seed
+from jobs import context
 from jobs import digest as d
+from jobs.inprocess import InProcessJobQueue
+from jobs.queue import HOUSEKEEPING
 from store.uow import EventStore
+from tests.integration.jobs_harness import app_for
+from tests.integration.proposal_helpers import RecordingSurface, settings_for
 
 NOW = datetime(2026, 11, 21, 7, 0, tzinfo=UTC)
 TZ = ZoneInfo("Europe/Berlin")
@@ -71,3 +77,45 @@ def test_new_leads_are_those_created_in_the_last_day(store: EventStore, tmp_path
     )
     digest = d.prepare(store, NOW, TZ, tmp_path)
     assert [lead["name"] for lead in digest.new_leads] == ["Rosa Delgado"]
+
+
+@dataclass
+class FlakySurface(RecordingSurface):
+    """A surface whose notices fail while `down` is set (an upload or API outage)."""
+
+    down: bool = True
+
+    def post_notice(self, lines: list[str]) -> None:
+        if self.down:
+            raise ConnectionError("files.upload: 503")
+        super().post_notice(lines)
+
+
+def test_a_failing_surface_does_not_keep_the_digest_from_the_others_and_is_retried(
+    store: EventStore, tmp_path: Path
+) -> None:
+    queue = InProcessJobQueue()
+    ctx = app_for(store, settings_for(tmp_path), queue)
+    slack, telegram = FlakySurface(name="slack"), RecordingSurface(name="telegram")
+    ctx.notifier.add(slack)
+    ctx.notifier.add(telegram)
+    slot = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
+
+    first = d.deliver(ctx, slot)
+
+    assert set(first.failed) == {"slack"}
+    assert telegram.notices[0][0].startswith("Daily digest"), "the working surface got it"
+    assert "could not be posted to slack" in telegram.notices[-1][0], "and was told about the other"
+    assert queue.depth()[HOUSEKEEPING] == 1, "a retry is queued for later"
+    assert d.sent_to(store, slot, ["slack", "telegram"]) == {"telegram"}
+
+    slack.down = False
+    context.install(ctx)
+    try:
+        assert d.retry_digest(slot.isoformat(), 1) == []
+    finally:
+        context.uninstall()
+    assert slack.notices[0][0].startswith("Daily digest")
+    assert [n[0] for n in telegram.notices].count(first.lines()[0]) == 1, "telegram got it once"
+    assert d.sent_to(store, slot, ["slack", "telegram"]) == {"slack", "telegram"}
+    queue.stop(timeout=5)

@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from jobs.execute import Executor, default_connectors, executor_for
+from jobs.execute import Executor, default_connectors
 from jobs.notify import Notifier
 from store import lifecycle as lc
 from store.replay import verify
@@ -116,20 +116,19 @@ def test_internal_updates_are_undone_by_compensating_events(store: EventStore, t
 
 def test_the_queue_job_runs_execute_through_the_installed_context(make_settings, tmp_path: Path) -> None:
     from bot.bootstrap import bootstrap
-    from bot.commands import commands_for
 
     container = bootstrap(make_settings(OPERATORS="terminal:op", UNDO_WINDOW_SECONDS=0))
     try:
         store = container.store
-        cmds = commands_for(container)
-        assert commands_for(container) is cmds
+        cmds = container.commands
+        assert container.commands is cmds
         pid = record(store, proposal(make_customer(store), "create_task", {"title": "Send the contract"}))
         assert cmds.approve(OPERATOR, pid).ok
         deadline = time.monotonic() + 20
         while row(store, pid)["state"] != "executed":
             assert time.monotonic() < deadline, row(store, pid)
             time.sleep(0.05)
-        assert executor_for(container) is executor_for(container)
+        assert container.executor is container.executor
         assert len(events_of(store, pid, "action.executed")) == 1
     finally:
         container.close()
@@ -154,14 +153,13 @@ def test_recovery_requeues_abandoned_attempts(store: EventStore, tmp_path: Path)
 
 def test_an_undo_window_does_not_hold_the_only_in_process_worker(make_settings, tmp_path: Path) -> None:
     from bot.bootstrap import bootstrap
-    from bot.commands import commands_for
     from tests.standins.webhook_receiver import WebhookReceiver
 
     container = bootstrap(make_settings(OPERATORS="terminal:op", UNDO_WINDOW_SECONDS=1.5))
     try:
         with WebhookReceiver() as receiver:
             store = container.store
-            cmds = commands_for(container)
+            cmds = container.commands
             customer = make_customer(store)
             hook = record(store, proposal(customer, "post_webhook", {"url": receiver.url}))
             task = record(store, proposal(customer, "create_task", {"title": "Follow up"}))

@@ -13,10 +13,11 @@ from fastapi.testclient import TestClient
 from rq import SimpleWorker
 from sqlalchemy import func, select
 
-from bot.bootstrap import Container
+from bot.bootstrap import App
 from bot.web import create_app
 from bot.web.routes import IN_LOOP_BYTES
 from jobs import context
+from jobs.handlers import MEMORY
 from jobs.intake import SEQUENCE_INTAKE
 from jobs.queue import DECISIONS, SIGNALS
 from jobs.relay import relay_outbox
@@ -35,29 +36,26 @@ def post(client: TestClient, n: int, webhook_id: str | None = None) -> dict[str,
     return answer
 
 
-def logged_ids(container: Container) -> set[str]:
+def logged_ids(container: App) -> set[str]:
     query = select(t.events.c.id).where(t.events.c.actor == "outside")
     with container.engine.connect() as connection:
         return set(connection.execute(query).scalars())
 
 
-def count(container: Container, table: t.Table) -> int:
+def count(container: App, table: t.Table) -> int:
     with container.engine.connect() as connection:
         return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
 
 
 @pytest.fixture
-def inprocess(make_settings: Any, db_url: str) -> Iterator[Container]:
+def inprocess(make_settings: Any, db_url: str) -> Iterator[App]:
     """`crm run`'s shape: no REDIS_URL, jobs run on this process's threads."""
-    built = web_container(make_settings, db_url, None)
-    recorder = RecordingSubscriber("recorder")
-    built.subscribers.append(recorder)
-    built.extras["recorder"] = recorder
+    built = web_container(make_settings, db_url, None, handlers={MEMORY: RecordingSubscriber()})
     yield built
     built.close()
 
 
-def test_in_process_a_burst_is_answered_then_sequenced_and_processed_once_each(inprocess: Container) -> None:
+def test_in_process_a_burst_is_answered_then_sequenced_and_processed_once_each(inprocess: App) -> None:
     with TestClient(create_app(inprocess)) as client:
         answers = [post(client, n) for n in range(40)]
         redelivered = post(client, 0, webhook_id=None)  # another id: another signal
@@ -67,7 +65,7 @@ def test_in_process_a_burst_is_answered_then_sequenced_and_processed_once_each(i
 
     wait_for(lambda: logged_ids(inprocess) == promised, 30, "every answered id in the log")
     assert inprocess.queue.join(timeout=60)  # type: ignore[attr-defined]
-    recorder: RecordingSubscriber = inprocess.extras["recorder"]
+    recorder: RecordingSubscriber = inprocess.handlers[MEMORY]  # type: ignore[assignment]
     signal_calls = [event_id for event_id in recorder.calls if event_id in promised]
     assert sorted(signal_calls) == sorted(promised), "each signal processed exactly once"
     assert count(inprocess, t.outbox) == 0
@@ -111,26 +109,25 @@ def test_a_redelivery_while_still_staged_answers_the_same_id(make_settings: Any,
 
 
 @pytest.fixture
-def on_redis(make_settings: Any, db_url: str, redis_server: RedisServer) -> Iterator[Container]:
+def on_redis(make_settings: Any, db_url: str, redis_server: RedisServer) -> Iterator[App]:
     """`crm web` and `crm worker`'s shape: RQ on a Redis of the test's own, this process the worker."""
-    container = web_container(make_settings, db_url, redis_server.url)
-    recorder = RecordingSubscriber("recorder")
-    container.subscribers.append(recorder)
-    container.extras["recorder"] = recorder
-    context.install(container.job_context())
+    container = web_container(
+        make_settings, db_url, redis_server.url, handlers={MEMORY: RecordingSubscriber()}
+    )
+    context.install(container)
     yield container
     context.uninstall()
     container.close()
 
 
-def work_off(container: Container) -> None:
+def work_off(container: App) -> None:
     """Run every queued job, as `crm worker --burst` would."""
     connection = container.queue.connection  # type: ignore[attr-defined]
     SimpleWorker(project_queues(connection), connection=connection).work(burst=True, logging_level="WARNING")
 
 
-def test_with_redis_the_kick_queues_one_job_that_a_worker_runs(on_redis: Container) -> None:
-    recorder: RecordingSubscriber = on_redis.extras["recorder"]
+def test_with_redis_the_kick_queues_one_job_that_a_worker_runs(on_redis: App) -> None:
+    recorder: RecordingSubscriber = on_redis.handlers[MEMORY]  # type: ignore[assignment]
     with TestClient(create_app(on_redis)) as client:
         answers = [post(client, n) for n in range(5)]
     queue = on_redis.queue.queues[DECISIONS]  # type: ignore[attr-defined]
@@ -149,9 +146,9 @@ def test_with_redis_the_kick_queues_one_job_that_a_worker_runs(on_redis: Contain
 
 @pytest.mark.slow  # a few hundred real requests and appends per backend
 def test_signals_posted_while_redis_is_down_all_reach_the_log_and_are_processed_once(
-    on_redis: Container, redis_server: RedisServer
+    on_redis: App, redis_server: RedisServer
 ) -> None:
-    recorder: RecordingSubscriber = on_redis.extras["recorder"]
+    recorder: RecordingSubscriber = on_redis.handlers[MEMORY]  # type: ignore[assignment]
     redis_server.stop()
     with TestClient(create_app(on_redis)) as client:
         answers = [post(client, n) for n in range(300)]  # all 202: staged, the kicks are lost
@@ -159,7 +156,7 @@ def test_signals_posted_while_redis_is_down_all_reach_the_log_and_are_processed_
     assert count(on_redis, t.intake) == 300 and logged_ids(on_redis) == set()
 
     redis_server.start()
-    ctx = on_redis.job_context()
+    ctx = on_redis
     # The relay sequences the staged rows, then queues their events once the producer's outage
     # backoff has passed.
     wait_for(lambda: relay_outbox(ctx, older_than=timedelta(0)) >= 300, 30, "the relay to queue 300")

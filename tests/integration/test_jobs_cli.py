@@ -13,14 +13,13 @@ from rq import SimpleWorker
 from sqlalchemy import select
 
 from jobs import context
-from jobs.context import JobContext
 from jobs.queue import NO_RETRY, SIGNALS
 from jobs.redis_queue import RedisJobQueue
 from jobs.worker import project_queues
 from store import tables as t
 from store.settings import Settings
 from store.uow import EventStore
-from tests.integration.jobs_harness import lead
+from tests.integration.jobs_harness import app_for, lead
 
 ROOT = Path(__file__).resolve().parents[2]
 CRM = [sys.executable, "-c", "from bot.cli import main; main()"]
@@ -44,7 +43,7 @@ def crm(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def _fail_jobs(queue: RedisJobQueue, store: EventStore, settings: Settings, *ids: str) -> None:
     """Park jobs in the failed registry: process_event of events the log does not hold."""
-    ctx = JobContext(store=store, queue=queue, settings=settings)
+    ctx = app_for(store, settings, queue)
     context.install(ctx)
     try:
         for job_id in ids:

@@ -10,13 +10,13 @@ from datetime import timedelta
 import pytest
 
 from jobs import context
-from jobs.context import JobContext
+from jobs.handlers import MEMORY
 from jobs.inprocess import InProcessJobQueue
 from jobs.queue import DECISIONS, HOUSEKEEPING, NO_RETRY, SIGNALS, RetryPolicy, UnknownPriority
 from jobs.relay import relay_outbox
 from store.settings import Settings
 from store.uow import EventStore
-from tests.integration.jobs_harness import RecordingSubscriber, lead
+from tests.integration.jobs_harness import RecordingSubscriber, app_for, lead
 
 # Module-level job functions (jobs are stored by dotted path, as RQ stores them).
 ran: list[tuple[str, float]] = []
@@ -126,8 +126,8 @@ def test_events_flow_through_the_in_process_queue_and_the_relay(
     store: EventStore, make_settings: type[Settings]
 ) -> None:
     queue = InProcessJobQueue()
-    recorder = RecordingSubscriber("recorder")
-    ctx = JobContext(store=store, queue=queue, settings=make_settings(), subscribers=[recorder])
+    recorder = RecordingSubscriber()
+    ctx = app_for(store, make_settings(), queue, {MEMORY: recorder})
     context.install(ctx)
     try:
         events = [lead(store, n) for n in range(5)]

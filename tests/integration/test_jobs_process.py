@@ -1,4 +1,4 @@
-"""process_event: subscribers in order and filtered by `wants`, recorded once, a second run a no-op."""
+"""process_event: the handler table's handlers in order, each recorded once, a second run a no-op."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ from sqlalchemy import func, select
 
 from jobs import context
 from jobs.context import JobContext
-from jobs.inprocess import InProcessJobQueue
+from jobs.handlers import INBOX_TRIAGE, LEAD_QUALIFICATION, MEMORY
 from jobs.process import EventMissing, Outcome, handle_event, process_event
 from store import tables as t
 from store.events import CustomerRef, Event, MessageReceived
 from store.settings import Settings
 from store.uow import EventStore
-from tests.integration.jobs_harness import RecordingSubscriber, lead
+from tests.integration.jobs_harness import RecordingSubscriber, app_for, lead
 
 
 @pytest.fixture
 def ctx(store: EventStore, make_settings: type[Settings]) -> Iterator[JobContext]:
-    job_context = JobContext(store=store, queue=InProcessJobQueue(), settings=make_settings())
+    job_context = app_for(store, make_settings())
     context.install(job_context)
     yield job_context
     context.uninstall()
@@ -32,8 +32,8 @@ def _count(store: EventStore, table: t.Table) -> int:
 
 
 def test_process_event_runs_each_subscriber_once_and_records_the_event(ctx: JobContext) -> None:
-    recorder = RecordingSubscriber("recorder")
-    ctx.subscribe(recorder)
+    recorder = RecordingSubscriber()
+    ctx.handlers[MEMORY] = recorder
     event = lead(ctx.store, 1)
     assert _count(ctx.store, t.outbox) == 1
 
@@ -47,8 +47,8 @@ def test_process_event_runs_each_subscriber_once_and_records_the_event(ctx: JobC
 
 
 def test_processing_an_event_twice_is_a_no_op(ctx: JobContext) -> None:
-    recorder = RecordingSubscriber("recorder")
-    ctx.subscribe(recorder)
+    recorder = RecordingSubscriber()
+    ctx.handlers[MEMORY] = recorder
     event = lead(ctx.store, 1)
     assert handle_event(ctx, event.id) is Outcome.PROCESSED
     assert handle_event(ctx, event.id) is Outcome.ALREADY_PROCESSED
@@ -56,13 +56,11 @@ def test_processing_an_event_twice_is_a_no_op(ctx: JobContext) -> None:
     assert _count(ctx.store, t.processed_events) == 1
 
 
-def test_subscribers_run_in_registration_order_and_only_for_events_they_want(ctx: JobContext) -> None:
+def test_handlers_run_in_the_table_s_order_and_only_for_their_event_types(ctx: JobContext) -> None:
     journal: list[str] = []
-    memory = RecordingSubscriber("memory", journal=journal)
-    leads_only = RecordingSubscriber("leads", types={"lead.created"}, journal=journal)
-    messages_only = RecordingSubscriber("messages", types={"message.received"}, journal=journal)
-    for subscriber in (memory, leads_only, messages_only):
-        ctx.subscribe(subscriber)
+    ctx.handlers[MEMORY] = RecordingSubscriber("memory", journal=journal)
+    ctx.handlers[LEAD_QUALIFICATION] = RecordingSubscriber("leads", journal=journal)
+    ctx.handlers[INBOX_TRIAGE] = RecordingSubscriber("messages", journal=journal)
     first = lead(ctx.store, 1)
     message = MessageReceived(customer=CustomerRef(email="lead@c1.example.com"), text="Ünïcödé 👋 reply")
     second = ctx.store.record_signal("message.received", message, "test:msg:1", source="test").event
@@ -87,7 +85,7 @@ def test_a_failing_subscriber_leaves_the_event_unprocessed_for_a_retry(ctx: JobC
                 raise ConnectionError("model API went away")
 
     flaky = Failing("flaky")
-    ctx.subscribe(flaky)
+    ctx.handlers[MEMORY] = flaky
     event = lead(ctx.store, 1)
     with pytest.raises(ConnectionError):
         handle_event(ctx, event.id)

@@ -4,14 +4,17 @@ Postgres. Provenance, idempotent writes, isolation between customers, hybrid rec
 from __future__ import annotations
 
 from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 
+from jobs.handlers import MEMORY, handlers_of, remember
 from store import events as ev
 from store.memory.embeddings import MiniLMEmbedding
 from store.memory.events import MemoryCorrected
-from store.memory.projection import MemorySubscriber, position
+from store.memory.projection import position
 from store.memory.records import memory_id
 from store.uow import EventStore
 from tests.integration.memory_harness import (  # noqa: F401  (fixtures by name)
@@ -264,9 +267,9 @@ def test_the_job_subscriber_catches_up_from_the_recorded_position(
     store: EventStore, engine: Engine, memory_factory: MemoryFactory
 ) -> None:
     memory = memory_factory(engine)
-    subscriber = MemorySubscriber(memory, store)
+    ctx: Any = SimpleNamespace(memory=memory, store=store)
     first = message(store, "jo@kestrel.example", "Can invoices use our own font?", at(2024, 1, 29), "k1")
-    subscriber.handle(first, None)
+    remember(first, ctx)
     task = store.append(
         ev.NewEvent(
             type="task.created",
@@ -277,9 +280,9 @@ def test_the_job_subscriber_catches_up_from_the_recorded_position(
     ).event
     second = note(store, first.stream, "Built a custom invoice theme.", at(2024, 1, 30), "k3")
 
-    assert subscriber.name == "memory"
-    assert subscriber.wants(first) and subscriber.wants(second) and not subscriber.wants(task)
-    subscriber.handle(second, None)
+    assert MEMORY in handlers_of(first.type) and MEMORY in handlers_of(second.type)
+    assert MEMORY not in handlers_of(task.type)
+    remember(second, ctx)
 
     assert memory.projection.position() == second.position
     assert {r.event_id for r in memory.recall("branding", customer_id=first.stream, limit=5)} == {

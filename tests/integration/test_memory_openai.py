@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from store.memory.config import MemorySettings
 from store.memory.embeddings import OpenAIEmbedding
 from store.memory.records import MemoryRecord
 from store.memory.service import Memory, make_embedder
@@ -76,8 +75,8 @@ def test_openai_embeddings_when_the_settings_say_so(
     openai_standin: tuple[str, list[dict[str, Any]]], tmp_path: Path, make_settings: Any
 ) -> None:
     url, requests = openai_standin
-    settings = make_settings(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=url)
-    chosen = make_embedder(MemorySettings(_env_file=None, CRM_EMBEDDINGS="openai"), settings)
+    settings = make_settings(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=url, CRM_EMBEDDINGS="openai")
+    chosen = make_embedder(settings)
     assert isinstance(chosen, OpenAIEmbedding) and chosen.model == "text-embedding-3-small"
     chosen.batch_size = 2
     memory = Memory(data_dir=tmp_path, embedder=chosen)
@@ -110,4 +109,4 @@ def test_openai_embeddings_when_the_settings_say_so(
 
 def test_local_embeddings_are_the_default(make_settings: Any) -> None:
     settings = make_settings(OPENAI_API_KEY="sk-test")
-    assert make_embedder(MemorySettings(_env_file=None), settings).name() == "crm-minilm-l6-int8"
+    assert make_embedder(settings).name() == "crm-minilm-l6-int8"

@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from bot.bootstrap import Container
+from bot.bootstrap import App
 from bot.inbound.stripe import SIGNAL_FOR
 from tests.inbound_support import signed_headers, stripe_signature
 from tests.integration.web_harness import web_container
@@ -66,7 +66,7 @@ schemathesis.openapi.media_type("message/rfc822", rfc822())
 
 
 @pytest.fixture
-def container(pg_url: str, redis_url: str, make_settings: Any) -> Iterator[Container]:
+def container(pg_url: str, redis_url: str, make_settings: Any) -> Iterator[App]:
     # Postgres: its column types and text rules are the stricter of the two backends.
     built = web_container(make_settings, pg_url, redis_url)
     yield built

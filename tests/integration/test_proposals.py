@@ -141,14 +141,13 @@ def test_metrics_and_replay_cover_every_lifecycle_event(store: EventStore, tmp_p
 
 def test_the_metrics_endpoint_reports_lifecycle_figures(make_settings, tmp_path: Path) -> None:
     from bot.bootstrap import bootstrap
-    from bot.metrics import metrics_for
 
     container = bootstrap(make_settings(OPERATORS="terminal:op"))
     try:
         cmds, _, _ = commands(container.store, container.settings)
         pid = record(container.store, email_proposal(make_customer(container.store)))
         assert cmds.reject(OPERATOR, pid, "no").ok
-        body = metrics_for(container).render().decode()
+        body = container.metrics.render().decode()
         assert 'crm_proposals{agent="inbox_triage",outcome="rejected"} 1.0' in body
         assert 'crm_decision_rate{decision="rejected"} 1.0' in body
     finally:

@@ -81,3 +81,37 @@ def test_the_message_says_when_a_held_proposal_would_go_out_and_what_it_cost(sto
     assert "If approved, sent at 2026-11-21 08:00" in text
     assert "cost $0.00" in text
     assert view.buttons, "a held proposal can still be decided now"
+
+
+def _night_zone() -> str:
+    """A fixed-offset zone where it is about 01:00 now, inside the shipped policy's quiet hours."""
+    offset = (1 - datetime.now(UTC).hour + 12) % 24 - 12
+    return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+
+
+def test_a_proposal_held_by_quiet_hours_is_posted_at_once_saying_when_it_would_go(
+    store: EventStore, tmp_path: Path
+) -> None:
+    from jobs.handlers import HANDLERS, INBOX_TRIAGE
+    from jobs.propose import propose_for
+    from jobs.render_proposal import stamp
+    from store import events as ev
+    from tests.integration.jobs_harness import app_for
+    from tests.integration.proposal_helpers import RecordingSurface
+
+    surface = RecordingSurface()
+    ctx = app_for(store, settings_for(tmp_path, CRM_TIMEZONE=_night_zone()), handlers=dict(HANDLERS))
+    ctx.notifier.add(surface)
+    signal = ev.MessageReceived(
+        customer=ev.CustomerRef(name="Ada Lovelace", email="ada@acme.test"),
+        text="How do I export my invoices as CSV?",
+        data={"channel": "email", "subject": "Export", "message_id": "<n1@acme.test>"},
+    )
+    event = store.record_signal("message.received", signal, "mail:night", source="email").event
+
+    propose_for(ctx, INBOX_TRIAGE, event)
+
+    [held] = [view for view in surface.posted if view.kind == "send_email"]
+    row = _row(store, held.id)
+    assert row["state"] == "pending" and row["not_before"] is not None, "held, and shown now"
+    assert f"If approved, sent at {stamp(row['not_before'])}" in "\n".join(held.lines())

@@ -10,14 +10,14 @@ from rq import SimpleWorker
 from sqlalchemy import func, select
 
 from jobs import context
-from jobs.context import JobContext
+from jobs.handlers import MEMORY
 from jobs.redis_queue import RedisJobQueue
 from jobs.relay import relay_outbox
 from jobs.worker import project_queues
 from store import tables as t
 from store.settings import Settings
 from store.uow import EventStore
-from tests.integration.jobs_harness import RecordingSubscriber, RedisServer, lead
+from tests.integration.jobs_harness import RecordingSubscriber, RedisServer, app_for, lead
 
 SIGNALS_WHILE_UP = 200  # queued, then lost: the server restarts without persistence
 SIGNALS_WHILE_DOWN = 800
@@ -34,8 +34,8 @@ def test_signals_recorded_while_redis_is_down_are_all_processed_exactly_once_aft
     store: EventStore, make_settings: type[Settings], redis_server: RedisServer
 ) -> None:
     queue = RedisJobQueue.from_url(redis_server.url)
-    recorder = RecordingSubscriber("recorder")
-    ctx = JobContext(store=store, queue=queue, settings=make_settings(), subscribers=[recorder])
+    recorder = RecordingSubscriber()
+    ctx = app_for(store, make_settings(), queue, {MEMORY: recorder})
     context.install(ctx)
     try:
         up = [lead(store, n) for n in range(SIGNALS_WHILE_UP)]

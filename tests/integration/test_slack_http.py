@@ -15,10 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot.bootstrap import Container, bootstrap
-from bot.slack import mount_slack
+from bot.bootstrap import App, bootstrap
 from bot.web import create_app
-from jobs.notify import notifier_for
 from store import lifecycle as lc
 from store import tables as t
 from tests.integration import slack_harness as h
@@ -31,7 +29,7 @@ ACK_DEADLINE_S = 3.0
 
 @dataclass
 class Env:
-    container: Container
+    container: App
     slack: SlackStandIn
     client: h.SlackClient
     scheduled: list[str]
@@ -45,7 +43,7 @@ class Env:
 
     def posted(self, pid: str) -> Call:
         """Post a proposal through the notify fan-out; the chat.postMessage the stand-in received."""
-        notifier_for(self.container).post(pid)
+        self.container.notifier.post(pid)
         return self.slack.wait_for("chat.postMessage", lambda c: pid in json.dumps(c.body))[-1]
 
 
@@ -54,7 +52,6 @@ def env(db_url: str, make_settings: Any) -> Iterator[Env]:
     with SlackStandIn(bot_token=h.BOT_TOKEN, app_token=h.APP_TOKEN) as slack:
         container = bootstrap(make_settings(**h.slack_settings(slack.api_url, db_url)))
         scheduled = h.install_recording_commands(container)
-        assert mount_slack(container)
         customer_id = h.add_customer(container)
         with h.Server(create_app(container)) as server:
             yield Env(container, slack, h.SlackClient(server.url, slack), scheduled, customer_id)
@@ -408,7 +405,7 @@ def test_rate_limited_post_is_retried_after_retry_after(env: Env) -> None:
     pid = h.propose_email(env.container, env.customer_id)
     env.slack.rate_limit("chat.postMessage", times=1, retry_after=1)
     started = time.monotonic()
-    refs = notifier_for(env.container).post(pid)
+    refs = env.container.notifier.post(pid)
     assert len(refs) == 1 and time.monotonic() - started >= 1.0
     attempts = env.slack.of("chat.postMessage")
     assert len(attempts) == 2 and attempts[1].at - attempts[0].at >= 1.0
@@ -417,7 +414,7 @@ def test_rate_limited_post_is_retried_after_retry_after(env: Env) -> None:
 def test_digest_chart_is_uploaded_to_the_channel(env: Env, tmp_path: Any) -> None:
     chart = tmp_path / "digest.png"
     chart.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 2048)
-    surface = notifier_for(env.container).surface("slack")
+    surface = env.container.notifier.surface("slack")
     assert surface is not None
     surface.post_image(chart, "Digest 2026-10-01")  # type: ignore[attr-defined]
     upload = env.slack.wait_for("upload")[-1]
@@ -427,7 +424,7 @@ def test_digest_chart_is_uploaded_to_the_channel(env: Env, tmp_path: Any) -> Non
 
 
 def test_a_reply_to_a_customer_goes_to_their_channel_escaped(env: Env) -> None:
-    surface = notifier_for(env.container).surface("slack")
+    surface = env.container.notifier.surface("slack")
     assert surface is not None
     ts = surface.send_reply("C0ACME", "See you <Friday> & thanks", idempotency_key="prp_1:1")
     sent = env.slack.wait_for("chat.postMessage", lambda c: c.body.get("channel") == "C0ACME")[-1]

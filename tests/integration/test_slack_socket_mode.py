@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot.bootstrap import Container, bootstrap
+from bot.bootstrap import App, bootstrap
 from bot.slack import start_slack
-from jobs.notify import notifier_for
 from store import lifecycle as lc
 from store import tables as t
 from tests.integration import slack_harness as h
@@ -21,7 +20,7 @@ from tests.standins.slack_api import SlackStandIn
 
 
 @pytest.fixture
-def socket_env(db_url: str, make_settings: Any) -> Iterator[tuple[Container, SlackStandIn, list[str]]]:
+def socket_env(db_url: str, make_settings: Any) -> Iterator[tuple[App, SlackStandIn, list[str]]]:
     with SlackStandIn(bot_token=h.BOT_TOKEN, app_token=h.APP_TOKEN) as slack:
         settings = make_settings(**h.slack_settings(slack.api_url, db_url, SLACK_APP_TOKEN=h.APP_TOKEN))
         container = bootstrap(settings)
@@ -35,7 +34,7 @@ def socket_env(db_url: str, make_settings: Any) -> Iterator[tuple[Container, Sla
             container.close()
 
 
-def _state(container: Container, pid: str) -> str:
+def _state(container: App, pid: str) -> str:
     with container.engine.connect() as connection:
         row = lc.get_proposal(connection, pid)
     assert row is not None
@@ -63,7 +62,7 @@ def test_approve_edit_and_reject_over_socket_mode(socket_env: Any) -> None:
     customer = h.add_customer(container)
     approve, edit, reject = (h.propose_email(container, customer, key=k) for k in ("a", "e", "r"))
     for pid in (approve, edit, reject):
-        notifier_for(container).post(pid)
+        container.notifier.post(pid)
 
     envelope = slack.send_envelope(
         "interactive", sr.click(f"approve:{approve}", user=h.OPERATOR, response_url=slack.response_url())

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from bot.bootstrap import Container, bootstrap
+from bot.bootstrap import App, bootstrap
 from store import tables as t
 from tests.integration import telegram_harness as h
 from tests.standins.telegram_api import TelegramStandIn
@@ -38,28 +38,26 @@ def smtp() -> Iterator[h.SmtpServer]:
 
 
 @pytest.fixture
-def container(
-    api: TelegramStandIn, smtp: h.SmtpServer, db_url: str, make_settings: Any
-) -> Iterator[Container]:
+def container(api: TelegramStandIn, smtp: h.SmtpServer, db_url: str, make_settings: Any) -> Iterator[App]:
     built = bootstrap(make_settings(**h.telegram_env(api, db_url, smtp.port)))
     yield built
     built.close()
 
 
 @pytest.fixture
-def running(container: Container, api: TelegramStandIn) -> Iterator[Container]:
+def running(container: App, api: TelegramStandIn) -> Iterator[App]:
     with h.polling(container):
         api.wait_polling()
         yield container
 
 
-def events_of_type(container: Container, event_type: str) -> int:
+def events_of_type(container: App, event_type: str) -> int:
     with container.engine.connect() as connection:
         query = select(func.count()).select_from(t.events).where(t.events.c.type == event_type)
         return int(connection.execute(query).scalar_one())
 
 
-def test_start_registers_the_menu_and_polls(running: Container, api: TelegramStandIn) -> None:
+def test_start_registers_the_menu_and_polls(running: App, api: TelegramStandIn) -> None:
     assert api.calls_to("getMe")
     assert {c["command"] for c in api.commands} >= {
         "customer",
@@ -74,7 +72,7 @@ def test_start_registers_the_menu_and_polls(running: Container, api: TelegramSta
 
 
 def test_customer_command_answers_with_the_slice_and_buttons_to_pick(
-    running: Container, api: TelegramStandIn
+    running: App, api: TelegramStandIn
 ) -> None:
     h.add_customer(running, "Ada Lovelace", "ada@acme.example")
     h.add_customer(running, "Bob Acme", "bob@acme.example")
@@ -90,7 +88,7 @@ def test_customer_command_answers_with_the_slice_and_buttons_to_pick(
 
 
 def test_a_proposal_is_posted_with_its_keyboard_and_approve_sends_the_email(
-    running: Container, api: TelegramStandIn, smtp: h.SmtpServer
+    running: App, api: TelegramStandIn, smtp: h.SmtpServer
 ) -> None:
     pid = h.propose(running, h.add_customer(running))
     message_id = h.post(running, pid)
@@ -113,7 +111,7 @@ def test_a_proposal_is_posted_with_its_keyboard_and_approve_sends_the_email(
     api.wait_for(edited, what="the proposal message edited in place, without buttons, naming the operator")
 
 
-def test_a_second_tap_is_told_who_decided_first(running: Container, api: TelegramStandIn) -> None:
+def test_a_second_tap_is_told_who_decided_first(running: App, api: TelegramStandIn) -> None:
     pid = h.propose(running, h.add_customer(running))
     message_id = h.post(running, pid)
     approve = h.buttons_of(h.message(api, h.OPS_CHAT, message_id))["Approve"]
@@ -125,7 +123,7 @@ def test_a_second_tap_is_told_who_decided_first(running: Container, api: Telegra
 
 
 def test_edit_asks_with_force_reply_and_the_reply_is_sent_after_approve(
-    running: Container, api: TelegramStandIn, smtp: h.SmtpServer
+    running: App, api: TelegramStandIn, smtp: h.SmtpServer
 ) -> None:
     pid = h.propose(running, h.add_customer(running))
     message_id = h.post(running, pid)
@@ -148,7 +146,7 @@ def test_edit_asks_with_force_reply_and_the_reply_is_sent_after_approve(
 
 
 def test_reject_changes_the_message_and_sends_nothing(
-    running: Container, api: TelegramStandIn, smtp: h.SmtpServer
+    running: App, api: TelegramStandIn, smtp: h.SmtpServer
 ) -> None:
     pid = h.propose(running, h.add_customer(running))
     message_id = h.post(running, pid)
@@ -165,7 +163,7 @@ def test_reject_changes_the_message_and_sends_nothing(
 
 
 def test_a_non_operator_pressing_approve_is_not_authorised_and_nothing_changes(
-    running: Container, api: TelegramStandIn, smtp: h.SmtpServer
+    running: App, api: TelegramStandIn, smtp: h.SmtpServer
 ) -> None:
     pid = h.propose(running, h.add_customer(running))
     message_id = h.post(running, pid)
@@ -180,7 +178,7 @@ def test_a_non_operator_pressing_approve_is_not_authorised_and_nothing_changes(
     assert events_of_type(running, "decision.refused") == 1
 
 
-def test_the_same_update_twice_is_processed_once(running: Container, api: TelegramStandIn) -> None:
+def test_the_same_update_twice_is_processed_once(running: App, api: TelegramStandIn) -> None:
     h.add_customer(running)
     update = api.message_update(h.OPERATOR, "/note Ada Lovelace: prefers email")
     api.wait_call("sendMessage")
@@ -192,7 +190,7 @@ def test_the_same_update_twice_is_processed_once(running: Container, api: Telegr
     assert len(api.calls_to("sendMessage")) == 2
 
 
-def test_429_from_telegram_is_waited_out(running: Container, api: TelegramStandIn) -> None:
+def test_429_from_telegram_is_waited_out(running: App, api: TelegramStandIn) -> None:
     pid = h.propose(running, h.add_customer(running))
     api.fail_next("sendMessage", 429, retry_after=1)
     started = time.monotonic()
@@ -207,9 +205,7 @@ def test_429_from_telegram_is_waited_out(running: Container, api: TelegramStandI
     "name",
     ['<b>Ada</b> & "Bob" _under_ *star* `tick` [link](x) 🚀', "Zoë <3 & co. </i>", "a&amp;b &lt; &#x1F600;"],
 )
-def test_names_full_of_markup_render_without_a_400(
-    running: Container, api: TelegramStandIn, name: str
-) -> None:
+def test_names_full_of_markup_render_without_a_400(running: App, api: TelegramStandIn, name: str) -> None:
     customer = h.add_customer(running, name, "weird@acme.example")
     pid = h.propose(running, customer, draft={"subject": "Re: <ok>", "body": f"Dear {name}, 5 < 6 & 7 > 3"})
     message_id = h.post(running, pid)
@@ -222,7 +218,7 @@ def test_names_full_of_markup_render_without_a_400(
 
 
 def test_a_deleted_proposal_message_does_not_break_the_decision(
-    running: Container, api: TelegramStandIn, smtp: h.SmtpServer
+    running: App, api: TelegramStandIn, smtp: h.SmtpServer
 ) -> None:
     pid = h.propose(running, h.add_customer(running))
     message_id = h.post(running, pid)
@@ -238,7 +234,7 @@ def test_a_deleted_proposal_message_does_not_break_the_decision(
 
 
 def test_a_customer_writing_in_becomes_a_signal_and_stickers_are_recorded(
-    running: Container, api: TelegramStandIn
+    running: App, api: TelegramStandIn
 ) -> None:
     update = api.message_update(h.CUSTOMER, "Hi, my invoice is wrong <help> & thanks")
     api.push_update(update, keep_id=True)  # redelivered: still one event
@@ -284,9 +280,7 @@ def test_a_customer_writing_in_becomes_a_signal_and_stickers_are_recorded(
     assert not [c for c in api.calls_to("sendMessage") if c.params["chat_id"] == str(h.CUSTOMER["id"])]
 
 
-def test_an_approved_chat_reply_goes_back_to_the_customers_chat(
-    running: Container, api: TelegramStandIn
-) -> None:
+def test_an_approved_chat_reply_goes_back_to_the_customers_chat(running: App, api: TelegramStandIn) -> None:
     api.message_update(h.CUSTOMER, "Is the API down?")
     api.wait_for(lambda: events_of_type(running, "message.received") == 1, what="the customer's message")
     with running.engine.connect() as connection:
@@ -311,13 +305,12 @@ def test_an_approved_chat_reply_goes_back_to_the_customers_chat(
 
 
 def test_the_digest_chart_goes_up_as_a_multipart_photo(
-    container: Container, api: TelegramStandIn, tmp_path: Any
+    container: App, api: TelegramStandIn, tmp_path: Any
 ) -> None:
-    from bot.telegram_surface import install_telegram_surface
 
     chart = tmp_path / "chart.png"
     chart.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 2048)
-    surface = install_telegram_surface(container)
+    surface = container.notifier.surface("telegram")
     assert surface is not None
     try:
         surface.post_notice(["Digest <today>", "3 proposals & 1 overdue invoice"])

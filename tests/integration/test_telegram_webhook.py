@@ -15,8 +15,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from bot.bootstrap import Container, bootstrap
-from bot.telegram import SECRET_HEADER, WEBHOOK_PATH, mount_telegram
+from bot.bootstrap import App, bootstrap
+from bot.telegram import SECRET_HEADER, WEBHOOK_PATH
 from bot.web import create_app
 from store import tables as t
 from tests.integration import telegram_harness as h
@@ -33,7 +33,7 @@ def api() -> Iterator[TelegramStandIn]:
 @pytest.fixture
 def web(
     api: TelegramStandIn, db_url: str, make_settings: Any
-) -> Iterator[tuple[Container, h.WebServer, h.SmtpServer]]:
+) -> Iterator[tuple[App, h.WebServer, h.SmtpServer]]:
     port = h.free_port()
     with h.smtp_server() as smtp:
         env = h.telegram_env(
@@ -44,10 +44,9 @@ def web(
             TELEGRAM_WEBHOOK_SECRET=h.WEBHOOK_SECRET,
         )
         container = bootstrap(make_settings(**env))
-        assert mount_telegram(container)
         with h.WebServer(create_app(container), port) as server:
             yield container, server, smtp
-        surface = container.extras.get("telegram_surface")
+        surface = container.notifier.surface("telegram")
         if surface is not None:
             surface.close()
         container.close()
@@ -146,6 +145,6 @@ def test_webhook_mode_refuses_to_start_without_a_secret(
     container = bootstrap(make_settings(**env))
     try:
         with pytest.raises(TelegramNotConfigured, match="TELEGRAM_WEBHOOK_SECRET"):
-            mount_telegram(container)
+            create_app(container)
     finally:
         container.close()

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot.bootstrap import Container, bootstrap
-from bot.slack import install_slack_surface, mount_slack
+from bot.bootstrap import App, bootstrap
 from bot.web import create_app
 from tests.integration import slack_harness as sh
 from tests.integration import telegram_harness as h
@@ -31,9 +30,7 @@ def both(db_url: str, make_settings: Any) -> Iterator[dict[str, Any]]:
             **h.telegram_env(api, db_url, smtp.port),
             "OPERATORS": f"slack:{sh.OPERATOR},telegram:{h.OPERATOR_ID}",
         }
-        container: Container = bootstrap(make_settings(**env))
-        install_slack_surface(container)
-        assert mount_slack(container)
+        container: App = bootstrap(make_settings(**env))
         with h.WebServer(create_app(container), h.free_port()) as server, h.polling(container):
             api.wait_polling()
             yield {

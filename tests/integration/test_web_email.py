@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from bot.bootstrap import Container
+from bot.bootstrap import App
 from bot.web.body import MAX_BODY_BYTES
 from tests.inbound_support import email, signed_headers
 from tests.integration.web_harness import NOTHING, counts, signal_events
@@ -33,7 +33,7 @@ def deliver(client: TestClient, raw: bytes, webhook_id: str | None = None, **kw:
     ],
 )
 def test_a_real_mail_becomes_a_message_received_signal(
-    client: TestClient, container: Container, fixture: str, sender: str, phrase: str
+    client: TestClient, container: App, fixture: str, sender: str, phrase: str
 ) -> None:
     response = deliver(client, email(fixture))
     assert response.status_code == 202, response.text
@@ -49,9 +49,7 @@ def test_a_real_mail_becomes_a_message_received_signal(
     assert counts(container)["queued"] == 1
 
 
-def test_the_same_message_id_is_one_event_whatever_the_webhook_id(
-    client: TestClient, container: Container
-) -> None:
+def test_the_same_message_id_is_one_event_whatever_the_webhook_id(client: TestClient, container: App) -> None:
     raw = email("multipart_alternative.eml")
     first = deliver(client, raw, "delivery-1").json()
     second = deliver(client, raw, "delivery-2")
@@ -59,7 +57,7 @@ def test_the_same_message_id_is_one_event_whatever_the_webhook_id(
     assert len(signal_events(container)) == 1
 
 
-def test_a_thread_stays_one_conversation_of_one_customer(client: TestClient, container: Container) -> None:
+def test_a_thread_stays_one_conversation_of_one_customer(client: TestClient, container: App) -> None:
     for name in ("thread_1_original.eml", "thread_2_reply.eml", "thread_3_forward.eml"):
         assert deliver(client, email(name)).status_code == 202
     events = signal_events(container)
@@ -84,7 +82,7 @@ def test_a_thread_stays_one_conversation_of_one_customer(client: TestClient, con
     ids=["empty", "no sender", "over 1 MiB"],
 )
 def test_bad_mail_is_refused_and_writes_nothing(
-    client: TestClient, container: Container, raw: bytes, status: int, reason: str
+    client: TestClient, container: App, raw: bytes, status: int, reason: str
 ) -> None:
     response = deliver(client, raw)
     assert response.status_code == status
@@ -92,7 +90,7 @@ def test_bad_mail_is_refused_and_writes_nothing(
     assert counts(container) == NOTHING
 
 
-def test_unsigned_tampered_or_stale_mail_is_401(client: TestClient, container: Container) -> None:
+def test_unsigned_tampered_or_stale_mail_is_401(client: TestClient, container: App) -> None:
     raw = email("iso_8859_1_8bit.eml")  # not UTF-8: verified byte for byte
     headers = signed_headers(raw, content_type=RFC822)
     assert (

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.bootstrap import Container
+from bot.bootstrap import App
 from store.events import SIGNAL_TYPES
 from tests.inbound_support import signal_body, signed_headers
 from tests.integration.web_harness import DEAD_PORT, settling_client, web_container
 
 
-def test_healthz_reports_every_dependency_reachable(container: Container) -> None:
+def test_healthz_reports_every_dependency_reachable(container: App) -> None:
     with settling_client(container) as client:
         response = client.get("/healthz")
     assert response.status_code == 200
@@ -70,7 +70,7 @@ def test_healthz_names_an_unreachable_chroma_server(
         container.close()
 
 
-def test_metrics_are_prometheus_text(container: Container) -> None:
+def test_metrics_are_prometheus_text(container: App) -> None:
     with settling_client(container) as client:
         body = signal_body()
         client.post("/signals", content=body, headers=signed_headers(body))
@@ -103,7 +103,7 @@ def test_metrics_are_per_app(sqlite_url: str, redis_url: str, make_settings: Any
         second.close()
 
 
-def test_the_openapi_document_describes_every_endpoint_and_the_signal_body(container: Container) -> None:
+def test_the_openapi_document_describes_every_endpoint_and_the_signal_body(container: App) -> None:
     with settling_client(container) as client:
         document = client.get("/openapi.json").json()
         assert client.get("/docs").status_code == 200

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from bot.bootstrap import Container
+from bot.bootstrap import App
 from bot.web.body import MAX_BODY_BYTES
 from store import tables as t
 from store.events import SIGNAL_TYPES
@@ -31,7 +31,7 @@ def post(client: TestClient, body: bytes, headers: dict[str, str] | None = None)
     return client.post("/signals", content=body, headers=signed_headers(body) if headers is None else headers)
 
 
-def test_a_signed_signal_is_recorded_projected_and_queued(client: TestClient, container: Container) -> None:
+def test_a_signed_signal_is_recorded_projected_and_queued(client: TestClient, container: App) -> None:
     body = signal_body(
         customer={"name": "Zoë 👩🏽‍💻 Ünïcode", "email": "zoe@example.com", "company": "مثال Ltd"},
         text="Interested in the team plan — ¿precio?",
@@ -54,7 +54,7 @@ def test_a_signed_signal_is_recorded_projected_and_queued(client: TestClient, co
 
 
 def test_a_redelivery_with_the_same_webhook_id_answers_the_original_event(
-    client: TestClient, container: Container
+    client: TestClient, container: App
 ) -> None:
     body = signal_body()
     first = post(client, body, signed_headers(body, "msg_dup")).json()
@@ -68,7 +68,7 @@ def test_a_redelivery_with_the_same_webhook_id_answers_the_original_event(
 
 
 def test_another_webhook_id_is_another_signal_even_with_the_same_body(
-    client: TestClient, container: Container
+    client: TestClient, container: App
 ) -> None:
     body = signal_body()
     first = post(client, body).json()
@@ -132,7 +132,7 @@ def tampered(body: bytes) -> dict[str, str]:
     ],
 )
 def test_bad_input_is_refused_with_a_reason_and_writes_nothing(
-    client: TestClient, container: Container, body: bytes, sign: Any, status: int, reason: str
+    client: TestClient, container: App, body: bytes, sign: Any, status: int, reason: str
 ) -> None:
     response = post(client, body, sign(body))
     assert response.status_code == status, response.text
@@ -153,7 +153,7 @@ def test_an_unknown_type_is_answered_with_the_known_ones(client: TestClient) -> 
 
 
 def test_a_declared_length_over_1_mib_is_refused_before_the_body_is_read(
-    client: TestClient, container: Container
+    client: TestClient, container: App
 ) -> None:
     body = signal_body()
     headers = {**signed_headers(body), "content-length": str(MAX_BODY_BYTES + 1)}
@@ -162,7 +162,7 @@ def test_a_declared_length_over_1_mib_is_refused_before_the_body_is_read(
     assert counts(container) == NOTHING
 
 
-def test_a_streamed_body_without_length_is_cut_off_at_1_mib(client: TestClient, container: Container) -> None:
+def test_a_streamed_body_without_length_is_cut_off_at_1_mib(client: TestClient, container: App) -> None:
     chunk = b" " * 65536
 
     def stream() -> Iterator[bytes]:
@@ -226,7 +226,7 @@ def test_metrics_count_signals_duplicates_and_refusals(client: TestClient) -> No
     assert 'crm_queue_depth{priority="signals"} 1.0' in text
 
 
-def test_an_email_longer_than_an_address_can_be_is_refused(client: TestClient, container: Container) -> None:
+def test_an_email_longer_than_an_address_can_be_is_refused(client: TestClient, container: App) -> None:
     email = "a" * 240 + "@" + "b" * 60 + ".com"
     response = post(client, signal_body(customer={"email": email}))
     assert response.status_code == 422

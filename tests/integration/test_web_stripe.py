@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from bot.bootstrap import Container
+from bot.bootstrap import App
 from store import tables as t
 from tests.inbound_support import (
     stripe_body,
@@ -30,13 +30,13 @@ def deliver(client: TestClient, event: dict[str, Any], signature: str | None = N
     return client.post("/webhooks/stripe", content=body, headers=headers)
 
 
-def rows(container: Container, table: Any) -> list[dict[str, Any]]:
+def rows(container: App, table: Any) -> list[dict[str, Any]]:
     with container.engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(select(table))]
 
 
 def test_checkout_creates_the_customer_and_later_events_find_them_by_stripe_id(
-    client: TestClient, container: Container
+    client: TestClient, container: App
 ) -> None:
     created = deliver(
         client, stripe_event("checkout.session.completed", stripe_checkout(), event_id="evt_co")
@@ -70,7 +70,7 @@ def test_checkout_creates_the_customer_and_later_events_find_them_by_stripe_id(
     assert counts(container)["queued"] == 3
 
 
-def test_paid_and_cancelled_update_the_projections(client: TestClient, container: Container) -> None:
+def test_paid_and_cancelled_update_the_projections(client: TestClient, container: App) -> None:
     deliver(client, stripe_event("invoice.payment_failed", stripe_invoice()))
     deliver(client, stripe_event("invoice.paid", stripe_invoice(paid=True)))
     deliver(client, stripe_event("customer.subscription.updated", stripe_subscription()))
@@ -84,7 +84,7 @@ def test_paid_and_cancelled_update_the_projections(client: TestClient, container
 
 
 def test_mrr_counts_a_yearly_plan_by_the_month_next_to_a_monthly_one(
-    client: TestClient, container: Container
+    client: TestClient, container: App
 ) -> None:
     deliver(client, stripe_event("customer.subscription.updated", stripe_subscription(quantity=3)))
     yearly = stripe_subscription(id="sub_Yearly")
@@ -103,7 +103,7 @@ def test_mrr_counts_a_yearly_plan_by_the_month_next_to_a_monthly_one(
     )
 
 
-def test_a_redelivered_stripe_event_is_recorded_once(client: TestClient, container: Container) -> None:
+def test_a_redelivered_stripe_event_is_recorded_once(client: TestClient, container: App) -> None:
     event = stripe_event("invoice.paid", stripe_invoice(paid=True), event_id="evt_again")
     first = deliver(client, event).json()
     again = deliver(client, event, stripe_signature(stripe_body(event), at=int(time.time()) + 60))
@@ -114,7 +114,7 @@ def test_a_redelivered_stripe_event_is_recorded_once(client: TestClient, contain
 
 @pytest.mark.parametrize("event_type", ["customer.created", "payment_intent.succeeded", "charge.refunded"])
 def test_types_we_do_not_use_are_acknowledged_and_ignored(
-    client: TestClient, container: Container, event_type: str
+    client: TestClient, container: App, event_type: str
 ) -> None:
     response = deliver(client, stripe_event(event_type, {"id": "x_1", "object": event_type.split(".")[0]}))
     assert response.status_code == 200
@@ -122,7 +122,7 @@ def test_types_we_do_not_use_are_acknowledged_and_ignored(
     assert counts(container) == NOTHING
 
 
-def test_a_one_off_checkout_is_ignored(client: TestClient, container: Container) -> None:
+def test_a_one_off_checkout_is_ignored(client: TestClient, container: App) -> None:
     response = deliver(client, stripe_event("checkout.session.completed", stripe_checkout(mode="payment")))
     assert response.json() == {"ignored": "checkout.session.completed"}
     assert counts(container) == NOTHING
@@ -140,7 +140,7 @@ def test_a_one_off_checkout_is_ignored(client: TestClient, container: Container)
     ids=["missing", "wrong", "unparseable", "another body", "ancient timestamp"],
 )
 def test_bad_signatures_are_refused_and_write_nothing(
-    client: TestClient, container: Container, signature: str, status: int
+    client: TestClient, container: App, signature: str, status: int
 ) -> None:
     response = deliver(client, stripe_event("invoice.paid", stripe_invoice()), signature)
     assert response.status_code == status
@@ -149,7 +149,7 @@ def test_bad_signatures_are_refused_and_write_nothing(
 
 
 def test_a_signed_event_with_a_malformed_object_is_422_naming_the_field(
-    client: TestClient, container: Container
+    client: TestClient, container: App
 ) -> None:
     response = deliver(client, stripe_event("invoice.paid", stripe_invoice(amount_paid="lots")))
     assert response.status_code == 422
@@ -157,7 +157,7 @@ def test_a_signed_event_with_a_malformed_object_is_422_naming_the_field(
     assert counts(container) == NOTHING
 
 
-def test_signed_garbage_is_400(client: TestClient, container: Container) -> None:
+def test_signed_garbage_is_400(client: TestClient, container: App) -> None:
     body = b'{"id": "evt_1", "type": "invoice.paid",'
     headers = {"stripe-signature": stripe_signature(body)}
     response = client.post("/webhooks/stripe", content=body, headers=headers)

@@ -16,7 +16,7 @@ from rq import SimpleWorker
 from sqlalchemy import func, select
 
 from jobs import context
-from jobs.context import JobContext
+from jobs.handlers import MEMORY
 from jobs.redis_queue import RedisJobQueue
 from jobs.relay import relay_outbox
 from jobs.worker import project_queues
@@ -24,7 +24,7 @@ from store import tables as t
 from store.events import Event
 from store.settings import Settings
 from store.uow import EventStore
-from tests.integration.jobs_harness import FileRecordingSubscriber, lead, wait_for
+from tests.integration.jobs_harness import FileRecordingSubscriber, app_for, lead, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -141,12 +141,7 @@ def test_a_worker_killed_mid_job_is_recovered_by_the_relay_and_the_event_process
     patient.connection.close()
     time.sleep(1.5)  # past the test queue's one-second window
 
-    ctx = JobContext(
-        store=store,
-        queue=queue,
-        settings=make_settings(),
-        subscribers=[FileRecordingSubscriber(recording_dir)],
-    )
+    ctx = app_for(store, make_settings(), queue, {MEMORY: FileRecordingSubscriber(recording_dir)})
     context.install(ctx)
     try:
         assert relay_outbox(ctx, older_than=timedelta(0)) == 1

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from bot.bootstrap import Container, bootstrap
+from bot.bootstrap import App, bootstrap
 from bot.web import create_app
 from jobs.queue import SIGNALS
 from store import tables as t
@@ -21,15 +21,24 @@ SECRETS = {"SIGNALS_SECRET": SIGNALS_SECRET, "STRIPE_WEBHOOK_SECRET": STRIPE_SEC
 DEAD_PORT = 9
 
 
-def web_container(make_settings: Any, db_url: str, redis_url: str | None, **overrides: Any) -> Container:
-    """A container as `crm web` builds it, on an already migrated database."""
+def web_container(
+    make_settings: Any,
+    db_url: str,
+    redis_url: str | None,
+    handlers: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> App:
+    """An App as `crm web` builds it, on an already migrated database.
+
+    Its handlers are the test's (none by default: these tests are about intake, not what handles it).
+    """
     values: dict[str, Any] = {"DATABASE_URL": db_url, **SECRETS, **overrides}
     if redis_url is not None:
         values.setdefault("REDIS_URL", redis_url)
-    return bootstrap(make_settings(**values), migrate_schema=False)
+    return bootstrap(make_settings(**values), migrate_schema=False, handlers=handlers or {})
 
 
-def settling_client(container: Container, **kwargs: Any) -> TestClient:
+def settling_client(container: App, **kwargs: Any) -> TestClient:
     """A client on the app that, after each response, sequences whatever the request staged.
 
     As if the sequencing job ran at once: tests of what a signal does read the log right after the
@@ -45,7 +54,7 @@ def settling_client(container: Container, **kwargs: Any) -> TestClient:
     return client
 
 
-def counts(container: Container) -> dict[str, int]:
+def counts(container: App) -> dict[str, int]:
     """What a request could have written: events, outbox rows, customers, inbox rows, process_event
     jobs queued (the intake's own sequencing jobs are left out: they write nothing themselves)."""
     with container.engine.connect() as connection:
@@ -66,7 +75,7 @@ def counts(container: Container) -> dict[str, int]:
 NOTHING = {"events": 0, "outbox": 0, "customers": 0, "intake": 0, "queued": 0}
 
 
-def signal_events(container: Container) -> list[dict[str, Any]]:
+def signal_events(container: App) -> list[dict[str, Any]]:
     """The signal events (not the customer bookkeeping they cause), oldest first."""
     query = select(t.events).where(t.events.c.actor == "outside").order_by(t.events.c.position)
     with container.engine.connect() as connection:
