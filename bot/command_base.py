@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from bot.commands import Actor, Reply, fail
+from bot.replies import Actor, Reply, fail
 from jobs.render_proposal import stamp, view_of, who
 from jobs.views import ProposalView
 from store import events as ev

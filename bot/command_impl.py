@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from bot import command_text
 from bot.command_reads import ReadCommands
-from bot.commands import Actor, Reply, fail, reply
-from jobs.connectors.internal import compensate
+from bot.replies import Actor, Reply, fail, reply
+from jobs import proposal_service as service
 from jobs.render_proposal import DRAFT_MIRRORS, editable_fields, payload_of, stamp
 from jobs.views import Button
-from jobs.wakeups import UNDO_WINDOW_KINDS, schedule_wake
-from store import events as ev
-from store import lifecycle as lc
 from store import proposals as sp
 
 log = logging.getLogger(__name__)
@@ -39,44 +36,17 @@ class CommandImpl(ReadCommands):
         if row is None:
             return fail("not_found", f"No proposal {proposal_id}.")
         pid = row["id"]
-        now = self.clock()
-
-        def plan(current: dict[str, Any]) -> list[lc.Planned]:
-            params, draft = payload_of(current)
-            window = self.settings.undo_window_seconds
-            not_before = None
-            if decision != "rejected" and current["kind"] in UNDO_WINDOW_KINDS and window > 0:
-                not_before = now + timedelta(seconds=window)
-            held = current["not_before"] if current["state"] == "pending" else None  # policy hold
-            if decision != "rejected" and held is not None and (not_before is None or held > not_before):
-                not_before = held
-            payload = sp.ProposalDecided(
-                decision=decision,
-                by=actor.key,
-                by_name=actor.display_name,
-                surface=actor.surface,
-                reason=reason,
-                approved=None if decision == "rejected" else (approved or {"params": params, "draft": draft}),
-                not_before=not_before,
-            )
-            planned: list[lc.Planned] = [
-                (
-                    lc.on_proposal(
-                        pid,
-                        "proposal.decided",
-                        payload,
-                        lc.decision_key(pid),
-                        actor=actor.key,
-                        occurred_at=now,
-                    ),
-                    False,
-                )
-            ]
-            if correction is not None:
-                planned.append((self._correction(current, actor, **correction), True))
-            return planned
-
-        result = lc.transition(self.store, pid, sp.DECIDABLE, plan)
+        result = service.decide(
+            self.store,
+            pid,
+            decision,
+            decider(actor),
+            undo_window_seconds=self.settings.undo_window_seconds,
+            now=self.clock(),
+            approved=approved,
+            reason=reason,
+            correction=correction,
+        )
         if not result.won:
             return self._lost(result.row, pid)
         if decision != "rejected":
@@ -91,44 +61,6 @@ class CommandImpl(ReadCommands):
         if row["not_before"]:
             line += f" Sending at {stamp(row['not_before'])}; Undo until then."
         return reply(line, proposals=self._views(pid), proposal_id=pid)
-
-    def _correction(
-        self,
-        row: dict[str, Any],
-        actor: Actor,
-        *,
-        edited: dict[str, Any] | None = None,
-        params_after: dict[str, Any] | None = None,
-        rejection_reason: str | None = None,
-    ) -> ev.NewEvent:
-        params, draft = payload_of(row)
-        if edited is not None:
-            text = f"The operator edited a {row['kind']} draft before approving it."
-        else:
-            text = f"The operator rejected a {row['kind']} proposal" + (
-                f": {rejection_reason}" if rejection_reason else "."
-            )
-        payload = sp.CorrectionRecorded(
-            proposal_id=row["id"],
-            agent=row["agent"],
-            kind=row["kind"],
-            original=draft,
-            edited=edited,
-            params_before=params,
-            params_after=params_after,
-            rejection_reason=rejection_reason,
-            by=actor.key,
-            text=text,
-        )
-        return ev.NewEvent(
-            type="correction.recorded",
-            payload=payload,
-            stream=row["customer_id"],
-            idempotency_key=f"{row['id']}:correction",
-            actor=actor.key,
-            source="lifecycle",
-            causation_id=row["id"],
-        )
 
     def approve(self, actor: Actor, proposal_id: str) -> Reply:
         return self._refuse(actor, "approve", proposal_id) or self._decide(actor, proposal_id, "approved")
@@ -191,24 +123,9 @@ class CommandImpl(ReadCommands):
         if row is None:
             return fail("not_found", f"No proposal {proposal_id}.")
         pid = row["id"]
-
-        def plan(current: dict[str, Any]) -> list[lc.Planned]:
-            payload = sp.ProposalSnoozed(
-                until=when, by=actor.key, by_name=actor.display_name, surface=actor.surface
-            )
-            key = f"{pid}:snooze:{current['position']}"
-            return [
-                (
-                    lc.on_proposal(pid, "proposal.snoozed", payload, key, actor=actor.key, occurred_at=now),
-                    False,
-                )
-            ]
-
-        result = lc.transition(self.store, pid, sp.DECIDABLE, plan)
+        result = service.snooze(self.store, self.queue, pid, decider(actor), when, now)
         if not result.won:
             return self._lost(result.row, pid)
-        if self.queue is not None:
-            schedule_wake(self.queue, pid, when)
         self._after_change(pid)
         return reply(f"Snoozed until {stamp(when)}.", proposals=self._views(pid), proposal_id=pid)
 
@@ -221,24 +138,7 @@ class CommandImpl(ReadCommands):
         if row is None:
             return fail("not_found", f"No proposal {proposal_id}.")
         pid = row["id"]
-
-        def plan(current: dict[str, Any]) -> list[lc.Planned] | None:
-            by = dict(by=actor.key, by_name=actor.display_name, surface=actor.surface)
-            if current["state"] == "approved":
-                undone = sp.ProposalUndone(how="cancelled", **by)
-                return [
-                    (lc.on_proposal(pid, "proposal.undone", undone, f"{pid}:undo", actor=actor.key), False)
-                ]
-            if not current["compensation"]:
-                return None
-            effects = compensate(
-                current["kind"], current["customer_id"], current["compensation"], pid, actor.key
-            )
-            undone = sp.ProposalUndone(how="compensated", **by)
-            main = lc.on_proposal(pid, "proposal.undone", undone, f"{pid}:undo", actor=actor.key)
-            return [(main, False), *((effect, True) for effect in effects)]
-
-        result = lc.transition(self.store, pid, {"approved", "executed"}, plan)
+        result = service.undo(self.store, pid, decider(actor))
         if not result.won:
             current = result.row or row
             if current["state"] in {"executing", "executed", "uncertain", "closed"}:
@@ -262,17 +162,7 @@ class CommandImpl(ReadCommands):
         if row is None:
             return fail("not_found", f"No proposal {proposal_id}.")
         pid = row["id"]
-
-        def plan(current: dict[str, Any]) -> list[lc.Planned] | None:
-            if allowed == "failed" and not current["retryable"]:
-                return None
-            payload = sp.ActionResolved(
-                choice=choice, by=actor.key, by_name=actor.display_name, surface=actor.surface
-            )
-            key = f"{pid}:resolve:{current['attempts']}"
-            return [(lc.on_proposal(pid, "action.resolved", payload, key, actor=actor.key), False)]
-
-        result = lc.transition(self.store, pid, {allowed}, plan)
+        result = service.resolve(self.store, pid, decider(actor), choice, allowed)
         if not result.won:
             return self._lost(result.row, pid)
         if choice != "keep":
@@ -310,6 +200,11 @@ class CommandImpl(ReadCommands):
 
     def run(self, actor: Actor, line: str) -> Reply:
         return command_text.dispatch(self, actor, line)
+
+
+def decider(actor: Actor) -> service.Decider:
+    """The proposal service's view of who acts."""
+    return service.Decider(actor.key, actor.display_name, actor.surface)
 
 
 def _like(original: Any, value: str) -> Any:

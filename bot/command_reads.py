@@ -7,8 +7,8 @@ from datetime import date, datetime
 
 from bot import command_text
 from bot.command_base import CommandBase
-from bot.commands import Actor, Reply, fail, reply
 from bot.render import slice_text
+from bot.replies import Actor, Reply, fail, reply
 from jobs.render_proposal import view_of
 from store import events as ev
 from store import lifecycle as lc

@@ -11,7 +11,7 @@ from store import events as ev
 
 if TYPE_CHECKING:
     from bot.command_impl import CommandImpl
-    from bot.commands import Actor, Reply
+    from bot.replies import Actor, Reply
 
 HELP = (
     "pending — proposals waiting for you",
@@ -86,7 +86,7 @@ def why_lines(row: dict[str, Any], trail: list[ev.Event], trigger: ev.Event | No
 
 def dispatch(impl: CommandImpl, actor: Actor, line: str) -> Reply:
     """Run one typed command line."""
-    from bot.commands import fail
+    from bot.replies import fail
 
     text = line.strip().lstrip("/")
     if not text:

@@ -17,11 +17,11 @@ notify fan-out; the surface only shows `reply` to the person who tapped (e.g. an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import date, datetime
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from bot.command_impl import CommandImpl
+from bot.replies import Actor, Reply, ReplyCode, fail, reply
 from jobs.views import Button, EditableField, ProposalView
 
 __all__ = [
@@ -32,56 +32,9 @@ __all__ = [
     "ProposalView",
     "Reply",
     "ReplyCode",
+    "fail",
+    "reply",
 ]
-
-ReplyCode = Literal["ok", "refused", "conflict", "not_found", "invalid", "too_late"]
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who is asking: the surface they used, their id there, and a name to show."""
-
-    surface: str  # "slack" | "telegram" | "terminal"
-    user_id: str
-    display_name: str | None = None
-
-    @property
-    def key(self) -> str:
-        """`surface:id`, the form OPERATORS uses."""
-        return f"{self.surface}:{self.user_id}"
-
-    @property
-    def name(self) -> str:
-        """What to show for this person."""
-        return self.display_name or self.key
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A command's answer as plain data. `ok` is False for refusals, conflicts and bad input."""
-
-    lines: tuple[str, ...]
-    ok: bool = True
-    code: ReplyCode = "ok"
-    proposals: tuple[ProposalView, ...] = ()
-    fields: tuple[EditableField, ...] = ()  # edit without values: what may be changed
-    proposal_id: str | None = None
-    image: Path | None = None  # a picture to show with the text (the digest chart)
-
-    @property
-    def text(self) -> str:
-        """The lines joined, for surfaces that send one message."""
-        return "\n".join(self.lines)
-
-
-def reply(*lines: str, **kwargs: Any) -> Reply:
-    """A Reply from lines."""
-    return Reply(lines=tuple(lines), **kwargs)
-
-
-def fail(code: ReplyCode, *lines: str, **kwargs: Any) -> Reply:
-    """A refusing or failing Reply."""
-    return Reply(lines=tuple(lines), ok=False, code=code, **kwargs)
 
 
 class Commands:
@@ -102,9 +55,7 @@ class Commands:
         memory: Callable[[], Any] | None = None,
         queue: Any = None,
     ) -> None:
-        from bot import command_impl  # imports this module's Actor and Reply, so not at the top
-
-        self._impl = command_impl.CommandImpl(
+        self._impl = CommandImpl(
             store,
             settings,
             schedule_execution=schedule_execution,

@@ -36,8 +36,8 @@ def post_digest(container: App, slot: datetime | None = None, *, post: bool = Tr
 
 def standard_tasks(container: App) -> list[Task]:
     """Every periodic task with its trigger."""
+    from jobs.proposal_service import run_periodic
     from jobs.relay import relay_outbox
-    from jobs.wakeups import run_periodic
 
     settings = container.settings
     tz = settings.timezone

@@ -333,7 +333,7 @@ def schedule_execution(ctx: JobContext, proposal_id: str) -> str | None:
 
     The delay rides on the queue (RQ's scheduled registry with REDIS_URL), so any worker runs it
     whichever process took the tap. Returns the job id, or None when the queue is unreachable (the
-    sweep, jobs.wakeups.recover_stalled, queues it again).
+    sweep, jobs.proposal_service.recover_stalled, queues it again).
     """
     with ctx.store.engine.connect() as connection:
         row = lc.get_proposal(connection, proposal_id)

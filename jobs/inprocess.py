@@ -131,7 +131,7 @@ class InProcessJobQueue(JobQueue):
         """Queue func(*args); a job id already known (queued, running, done, failed) is not queued again.
 
         With not_before the job waits in the delayed heap until then (lost if this process stops: the
-        callers' sweeps, e.g. jobs.wakeups.recover_stalled, queue such work again on the next start).
+        callers' sweeps, e.g. jobs.proposal_service.recover_stalled, queue such work again on the next start).
         """
         rank = PRIORITIES.index(check_priority(priority))
         seq = next(self._seq)

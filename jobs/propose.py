@@ -14,7 +14,7 @@ from agents.context import AgentContext, Correction, RecalledMemory, build_conte
 from agents.proposal import Draft
 from jobs.context import JobContext
 from jobs.execute import schedule_execution
-from jobs.wakeups import auto_approve, schedule_wake
+from jobs.proposal_service import auto_approve, schedule_wake
 from store import events as ev
 from store import lifecycle as lc
 from store import proposals as sp

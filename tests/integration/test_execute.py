@@ -137,7 +137,7 @@ def test_the_queue_job_runs_execute_through_the_installed_context(make_settings,
 def test_recovery_requeues_abandoned_attempts(store: EventStore, tmp_path: Path) -> None:
     from datetime import timedelta
 
-    from jobs.wakeups import recover_stalled
+    from jobs.proposal_service import recover_stalled
     from store import events as ev
 
     settings = settings_for(tmp_path)

@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from jobs.notify import Notifier
-from jobs.wakeups import expire_due, wake_due
+from jobs.proposal_service import expire_due, wake_due
 from store import events as ev
 from store import lifecycle as lc
 from store.proposal_metrics import lifecycle_metrics
