@@ -1,0 +1,76 @@
+"""The undo window rides on the queue: the process that took the tap may die, any worker sends, once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from store import lifecycle as lc
+from store.db import make_engine
+from store.uow import EventStore
+from tests.integration.jobs_harness import RedisServer, wait_for
+from tests.integration.proposal_helpers import email_proposal, make_customer, record
+from tests.standins.smtp import SmtpStandin
+
+ROOT = Path(__file__).resolve().parents[2]
+CRM = [sys.executable, "-c", "from bot.cli import main; main()"]
+
+# The process that takes the tap: approves through the command layer, then dies without any cleanup.
+TAPPER = """
+import os, signal, sys
+from bot.bootstrap import bootstrap
+from bot.commands import Actor
+app = bootstrap()
+reply = app.commands.approve(Actor("terminal", "op"), sys.argv[1])
+print(reply.text, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_an_approval_is_sent_once_by_a_worker_after_the_tapping_process_died(
+    tmp_path: Path, pg_url: str
+) -> None:
+    store = EventStore(make_engine(pg_url))
+    pid = record(store, email_proposal(make_customer(store)))
+    redis = RedisServer()
+    redis.start()
+    worker: subprocess.Popen[str] | None = None
+    try:
+        with SmtpStandin() as smtp:
+            env: dict[str, Any] = {
+                **{k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}},
+                "PYTHONPATH": str(ROOT),
+                "CRM_DATA_DIR": str(tmp_path / "data"),
+                "DATABASE_URL": pg_url.replace("+psycopg", ""),
+                "REDIS_URL": redis.url,
+                "SMTP_URL": smtp.url,
+                "OPERATORS": "terminal:op",
+                "UNDO_WINDOW_SECONDS": "2",
+                "HF_HUB_OFFLINE": "1",
+            }
+            tapped = subprocess.run(
+                [sys.executable, "-c", TAPPER, pid], env=env, cwd=tmp_path, capture_output=True, text=True
+            )
+            assert tapped.returncode == -9, tapped.stderr
+            assert "Approved." in tapped.stdout and "Undo until" in tapped.stdout, tapped.stdout
+            assert smtp.messages == [], "nothing leaves inside the undo window"
+
+            worker = subprocess.Popen(
+                [*CRM, "worker"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            wait_for(lambda: len(smtp.messages) >= 1, 60, "the worker to send the approved email")
+            time.sleep(3)  # a second send would come within the scheduler's next rounds
+            assert len(smtp.messages) == 1
+            with store.engine.connect() as connection:
+                row = lc.get_proposal(connection, pid)
+            assert row is not None and row["state"] == "executed"
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(30)
+        redis.stop()
+        store.engine.dispose()
