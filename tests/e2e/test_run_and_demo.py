@@ -156,6 +156,17 @@ def test_crm_demo_seeds_a_business_and_brings_proposals(tmp_path: Path) -> None:
     demo.wait_for("Daily digest")
     assert demo.finish() == 0, demo.text
     assert (tmp_path / "data" / "demo" / "crm.sqlite3").exists()
+    verified = subprocess.run(
+        [*CRM, "replay", "--verify"],
+        env={**env, "CRM_DATA_DIR": str(tmp_path / "data" / "demo")},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stderr + verified.stdout
+    assert "projections match the log" in verified.stdout
 
 
 def test_crm_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
