@@ -15,11 +15,17 @@ cleanup queues it again. With `--fork`, a killed work horse is noticed by its pa
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+import signal
 import threading
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
 from rq.worker.base import BaseWorker
@@ -33,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # The parent heartbeats a running job this often; ABANDONED_AFTER (jobs.redis_queue) is several beats.
 JOB_MONITORING_INTERVAL_S = 10
+# Waits between attempts to reach Redis again after losing it: quick for a restart, then every 15 s.
+REDIS_BACKOFF_S = (1, 2, 5, 10, 15)
 # How often a worker cleans RQ's registries (moves jobs of dead workers to retry or failed); RQ's
 # default of 10 minutes is long for a solo operator waiting on a reply.
 MAINTENANCE_INTERVAL_S = 60
@@ -106,15 +114,61 @@ def run_worker(
     """Work until stopped (or, with burst, until the queues are empty); returns whether any job ran.
 
     With relay, a background thread re-queues lost outbox rows every relay_interval seconds, so a lone
-    worker recovers work a dead web process or a Redis outage left behind.
+    worker recovers work a dead web process or a Redis outage left behind. When Redis goes away (a
+    restart, a network blip), the worker waits for it with backoff, one log line per attempt, and
+    carries on with a fresh connection: a job interrupted by the outage is recovered like one whose
+    worker died (RQ's registries, the relay).
     """
-    worker = build_worker(ctx, redis_url, fork=fork, name=name)
     thread = RelayThread(ctx, interval=relay_interval, older_than=RELAY_GRACE) if relay else None
     if thread is not None:
         thread.start()
+    stop = threading.Event()
+    outages = 0
     try:
-        kwargs: dict[str, Any] = {"burst": burst, "with_scheduler": True, "logging_level": logging_level}
-        return bool(worker.work(**kwargs))
+        while True:
+            worker = build_worker(ctx, redis_url, fork=fork, name=name)
+            try:
+                kwargs: dict[str, Any] = {
+                    "burst": burst,
+                    "with_scheduler": True,
+                    "logging_level": logging_level,
+                }
+                return bool(worker.work(**kwargs))
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                outages += 1
+                log.warning("lost Redis at %s (%s); waiting for it to come back", redis_url, exc)
+            _stop_on_signals(stop)
+            if not wait_for_redis(redis_url, stop) or burst:
+                return False
+            with contextlib.suppress(RedisError):
+                worker.register_death()  # the old registration, so the name can be used again
+            log.info("Redis is back; worker resumes (outage %d)", outages)
     finally:
         if thread is not None:
             thread.stop()
+
+
+def wait_for_redis(redis_url: str, stop: threading.Event) -> bool:
+    """Ping Redis with backoff until it answers (True) or `stop` is set (False); a line per attempt."""
+    for attempt in itertools.count(1):
+        delay = REDIS_BACKOFF_S[min(attempt, len(REDIS_BACKOFF_S)) - 1]
+        log.warning("Redis at %s unreachable; retrying in %ss (attempt %d)", redis_url, delay, attempt)
+        if stop.wait(delay):
+            return False
+        client = connect(redis_url)
+        try:
+            if client.ping():
+                return True
+        except RedisError:
+            continue
+        finally:
+            client.close()
+    return False  # pragma: no cover - the loop only ends by returning
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """While waiting for Redis, SIGINT/SIGTERM end the wait (RQ's own handlers belong to a dead worker)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())

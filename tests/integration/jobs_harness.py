@@ -148,6 +148,13 @@ class RedisServer:
             self.process.wait(10)
             self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL: the server vanishes without closing its clients' connections."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
 
 def wait_for(predicate: Any, timeout: float, what: str) -> None:
     """Poll predicate until true; fail naming what was awaited."""

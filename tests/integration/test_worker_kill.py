@@ -21,10 +21,11 @@ from jobs.redis_queue import RedisJobQueue
 from jobs.relay import relay_outbox
 from jobs.worker import project_queues
 from store import tables as t
+from store.db import make_engine, migrate
 from store.events import Event
 from store.settings import Settings
 from store.uow import EventStore
-from tests.integration.jobs_harness import FileRecordingSubscriber, app_for, lead, wait_for
+from tests.integration.jobs_harness import FileRecordingSubscriber, RedisServer, app_for, lead, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,6 +81,10 @@ def _processed(store: EventStore) -> int:
 def _handled(directory: Path) -> list[str]:
     path = directory / "handled"
     return path.read_text().split("\n")[:-1] if path.exists() else []
+
+
+def _was_handled(directory: Path, event: Event) -> bool:
+    return any(line.split()[0] == event.id for line in _handled(directory))
 
 
 def _started_pid(directory: Path) -> int:
@@ -153,3 +158,37 @@ def test_a_worker_killed_mid_job_is_recovered_by_the_relay_and_the_event_process
         assert relay_outbox(ctx, older_than=timedelta(0)) == 0
     finally:
         context.uninstall()
+
+
+def test_crm_worker_rides_out_a_redis_restart_and_handles_what_comes_after(
+    tmp_path: Path, make_settings: type[Settings]
+) -> None:
+    pg_url = f"sqlite:///{tmp_path / 'crm.sqlite3'}"
+    store = EventStore(make_engine(pg_url))
+    migrate(store.engine)
+    redis = RedisServer()
+    redis.start()
+    directory = tmp_path / "recording"
+    directory.mkdir()
+    worker = WorkerProcess(directory, pg_url, redis.url, tmp_path / "data", fork=False)
+    try:
+        queue = RedisJobQueue.from_url(redis.url)
+        before = lead(store, 1)
+        assert queue.enqueue_event(before.id)
+        wait_for(lambda: _was_handled(directory, before), 60, "the first event to be handled")
+
+        redis.kill()  # kill -9: no goodbye to the worker's open connections
+        time.sleep(1)
+        redis.start()
+        time.sleep(3)
+        assert worker.process.poll() is None, "the worker is still running"
+
+        after = lead(store, 2)
+        queue = RedisJobQueue.from_url(redis.url)
+        wait_for(lambda: queue.enqueue_event(after.id), 30, "Redis to take the job")
+        wait_for(lambda: _was_handled(directory, after), 60, "the event queued after the restart")
+        assert worker.process.poll() is None
+    finally:
+        worker.stop()
+        redis.stop()
+        store.engine.dispose()
