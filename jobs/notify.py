@@ -90,12 +90,19 @@ class Notifier:
                 log.exception("posting proposal %s to %s failed", proposal_id, surface.name)
                 continue
             if ref is not None:
+                sp.claim_render(self.store.engine, ref.surface, ref.chat_id, ref.message_id, view.version)
                 sp.record_message(self.store, proposal_id, ref.surface, ref.chat_id, ref.message_id)
                 posted.append(ref)
         return posted
 
     def refresh(self, proposal_id: str) -> int:
-        """Update every posted message of a proposal in place; returns how many were updated."""
+        """Update every posted message of a proposal in place; returns how many were updated.
+
+        Several processes refresh the same message (the web process after a tap, the worker after the
+        execution), and their edits can reach the chat app in any order. Each edit first claims its
+        version (store.lifecycle.claim_render): an older one is dropped; and one that finds, after its
+        edit, that a newer version was claimed meanwhile shows the newest again, in case it landed last.
+        """
         view = self.view(proposal_id)
         if view is None:
             return 0
@@ -106,11 +113,21 @@ class Notifier:
                 continue
             ref = MessageRef(message["surface"], message["chat_id"], message["message_id"])
             try:
-                surface.update_proposal(ref, view)
-                updated += 1
+                updated += self._render(surface, ref, view)
             except Exception:
                 log.exception("updating proposal %s on %s failed", proposal_id, surface.name)
         return updated
+
+    def _render(self, surface: Surface, ref: MessageRef, view: ProposalView) -> int:
+        engine = self.store.engine
+        if not sp.claim_render(engine, ref.surface, ref.chat_id, ref.message_id, view.version):
+            return 0  # the message shows a newer version already
+        surface.update_proposal(ref, view)
+        if sp.rendered_version(engine, ref.surface, ref.chat_id, ref.message_id) > view.version:
+            newest = self.view(view.id)
+            if newest is not None:
+                surface.update_proposal(ref, newest)
+        return 1
 
     def notice(self, lines: list[str]) -> None:
         """Send a notice to every surface."""

@@ -184,4 +184,5 @@ def view_of(row: dict[str, Any], customer_name: str | None) -> ProposalView:
         status=status_of(row),
         buttons=buttons_of(row),
         updated_at=row["updated_at"],
+        version=int(row.get("position") or 0),
     )

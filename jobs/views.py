@@ -83,6 +83,7 @@ class ProposalView:
     buttons: tuple[Button, ...] = ()
     updated_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    version: int = 0  # the log position of the proposal's last change: newer renders have higher ones
 
     def lines(self) -> list[str]:
         """Title, body and status as plain lines."""

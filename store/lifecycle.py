@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, or_, select
+from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from store import events as ev
 from store import log
@@ -171,6 +172,44 @@ def messages_of(engine: Engine, proposal_id: str) -> list[dict[str, Any]]:
     """Every chat message that shows the proposal."""
     with engine.connect() as connection:
         return SqlState(connection).scan("proposal_messages", proposal_id=proposal_id)
+
+
+def claim_render(engine: Engine, surface: str, chat_id: str, message_id: str, version: int) -> bool:
+    """Claim a chat message for showing `version` of its proposal before editing it.
+
+    False when the message shows (or is being given) that version or a newer one: an older render must
+    not replace it.
+    """
+    r = t.message_renders.c
+    key = and_(r.surface == surface, r.chat_id == chat_id, r.message_id == message_id)
+    values = {"version": version, "rendered_at": ev.utcnow()}
+    with engine.begin() as connection:
+        if connection.execute(
+            update(t.message_renders).where(key, r.version < version).values(values)
+        ).rowcount:
+            return True
+        if connection.execute(select(r.version).where(key)).first() is not None:
+            return False
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                insert(t.message_renders).values(
+                    surface=surface, chat_id=chat_id, message_id=message_id, **values
+                )
+            )
+        return True
+    except IntegrityError:  # claimed by a concurrent render in the meantime: compare again
+        return claim_render(engine, surface, chat_id, message_id, version)
+
+
+def rendered_version(engine: Engine, surface: str, chat_id: str, message_id: str) -> int:
+    """The newest version of its proposal a chat message was claimed for (0: none yet)."""
+    r = t.message_renders.c
+    with engine.connect() as connection:
+        found = connection.execute(
+            select(r.version).where(r.surface == surface, r.chat_id == chat_id, r.message_id == message_id)
+        ).scalar()
+    return int(found or 0)
 
 
 def customer_name(connection: Connection, customer_id: str) -> str | None:

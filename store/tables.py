@@ -322,6 +322,19 @@ proposal_messages = Table(
     Column("posted_at", DateTime(timezone=True), nullable=False),
 )
 
+# The proposal version (its row's last event position) each posted message was last asked to show; a
+# refresh claims a higher version before it edits, so an older render never replaces a newer one.
+# Not a projection: replay leaves it alone.
+message_renders = Table(
+    "message_renders",
+    metadata,
+    Column("surface", String(16), primary_key=True),
+    Column("chat_id", String(64), primary_key=True),
+    Column("message_id", String(64), primary_key=True),
+    Column("version", Position, nullable=False),
+    Column("rendered_at", DateTime(timezone=True), nullable=False),
+)
+
 # One row per execution attempt: the checkpoint trail of the executor.
 actions = Table(
     "actions",

@@ -44,7 +44,7 @@ def world(pg_url: str, make_settings: Any, tmp_path: Path) -> Iterator[dict[str,
         settings = h.slack_settings(
             slack.api_url, pg_url, SMTP_URL=smtp.url, MAIL_FROM="ops@crm.example", PORT=h.free_port()
         )
-        container = bootstrap(make_settings(**settings))
+        container = bootstrap(make_settings(**settings), handlers={})
         yield {"slack": slack, "smtp": smtp, "settings": settings, "container": container, "tmp": tmp_path}
         container.close()
 

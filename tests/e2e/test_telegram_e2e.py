@@ -35,7 +35,7 @@ def world(pg_url: str, make_settings: Any, tmp_path: Path) -> Iterator[dict[str,
     with h.smtp_server() as smtp:
         port = h.free_port()
         env = h.telegram_env(api, pg_url, smtp.port, PORT=port)
-        container = bootstrap(make_settings(**env))
+        container = bootstrap(make_settings(**env), handlers={})
         yield {"api": api, "smtp": smtp, "env": env, "container": container, "tmp": tmp_path, "port": port}
         surface = container.notifier.surface("telegram")
         if surface is not None:

@@ -173,7 +173,7 @@ def test_sequencing_only_rows_staged_before_a_time(store: EventStore) -> None:
 def test_the_web_intake_engine_rides_out_a_dropped_connection(make_settings: Any, pg_url: str) -> None:
     from bot.bootstrap import bootstrap
 
-    container = bootstrap(make_settings(DATABASE_URL=pg_url), migrate_schema=False)
+    container = bootstrap(make_settings(DATABASE_URL=pg_url), migrate_schema=False, handlers={})
     try:
         engine = container.intake_engine
         assert engine is not container.engine and not engine.pool._pre_ping  # type: ignore[attr-defined]

@@ -142,7 +142,7 @@ def test_metrics_and_replay_cover_every_lifecycle_event(store: EventStore, tmp_p
 def test_the_metrics_endpoint_reports_lifecycle_figures(make_settings, tmp_path: Path) -> None:
     from bot.bootstrap import bootstrap
 
-    container = bootstrap(make_settings(OPERATORS="terminal:op"))
+    container = bootstrap(make_settings(OPERATORS="terminal:op"), handlers={})
     try:
         cmds, _, _ = commands(container.store, container.settings)
         pid = record(container.store, email_proposal(make_customer(container.store)))

@@ -50,7 +50,7 @@ class Env:
 @pytest.fixture
 def env(db_url: str, make_settings: Any) -> Iterator[Env]:
     with SlackStandIn(bot_token=h.BOT_TOKEN, app_token=h.APP_TOKEN) as slack:
-        container = bootstrap(make_settings(**h.slack_settings(slack.api_url, db_url)))
+        container = bootstrap(make_settings(**h.slack_settings(slack.api_url, db_url)), handlers={})
         scheduled = h.install_recording_commands(container)
         customer_id = h.add_customer(container)
         with h.Server(create_app(container)) as server:

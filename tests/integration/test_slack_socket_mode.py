@@ -23,7 +23,7 @@ from tests.standins.slack_api import SlackStandIn
 def socket_env(db_url: str, make_settings: Any) -> Iterator[tuple[App, SlackStandIn, list[str]]]:
     with SlackStandIn(bot_token=h.BOT_TOKEN, app_token=h.APP_TOKEN) as slack:
         settings = make_settings(**h.slack_settings(slack.api_url, db_url, SLACK_APP_TOKEN=h.APP_TOKEN))
-        container = bootstrap(settings)
+        container = bootstrap(settings, handlers={})
         scheduled = h.install_recording_commands(container)
         handler = start_slack(container)
         slack.wait_for_socket()

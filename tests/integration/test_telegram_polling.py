@@ -39,7 +39,7 @@ def smtp() -> Iterator[h.SmtpServer]:
 
 @pytest.fixture
 def container(api: TelegramStandIn, smtp: h.SmtpServer, db_url: str, make_settings: Any) -> Iterator[App]:
-    built = bootstrap(make_settings(**h.telegram_env(api, db_url, smtp.port)))
+    built = bootstrap(make_settings(**h.telegram_env(api, db_url, smtp.port)), handlers={})
     yield built
     built.close()
 

@@ -43,7 +43,7 @@ def web(
             TELEGRAM_WEBHOOK_URL=f"http://127.0.0.1:{port}{WEBHOOK_PATH}",
             TELEGRAM_WEBHOOK_SECRET=h.WEBHOOK_SECRET,
         )
-        container = bootstrap(make_settings(**env))
+        container = bootstrap(make_settings(**env), handlers={})
         with h.WebServer(create_app(container), port) as server:
             yield container, server, smtp
         surface = container.notifier.surface("telegram")
@@ -142,7 +142,7 @@ def test_webhook_mode_refuses_to_start_without_a_secret(
     env = h.telegram_env(
         api, sqlite_url, 25, TELEGRAM_WEBHOOK_URL="https://bot.example.test/telegram/webhook"
     )
-    container = bootstrap(make_settings(**env))
+    container = bootstrap(make_settings(**env), handlers={})
     try:
         with pytest.raises(TelegramNotConfigured, match="TELEGRAM_WEBHOOK_SECRET"):
             create_app(container)

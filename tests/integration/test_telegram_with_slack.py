@@ -30,7 +30,7 @@ def both(db_url: str, make_settings: Any) -> Iterator[dict[str, Any]]:
             **h.telegram_env(api, db_url, smtp.port),
             "OPERATORS": f"slack:{sh.OPERATOR},telegram:{h.OPERATOR_ID}",
         }
-        container: App = bootstrap(make_settings(**env))
+        container: App = bootstrap(make_settings(**env), handlers={})
         with h.WebServer(create_app(container), h.free_port()) as server, h.polling(container):
             api.wait_polling()
             yield {
