@@ -453,3 +453,25 @@ def test_an_idempotency_key_longer_than_its_column_is_kept_as_its_hash(store: Ev
     assert first.event.idempotency_key == storable_key(key)
     assert len(first.event.idempotency_key) <= MAX_KEY_LENGTH
     assert storable_key("short") == "short"
+
+
+@pytest.mark.parametrize("query", ["%", "_", "%%", "\\", "_nn"])
+def test_search_treats_like_wildcards_as_literal_characters(
+    store: EventStore, engine: Engine, query: str
+) -> None:
+    from store.slice import find_customers
+
+    store.record_signal("lead.created", lead(name="Ann Lee", email="ann@lee.example"), "w1", source="test")
+    store.record_signal("lead.created", lead(name="Bob Stone"), "w2", source="test")
+    with engine.connect() as connection:
+        assert find_customers(connection, query) == []
+
+
+def test_search_finds_a_name_that_holds_a_wildcard_character(store: EventStore, engine: Engine) -> None:
+    from store.slice import find_customers
+
+    store.record_signal("lead.created", lead(name="100% Juice_Bar"), "w1", source="test")
+    store.record_signal("lead.created", lead(name="1000 Juice Bars"), "w2", source="test")
+    with engine.connect() as connection:
+        assert [row["name"] for row in find_customers(connection, "100%")] == ["100% Juice_Bar"]
+        assert [row["name"] for row in find_customers(connection, "juice_bar")] == ["100% Juice_Bar"]
