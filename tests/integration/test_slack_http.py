@@ -281,6 +281,20 @@ def test_bad_bodies_get_a_clear_4xx(env: Env) -> None:
     assert unsigned_garbage.status_code == 401
 
 
+@pytest.mark.parametrize(
+    ("timestamp", "body"),
+    [("now", b"payload=x"), ("", b"payload=x"), (str(int(time.time())), b"payload=\xff")],
+    ids=["timestamp now", "empty timestamp", "body not utf-8"],
+)
+def test_unsigned_garbage_gets_401_from_the_running_server_not_500(
+    env: Env, timestamp: str, body: bytes
+) -> None:
+    headers = {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": "v0=0", "Content-Type": sr.FORM}
+    response = env.client.http.post(env.client.url + "/slack/events", content=body, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid request"
+
+
 def test_unknown_user_gets_an_ephemeral_refusal_and_nothing_changes(env: Env) -> None:
     pid = h.propose_email(env.container, env.customer_id)
     assert env.client.click(f"approve:{pid}", user=h.STRANGER).status_code == 200
