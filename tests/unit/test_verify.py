@@ -105,3 +105,37 @@ def test_a_slack_body_is_a_payload_object_or_refused_as_malformed(body: bytes, c
         assert isinstance(slack_payload(body, content_type), dict)
     except MalformedBody as exc:
         assert exc.message
+
+
+@given(body=st.text(max_size=200), webhook_id=st.from_regex(r"msg_[A-Za-z0-9]{1,20}", fullmatch=True))
+def test_standard_webhooks_signed_by_the_reference_package_verify_here_and_back(
+    body: str, webhook_id: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from standardwebhooks.webhooks import Webhook
+
+    from bot.inbound.verify import sign_standard_webhook
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    headers = {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(SIGNALS_SECRET).sign(webhook_id, now, body),
+    }
+    raw = body.encode()
+    assert verify_standard_webhook(SIGNALS_SECRET, "SIGNALS_SECRET", raw, headers) == webhook_id
+    ours = {**headers, "webhook-signature": sign_standard_webhook(SIGNALS_SECRET, webhook_id, now, raw)}
+    Webhook(SIGNALS_SECRET).verify(raw, ours, json_parse=False)
+
+
+@given(body=st.text(max_size=200))
+def test_stripe_signatures_the_stripe_package_accepts_verify_here(body: str) -> None:
+    import stripe
+
+    from tests.inbound_support import stripe_signature
+
+    raw = body.encode()
+    header = stripe_signature(raw)
+    stripe.WebhookSignature.verify_header(raw, header, STRIPE_SECRET, tolerance=300)
+    verify_stripe_signature(STRIPE_SECRET, raw, header)
