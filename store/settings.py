@@ -53,8 +53,9 @@ class Settings(BaseSettings):
     undo_window_seconds: float = Field(default=30.0, ge=0, le=3600, alias="UNDO_WINDOW_SECONDS")
     proposal_ttl_hours: float = Field(default=24.0, gt=0, alias="PROPOSAL_TTL_HOURS")
     action_lease_seconds: float = Field(default=300.0, gt=0, alias="ACTION_LEASE_SECONDS")
-    # Issue 16: the bearer token that opens /metrics and the API docs to non-loopback clients.
-    metrics_token: SecretStr | None = Field(default=None, min_length=1, alias="METRICS_TOKEN")
+    # Issue 16: the bearer token that opens /metrics and the API docs to non-loopback clients; empty
+    # means unset (loopback clients only), as a compose file passing an unset variable gives.
+    metrics_token: SecretStr | None = Field(default=None, alias="METRICS_TOKEN")
 
     @field_validator("digest_at")
     @classmethod

@@ -169,3 +169,16 @@ def test_with_a_metrics_token_ops_pages_need_it_from_everyone(
                 assert granted.status_code == 200
     finally:
         container.close()
+
+
+def test_an_empty_metrics_token_is_unset_loopback_only(
+    sqlite_url: str, redis_url: str, make_settings: Any
+) -> None:
+    container = web_container(make_settings, sqlite_url, redis_url, METRICS_TOKEN="")
+    try:
+        with settling_client(container) as local, settling_client(container, client=REMOTE) as remote:
+            assert local.get("/metrics").status_code == 200
+            assert remote.get("/metrics").status_code == 403
+            assert remote.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 403
+    finally:
+        container.close()
