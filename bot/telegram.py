@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import signal
 import threading
@@ -24,8 +23,11 @@ from telegram import Update
 from telegram.ext import Application, ApplicationBuilder
 
 from bot import telegram_state
+from bot.inbound.errors import InboundRefused
+from bot.inbound.signals import deeper_than, load_json
 from bot.telegram_handlers import menu_commands, register
 from bot.telegram_surface import RetryAfterLimiter, file_url
+from bot.web.body import read_body
 
 if TYPE_CHECKING:
     from bot.bootstrap import App
@@ -36,6 +38,8 @@ WEBHOOK_PATH = "/telegram/webhook"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 # An update is a few KiB; anything near this is not from Telegram.
 MAX_UPDATE_BYTES = 1024 * 1024
+# Deeper than any update (a message inside a reply inside a callback query is about eight levels).
+MAX_DEPTH = 32
 # getUpdates long-poll length in seconds: short enough that `crm bot` stops promptly on Ctrl-C.
 POLL_TIMEOUT = 10
 # How often a polling runner checks its stop flag, in seconds.
@@ -163,6 +167,19 @@ def _lifespan(application: AnyApplication, container: App, secret: str) -> Any:
     return lifespan
 
 
+def _update(data: Any, application: AnyApplication) -> Update | None:
+    """The Update a parsed webhook body holds, or None when it is not one."""
+    if not isinstance(data, dict) or type(data.get("update_id")) is not int or deeper_than(data, MAX_DEPTH):
+        return None
+    try:
+        return Update.de_json(data, application.bot)
+    except Exception:
+        # PTB builds each field's object from whatever the JSON holds and raises whatever that
+        # meets (TypeError, KeyError, OverflowError for a date…): all of it means "not an update".
+        log.info("telegram webhook: a body with the right secret is not an update", exc_info=True)
+        return None
+
+
 def _webhook_endpoint(application: AnyApplication, secret: str) -> Any:
     expected = secret.encode()
 
@@ -175,15 +192,13 @@ def _webhook_endpoint(application: AnyApplication, secret: str) -> Any:
             return Response("Request had the wrong secret token", status_code=403)
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
             return Response("Content-Type must be application/json", status_code=403)
-        body = await request.body()
-        if len(body) > MAX_UPDATE_BYTES:
-            return Response("Update too large", status_code=413)
         try:
-            data = json.loads(body)
-            update = Update.de_json(data, application.bot) if isinstance(data, dict) else None
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            return Response(f"Not a Telegram update: {type(exc).__name__}", status_code=400)
-        if update is None or not isinstance(data.get("update_id"), int):
+            body = await read_body(request, MAX_UPDATE_BYTES)
+            data = load_json(body)
+        except InboundRefused as exc:
+            return Response(exc.message, status_code=exc.status)
+        update = _update(data, application)
+        if update is None:
             return Response("Not a Telegram update", status_code=400)
         await application.update_queue.put(update)
         return Response(status_code=200)

@@ -81,6 +81,13 @@ FREE_MAIL_DOMAINS = frozenset(
 # contacts rather than a duplicate, and flagging every pair made importing N colleagues write N²/2 events.
 DOMAIN_MATCHES = 3
 
+# The width of customers.name_key: a key is cut to it. Case folding and compatibility decomposition can
+# grow a name (`ß` folds to `ss`, `ﷺ` decomposes to 18 letters), so a name that fits its own column
+# can outgrow this one; two names alike for their first 255 key characters are alike enough to flag.
+NAME_KEY_LENGTH = 255
+# The width of possible_duplicates.reason.
+REASON_LENGTH = 255
+
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SPACES = re.compile(r"\s+")
 
@@ -112,7 +119,7 @@ def normalise_name(value: str | None) -> str | None:
         return None
     decomposed = unicodedata.normalize("NFKD", value)
     bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    key = _SPACES.sub(" ", bare).strip().casefold()
+    key = _SPACES.sub(" ", bare).strip().casefold()[:NAME_KEY_LENGTH].rstrip()
     return key or None
 
 
@@ -207,4 +214,8 @@ def weak_matches(
         if domain:
             for other in lookup.customers_at(domain)[:DOMAIN_MATCHES]:
                 found.setdefault(other, f"same company domain {domain}")
-    return sorted(found.items())
+    return sorted((other, _clip(reason, REASON_LENGTH)) for other, reason in found.items())
+
+
+def _clip(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 1] + "…"

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     agent_daily_budget_usd: float = Field(
         default=DEFAULT_DAILY_BUDGET_USD, ge=0, alias="CRM_AGENT_DAILY_BUDGET_USD"
     )
+    # Issue 16: the bearer token that opens /metrics and the API docs to non-loopback clients; empty
+    # means unset (loopback clients only), as a compose file passing an unset variable gives.
+    metrics_token: SecretStr | None = Field(default=None, alias="METRICS_TOKEN")
 
     @field_validator("digest_at")
     @classmethod

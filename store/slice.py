@@ -20,6 +20,8 @@ from store.state import MemoryState, ProjectionState, SqlState
 
 RECENT_EVENTS = 10
 TOUCH_TYPES = ("message.received", "lead.created", "note.added", "invoice.overdue", "invoice.paid")
+# The escape character of customer search's LIKE patterns (the same on SQLite and Postgres).
+LIKE_ESCAPE = "\\"
 
 
 class Touch(BaseModel):
@@ -88,14 +90,27 @@ def find_customers(connection: Connection, query: str, limit: int = 10) -> list[
         canonical, or_(c.id == needle, c.id.in_(by_key), c.domain == lowered.lstrip("@"))
     )
     rows = connection.execute(exact.order_by(c.id).limit(limit)).all()
-    if not rows:
-        key = normalise_name(needle) or ""
-        pattern = f"%{key.replace('%', '').replace('_', '')}%"
+    key = normalise_name(needle)
+    if not rows and key:
+        # `%` and `_` in a query are literal characters, never LIKE wildcards (`crm customer %`
+        # must not list everyone).
+        pattern = f"%{_escape_like(key)}%"
         fuzzy = select(t.customers).where(
-            canonical, or_(c.name_key.like(pattern), func.lower(c.company).like(pattern.lower()))
+            canonical,
+            or_(
+                c.name_key.like(pattern, escape=LIKE_ESCAPE),
+                func.lower(c.company).like(pattern.lower(), escape=LIKE_ESCAPE),
+            ),
         )
         rows = connection.execute(fuzzy.order_by(c.name).limit(limit)).all()
     return [dict(row._mapping) for row in rows]
+
+
+def _escape_like(text: str) -> str:
+    """text with LIKE's wildcards and the escape character itself made literal."""
+    for special in (LIKE_ESCAPE, "%", "_"):
+        text = text.replace(special, LIKE_ESCAPE + special)
+    return text
 
 
 def closest_names(connection: Connection, query: str, limit: int = 3) -> list[str]:

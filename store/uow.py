@@ -16,6 +16,7 @@ from store import log, projector
 from store import tables as t
 from store.identity import company_domain, resolve
 from store.state import SqlState
+from store.storable import check_storable
 
 CORE_PROJECTION = "core"
 
@@ -134,6 +135,8 @@ class Transaction:
         existing = self.find(idempotency_key)
         if existing is not None:
             return Appended(existing, duplicate=True)
+        # Refused here on SQLite too, which would store what Postgres refuses (store.storable).
+        check_storable(signal)
         customer_id = self.resolve_customer(
             signal.customer,
             idempotency_key,

@@ -131,7 +131,9 @@ class InboxTriage(Role):
     def _reply(
         self, context: AgentContext, model: AgentModel, intent: str, allow_model: bool = True
     ) -> Drafted:
-        subject = str(context.trigger.data.get("subject") or "your message")
+        # One line: a customer's Subject may carry line breaks, which the draft (shown, edited, sent as a
+        # header) must not.
+        subject = " ".join(str(context.trigger.data.get("subject") or "").split()) or "your message"
         subject = subject if subject.lower().startswith("re:") else f"Re: {subject}"
         return compose(
             context,

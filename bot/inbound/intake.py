@@ -15,15 +15,13 @@ from bot.inbound.errors import InvalidSignal
 from store.events import CustomerRef, Signal
 from store.identity import IdentityError, normalise_email, normalise_phone
 from store.intake import Staged, sequence, stage
+from store.storable import MAX_EMAIL, unstorable
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from bot.bootstrap import App
     from store.intake import AsyncStager
-
-# The longest usable email address: RFC 5321 caps a forward path at 256 octets including the brackets.
-MAX_EMAIL = 254
 
 # Deeper than any signal needs; keeps the JSON serialisers far from Python's recursion limit.
 MAX_NESTING = 32
@@ -87,9 +85,19 @@ def _accepted(container: App, inbound: InboundSignal, staged: Staged) -> Accepte
 
 
 def check_storable(container: App, inbound: InboundSignal) -> None:
-    """Refuse, naming the field, what the log could not store or the identity rules not resolve."""
+    """Refuse, naming the field, what the log could not store or the identity rules not resolve.
+
+    Everything the sequencer could refuse is refused here, before the 202: a signal accepted is a
+    signal that reaches the log.
+    """
     ensure_storable(inbound.signal.model_dump(mode="json"))
     check_contacts(inbound.signal.customer, container.settings.crm_phone_region)
+    problems = unstorable(inbound.signal)
+    if problems:
+        raise InvalidSignal(
+            f"{problems[0][0]} {problems[0][1]}",
+            errors=[{"field": field, "message": message} for field, message in problems],
+        )
 
 
 def _stage(engine: Engine, container: App, inbound: InboundSignal) -> Staged:

@@ -51,7 +51,7 @@ def known_types() -> list[str]:
     return sorted(SIGNAL_TYPES)
 
 
-def load_json(body: bytes) -> Any:
+def load_json(body: bytes | str) -> Any:
     """Parse a JSON body; anything that is not strict JSON (NaN, bad UTF-8, absurd nesting) is refused."""
     try:
         return json.loads(body, parse_constant=_refuse_constant)
@@ -61,6 +61,20 @@ def load_json(body: bytes) -> Any:
         raise MalformedBody("malformed JSON: nested too deeply") from None
     except ValueError as exc:  # bad UTF-8, NaN/Infinity, integers too long to read
         raise MalformedBody(f"malformed JSON: {exc}") from None
+
+
+def deeper_than(document: Any, limit: int) -> bool:
+    """Whether a parsed JSON document nests objects and lists more than `limit` levels deep."""
+    stack = [(document, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return False
 
 
 def _refuse_constant(name: str) -> Any:

@@ -11,10 +11,13 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
-from slack_sdk.signature import SignatureVerifier
 from starlette.concurrency import run_in_threadpool
 
+from bot.inbound.errors import BadSignature, BodyTooLarge, MalformedBody
+from bot.inbound.verify import verify_slack_request
 from bot.slack.app import SlackNotConfigured
+from bot.slack.payload import slack_payload
+from bot.web.body import read_body
 
 if TYPE_CHECKING:
     from bot.bootstrap import App
@@ -32,33 +35,35 @@ def slack_router(container: App) -> APIRouter:
     router = APIRouter()
     settings = container.settings
     app = container.slack_bolt if settings.slack_bot_token and settings.slack_signing_secret else None
-    # Without a signing secret the route only answers 503; slack_sdk refuses an empty secret.
-    secret = settings.slack_signing_secret
-    verifier = SignatureVerifier(secret.get_secret_value()) if app is not None and secret else None
+    # Without a signing secret the route only answers 503.
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
 
     @router.post(EVENTS_PATH, include_in_schema=False)
     async def slack_events(request: Request) -> Response:
-        if app is None or verifier is None:
+        if app is None or not secret:
             return JSONResponse(
                 {"error": "not_configured", "message": "set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET"},
                 status_code=503,
             )
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_SLACK_BODY:
-            return JSONResponse({"error": "too_large"}, status_code=413)
-        body = await request.body()
-        if len(body) > MAX_SLACK_BODY:
-            return JSONResponse({"error": "too_large"}, status_code=413)
-        # Bolt parses the body before it checks the signature (and a malformed one raises); check it
-        # first so nothing unauthenticated is parsed (DESIGN.md invariant 5). Bolt checks it again.
-        if not verifier.is_valid_request(body, dict(request.headers)):
-            return JSONResponse({"error": "invalid request"}, status_code=401)
         try:
-            bolt_request = to_bolt_request(request, body)
-        except (UnicodeDecodeError, ValueError):
-            return JSONResponse({"error": "malformed", "message": "not a Slack payload"}, status_code=400)
+            body = await read_body(request, MAX_SLACK_BODY)
+        except BodyTooLarge as exc:
+            return JSONResponse({"error": "too_large", "message": exc.message}, status_code=413)
+        except MalformedBody as exc:
+            return JSONResponse({"error": "malformed", "message": exc.message}, status_code=400)
+        # Bolt parses the body before it checks the signature (and a malformed one makes it fail);
+        # check the signature first, over the raw bytes, so nothing unauthenticated is parsed
+        # (DESIGN.md invariant 5), then the payload's shape, so nothing Bolt cannot read reaches it.
+        try:
+            verify_slack_request(secret, body, request.headers)
+        except BadSignature as exc:
+            return JSONResponse({"error": "invalid request", "message": exc.message}, status_code=401)
+        try:
+            slack_payload(body, request.headers.get("content-type"))
+        except MalformedBody as exc:
+            return JSONResponse({"error": "malformed", "message": exc.message}, status_code=400)
         # Bolt's dispatch is synchronous (it waits for ack() or a listener); keep it off the event loop.
-        bolt_response = await run_in_threadpool(app.dispatch, bolt_request)
+        bolt_response = await run_in_threadpool(app.dispatch, to_bolt_request(request, body))
         return to_starlette_response(bolt_response)
 
     return router

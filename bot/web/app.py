@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from bot.inbound.errors import InboundRefused
 from bot.metrics import Metrics
 from bot.web import ops, routes
+from bot.web.guard import OpsPagesGuard
 from bot.web.openapi import install_openapi
 from store.intake import AsyncStager
 
@@ -62,7 +63,25 @@ def create_app(container: App) -> FastAPI:
         app.add_exception_handler(unstorable, _unstorable)
     app.add_exception_handler(Exception, _internal)
     install_openapi(app)
+    token = container.settings.metrics_token
+    app.add_middleware(
+        OpsPagesGuard,
+        paths=ops_pages(app),
+        token=token.get_secret_value() if token is not None else None,
+    )
     return app
+
+
+def ops_pages(app: FastAPI) -> list[str]:
+    """The paths OpsPagesGuard restricts: the metrics and every page of the API documentation."""
+    pages = [
+        ops.METRICS_PATH,
+        app.openapi_url,
+        app.docs_url,
+        app.redoc_url,
+        app.swagger_ui_oauth2_redirect_url,
+    ]
+    return [page for page in pages if page]
 
 
 @asynccontextmanager

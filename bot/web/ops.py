@@ -8,9 +8,10 @@ from starlette.concurrency import run_in_threadpool
 
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.web.health import check_health
-from bot.web.schemas import HealthOut
+from bot.web.schemas import ErrorOut, HealthOut
 
 router = APIRouter()
+METRICS_PATH = "/metrics"
 
 
 @router.get(
@@ -31,10 +32,17 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 @router.get(
-    "/metrics",
+    METRICS_PATH,
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
-    summary="Prometheus metrics",
+    responses={
+        200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}},
+        401: {
+            "model": ErrorOut,
+            "description": "METRICS_TOKEN is set and the bearer token is missing or wrong",
+        },
+        403: {"model": ErrorOut, "description": "METRICS_TOKEN is not set and the client is not on loopback"},
+    },
+    summary="Prometheus metrics (bearer METRICS_TOKEN, or loopback clients only when it is unset)",
 )
 async def metrics(request: Request) -> Response:
     registry: Metrics = request.app.state.metrics

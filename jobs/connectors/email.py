@@ -13,6 +13,7 @@ SMTP_URL forms: `smtp://[user:pass@]host[:port]` (STARTTLS when the server offer
 from __future__ import annotations
 
 import hashlib
+import re
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -33,6 +34,17 @@ from jobs.connectors.base import (
 # inside the action lease.
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
+# Message-IDs kept in a reply's References: the thread's root and its latest ones are what mail clients
+# thread on (RFC 5322 3.6.4 allows trimming the middle); a long thread must not grow the header forever.
+MAX_REFERENCES = 20
+# A Message-ID longer than this is not one a mail system made; it is dropped rather than sent on.
+MAX_MESSAGE_ID = 250
+
+# Line breaks and other control characters in a header value taken from a customer's mail: folded
+# into one space so they can never start a new header (and the email package never refuses them).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
+_SPACES = re.compile(r"\s+")
+_MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 
 
 class SmtpUrlError(ValueError):
@@ -90,19 +102,48 @@ def build_message(request: ActionRequest, mail_from: str) -> EmailMessage:
     message = EmailMessage()
     message["From"] = mail_from
     message["To"] = to
-    message["Subject"] = (draft.get("subject") or params.get("subject") or "").replace("\n", " ")
+    message["Subject"] = header_text(str(draft.get("subject") or params.get("subject") or ""))
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = message_id_for(request.idempotency_key, mail_from)
-    in_reply_to = params.get("in_reply_to") or request.context.get("last_message_id")
-    references = list(params.get("references") or request.context.get("references") or [])
-    if in_reply_to:
-        message["In-Reply-To"] = in_reply_to
-        if in_reply_to not in references:
-            references.append(in_reply_to)
+    replied = message_ids([params.get("in_reply_to") or request.context.get("last_message_id")])
+    references = message_ids(params.get("references") or request.context.get("references") or [])
+    if replied:
+        message["In-Reply-To"] = replied[0]
+        if replied[0] not in references:
+            references.append(replied[0])
     if references:
-        message["References"] = " ".join(references)
+        kept = (
+            references
+            if len(references) <= MAX_REFERENCES
+            else [references[0], *references[1 - MAX_REFERENCES :]]
+        )
+        message["References"] = " ".join(kept)
     message.set_content(draft.get("body") or params.get("body") or "")
     return message
+
+
+def header_text(value: str) -> str:
+    """value as one header line: line breaks and control characters folded into single spaces."""
+    return _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip()
+
+
+def message_ids(values: object) -> list[str]:
+    """The Message-IDs (`<id@host>`) in values, in order, once each, with any line breaks removed.
+
+    A customer's mail or a signal may carry ids with CR/LF or spaces inside, or without brackets; a
+    reply must still go out, threaded on whatever ids can be recovered.
+    """
+    items = values if isinstance(values, list | tuple) else [values]
+    found: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            continue
+        text = _CONTROL.sub("", item).strip()
+        ids = _MESSAGE_ID.findall(text)
+        if not ids and text and not _SPACES.search(text) and "<" not in text and ">" not in text:
+            ids = [f"<{text}>"]
+        found += [one for one in ids if len(one) <= MAX_MESSAGE_ID and one not in found]
+    return found
 
 
 class EmailConnector:

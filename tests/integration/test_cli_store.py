@@ -161,6 +161,12 @@ def test_customer_is_found_by_email_domain_or_part_of_a_name(
     assert json.loads(result.stdout)["id"] == acme
 
 
+def test_customer_percent_is_a_literal_character_not_everyone(db_url: str, tmp_path: Path, acme: str) -> None:
+    result = crm("customer", "%", db_url=db_url, tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert "no customer matches '%'" in result.stderr
+
+
 def test_customer_as_of_shows_the_invoice_still_unpaid(db_url: str, tmp_path: Path, acme: str) -> None:
     result = crm(
         "customer", "ann@acme.com", "--json", "--as-of", "2025-01-15", db_url=db_url, tmp_path=tmp_path

@@ -67,6 +67,33 @@ def test_email_over_starttls_with_auth_is_threaded_onto_the_customers_last_messa
         assert row(store, pid)["result_ref"] == message["Message-ID"]
 
 
+def test_a_customer_whose_subject_and_message_ids_carry_line_breaks_can_be_replied_to(
+    store: EventStore, tmp_path: Path
+) -> None:
+    with SmtpStandin() as smtp:
+        settings = settings_for(tmp_path, SMTP_URL=smtp.url)
+        customer = make_customer(store)
+        inbound = ev.MessageReceived(
+            customer=ev.CustomerRef(email="ada@acme.test"),
+            text="Can you help?",
+            data={
+                "message_id": "<m2@acme\r\n.test>\r\nBcc: thief@evil.test",
+                "references": ["<m1@acme.test>\r\nX-Injected: yes"],
+                "subject": "help\r\nBcc: thief@evil.test",
+            },
+        )
+        store.record_signal("message.received", inbound, "mail:crlf", source="email")
+        payload = email_proposal(customer)
+        payload["draft"]["subject"] = payload["params"]["subject"] = "Re: help\r\nBcc: thief@evil.test"
+        pid = _approve(store, settings, payload)
+        assert _executor(store, settings).execute(pid).status == "executed"
+        [message] = smtp.messages
+        assert message["Subject"] == "Re: help Bcc: thief@evil.test"
+        assert message["In-Reply-To"] == "<m2@acme.test>"
+        assert message["References"] == "<m1@acme.test> <m2@acme.test>"
+        assert message["Bcc"] is None and message["X-Injected"] is None
+
+
 def test_smtp_refusing_auth_fails_permanently_with_a_retry_button(
     store: EventStore, tmp_path: Path, certificate: tuple[Path, Path]
 ) -> None:

@@ -32,6 +32,8 @@ from tests.integration.web_harness import web_container
 # Enough examples per operation to hit the odd corners (unicode, sizes, wrong types) while keeping
 # the whole file to seconds on a small shared machine.
 EXAMPLES = 60
+METRICS_TOKEN = "fuzz-metrics-token"
+BEARER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 _header = st.text(st.characters(codec="ascii", exclude_categories=["Cc"]), max_size=40)
 _text = st.text(max_size=300)
@@ -68,7 +70,7 @@ schemathesis.openapi.media_type("message/rfc822", rfc822())
 @pytest.fixture
 def container(pg_url: str, redis_url: str, make_settings: Any) -> Iterator[App]:
     # Postgres: its column types and text rules are the stricter of the two backends.
-    built = web_container(make_settings, pg_url, redis_url)
+    built = web_container(make_settings, pg_url, redis_url, METRICS_TOKEN=METRICS_TOKEN)
     yield built
     built.close()
 
@@ -105,7 +107,7 @@ OPERATIONS = [
 def test_no_input_makes_the_app_fail(
     client: TestClient, method: str, path: str, mode: GenerationMode
 ) -> None:
-    operation = schemathesis.openapi.from_asgi("/openapi.json", client.app)[path][method]
+    operation = schemathesis.openapi.from_asgi("/openapi.json", client.app, headers=BEARER)[path][method]
 
     @given(case=operation.as_strategy(generation_mode=mode), data=st.data())
     @settings(
@@ -129,6 +131,8 @@ def test_no_input_makes_the_app_fail(
             headers.update(signed_headers(body, content_type=case.media_type or "application/json"))
         elif case.path == "/webhooks/stripe":
             headers["stripe-signature"] = stripe_signature(body)
+        elif case.path == "/metrics" and data.draw(st.booleans()):
+            headers.update(BEARER)  # and half the time without it: a documented 401
         response = client.request(case.method, case.formatted_path, content=body or None, headers=headers)
         assert response.status_code < 500, (
             f"{case.method} {case.path} -> {response.status_code}: {response.text}"

@@ -248,7 +248,7 @@ def test_forged_signature_is_refused_with_401_and_changes_nothing(env: Env) -> N
     headers = sr.signed_headers("not-the-secret", body, content_type=sr.FORM)
     response = env.client.http.post(env.client.url + "/slack/events", content=body, headers=headers)
     assert response.status_code == 401
-    assert response.json() == {"error": "invalid request"}
+    assert response.json()["error"] == "invalid request" and response.json()["message"]
     unsigned = env.client.http.post(
         env.client.url + "/slack/events", content=body, headers={"Content-Type": sr.FORM}
     )
@@ -276,6 +276,20 @@ def test_bad_bodies_get_a_clear_4xx(env: Env) -> None:
     assert garbage.status_code == 400
     unsigned_garbage = env.client.http.post(env.client.url + "/slack/events", content=b"payload=%7Bnot-json")
     assert unsigned_garbage.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "body"),
+    [("now", b"payload=x"), ("", b"payload=x"), (str(int(time.time())), b"payload=\xff")],
+    ids=["timestamp now", "empty timestamp", "body not utf-8"],
+)
+def test_unsigned_garbage_gets_401_from_the_running_server_not_500(
+    env: Env, timestamp: str, body: bytes
+) -> None:
+    headers = {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": "v0=0", "Content-Type": sr.FORM}
+    response = env.client.http.post(env.client.url + "/slack/events", content=body, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid request"
 
 
 def test_unknown_user_gets_an_ephemeral_refusal_and_nothing_changes(env: Env) -> None:

@@ -453,3 +453,53 @@ def test_an_idempotency_key_longer_than_its_column_is_kept_as_its_hash(store: Ev
     assert first.event.idempotency_key == storable_key(key)
     assert len(first.event.idempotency_key) <= MAX_KEY_LENGTH
     assert storable_key("short") == "short"
+
+
+@pytest.mark.parametrize("query", ["%", "_", "%%", "\\", "_nn"])
+def test_search_treats_like_wildcards_as_literal_characters(
+    store: EventStore, engine: Engine, query: str
+) -> None:
+    from store.slice import find_customers
+
+    store.record_signal("lead.created", lead(name="Ann Lee", email="ann@lee.example"), "w1", source="test")
+    store.record_signal("lead.created", lead(name="Bob Stone"), "w2", source="test")
+    with engine.connect() as connection:
+        assert find_customers(connection, query) == []
+
+
+def test_search_finds_a_name_that_holds_a_wildcard_character(store: EventStore, engine: Engine) -> None:
+    from store.slice import find_customers
+
+    store.record_signal("lead.created", lead(name="100% Juice_Bar"), "w1", source="test")
+    store.record_signal("lead.created", lead(name="1000 Juice Bars"), "w2", source="test")
+    with engine.connect() as connection:
+        assert [row["name"] for row in find_customers(connection, "100%")] == ["100% Juice_Bar"]
+        assert [row["name"] for row in find_customers(connection, "juice_bar")] == ["100% Juice_Bar"]
+
+
+def test_a_signal_the_projections_cannot_hold_is_refused_alike_on_both_databases(
+    store: EventStore, engine: Engine
+) -> None:
+    from store.storable import Unstorable
+
+    grown = ev.LeadCreated(customer=ev.CustomerRef(email="İ" * 200 + "@grow.example"))
+    with pytest.raises(Unstorable, match=r"customer\.email"):
+        store.record_signal("lead.created", grown, "grown", source="test")
+    fraction = ev.InvoiceSignal(
+        customer=ev.CustomerRef(email="ann@lee.example"), data={"invoice_id": "in_1", "amount": "1.001"}
+    )
+    with pytest.raises(Unstorable, match=r"data\.amount"):
+        store.record_signal("invoice.created", fraction, "fraction", source="test")
+    assert count(engine, t.events) == 0 and count(engine, t.customers) == 0
+
+
+def test_a_name_whose_key_grows_past_its_column_is_recorded_alike_on_both_databases(
+    store: EventStore, engine: Engine
+) -> None:
+    for key, email in (("n1", "a@grow.example"), ("n2", "b@grow.example")):
+        store.record_signal("lead.created", lead(name="ß" * 255, email=email), key, source="test")
+    with engine.connect() as connection:
+        keys = connection.execute(select(t.customers.c.name_key)).scalars().all()
+        reasons = connection.execute(select(t.possible_duplicates.c.reason)).scalars().all()
+    assert keys == ["ss" * 127 + "s"] * 2
+    assert len(reasons) == 1 and len(reasons[0]) == 255

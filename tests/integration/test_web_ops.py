@@ -134,3 +134,49 @@ def test_metrics_still_answer_with_the_database_and_redis_down(make_settings: An
         assert "crm_queue_depth{" not in response.text
     finally:
         container.close()
+
+
+OPS_PAGES = ["/metrics", "/openapi.json", "/docs", "/redoc"]
+REMOTE = ("203.0.113.7", 40000)
+
+
+@pytest.mark.parametrize("path", OPS_PAGES)
+def test_without_a_metrics_token_ops_pages_answer_loopback_clients_only(container: App, path: str) -> None:
+    with settling_client(container) as local, settling_client(container, client=REMOTE) as remote:
+        assert local.get(path).status_code == 200
+        refused = remote.get(path)
+        assert refused.status_code == 403
+        assert refused.json()["error"] == "forbidden" and "METRICS_TOKEN" in refused.json()["message"]
+        assert remote.get("/healthz").status_code == 200  # health stays open to load balancers
+
+
+@pytest.mark.parametrize("path", OPS_PAGES)
+def test_with_a_metrics_token_ops_pages_need_it_from_everyone(
+    sqlite_url: str, redis_url: str, make_settings: Any, path: str
+) -> None:
+    container = web_container(make_settings, sqlite_url, redis_url, METRICS_TOKEN="s3cret-metrics")
+    try:
+        with settling_client(container) as local, settling_client(container, client=REMOTE) as remote:
+            for client in (local, remote):
+                missing = client.get(path)
+                assert missing.status_code == 401 and missing.json()["error"] == "unauthorised"
+                assert missing.headers["www-authenticate"].startswith("Bearer")
+                assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+                assert client.get(path, headers={"Authorization": "s3cret-metrics"}).status_code == 401
+                granted = client.get(path, headers={"Authorization": "Bearer s3cret-metrics"})
+                assert granted.status_code == 200
+    finally:
+        container.close()
+
+
+def test_an_empty_metrics_token_is_unset_loopback_only(
+    sqlite_url: str, redis_url: str, make_settings: Any
+) -> None:
+    container = web_container(make_settings, sqlite_url, redis_url, METRICS_TOKEN="")
+    try:
+        with settling_client(container) as local, settling_client(container, client=REMOTE) as remote:
+            assert local.get("/metrics").status_code == 200
+            assert remote.get("/metrics").status_code == 403
+            assert remote.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 403
+    finally:
+        container.close()

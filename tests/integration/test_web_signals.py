@@ -254,3 +254,49 @@ def test_a_maximal_external_id_on_a_known_customer_is_stored_and_deduplicated(
         assert sorted(kinds) == ["email", "external"]
     finally:
         container.close()
+
+
+# -- values that grow when normalised (issue 16 item 3) ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ß" * 255, "ﷺ" * 200], ids=["eszett", "ligature"])
+def test_a_name_whose_key_outgrows_its_column_still_reaches_the_log(
+    client: TestClient, container: App, name: str
+) -> None:
+    first = post(client, signal_body(customer={"name": name, "email": "eszett@grow.example"}, text="hi"))
+    # The same name from another address: a possible duplicate, whose reason quotes the name.
+    second = post(client, signal_body(customer={"name": name, "email": "other@grow.example"}, text="hi"))
+    assert first.status_code == second.status_code == 202
+    events = signal_events(container)
+    assert [e["id"] for e in events] == [first.json()["event_id"], second.json()["event_id"]]
+    with container.engine.connect() as connection:
+        customers = connection.execute(select(t.customers.c.name, t.customers.c.name_key)).all()
+        reasons = connection.execute(select(t.possible_duplicates.c.reason)).scalars().all()
+        stuck = connection.execute(select(t.intake.c.id).where(t.intake.c.position.is_(None))).all()
+    assert [row.name for row in customers] == [name, name]
+    assert all(0 < len(row.name_key) <= 255 for row in customers)
+    assert len(reasons) == 1 and len(reasons[0]) <= 255
+    assert stuck == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"customer": {"email": "İ" * 200 + "@grow.example"}}, "customer.email"),
+        ({"type": "invoice.created", "data": {"invoice_id": "in_1", "amount": "49.999"}}, "data.amount"),
+        ({"type": "invoice.created", "data": {"invoice_id": "in_1", "amount": "1e30"}}, "data.amount"),
+        ({"type": "subscription.created", "data": {"amount_cents": 10**17}}, "data.amount_cents"),
+    ],
+    ids=["email longer once lower-cased", "fraction of a cent", "amount too large", "cents too large"],
+)
+def test_values_the_log_could_not_hold_are_refused_before_the_202(
+    client: TestClient, container: App, fields: dict[str, Any], field: str
+) -> None:
+    document = json.loads(signal_body())
+    document.update(fields)
+    if "customer" not in fields:
+        document["customer"] = {"email": "ada@analytical.io"}
+    response = post(client, json.dumps(document, ensure_ascii=False).encode())
+    assert response.status_code == 422, response.text
+    assert [error["field"] for error in response.json()["errors"]] == [field]
+    assert counts(container) == NOTHING

@@ -309,3 +309,12 @@ def test_a_busy_company_domain_flags_only_its_oldest_customers() -> None:
     assert [other for other, _ in resolution.possible_duplicates] == [
         f"cus_{i:03d}" for i in range(DOMAIN_MATCHES)
     ]
+
+
+def test_a_name_key_is_cut_to_its_column_width() -> None:
+    from store.identity import NAME_KEY_LENGTH, normalise_name
+
+    assert normalise_name("ß" * 255) == "s" * NAME_KEY_LENGTH
+    grown = normalise_name("ﷺ" * 200)
+    assert grown is not None and len(grown) <= NAME_KEY_LENGTH and grown == grown.strip()
+    assert normalise_name("José  Müller") == "jose muller"

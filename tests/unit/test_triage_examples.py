@@ -131,3 +131,16 @@ def test_no_email_on_file_turns_the_reply_into_a_task() -> None:
     kinds = [p.kind for p in InboxTriage().propose(context_for(example, "message.received"), NO_MODEL)]
     assert "send_email" not in kinds
     assert kinds.count("create_task") == 2
+
+
+def test_a_subject_with_line_breaks_is_replied_to_on_one_line() -> None:
+    example = {
+        "id": "crlf",
+        "subject": "Exporting\r\nBcc: thief@evil.test",
+        "text": "How do I export contacts?",
+    }
+    context = context_for(example, "message.received")
+    replies = [p for p in InboxTriage().propose(context, NO_MODEL) if p.kind == "send_email"]
+    assert replies and all(
+        p.draft and p.draft.subject == "Re: Exporting Bcc: thief@evil.test" for p in replies
+    )
