@@ -268,25 +268,42 @@ def bootstrap(
         queue=queue,
         handlers=dict(handlers if handlers is not None else handler_table.HANDLERS),
     )
-    app.store.after_commit = _enqueue_after_commit(queue)
+    app.store.after_commit = _enqueue_after_commit(queue, app.store)
     if app.runs_jobs_in_process:
         # Its jobs run in this very process, so this process's job context is this App.
         install_job_context(app)
     return app
 
 
-def _enqueue_after_commit(queue: JobQueue) -> Callable[[list[Event]], None]:
+def _enqueue_after_commit(queue: JobQueue, store: EventStore) -> Callable[[list[Event]], None]:
     """Hand every newly dispatched event to the queue once its transaction commits.
 
-    Never raises: when the queue is unreachable the outbox row keeps the event and the relay
-    re-enqueues it later; an event queued twice is a no-op (its job id is derived from its id).
+    Decisions go to the "decisions" priority, ahead of new signals. Never raises: when the queue is
+    unreachable the outbox row keeps the event, marked for the relay's next run (not after its usual
+    grace); an event queued twice is a no-op (its job id is derived from its id).
     """
+    from jobs.queue import DECISIONS, SIGNALS
+    from jobs.relay import relay_soon
 
     def enqueue(events: list[Event]) -> None:
+        missed = []
         for event in events:
+            priority = DECISIONS if event.type in DECISION_EVENT_TYPES else SIGNALS
             try:
-                queue.enqueue_event(event.id)
+                queued = queue.enqueue_event(event.id, priority=priority)
             except Exception:  # the outbox is the safety net; never fail a committed write
                 log.exception("could not queue event %s; the relay will", event.id)
+                queued = False
+            if not queued:
+                missed.append(event.id)
+        if missed:
+            try:
+                relay_soon(store.engine, missed)
+            except Exception:  # the rows are in the outbox all the same; the relay finds them later
+                log.exception("could not mark %d outbox row(s) for the relay", len(missed))
 
     return enqueue
+
+
+# Events a person (or the policy) is waiting on: their jobs run before new signals'.
+DECISION_EVENT_TYPES = frozenset({"proposal.decided", "action.resolved"})

@@ -56,8 +56,12 @@ def worker(
     name: Annotated[str | None, typer.Option("--name", help="worker name shown by RQ")] = None,
 ) -> None:
     """Run an RQ worker on the project's queues (decisions, then signals, then housekeeping)."""
+    import logging
+
     from jobs.worker import run_worker
 
+    # One line per event worth knowing (a lost Redis, each reconnect attempt, a relayed backlog).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     container = _redis_container()
     assert container.settings.redis_url is not None
     container.queue_owed_work()  # what stopped processes left in the outbox, and handlers' catch-up

@@ -13,7 +13,6 @@ and the proposal becomes "uncertain" — shown to the operator, who chooses to r
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -338,9 +337,11 @@ def schedule_execution(ctx: JobContext, proposal_id: str) -> str | None:
     with ctx.store.engine.connect() as connection:
         row = lc.get_proposal(connection, proposal_id)
     not_before = row["not_before"] if row else None
-    # A fresh job id each time: a retry or a resend is a new job, and execute() itself makes a second
-    # job for the same proposal harmless (it loses the compare-and-set).
-    job_id = f"execute-{proposal_id}-{secrets.token_hex(4)}"
+    # One job id per attempt: the tap's process and the executor handler (which the outbox relay runs
+    # should the first job be lost) queue the same job, so the queue keeps one. A retry or a resend
+    # comes after an attempt, so it is a new job; execute() makes any spare harmless anyway (it loses
+    # the compare-and-set).
+    job_id = f"execute-{proposal_id}-{row['attempts'] if row else 0}"
     return ctx.queue.enqueue(
         execute, proposal_id, priority=DECISIONS, job_id=job_id, retry=NO_RETRY, not_before=not_before
     )

@@ -39,6 +39,9 @@ LEAD_QUALIFICATION = "lead_qualification"
 RENEWAL_NUDGES = "renewal_nudges"
 BILLING_MONITOR = "billing_monitor"
 MEMORY_CURATOR = "memory_curator"
+# Queues the execution of an approval, a retry or a resend (the tap's process queues it too, under the
+# same job id: this one matters when that job was lost).
+EXECUTOR = "executor"
 
 EVENT_HANDLERS: Mapping[str, tuple[str, ...]] = {
     "message.received": (MEMORY, INBOX_TRIAGE, MEMORY_CURATOR),
@@ -59,6 +62,8 @@ EVENT_HANDLERS: Mapping[str, tuple[str, ...]] = {
     "memory.summarised": (MEMORY,),
     "memory.corrected": (MEMORY,),
     "memory.forgotten": (MEMORY,),
+    "proposal.decided": (EXECUTOR,),
+    "action.resolved": (EXECUTOR,),
 }
 
 # A handler that was not there when an event was processed (added in a later release) handles events
@@ -99,8 +104,22 @@ def run_agent(agent: str, event: ev.Event, ctx: JobContext) -> Handled:
     return Handled.DONE
 
 
+def queue_execution(event: ev.Event, ctx: JobContext) -> Handled:
+    """An approval (by a person or the policy), a retry or a resend: queue the proposal's execution."""
+    from jobs.execute import schedule_execution
+    from store import proposals as sp
+
+    payload = event.payload
+    rejected = isinstance(payload, sp.ProposalDecided) and payload.decision == "rejected"
+    kept = isinstance(payload, sp.ActionResolved) and payload.choice == "keep"
+    if not (rejected or kept):
+        schedule_execution(ctx, event.stream)
+    return Handled.DONE
+
+
 HANDLERS: Mapping[str, Handler] = {
     MEMORY: remember,
+    EXECUTOR: queue_execution,
     INBOX_TRIAGE: partial(run_agent, INBOX_TRIAGE),
     LEAD_QUALIFICATION: partial(run_agent, LEAD_QUALIFICATION),
     RENEWAL_NUDGES: partial(run_agent, RENEWAL_NUDGES),

@@ -89,12 +89,14 @@ def decide(
             **decider.fields(),
         )
         key = lc.decision_key(proposal_id)
+        # An approval goes through the outbox like a signal: should its execution job be lost (Redis
+        # down at the tap, the process killed), the relay hands the decision to the executor handler.
         planned: list[lc.Planned] = [
             (
                 lc.on_proposal(
                     proposal_id, "proposal.decided", payload, key, actor=decider.key, occurred_at=now
                 ),
-                False,
+                decision != "rejected",
             )
         ]
         if correction is not None:
@@ -209,7 +211,8 @@ def resolve(
             return None
         payload = sp.ActionResolved(choice=choice, **decider.fields())
         key = f"{proposal_id}:resolve:{current['attempts']}"
-        return [(lc.on_proposal(proposal_id, "action.resolved", payload, key, actor=decider.key), False)]
+        dispatch = choice != "keep"  # a retry or resend is queued through the outbox, as an approval is
+        return [(lc.on_proposal(proposal_id, "action.resolved", payload, key, actor=decider.key), dispatch)]
 
     return lc.transition(store, proposal_id, {allowed}, plan)
 
@@ -232,7 +235,7 @@ def auto_approve(store: EventStore, proposal_id: str, undo_window_seconds: float
                 lc.on_proposal(
                     proposal_id, "proposal.decided", payload, key, actor="policy", occurred_at=now
                 ),
-                False,
+                True,
             )
         ]
 

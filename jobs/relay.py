@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, func, select, update
 
 from jobs.context import JobContext
 from store import tables as t
@@ -25,8 +25,11 @@ log = logging.getLogger(__name__)
 # Long enough that the relay does not race the enqueue right after commit, short enough that a signal
 # lost to a Redis outage waits well under a minute once Redis is back.
 RELAY_GRACE = timedelta(seconds=30)
-# How often `crm worker` runs the relay in its background thread.
-RELAY_INTERVAL_S = 15.0
+# How often `crm worker` runs the relay in its background thread: an approval made while Redis was
+# down is queued within seconds of its return.
+RELAY_INTERVAL_S = 5.0
+# What a row whose enqueue failed is marked with (relay_soon): older than any grace.
+LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 # Rows read per round trip; a backlog of many thousands is relayed in several batches.
 RELAY_BATCH = 500
 
@@ -75,6 +78,14 @@ def relay_outbox(ctx: JobContext, older_than: timedelta = RELAY_GRACE, batch: in
             left = len(ids) - len(accepted)
             log.warning("queue unreachable; %d outbox rows wait for the next relay run", left)
             return relayed
+
+
+def relay_soon(engine: Engine, event_ids: list[str]) -> None:
+    """Mark outbox rows whose enqueue just failed, so the next relay run takes them at once."""
+    with engine.begin() as connection:
+        connection.execute(
+            update(t.outbox).where(t.outbox.c.event_id.in_(event_ids)).values(enqueued_at=LONG_AGO)
+        )
 
 
 class RelayThread(threading.Thread):

@@ -39,8 +39,11 @@ log = logging.getLogger(__name__)
 
 # The parent heartbeats a running job this often; ABANDONED_AFTER (jobs.redis_queue) is several beats.
 JOB_MONITORING_INTERVAL_S = 10
-# Waits between attempts to reach Redis again after losing it: quick for a restart, then every 15 s.
-REDIS_BACKOFF_S = (1, 2, 5, 10, 15)
+# Waits between attempts to reach Redis again after losing it: quick for a restart, then every 5 s.
+REDIS_BACKOFF_S = (1, 2, 5)
+# RQ's own wait between attempts to reach Redis while dequeuing grows to a minute by default; capped
+# here so a worker is back within seconds of Redis.
+MAX_REDIS_WAIT_S = 5.0
 # How often a worker cleans RQ's registries (moves jobs of dead workers to retry or failed); RQ's
 # default of 10 minutes is long for a solo operator waiting on a reply.
 MAINTENANCE_INTERVAL_S = 60
@@ -52,6 +55,7 @@ class HeartbeatSimpleWorker(SimpleWorker):
     # Heartbeats arrive every job_monitoring_interval, so the registry may expire a job soon after
     # they stop (RQ's forking Worker rule) rather than a whole job timeout later (SimpleWorker's).
     get_heartbeat_ttl = BaseWorker.get_heartbeat_ttl
+    max_connection_wait_time = MAX_REDIS_WAIT_S
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         done = threading.Event()
@@ -73,6 +77,8 @@ class HeartbeatSimpleWorker(SimpleWorker):
 
 class ForkSafeWorker(Worker):
     """RQ's forking Worker whose work horse drops the inherited database pool before running a job."""
+
+    max_connection_wait_time = MAX_REDIS_WAIT_S
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         current().store.engine.dispose(close=False)

@@ -74,3 +74,56 @@ def test_an_approval_is_sent_once_by_a_worker_after_the_tapping_process_died(
             worker.wait(30)
         redis.stop()
         store.engine.dispose()
+
+
+def test_an_approval_made_while_redis_is_down_is_sent_within_seconds_of_its_return(
+    tmp_path: Path, pg_url: str, make_settings: Any
+) -> None:
+    from bot.bootstrap import bootstrap
+    from bot.commands import Actor
+
+    store = EventStore(make_engine(pg_url))
+    pid = record(store, email_proposal(make_customer(store)))
+    redis = RedisServer()
+    redis.start()
+    worker: subprocess.Popen[str] | None = None
+    try:
+        with SmtpStandin() as smtp:
+            env: dict[str, Any] = {
+                **{k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}},
+                "PYTHONPATH": str(ROOT),
+                "CRM_DATA_DIR": str(tmp_path / "data"),
+                "DATABASE_URL": pg_url.replace("+psycopg", ""),
+                "REDIS_URL": redis.url,
+                "SMTP_URL": smtp.url,
+                "OPERATORS": "terminal:op",
+                "UNDO_WINDOW_SECONDS": "0",
+                "HF_HUB_OFFLINE": "1",
+            }
+            worker = subprocess.Popen(
+                [*CRM, "worker"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            tapper = bootstrap(
+                make_settings(
+                    **{k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "OPERATORS", "UNDO_WINDOW_SECONDS")}
+                ),
+                migrate_schema=False,
+            )
+            redis.kill()
+            reply = tapper.commands.approve(Actor("terminal", "op"), pid)
+            assert reply.ok, reply.text
+            time.sleep(2)
+            assert smtp.messages == []
+            redis.start()
+            back = time.monotonic()
+            wait_for(lambda: len(smtp.messages) >= 1, 30, "the approved email after Redis returned")
+            assert time.monotonic() - back < 10, "sent within seconds of Redis's return"
+            time.sleep(2)
+            assert len(smtp.messages) == 1
+            tapper.close()
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(30)
+        redis.stop()
+        store.engine.dispose()
