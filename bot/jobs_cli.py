@@ -103,6 +103,27 @@ def list_jobs() -> None:
         console.print(table)
     backlog = f"outbox: {waiting} event(s) not yet processed"
     console.print(backlog + (f", oldest since {oldest.isoformat(timespec='seconds')}" if oldest else ""))
+    _print_refused(container)
+
+
+def _print_refused(container: App) -> None:
+    """Signals answered 202 that the log refused for good: they need a person."""
+    from store.intake import refused
+
+    rows = refused(container.engine)
+    if not rows:
+        return
+    table = Table("signal", "type", "source", "accepted at", "error", title="signals the log refused")
+    for row in rows:
+        table.add_row(
+            row["idempotency_key"],
+            row["type"],
+            row["source"],
+            row["staged_at"].isoformat(timespec="seconds"),
+            (row["error"] or "")[:ERROR_PREVIEW_CHARS],
+        )
+    console.print(table)
+    console.print("fix the cause, then `crm jobs relay --refused` tries them again")
 
 
 @jobs_app.command("show")
@@ -146,11 +167,17 @@ def retry_jobs(
 @jobs_app.command("relay")
 def relay(
     older_than: Annotated[int, typer.Option("--older-than", help="seconds an outbox row has waited")] = 30,
+    retry_refused_signals: Annotated[
+        bool, typer.Option("--refused", help="first give the signals the log refused fresh attempts")
+    ] = False,
 ) -> None:
     """Queue again every outbox row that has waited longer than --older-than seconds."""
     from jobs.relay import relay_outbox
+    from store.intake import retry_refused
 
     container = _redis_container()
+    if retry_refused_signals:
+        console.print(f"{retry_refused(container.engine)} refused signal(s) get fresh attempts")
     count = relay_outbox(container, timedelta(seconds=older_than))
     console.print(f"{count} outbox row(s) handed to the queue")
 

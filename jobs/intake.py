@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from jobs.context import current
+from jobs.context import JobContext, current
 from jobs.queue import DECISIONS, NO_RETRY, JobQueue
-from store.intake import UNREACHABLE, sequence
+from store.intake import UNREACHABLE, mark_reported, refused, sequence
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,35 @@ def sequence_intake() -> int:
 
     A database outage is not a job failure: the rows stay staged and the relay moves them later.
     """
+    ctx = current()
     try:
-        return sequence(current().store)
+        moved = sequence(ctx.store)
     except UNREACHABLE as exc:
         log.warning("database unreachable, staged signals wait for the relay: %s", exc)
         return 0
+    report_refusals(ctx)
+    return moved
+
+
+def report_refusals(ctx: JobContext) -> int:
+    """Tell the operator, once, about signals that were accepted but that the log refused for good.
+
+    Such a signal was answered 202, so its sender will not send it again: a person must look at it.
+    Returns how many were reported.
+    """
+    found = refused(ctx.store.engine, unreported=True)
+    if not found:
+        return 0
+    lines = [f"⚠ {len(found)} accepted signal(s) could not be recorded; nothing was proposed for them:"]
+    lines += [
+        f"{row['type']} from {row['source']} ({row['idempotency_key']}): {row['error']}" for row in found
+    ]
+    lines.append(
+        "They are listed by `crm jobs`; fix the cause, then `crm jobs relay --refused` retries them."
+    )
+    ctx.notifier.notice(lines)
+    mark_reported(ctx.store.engine, [row["id"] for row in found])
+    return len(found)
 
 
 class IntakeKicker:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, func, select, update
 
 from jobs.context import JobContext
+from jobs.intake import report_refusals
 from store import tables as t
 from store.events import utcnow
 from store.intake import sequence
@@ -48,6 +49,7 @@ def relay_outbox(ctx: JobContext, older_than: timedelta = RELAY_GRACE, batch: in
     sequenced = sequence(ctx.store, staged_before=cutoff)
     if sequenced:
         log.info("moved %d staged signals into the log", sequenced)
+    report_refusals(ctx)
     ob = t.outbox.c
     while True:
         with ctx.store.engine.connect() as connection:

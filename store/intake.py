@@ -309,6 +309,35 @@ def _count_failure(engine: Engine, row_id: int, exc: Exception) -> None:
         log.warning("signal %s could not be recorded (attempt %d): %s", key, attempts, error)
 
 
+def refused(engine: Engine, *, unreported: bool = False, limit: int = 50) -> list[dict[str, Any]]:
+    """Signals accepted (answered 202) that the log refused for good, newest first, with their error."""
+    query = select(
+        _IN.id, _IN.idempotency_key, _IN.type, _IN.source, _IN.staged_at, _IN.error, _IN.reported_at
+    ).where(_IN.position.is_(None), _IN.attempts >= MAX_ATTEMPTS)
+    if unreported:
+        query = query.where(_IN.reported_at.is_(None))
+    with engine.connect() as connection:
+        rows = connection.execute(query.order_by(_IN.id.desc()).limit(limit)).mappings().all()
+    return [dict(row) for row in rows]
+
+
+def mark_reported(engine: Engine, row_ids: list[int]) -> None:
+    """Record that refused rows were reported to the operator (they are not reported again)."""
+    with engine.begin() as connection:
+        connection.execute(update(t.intake).where(_IN.id.in_(row_ids)).values(reported_at=utcnow()))
+
+
+def retry_refused(engine: Engine) -> int:
+    """Give every refused row fresh attempts (after its cause was fixed); how many."""
+    with engine.begin() as connection:
+        result = connection.execute(
+            update(t.intake)
+            .where(_IN.position.is_(None), _IN.attempts >= MAX_ATTEMPTS)
+            .values(attempts=0, reported_at=None)
+        )
+    return int(result.rowcount or 0)
+
+
 def backlog(engine: Engine) -> dict[str, int]:
     """Rows waiting to be sequenced, and rows given up on (for /metrics)."""
     query = select(

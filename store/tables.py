@@ -107,6 +107,8 @@ intake = Table(
     Column("position", Position, nullable=True),  # the event's log position, once sequenced
     Column("attempts", Integer, nullable=False, default=0),
     Column("error", Text, nullable=True),
+    # When a row the log refused for good was reported to the operator (chat notice, `crm jobs`).
+    Column("reported_at", DateTime(timezone=True), nullable=True),
     Index(
         "ix_intake_pending",
         "id",

@@ -275,3 +275,39 @@ def test_the_async_stager_gives_up_within_its_timeout_when_the_database_is_down(
 
     waited = run_with_stager(url, scenario, timeout=0.3)
     assert waited < 5, "a request is answered (503), not left hanging"
+
+
+def test_a_refused_signal_is_told_to_the_operator_once_and_can_be_retried(
+    store: EventStore, make_settings: Any
+) -> None:
+    from jobs.intake import report_refusals
+    from store.intake import refused, retry_refused
+    from tests.integration.jobs_harness import app_for
+    from tests.integration.proposal_helpers import RecordingSurface
+
+    stage(store.engine, "lead.created", lead("ok@example.com"), "signals:ok", source="signals")
+    stage(store.engine, "lead.created", lead("bad@example.com"), "signals:bad", source="signals")
+    bad = staged_rows(store.engine)[1]["id"]
+    with store.engine.begin() as connection:
+        connection.execute(update(t.intake).where(t.intake.c.id == bad).values(signal={"customer": 5}))
+    app = app_for(store, make_settings())
+    surface = RecordingSurface()
+    app.notifier.add(surface)
+    for _ in range(MAX_ATTEMPTS):
+        sequence(store)
+        report_refusals(app)
+    assert report_refusals(app) == 0, "told once"
+
+    [notice] = surface.notices
+    assert "1 accepted signal(s) could not be recorded" in notice[0]
+    assert "signals:bad" in notice[1] and "ValidationError" in notice[1]
+    assert [row["idempotency_key"] for row in refused(store.engine)] == ["signals:bad"]
+
+    with store.engine.begin() as connection:  # the cause is fixed
+        connection.execute(
+            update(t.intake)
+            .where(t.intake.c.id == bad)
+            .values(signal=lead("bad@example.com").model_dump(mode="json"))
+        )
+    assert retry_refused(store.engine) == 1
+    assert sequence(store) == 1 and refused(store.engine) == []
