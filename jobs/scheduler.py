@@ -10,6 +10,7 @@ Two guarantees, from two mechanisms:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import threading
@@ -23,11 +24,13 @@ from zoneinfo import ZoneInfo
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 log = logging.getLogger(__name__)
 
 SCHEDULER_LOCK_KEY = 0x63726D736368  # "crmsch": pg advisory lock held by the acting scheduler
 DEFAULT_GRACE = timedelta(hours=2)  # a digest two hours late is still worth sending; later is noise
+RETRY_AFTER = timedelta(minutes=1)  # a catch-up task that failed (the database restarting) tries again
 
 
 class LeaderLock(Protocol):
@@ -46,19 +49,39 @@ class PostgresLeaderLock:
 
     def try_acquire(self) -> bool:
         if self._connection is not None:
-            return True
-        connection = self.engine.connect()
-        got = connection.exec_driver_sql(f"SELECT pg_try_advisory_lock({SCHEDULER_LOCK_KEY})").scalar()
-        connection.commit()
+            if self._alive(self._connection):
+                return True
+            # The server restarted (or the network dropped us): the lock went with the session.
+            log.warning("lost the database connection holding the scheduler lock; taking it again")
+            self._connection = None
+        try:
+            connection = self.engine.connect()
+            got = connection.exec_driver_sql(f"SELECT pg_try_advisory_lock({SCHEDULER_LOCK_KEY})").scalar()
+            connection.commit()
+        except DBAPIError as exc:
+            log.warning("database unreachable, the scheduler waits: %s", _first_line(exc))
+            return False
         if got:
             self._connection = connection
             return True
         connection.close()
         return False
 
+    @staticmethod
+    def _alive(connection: Connection) -> bool:
+        try:
+            connection.exec_driver_sql("SELECT 1")
+            connection.commit()
+            return True
+        except DBAPIError:
+            with contextlib.suppress(Exception):
+                connection.invalidate()
+            return False
+
     def release(self) -> None:
         if self._connection is not None:
-            self._connection.exec_driver_sql(f"SELECT pg_advisory_unlock({SCHEDULER_LOCK_KEY})")
+            with contextlib.suppress(DBAPIError):  # a dead session has released it already
+                self._connection.exec_driver_sql(f"SELECT pg_advisory_unlock({SCHEDULER_LOCK_KEY})")
             self._connection.close()
             self._connection = None
 
@@ -146,13 +169,31 @@ class Scheduler:
             self._running.add(task.name)
         try:
             task.action(slot)
+        except DBAPIError as exc:  # an outage, not a bug: one line, and a catch-up task tries again
+            log.warning("scheduled task %s waits for the database: %s", task.name, _first_line(exc))
+            self._retry_later(task)
+            return None
         except Exception:
             log.exception("scheduled task %s failed for slot %s", task.name, slot.isoformat())
+            self._retry_later(task)
             return None
         finally:
             with self._guard:
                 self._running.discard(task.name)
         return slot
+
+    def _retry_later(self, task: Task) -> None:
+        """A catch-up task (the digest) that failed runs again soon for the same slot (keyed: once)."""
+        if not task.catch_up or self._scheduler is None:
+            return
+        self._scheduler.add_job(
+            self.run_due,
+            "date",
+            run_date=self.clock() + RETRY_AFTER,
+            args=[task],
+            id=f"{task.name}-retry",
+            replace_existing=True,
+        )
 
     def fire_missed(self, now: datetime | None = None) -> list[str]:
         """On start: run each catch-up task once for a slot missed while we were down."""
@@ -179,3 +220,9 @@ class Scheduler:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
         self.lock.release()
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (a driver's error can run to a page)."""
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -200,3 +200,28 @@ def test_quiet_lead_scan(store: EventStore) -> None:
 )
 def test_renewal_window(days_left: int, window: int | None) -> None:
     assert scans.renewal_window(days_left) == window
+
+
+def test_a_leader_whose_database_session_died_notices_and_leads_again(pg_url: str) -> None:
+    import psycopg
+
+    from store.db import make_engine
+
+    engine = make_engine(pg_url)
+    a, b = PostgresLeaderLock(engine), PostgresLeaderLock(engine)
+    try:
+        assert a.try_acquire() and not b.try_acquire()
+        assert a._connection is not None
+        pid = a._connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        a._connection.commit()
+        admin_dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:  # what a server restart does to it
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        assert b.try_acquire(), "the lock went with the dead session: another scheduler may lead"
+        assert not a.try_acquire(), "and the old leader knows it does not lead any more"
+        b.release()
+        assert a.try_acquire(), "then takes the lock again once it is free"
+    finally:
+        a.release()
+        b.release()
+        engine.dispose()
