@@ -238,6 +238,13 @@ class App:
         intake_engine = built.get("intake_engine")
         if intake_engine is not None and intake_engine is not self.engine:
             intake_engine.dispose()
+        memory = built.get("memory")
+        if memory is not None:
+            memory.close()
+        for surface in built.get("surfaces", ()):
+            close = getattr(surface, "close", None)
+            if close is not None:
+                close()
         self.engine.dispose()
 
 

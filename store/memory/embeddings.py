@@ -173,6 +173,31 @@ def _pool(vectors: list[np.ndarray], owners: list[int], count: int) -> list[list
     return [row.tolist() for row in sums / norms]
 
 
+_SESSIONS: dict[str, Any] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _shared_session(model_path: str) -> Any:
+    """The process's one ONNX session for a model file, verified and built on first use."""
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(model_path)
+        if session is None:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = ONNX_THREADS
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            session = ort.InferenceSession(
+                str(verify_sha256(Path(model_path), MODEL_SHA256)),
+                sess_options=options,
+                providers=["CPUExecutionProvider"],
+            )
+            _SESSIONS[model_path] = session
+        return session
+
+
 @register_embedding_function
 class MiniLMEmbedding(EmbeddingFunction[Documents]):
     """all-MiniLM-L6-v2 int8 on onnxruntime; loads (and verifies) the model on first use only."""
@@ -211,24 +236,17 @@ class MiniLMEmbedding(EmbeddingFunction[Documents]):
         return MODEL_ID
 
     def load(self) -> MiniLMEmbedding:
-        """Load the tokenizer and the ONNX session now (checks both files' SHA-256); returns self."""
+        """Load the tokenizer and the ONNX session now (checks both files' SHA-256); returns self.
+
+        The session is shared by every instance in the process (inference on it is thread-safe): a
+        process that builds several memories, or rebuilds one, holds the model once.
+        """
         if self._session is None:
             with self._lock:
                 if self._session is None:
-                    import onnxruntime as ort
-
                     files = self._files or ModelFiles.installed()
                     self.chunker.tokenizer  # noqa: B018 - loads and verifies the tokenizer
-                    options = ort.SessionOptions()
-                    options.intra_op_num_threads = ONNX_THREADS
-                    options.inter_op_num_threads = 1
-                    options.log_severity_level = 3
-                    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                    session = ort.InferenceSession(
-                        str(verify_sha256(files.model, MODEL_SHA256)),
-                        sess_options=options,
-                        providers=["CPUExecutionProvider"],
-                    )
+                    session = _shared_session(str(files.model))
                     self._inputs = tuple(i.name for i in session.get_inputs())
                     self._session = session
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,8 @@ from store.settings import Settings
 
 if TYPE_CHECKING:
     from store.uow import EventStore
+
+log = logging.getLogger(__name__)
 
 # Chroma caps the ids or records of one request; reads and deletes go in pages of this size.
 PAGE = 1_000
@@ -250,6 +253,13 @@ class Memory:
         return context_memories(self, customer_id, query, budget_chars)
 
     def close(self) -> None:
-        """Forget the client; embedded Chroma flushes on every write, a server needs nothing."""
+        """Release the client: embedded Chroma stops its system (its SQLite and index files) once the
+        last client on that folder is closed; a server's client just forgets its connection."""
         self._collections.clear()
-        self._client = None
+        client, self._client = self._client, None
+        close = getattr(client, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # closing must never fail a shutdown
+                log.warning("closing the memory client failed", exc_info=True)
