@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
+SMTP_SCHEMES = frozenset({"smtp", "smtp+starttls", "smtps"})
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 # Raw messages older than this are folded into a summary and archived: half a year keeps the running
@@ -96,6 +100,42 @@ class Settings(BaseSettings):
             raise ValueError("must be an IANA time zone such as Europe/Berlin") from exc
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_supported(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            url = make_url(normalise_database_url(value.strip()))
+        except ArgumentError:
+            raise ValueError(
+                "is not a database URL: use postgresql://user:password@host:5432/dbname, "
+                "or unset it for SQLite in CRM_DATA_DIR"
+            ) from None
+        if url.get_backend_name() not in {"postgresql", "sqlite"}:
+            raise ValueError(
+                f"{url.get_backend_name()}:// is not supported: use postgresql://… (Postgres), "
+                "or unset it for SQLite in CRM_DATA_DIR"
+            )
+        return value.strip()
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url_is_smtp(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in SMTP_SCHEMES or not parts.hostname:
+            raise ValueError(
+                "must look like smtp://user:password@host:587 (STARTTLS when offered), "
+                "smtp+starttls://… or smtps://…"
+            )
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the port only when asked
+        except ValueError:
+            raise ValueError("has a port that is not a number") from None
+        return value.strip()
+
     @field_validator("signals_secret")
     @classmethod
     def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
@@ -158,7 +198,8 @@ def load_settings(**overrides: object) -> Settings:
         problems = []
         for error in exc.errors():
             name = _env_name(error["loc"])
-            problems.append(f"{name}: {error['msg']}" if name else error["msg"])
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}: {message}" if name else message)
         raise SettingsError("bad settings — " + "; ".join(problems)) from None
 
 

@@ -148,3 +148,28 @@ def test_every_setting_of_the_design_has_its_exact_name() -> None:
     ]
     aliases = {field.alias for field in Settings.model_fields.values()}
     assert set(design) <= aliases
+
+
+@pytest.mark.parametrize(
+    ("values", "named", "says"),
+    [
+        ({"DATABASE_URL": "mysql://root@db/crm"}, "DATABASE_URL", "mysql:// is not supported"),
+        ({"DATABASE_URL": "no scheme here"}, "DATABASE_URL", "is not a database URL"),
+        ({"SMTP_URL": "http://mail.example.com"}, "SMTP_URL", "must look like smtp://"),
+        ({"SMTP_URL": "smtp://mail.example.com:submission"}, "SMTP_URL", "port that is not a number"),
+    ],
+)
+def test_a_wrong_url_is_refused_at_start_naming_the_setting_and_the_fix(
+    values: dict[str, str], named: str, says: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None, **values)
+    assert f"{named}: " in str(refused.value) and says in str(refused.value)
+    assert "Value error" not in str(refused.value)
+
+
+def test_postgres_and_smtp_urls_of_every_documented_form_are_accepted() -> None:
+    settings = load_settings(
+        _env_file=None, DATABASE_URL="postgres://u:p@db:5432/crm", SMTP_URL="smtp+starttls://u:p@mail:587"
+    )
+    assert settings.resolved_database_url == "postgresql+psycopg://u:p@db:5432/crm"
