@@ -78,9 +78,14 @@ def migrate() -> None:
 @import_app.command("customers")
 def import_customers(file: Annotated[Path, typer.Argument(help="CSV with a header row")]) -> None:
     """Import customers from a CSV (name,email,company,phone,stage,mrr,renewal_date,notes)."""
-    from store.importer import ImportFileError
+    from store.importer import ImportFileError, check_text_file
     from store.importer import import_customers as run_import
 
+    try:
+        check_text_file(file)
+    except ImportFileError as exc:
+        errors.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
     container = _container()
     total = _count_lines(file)
     try:

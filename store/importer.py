@@ -46,6 +46,10 @@ class ImportReport:
         return not self.errors
 
 
+# How much of a file is looked at to tell text from binary before importing it.
+TEXT_CHECK_BYTES = 8192
+
+
 class ImportFileError(ValueError):
     """The file as a whole cannot be read (encoding, header); nothing was imported."""
 
@@ -75,33 +79,37 @@ class CustomerRow:
 
 
 def parse_row(line: int, raw: dict[str, str], region: str) -> CustomerRow:
-    """Validate one row; raises ValueError with the reason a person can act on."""
+    """Validate one row; raises ValueError naming every problem of the row a person can act on."""
     values = {k: (raw.get(k) or "").strip() for k in COLUMNS}
+    problems: list[str] = []
     if not any(values[k] for k in IDENTITY_COLUMNS):
-        raise ValueError("needs at least one of name, email, company, phone")
-    for name, value in values.items():
-        if len(value) > MAX_FIELD:
-            raise ValueError(f"{name} is longer than {MAX_FIELD} characters")
-    try:
-        if values["email"]:
-            normalise_email(values["email"])
-        if values["phone"]:
-            normalise_phone(values["phone"], region)
-    except IdentityError as exc:
-        raise ValueError(str(exc)) from None
+        problems.append("needs at least one of name, email, company, phone")
+    problems += [
+        f"{name} is longer than {MAX_FIELD} characters" for name, v in values.items() if len(v) > MAX_FIELD
+    ]
+    for column, check in (("email", normalise_email), ("phone", lambda v: normalise_phone(v, region))):
+        if values[column] and len(values[column]) <= MAX_FIELD:
+            try:
+                check(values[column])
+            except IdentityError as exc:
+                problems.append(str(exc))
     stage = values["stage"].lower() or "lead"
     if stage not in ev.STAGES:
-        raise ValueError(f"stage {values['stage']!r} is not one of {', '.join(ev.STAGES)}")
+        problems.append(f"stage {values['stage']!r} is not one of {', '.join(ev.STAGES)}")
+    mrr_cents = 0
     try:
         mrr_cents = ev.to_cents(values["mrr"].replace(",", "").lstrip("$€£")) if values["mrr"] else 0
     except ValueError:
-        raise ValueError(f"mrr {values['mrr']!r} is not an amount such as 49.00") from None
+        problems.append(f"mrr {values['mrr']!r} is not an amount such as 49.00")
     if mrr_cents < 0:
-        raise ValueError("mrr cannot be negative")
+        problems.append("mrr cannot be negative")
+    renewal = None
     try:
         renewal = date.fromisoformat(values["renewal_date"]) if values["renewal_date"] else None
     except ValueError:
-        raise ValueError(f"renewal_date {values['renewal_date']!r} is not a date as YYYY-MM-DD") from None
+        problems.append(f"renewal_date {values['renewal_date']!r} is not a date as YYYY-MM-DD")
+    if problems:
+        raise ValueError("; ".join(problems))
     ref = ev.CustomerRef(
         name=values["name"] or None,
         email=values["email"] or None,
@@ -119,8 +127,26 @@ def parse_row(line: int, raw: dict[str, str], region: str) -> CustomerRow:
     return CustomerRow(line, values, ref, created)
 
 
+def check_text_file(path: Path) -> None:
+    """Refuse what cannot be a CSV before reading it: a device or pipe (`/dev/zero` never ends), a
+    folder, or a binary file (NUL bytes in its first block)."""
+    try:
+        if not path.exists():
+            raise ImportFileError(f"cannot open {path}: no such file")
+        if not path.is_file():
+            what = "a folder" if path.is_dir() else "not a regular file"
+            raise ImportFileError(f"{path} is {what}; give the path of a CSV file")
+        with path.open("rb") as handle:
+            head = handle.read(TEXT_CHECK_BYTES)
+    except OSError as exc:
+        raise ImportFileError(f"cannot open {path}: {exc.strerror}") from None
+    if b"\0" in head:
+        raise ImportFileError(f"{path} is not a text file; save it as CSV UTF-8 and import again")
+
+
 def read_rows(path: Path, report: ImportReport, region: str = "US") -> Iterator[CustomerRow]:
     """Good rows of the file; bad ones go into the report with their line numbers."""
+    check_text_file(path)
     try:
         handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as exc:

@@ -298,3 +298,33 @@ def test_the_cli_exits_1_on_a_missing_file(db_url: str, tmp_path: Path) -> None:
     result = run_crm(["import", "customers", str(tmp_path / "missing.csv")], db_url, tmp_path)
     assert result.returncode == 1
     assert "cannot open" in result.stderr
+
+
+def test_every_problem_of_a_row_is_reported_not_only_the_first(db_url: str, tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER + "Ann,ann@,,,founder,-5,2026-13-40,\n")
+    result = run_crm(["import", "customers", str(path)], db_url, tmp_path)
+    assert result.returncode == 1, result.stderr
+    said = " ".join(result.stderr.split())  # the terminal may wrap the line
+    assert said.count(f"{path}:2:") == 1, "one line for the row"
+    for problem in ("not an email address", "stage 'founder'", "mrr cannot be negative", "renewal_date"):
+        assert problem in said, result.stderr
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "folder", "binary"])
+def test_a_file_that_is_not_a_csv_is_refused_at_once(db_url: str, tmp_path: Path, source: str) -> None:
+    if source == "folder":
+        target = tmp_path / "exports"
+        target.mkdir()
+    elif source == "binary":
+        target = tmp_path / "photo.csv"
+        target.write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(range(256)) * 8)
+    else:
+        target = Path(source)
+    result = run_crm(["import", "customers", str(target)], db_url, tmp_path)  # returns: never reads forever
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert (
+        "not a regular file" in result.stderr
+        or "is a folder" in result.stderr
+        or "not a text file" in result.stderr
+    ), result.stderr
