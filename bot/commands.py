@@ -7,7 +7,7 @@ surfaces: a non-operator's decision is refused and the attempt is logged as an e
 How a surface uses it:
     commands = app.commands                                   # one per process (bot.bootstrap)
     reply = commands.press(actor, button.data)                # a button tap
-    reply = commands.run(actor, "customer acme --as-of 2024-05-01")  # a typed line or slash command
+    reply = commands.run(actor, "customer acme as of 2024-05-01")    # a typed line or slash command
     reply = commands.edit(actor, proposal_id)                 # -> reply.fields to show in a form
     reply = commands.edit(actor, proposal_id, {"body": "…"})  # -> approves the edited version
 After a decision the command layer itself refreshes every posted copy of the proposal through the
@@ -27,6 +27,7 @@ from jobs.views import Button, EditableField, ProposalView
 __all__ = [
     "Actor",
     "Button",
+    "Choice",
     "Commands",
     "EditableField",
     "ProposalView",
@@ -57,6 +58,19 @@ class Actor:
 
 
 @dataclass(frozen=True)
+class Choice:
+    """One of several things a command could have meant (several customers match), to offer as a button.
+
+    `line` is the typed command that picks it (`customer cus_… as of 2026-11-01`), run through
+    `Commands.run` when tapped; `customer_id` is the customer it names.
+    """
+
+    label: str
+    line: str
+    customer_id: str
+
+
+@dataclass(frozen=True)
 class Reply:
     """A command's answer as plain data. `ok` is False for refusals, conflicts and bad input."""
 
@@ -67,6 +81,7 @@ class Reply:
     fields: tuple[EditableField, ...] = ()  # edit without values: what may be changed
     proposal_id: str | None = None
     image: Path | None = None  # a picture to show with the text (the digest chart)
+    choices: tuple[Choice, ...] = ()  # several matches: what to offer as buttons to pick one
 
     @property
     def text(self) -> str:
@@ -102,17 +117,18 @@ class Commands:
         memory: Callable[[], Any] | None = None,
         queue: Any = None,
     ) -> None:
-        from bot import command_impl  # imports this module's Actor and Reply, so not at the top
+        # Both import this module's Actor and Reply, so not at the top.
+        from bot import command_chat, command_impl
 
-        self._impl = command_impl.CommandImpl(
-            store,
-            settings,
-            schedule_execution=schedule_execution,
-            notifier=notifier,
-            clock=clock,
-            memory=memory,
-            queue=queue,
-        )
+        parts: dict[str, Any] = {
+            "schedule_execution": schedule_execution,
+            "notifier": notifier,
+            "clock": clock,
+            "memory": memory,
+            "queue": queue,
+        }
+        self._impl = command_impl.CommandImpl(store, settings, **parts)
+        self._chat = command_chat.ChatCommands(store, settings, **parts)
 
     # -- decisions on a proposal -------------------------------------------------------------------
     def approve(self, actor: Actor, proposal_id: str) -> Reply:
@@ -149,7 +165,7 @@ class Commands:
 
     # -- reads and housekeeping --------------------------------------------------------------------
     def customer(self, actor: Actor, query: str, as_of: date | datetime | None = None) -> Reply:
-        """One customer's context slice, now or as of a past date."""
+        """One customer's context slice, now or as of a past date; several matches come as `choices`."""
         return self._impl.customer(actor, query, as_of)
 
     def pending(self, actor: Actor) -> Reply:
@@ -182,5 +198,26 @@ class Commands:
         return self._impl.press(actor, button_data)
 
     def run(self, actor: Actor, line: str) -> Reply:
-        """A typed line (`approve prp_…`, `customer acme --as-of 2024-05-01`, `note acme: …`)."""
+        """A typed line (`approve prp_…`, `customer acme as of 2024-05-01`, `note acme: …`).
+
+        The one grammar of every surface: a Slack slash command or a Telegram `/command` is its name
+        and text as one line (`/customer jonas becker as of 2026-11-01`).
+        """
         return self._impl.run(actor, line)
+
+    # -- who is who, and what only a chat app has ---------------------------------------------------
+    def is_operator(self, actor: Actor) -> bool:
+        """Whether OPERATORS lists this person (their messages are commands, not a customer writing)."""
+        return self._chat.is_operator(actor)
+
+    def link_channel(self, actor: Actor, query: str, channel_id: str) -> Reply:
+        """Link a Slack channel to the one customer `query` names; several matches come as `choices`."""
+        return self._chat.link_channel(actor, query, channel_id)
+
+    def channel_customer(self, channel_id: str) -> str | None:
+        """The customer a Slack channel is linked to, if any."""
+        return self._chat.channel_customer(channel_id)
+
+    def is_posted_copy(self, proposal_id: str, surface: str, chat_id: str, message_id: str) -> bool:
+        """Whether this chat message is one the notify fan-out posted (and so keeps current itself)."""
+        return self._chat.is_posted_copy(proposal_id, surface, chat_id, message_id)
