@@ -46,8 +46,8 @@ SURFACE_IMPORTS = frozenset(
     {
         "bot.bootstrap",  # the App type a surface is handed (imported for type checking)
         "bot.commands",
-        "bot.inbound.chat",  # record_chat_message: a customer writing in a chat app becomes a signal
-        "bot.inbound.intake",  # InboundSignal, the plain data a surface translates a message into
+        "bot.inbound.chat",
+        "bot.inbound.intake",
         "bot.inbound.slack_state",
         "bot.inbound.telegram_state",
         "jobs.notify",  # the Surface protocol's types (MessageRef, SurfaceError)
@@ -56,8 +56,13 @@ SURFACE_IMPORTS = frozenset(
         "store.settings",  # the Settings type a surface is built from
     }
 )
-# The surface's own persistence, by module: the only functions a surface may use from it.
+# What a surface may use of bot.inbound, by module, and nothing else there: how a customer's message
+# becomes a signal, and the surface's own persistence.
 SURFACE_PERSISTENCE: dict[str, frozenset[str]] = {
+    # The plain data a surface translates a customer's message into.
+    "bot.inbound.intake": frozenset({"InboundSignal"}),
+    # Records it, unless an operator wrote it or the Slack channel is linked to nobody.
+    "bot.inbound.chat": frozenset({"record_chat_message"}),
     # Slack redelivers an event (same event_id) when 3 s pass without a 200; invariant 2.
     "bot.inbound.slack_state": frozenset({"already_seen", "mark_seen"}),
     # Telegram redelivers an update (same update_id); an edit prompt waits for the operator's reply.
