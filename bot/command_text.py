@@ -22,7 +22,7 @@ HELP = (
     "customer <name|email|id> [as of YYYY-MM-DD]",
     "note <customer> <text> · note <customer name>: <text>",
     "digest — today's digest now",
-    "pause [agent] · resume [agent] — all agents when none is named",
+    "pause [agent|all] · resume [agent|all] — all agents when none is named",
     "help",
 )
 
