@@ -33,6 +33,8 @@ from store.settings import Settings, load_settings
 from store.uow import EventStore
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from agents.runtime import AgentRuntime
     from bot.commands import Commands
     from bot.metrics import Metrics
@@ -95,7 +97,7 @@ class App:
         if self.settings.slack_bot_token:
             found.append(self.slack_surface)
         if self.settings.telegram_bot_token:
-            from bot.telegram_surface import TelegramSurface
+            from bot.telegram.surface import TelegramSurface
 
             found.append(TelegramSurface(self.settings))
         return tuple(found)
@@ -106,6 +108,12 @@ class App:
         from jobs.notify import Notifier
 
         return Notifier(self.store, list(self.surfaces))
+
+    def add_terminal_surface(self, console: Console) -> None:
+        """Print proposals on this process's terminal too (`crm run` with its console)."""
+        from bot.terminal import TerminalSurface
+
+        self.notifier.add(TerminalSurface(console))
 
     @cached_property
     def executor(self) -> Executor:
@@ -164,7 +172,7 @@ class App:
     @cached_property
     def telegram_webhook_application(self) -> Any:
         """python-telegram-bot's Application without an Updater, for `POST /telegram/webhook`."""
-        from bot.telegram import build_application
+        from bot.telegram.app import build_application
 
         return build_application(self, webhook=True)
 

@@ -7,8 +7,9 @@ from datetime import date, datetime
 
 from bot import command_text
 from bot.command_base import CommandBase
+from bot.command_chat import label_of
 from bot.render import slice_text
-from bot.replies import Actor, Reply, fail, reply
+from bot.replies import Actor, Choice, Reply, fail, reply
 from jobs.render_proposal import view_of
 from store import events as ev
 from store import lifecycle as lc
@@ -56,7 +57,9 @@ class ReadCommands(CommandBase):
                 return fail("not_found", f"No customer matches {query!r}.{hint}")
             if len(found) > 1:
                 names = [f"{c['name'] or c['id']} ({c['id']})" for c in found]
-                return reply(f"{len(found)} customers match {query!r}:", *names)
+                day = f" as of {command_text.day_of(as_of)}" if as_of is not None else ""
+                picks = tuple(Choice(label_of(c), f"customer {c['id']}{day}", c["id"]) for c in found)
+                return reply(f"{len(found)} customers match {query!r}:", *names, choices=picks)
             picture = build_slice(connection, found[0]["id"], as_of)
             if picture is None:
                 return fail("not_found", f"{query!r} did not exist yet on {as_of}.")
@@ -110,13 +113,27 @@ class ReadCommands(CommandBase):
             views = tuple(view_of(r, lc.customer_name(connection, r["customer_id"])) for r in rows)
         return reply(*built.lines(), proposals=views, image=built.chart)
 
+    def note_line(self, actor: Actor, text: str) -> Reply:
+        """`note acme called`, or `note Acme Corp: called` when the words before the colon name a customer."""
+        first, _, rest = text.strip().partition(" ")
+        before, colon, after = text.partition(":")
+        query, note = first.rstrip(":"), rest
+        # "Acme Corp: …" names a customer with a space; "acme re: pricing" does not, so look it up.
+        if colon and before.strip() and after.strip():
+            with self.store.engine.connect() as connection:
+                if find_customers(connection, before.strip()[: command_text.MAX_QUERY]):
+                    query, note = before, after
+        if not query.strip() or not note.strip():
+            return fail("invalid", command_text.NOTE_USAGE)
+        return self.note(actor, query.strip()[: command_text.MAX_QUERY], note)
+
     def note(self, actor: Actor, query: str, text: str) -> Reply:
         refused = self._refuse(actor, "add notes", None)
         if refused:
             return refused
         text = text.strip()
         if not text:
-            return fail("invalid", "The note is empty: note <customer>: <text>")
+            return fail("invalid", f"The note is empty. {command_text.NOTE_USAGE}")
         with self.store.engine.connect() as connection:
             found = find_customers(connection, query)
         if len(found) != 1:

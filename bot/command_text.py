@@ -19,13 +19,19 @@ HELP = (
     "edit <id> — what can be changed · edit <id> <field> <new value>",
     "why <id> — sources, rules and costs · undo <id> · retry <id>",
     "resend <id> · keep <id> — answer “may have been sent”",
-    "customer <name|email|id> [--as-of YYYY-MM-DD]",
-    "note <customer>: <text>",
+    "customer <name|email|id> [as of YYYY-MM-DD]",
+    "note <customer> <text> · note <customer name>: <text>",
     "digest — today's digest now",
-    "pause [agent] · resume [agent] — all agents when none is named",
+    "pause [agent|all] · resume [agent|all] — all agents when none is named",
     "help",
 )
 
+CUSTOMER_USAGE = "Usage: customer <name|email|id> [as of YYYY-MM-DD]"
+NOTE_USAGE = "Usage: note <customer> <text>, or note <customer name>: <text>"
+# The longest customer query read from a line: longer is no customer name, and bounds the lookup.
+MAX_QUERY = 200
+# "acme as of 2026-10-01" (the chat form) or "acme --as-of 2026-10-01" (the CLI's form), the last one.
+_AS_OF = re.compile(r"^(?P<query>.*)(?:^|\s)(?:--as-of|as\s+of)(?:\s+(?P<day>.*?))?\s*$", re.IGNORECASE)
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 # "snooze … tomorrow": the start of the next working morning, in the operator's time zone.
@@ -111,19 +117,17 @@ def dispatch(impl: CommandImpl, actor: Actor, line: str) -> Reply:
             return fail("invalid", f"Usage: {word} <proposal id>")
         return proposal_commands[word]()
     if word == "customer":
-        query, as_of = _as_of(rest)
+        query, as_of = split_as_of(rest)
         if not query:
-            return fail("invalid", "Usage: customer <name|email|id> [--as-of YYYY-MM-DD]")
+            return fail("invalid", CUSTOMER_USAGE)
         if isinstance(as_of, str):
             return fail("invalid", as_of)
-        return impl.customer(actor, query, as_of)
+        return impl.customer(actor, query[:MAX_QUERY], as_of)
     if word == "note":
-        who, sep, note = rest.partition(":")
-        if not sep or not who.strip():
-            return fail("invalid", "Usage: note <customer>: <text>")
-        return impl.note(actor, who.strip(), note)
+        return impl.note_line(actor, rest)
     if word in {"pause", "resume"}:
-        return (impl.pause if word == "pause" else impl.resume)(actor, rest or None)
+        agent = None if rest.lower() in {"", "all"} else rest
+        return (impl.pause if word == "pause" else impl.resume)(actor, agent)
     if word == "digest":
         return impl.digest(actor)
     if word in {"pending", "help", "start"}:
@@ -138,12 +142,18 @@ def _edit(impl: CommandImpl, actor: Actor, proposal_id: str, tail: str) -> Reply
     return impl.edit(actor, proposal_id, {field.strip().rstrip(":=").lower(): value.strip()})
 
 
-def _as_of(rest: str) -> tuple[str, date | str | None]:
-    """(query, as_of date | error text | None) from "acme --as-of 2024-05-01"."""
-    query, sep, when = rest.partition("--as-of")
-    if not sep:
+def split_as_of(rest: str) -> tuple[str, date | str | None]:
+    """(query, as_of date | error text | None) from "acme as of 2024-05-01" or "acme --as-of 2024-05-01"."""
+    found = _AS_OF.match(rest)
+    if found is None:
         return rest.strip(), None
+    query, when = found["query"].strip(), (found["day"] or "").strip()
     try:
-        return query.strip(), date.fromisoformat(when.strip())
+        return query, date.fromisoformat(when)
     except ValueError:
-        return query.strip(), f"--as-of takes a date as YYYY-MM-DD, not {when.strip()[:20]!r}"
+        return query, f"“as of” takes a date as YYYY-MM-DD (e.g. 2026-10-01), not {when[:20]!r}"
+
+
+def day_of(as_of: date | datetime) -> str:
+    """The day a past view is for, as the grammar writes it (YYYY-MM-DD)."""
+    return (as_of.date() if isinstance(as_of, datetime) else as_of).isoformat()

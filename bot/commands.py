@@ -7,7 +7,7 @@ surfaces: a non-operator's decision is refused and the attempt is logged as an e
 How a surface uses it:
     commands = app.commands                                   # one per process (bot.bootstrap)
     reply = commands.press(actor, button.data)                # a button tap
-    reply = commands.run(actor, "customer acme --as-of 2024-05-01")  # a typed line or slash command
+    reply = commands.run(actor, "customer acme as of 2024-05-01")    # a typed line or slash command
     reply = commands.edit(actor, proposal_id)                 # -> reply.fields to show in a form
     reply = commands.edit(actor, proposal_id, {"body": "…"})  # -> approves the edited version
 After a decision the command layer itself refreshes every posted copy of the proposal through the
@@ -20,13 +20,15 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any
 
+from bot.command_chat import ChatCommands
 from bot.command_impl import CommandImpl
-from bot.replies import Actor, Reply, ReplyCode, fail, reply
+from bot.replies import Actor, Choice, Reply, ReplyCode, fail, reply
 from jobs.views import Button, EditableField, ProposalView
 
 __all__ = [
     "Actor",
     "Button",
+    "Choice",
     "Commands",
     "EditableField",
     "ProposalView",
@@ -55,15 +57,15 @@ class Commands:
         memory: Callable[[], Any] | None = None,
         queue: Any = None,
     ) -> None:
-        self._impl = CommandImpl(
-            store,
-            settings,
-            schedule_execution=schedule_execution,
-            notifier=notifier,
-            clock=clock,
-            memory=memory,
-            queue=queue,
-        )
+        parts: dict[str, Any] = {
+            "schedule_execution": schedule_execution,
+            "notifier": notifier,
+            "clock": clock,
+            "memory": memory,
+            "queue": queue,
+        }
+        self._impl = CommandImpl(store, settings, **parts)
+        self._chat = ChatCommands(store, settings, **parts)
 
     # -- decisions on a proposal -------------------------------------------------------------------
     def approve(self, actor: Actor, proposal_id: str) -> Reply:
@@ -100,7 +102,7 @@ class Commands:
 
     # -- reads and housekeeping --------------------------------------------------------------------
     def customer(self, actor: Actor, query: str, as_of: date | datetime | None = None) -> Reply:
-        """One customer's context slice, now or as of a past date."""
+        """One customer's context slice, now or as of a past date; several matches come as `choices`."""
         return self._impl.customer(actor, query, as_of)
 
     def pending(self, actor: Actor) -> Reply:
@@ -133,5 +135,26 @@ class Commands:
         return self._impl.press(actor, button_data)
 
     def run(self, actor: Actor, line: str) -> Reply:
-        """A typed line (`approve prp_…`, `customer acme --as-of 2024-05-01`, `note acme: …`)."""
+        """A typed line (`approve prp_…`, `customer acme as of 2024-05-01`, `note acme: …`).
+
+        The one grammar of every surface: a Slack slash command or a Telegram `/command` is its name
+        and text as one line (`/customer jonas becker as of 2026-11-01`).
+        """
         return self._impl.run(actor, line)
+
+    # -- who is who, and what only a chat app has ---------------------------------------------------
+    def is_operator(self, actor: Actor) -> bool:
+        """Whether OPERATORS lists this person (their messages are commands, not a customer writing)."""
+        return self._chat.is_operator(actor)
+
+    def link_channel(self, actor: Actor, query: str, channel_id: str) -> Reply:
+        """Link a Slack channel to the one customer `query` names; several matches come as `choices`."""
+        return self._chat.link_channel(actor, query, channel_id)
+
+    def channel_customer(self, channel_id: str) -> str | None:
+        """The customer a Slack channel is linked to, if any."""
+        return self._chat.channel_customer(channel_id)
+
+    def is_posted_copy(self, proposal_id: str, surface: str, chat_id: str, message_id: str) -> bool:
+        """Whether this chat message is one the notify fan-out posted (and so keeps current itself)."""
+        return self._chat.is_posted_copy(proposal_id, surface, chat_id, message_id)

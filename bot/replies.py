@@ -35,6 +35,19 @@ class Actor:
 
 
 @dataclass(frozen=True)
+class Choice:
+    """One of several things a command could have meant (several customers match), to offer as a button.
+
+    `line` is the typed command that picks it (`customer cus_… as of 2026-11-01`), run through
+    `Commands.run` when tapped; `customer_id` is the customer it names.
+    """
+
+    label: str
+    line: str
+    customer_id: str
+
+
+@dataclass(frozen=True)
 class Reply:
     """A command's answer as plain data. `ok` is False for refusals, conflicts and bad input."""
 
@@ -45,6 +58,7 @@ class Reply:
     fields: tuple[EditableField, ...] = ()  # edit without values: what may be changed
     proposal_id: str | None = None
     image: Path | None = None  # a picture to show with the text (the digest chart)
+    choices: tuple[Choice, ...] = ()  # several matches: what to offer as buttons to pick one
 
     @property
     def text(self) -> str:

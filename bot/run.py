@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from bot.terminal import TerminalSurface, run_console
+from bot.terminal import run_console
 
 if TYPE_CHECKING:
     from bot.bootstrap import App
@@ -105,7 +105,7 @@ def run(
     console = console or Console(highlight=False)
     use_console = not chat_configured(container) or not stdin.isatty()
     if use_console:
-        container.notifier.add(TerminalSurface(console))
+        container.add_terminal_surface(console)
     stop = threading.Event()
     _on_signals(stop)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt import App as BoltApp
 from slack_bolt import BoltResponse
 
-from bot.slack import channels
+from bot.inbound import slack_state
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -70,7 +70,7 @@ def _skip_retried_events(container: App) -> Callable[..., BoltResponse]:
     def skip_retried_events(req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]) -> Any:
         event_id = req.body.get("event_id") if isinstance(req.body, dict) else None
         is_event = req.body.get("type") == "event_callback" and event_id
-        if is_event and channels.already_seen(container.engine, str(event_id)):
+        if is_event and slack_state.already_seen(container.engine, str(event_id)):
             log.info("slack event %s already handled; retry ignored", event_id)
             return BoltResponse(status=200, body="", headers={"x-slack-no-retry": "1"})
         return next()

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot import slack_blocks as kit
 from bot.commands import Actor, Button, Reply
+from bot.inbound import slack_state
+from bot.inbound.chat import record_chat_message
 from bot.slack import channels
+from bot.slack import render as kit
 from bot.slack.slash import SlashCommands
 
 if TYPE_CHECKING:
@@ -66,7 +68,7 @@ class Listeners:
 
     def __init__(self, container: App) -> None:
         self.container = container
-        self.slash_commands = SlashCommands(container, self._commands)
+        self.slash_commands = SlashCommands(self._commands)
 
     def _commands(self) -> Commands:
         return self.container.commands
@@ -209,14 +211,13 @@ class Listeners:
 
     def message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         """A customer's message in a channel linked to them becomes a `message.received` signal."""
-        from bot.inbound.intake import record
-
-        inbound = channels.inbound_message(self.container, event)
+        inbound = channels.inbound_message(event)
         if inbound is not None:
-            record(self.container, inbound)
+            author = actor_of(None, event.get("user"))
+            record_chat_message(self.container, author, inbound, channel=str(event.get("channel")))
         event_id = body.get("event_id")
         if event_id:
-            channels.mark_seen(self.container.engine, str(event_id))
+            slack_state.mark_seen(self.container.engine, str(event_id))
 
 
 _EPHEMERAL: dict[str, Any] = {"response_type": "ephemeral", "replace_original": False}

@@ -10,7 +10,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
-from bot.slack_blocks import escape, fallback, proposal_message
+from bot.slack.render import escape, fallback, proposal_message
 from jobs.notify import MessageRef, SurfaceError
 from jobs.views import ProposalView
 

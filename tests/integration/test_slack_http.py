@@ -16,9 +16,11 @@ import pytest
 from sqlalchemy import select
 
 from bot.bootstrap import App, bootstrap
+from bot.commands import Actor
 from bot.web import create_app
 from store import lifecycle as lc
 from store import tables as t
+from tests.integration import as_of_helpers as as_of
 from tests.integration import slack_harness as h
 from tests.standins import slack_requests as sr
 from tests.standins.slack_api import Call, SlackStandIn
@@ -93,13 +95,23 @@ def test_customer_with_a_bad_date_explains_the_format(env: Env) -> None:
     assert "YYYY-MM-DD" in _texts(env.slack.wait_for("response_url")[-1])
 
 
+def test_customer_as_of_a_day_reads_the_line_as_telegram_and_the_terminal_do(env: Env) -> None:
+    as_of.jonas_becker(env.container)
+    expected = as_of.expected_lines(env.container, Actor("slack", h.OPERATOR))
+    env.client.command("/customer", as_of.LINE.removeprefix("/customer "), response="asof")
+    answer = env.slack.wait_for("response_url", lambda c: c.path.endswith("/asof"))[-1]
+    assert answer.body["text"] == "\n".join(expected)
+    assert as_of.LATER not in _texts(answer)
+
+
 def test_several_matches_offer_buttons_and_a_pick_shows_that_customer(env: Env) -> None:
     other = h.add_customer(env.container, name="Ada Byron", email="ada@byron.example")
     env.client.command("/customer", "ada")
     answer = env.slack.wait_for("response_url")[-1]
     values = [e["value"] for b in answer.body["blocks"] for e in b.get("elements", []) if "value" in e]
-    assert f"customer:{other}" in values and f"customer:{env.customer_id}" in values
-    env.client.click(f"customer:{other}", action_id="crm_pick:0", response="pick")
+    # A pick runs the typed line it carries, through the same parser as a typed command.
+    assert f"customer {other}" in values and f"customer {env.customer_id}" in values
+    env.client.click(f"customer {other}", action_id="crm_pick:0", response="pick")
     picked = env.slack.wait_for("response_url", lambda c: c.path.endswith("/pick"))[-1]
     assert "Ada Byron" in _texts(picked)
 
@@ -399,10 +411,15 @@ def test_bot_posts_operators_and_unlinked_channels_are_not_signals(env: Env) -> 
 
 def test_a_stranger_cannot_link_a_channel(env: Env) -> None:
     env.client.command("/customer", "acme link", channel="C0EVIL", user=h.STRANGER)
-    assert "Not authorised" in _texts(env.slack.wait_for("response_url")[-1])
+    # The command layer refuses it, as it refuses any non-operator's command, and logs the attempt.
+    assert "only operators can link a channel" in _texts(env.slack.wait_for("response_url")[-1])
     with env.container.engine.connect() as connection:
         linked = connection.execute(select(t.contact_points).where(t.contact_points.c.kind == "slack")).all()
+        refused = connection.execute(
+            select(t.events.c.actor).where(t.events.c.type == "decision.refused")
+        ).all()
     assert linked == []
+    assert [row.actor for row in refused] == [f"slack:{h.STRANGER}"]
 
 
 def test_url_verification_echoes_the_challenge(env: Env) -> None:

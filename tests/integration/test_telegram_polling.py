@@ -16,7 +16,10 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.bootstrap import App, bootstrap
+from bot.commands import Actor
+from bot.telegram import render
 from store import tables as t
+from tests.integration import as_of_helpers as as_of
 from tests.integration import telegram_harness as h
 from tests.standins.telegram_api import TelegramStandIn
 
@@ -85,6 +88,17 @@ def test_customer_command_answers_with_the_slice_and_buttons_to_pick(
     slice_msg = api.wait_call("sendMessage", lambda p: "stage" in p["text"] and "Ada" in p["text"])
     assert "open invoices" in slice_msg.params["text"]
     api.wait_call("answerCallbackQuery")
+
+
+def test_customer_as_of_a_day_reads_the_line_as_slack_and_the_terminal_do(
+    running: App, api: TelegramStandIn
+) -> None:
+    as_of.jonas_becker(running)
+    expected = as_of.expected_lines(running, Actor("telegram", str(h.OPERATOR_ID)))
+    api.message_update(h.OPERATOR, as_of.LINE)
+    sent = api.wait_call("sendMessage", lambda p: "Jonas Becker" in p["text"])
+    assert sent.params["text"] == render.lines_html(expected)
+    assert as_of.LATER not in sent.params["text"]
 
 
 def test_a_proposal_is_posted_with_its_keyboard_and_approve_sends_the_email(

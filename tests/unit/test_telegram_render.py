@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot import telegram_render as render
 from bot.commands import Reply
+from bot.telegram import render
 from jobs.views import Button, ProposalView
 from tests.standins.telegram_api import ApiError, parse_html
 

@@ -20,7 +20,7 @@ from telegram import Bot
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from telegram.ext import BaseRateLimiter, ExtBot
 
-from bot.telegram_render import PARSE_MODE, Message, escape, lines_html, proposal_message
+from bot.telegram.render import PARSE_MODE, Message, escape, lines_html, proposal_message
 from jobs.notify import MessageRef, SurfaceError
 from jobs.views import ProposalView
 

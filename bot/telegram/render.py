@@ -15,7 +15,7 @@ from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.commands import Button, EditableField, ProposalView, Reply
+from bot.commands import Button, Choice, EditableField, ProposalView, Reply
 
 PARSE_MODE = "HTML"
 NOT_AUTHORISED = "Not authorised"
@@ -38,7 +38,7 @@ SNOOZE_CHOICES: tuple[tuple[str, str], ...] = (("1 hour", "1h"), ("4 hours", "4h
 # Telegram-only callbacks (the proposal buttons carry `Button.data` unchanged, e.g. `approve:prp_…`):
 EDIT_APPROVE = "ea"  # ea:<edit id> — approve the edited version shown back to the operator
 EDIT_CANCEL = "ec"  # ec:<edit id> — drop it, the original stays pending
-PICK_CUSTOMER = "cu"  # cu:<customer id> — one of several matches of /customer
+PICK_CUSTOMER = "cu"  # cu:<typed line> — one of several matches of /customer, e.g. cu:customer cus_…
 SNOOZE_MENU = "sm"  # sm:<proposal id> — show the snooze choices in place of the buttons
 BACK = "bk"  # bk:<proposal id> — back from the snooze choices to the proposal's buttons
 LOCAL_PREFIXES = frozenset({EDIT_APPROVE, EDIT_CANCEL, PICK_CUSTOMER, SNOOZE_MENU, BACK})
@@ -184,10 +184,18 @@ def reply_messages(reply: Reply) -> list[Message]:
     return messages
 
 
-def pick_customer_keyboard(matches: Sequence[tuple[str, str]]) -> InlineKeyboardMarkup:
-    """One button per (customer id, label) to pick among several matches of /customer."""
-    rows = [[_button(label, f"{PICK_CUSTOMER}:{customer_id}")] for customer_id, label in matches[:MAX_PICKS]]
+def pick_keyboard(choices: Sequence[Choice]) -> InlineKeyboardMarkup:
+    """One button per choice to pick among several matches of /customer; a tap runs its typed line."""
+    rows = [[_button(choice.label, _pick_data(choice))] for choice in choices[:MAX_PICKS]]
     return InlineKeyboardMarkup(rows)
+
+
+def _pick_data(choice: Choice) -> str:
+    data = f"{PICK_CUSTOMER}:{choice.line}"
+    # callback_data holds 64 bytes; an id too long for the whole line still names the customer.
+    return (
+        data if len(data.encode()) <= MAX_CALLBACK_DATA else f"{PICK_CUSTOMER}:customer {choice.customer_id}"
+    )
 
 
 def edit_prompt_html(view: ProposalView | None, field: EditableField) -> str:

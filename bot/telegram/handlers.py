@@ -1,9 +1,10 @@
 """python-telegram-bot handlers: an Update in, one command-layer call, HTML out. No business rules here.
 
-Who is who is read from OPERATORS (`telegram:<user id>`): operators' commands, taps and typed lines go
-to the command layer (which checks the allowlist again and logs refusals); a private message from
-anyone else is a customer writing in, recorded as a `message.received` signal. The command layer is
-synchronous and touches the database, so every call runs in a thread, off the bot's event loop.
+Who is who is the command layer's answer (`Commands.is_operator`, from OPERATORS): operators' commands,
+taps and typed lines go to the command layer (which refuses anyone else and logs it); a private message
+from anyone else is a customer writing in, recorded as a `message.received` signal (bot.inbound.chat).
+The command layer is synchronous and touches the database, so every call runs in a thread, off the
+bot's event loop.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import date
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from telegram import BotCommand, ForceReply, InlineKeyboardMarkup, Update, User
@@ -27,11 +27,12 @@ from telegram.ext import (
     filters,
 )
 
-from bot import telegram_io as tio
-from bot import telegram_render as render
-from bot import telegram_state as state
 from bot.commands import Actor, Button, EditableField, Reply
-from bot.telegram_customers import record_customer_message
+from bot.inbound import telegram_state as state
+from bot.inbound.chat import record_chat_message
+from bot.telegram import io as tio
+from bot.telegram import render
+from bot.telegram.customers import customer_signal
 
 if TYPE_CHECKING:
     from bot.bootstrap import App
@@ -43,17 +44,16 @@ Context = ContextTypes.DEFAULT_TYPE
 
 # Shown in Telegram's command menu (setMyCommands); each maps to the command layer.
 MENU: tuple[tuple[str, str], ...] = (
-    ("customer", "Look up a customer: /customer <name|email|domain>"),
+    ("customer", "Look up a customer: /customer <name|email|domain> [as of YYYY-MM-DD]"),
     ("pending", "Proposals waiting for a decision"),
     ("digest", "Today's digest"),
-    ("note", "Add a note: /note <customer>: <text>"),
+    ("note", "Add a note: /note <customer> <text>"),
     ("pause", "Pause an agent or all: /pause [agent]"),
     ("resume", "Resume an agent or all: /resume [agent]"),
     ("help", "What I can do"),
 )
 PROBLEM = "Something went wrong on our side; nothing was changed. Try again in a moment."
 GREETING = "Hello! Write your message here and we will get back to you."
-AS_OF = " as of "
 # The field a Telegram edit replaces: the text that will be sent (the body), else the first field.
 EDITED_FIELDS = ("body", "text")
 
@@ -89,13 +89,12 @@ class Handlers:
 
     def __init__(self, container: App) -> None:
         self.container = container
-        self.operators = container.settings.operator_ids
 
     def _commands(self) -> Commands:
         return self.container.commands
 
     def is_operator(self, user: User | None) -> bool:
-        return user is not None and f"telegram:{user.id}" in self.operators
+        return user is not None and self._commands().is_operator(actor_of(user))
 
     async def _run(self, work: Callable[[], T]) -> T:
         return await asyncio.to_thread(work)
@@ -122,58 +121,12 @@ class Handlers:
         args = message.text.partition(" ")[2].strip()
         actor = actor_of(update.effective_user)
         try:
-            if name == "customer":
-                await self._customer(update, actor, args)
-                return
-            reply = await self._run(lambda: self._dispatch(actor, name, args))
+            # `/customer jonas becker as of 2026-11-01` is the typed line the command layer reads.
+            reply = await self._run(lambda: self._commands().run(actor, f"{name} {args}".strip()))
         except Exception:
             log.exception("telegram /%s failed", name)
             reply = Reply(lines=(PROBLEM,), ok=False)
         await self._send_reply(update, reply)
-
-    def _dispatch(self, actor: Actor, name: str, args: str) -> Reply:
-        commands = self._commands()
-        if name == "pending":
-            return commands.pending(actor)
-        if name == "help":
-            return commands.help(actor)
-        if name == "pause":
-            return commands.pause(actor, args or None)
-        if name == "resume":
-            return commands.resume(actor, args or None)
-        if name == "digest":
-            digest = getattr(commands, "digest", None)
-            if digest is None:
-                return Reply(lines=("The digest is not available yet.",), ok=False, code="not_found")
-            return digest(actor)  # type: ignore[no-any-return,unused-ignore]
-        # /note and anything else: the command layer's own line grammar ("note acme: text").
-        return commands.run(actor, f"{name} {args}".strip())
-
-    async def _customer(self, update: Update, actor: Actor, args: str) -> None:
-        if not args:
-            await self._send_reply(update, Reply(lines=("Usage: /customer <name|email|domain>",), ok=False))
-            return
-        query, as_of = _split_as_of(args)
-        if as_of is False:
-            await self._send_reply(
-                update, Reply(lines=("After “as of” give a date as YYYY-MM-DD.",), ok=False)
-            )
-            return
-        day = as_of if isinstance(as_of, date) else None
-        reply = await self._run(lambda: self._commands().customer(actor, query, day))
-        matches = await self._run(lambda: self._matches(query)) if reply.ok else []
-        keyboard = render.pick_customer_keyboard(matches) if len(matches) > 1 else None
-        await self._send_reply(update, reply, keyboard=keyboard)
-
-    def _matches(self, query: str) -> list[tuple[str, str]]:
-        from store.slice import find_customers
-
-        with self.container.engine.connect() as connection:
-            rows = find_customers(connection, query)
-        return [
-            (row["id"], " · ".join(str(v) for v in (row["name"], row["company"]) if v) or row["id"])
-            for row in rows
-        ]
 
     async def start(self, update: Update, context: Context) -> None:
         """/start: operators get the help; anyone else is a customer opening the chat."""
@@ -223,7 +176,10 @@ class Handlers:
             return
         if chat.type != "private":
             return  # group chatter from non-operators is neither a command nor a customer message
-        await self._run(lambda: record_customer_message(self.container, update))
+        inbound = customer_signal(update)
+        if inbound is not None:
+            author = actor_of(update.effective_user)
+            await self._run(lambda: record_chat_message(self.container, author, inbound))
 
     async def _edited(self, update: Update, edit: state.PendingEdit, text: str) -> None:
         if edit.status not in ("prompted", "drafted"):
@@ -257,7 +213,7 @@ class Handlers:
         actor = actor_of(update.effective_user)
         prefix, rest = render.split_callback(data)
         if prefix == render.PICK_CUSTOMER:
-            reply = await self._run(lambda: self._commands().customer(actor, rest))
+            reply = await self._run(lambda: self._commands().run(actor, rest))
             await self._send_reply(update, reply)
             return render.answer_text(reply) if not reply.ok else ""
         if prefix in (render.SNOOZE_MENU, render.BACK):
@@ -342,16 +298,18 @@ class Handlers:
         view = next((v for v in reply.proposals if v.id == proposal_id), None)
         if message is None or view is None:
             return
+        chat_id, message_id = str(message.chat_id), str(message.message_id)
         known = await self._run(
-            lambda: tio.is_posted_copy(self.container, proposal_id, message.chat_id, message.message_id)
+            lambda: self._commands().is_posted_copy(proposal_id, "telegram", chat_id, message_id)
         )
         if not known:
             await tio.edit_tapped(update, render.proposal_message(view))
 
     # -- output ----------------------------------------------------------------------------------
 
-    async def _send_reply(self, update: Update, reply: Reply, keyboard: Any = None) -> None:
+    async def _send_reply(self, update: Update, reply: Reply) -> None:
         messages = render.reply_messages(reply)
+        keyboard = render.pick_keyboard(reply.choices) if reply.choices else None
         if keyboard is not None and messages:
             messages[0] = render.Message(messages[0].html, keyboard)
         for item in messages:
@@ -362,18 +320,6 @@ class Handlers:
         log.error(
             "telegram handler failed for %r", getattr(update, "update_id", update), exc_info=context.error
         )
-
-
-def _split_as_of(args: str) -> tuple[str, date | bool | None]:
-    """("acme", date) from "acme as of 2026-10-01"; False as the date when it is not one."""
-    lowered = args.lower()
-    if AS_OF not in lowered:
-        return args, None
-    cut = lowered.rindex(AS_OF)
-    try:
-        return args[:cut].strip(), date.fromisoformat(args[cut + len(AS_OF) :].strip())
-    except ValueError:
-        return args, False
 
 
 def _edited_field(fields: tuple[EditableField, ...]) -> EditableField:

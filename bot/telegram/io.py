@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from telegram import Update
 from telegram.error import BadRequest, TelegramError
 
-from bot import telegram_render as render
+from bot.telegram import render
 
 if TYPE_CHECKING:
     from bot.bootstrap import App
@@ -22,15 +22,6 @@ log = logging.getLogger(__name__)
 
 def notifier(container: App) -> Any:
     return container.notifier
-
-
-def is_posted_copy(container: App, proposal_id: str, chat_id: int, message_id: int) -> bool:
-    from store import lifecycle as sp
-
-    return any(
-        m["surface"] == "telegram" and m["chat_id"] == str(chat_id) and m["message_id"] == str(message_id)
-        for m in sp.messages_of(container.engine, proposal_id)
-    )
 
 
 async def send(update: Update, message: render.Message) -> None:

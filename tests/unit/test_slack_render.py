@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from bot import slack_blocks as kit
 from bot.commands import Button, EditableField, ProposalView, Reply
+from bot.slack import render as kit
 
 
 def _view(**changes: object) -> ProposalView:

@@ -1,4 +1,4 @@
-"""The Telegram surface's python-telegram-bot Application: built in a factory, served two ways.
+"""Serving the Telegram surface two ways.
 
 Long polling by default (`crm bot`, `crm run`: no public URL needed); webhook mode when
 TELEGRAM_WEBHOOK_URL is set, served at `POST /telegram/webhook` of the web app (`telegram_router`),
@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 from telegram import Update
-from telegram.ext import Application, ApplicationBuilder
 
-from bot import telegram_state
+from bot.inbound import telegram_state
 from bot.inbound.errors import InboundRefused
 from bot.inbound.signals import deeper_than, load_json
-from bot.telegram_handlers import menu_commands, register
-from bot.telegram_surface import RetryAfterLimiter, file_url
+from bot.telegram.app import AnyApplication, TelegramNotConfigured, build_application, webhook_mode
+from bot.telegram.handlers import menu_commands
 from bot.web.body import read_body
 
 if TYPE_CHECKING:
@@ -44,42 +43,6 @@ MAX_DEPTH = 32
 POLL_TIMEOUT = 10
 # How often a polling runner checks its stop flag, in seconds.
 STOP_CHECK = 0.2
-
-AnyApplication = Application[Any, Any, Any, Any, Any, Any]
-
-
-class TelegramNotConfigured(RuntimeError):
-    """TELEGRAM_BOT_TOKEN (or, for webhook mode, TELEGRAM_WEBHOOK_SECRET) is missing."""
-
-
-def build_application(container: App, *, webhook: bool = False) -> AnyApplication:
-    """The Application for this process, its handlers registered.
-
-    With webhook=True it has no Updater: updates arrive through `telegram_router`'s route.
-    """
-    settings = container.settings
-    if settings.telegram_bot_token is None:
-        raise TelegramNotConfigured("TELEGRAM_BOT_TOKEN is not set")
-    builder = (
-        ApplicationBuilder()
-        .token(settings.telegram_bot_token.get_secret_value())
-        .base_url(settings.telegram_api_url)
-        .base_file_url(file_url(settings.telegram_api_url))
-        .rate_limiter(RetryAfterLimiter())
-        # Handlers wait on the command layer in threads; let taps from several people overlap.
-        .concurrent_updates(True)
-    )
-    if webhook:
-        builder = builder.updater(None)
-    application: AnyApplication = builder.build()
-    register(application, container)
-    return application
-
-
-def webhook_mode(container: App) -> bool:
-    """True when Telegram should deliver by webhook to the web app rather than be polled."""
-    settings = container.settings
-    return bool(settings.telegram_bot_token and settings.telegram_webhook_url)
 
 
 # -- long polling ----------------------------------------------------------------------------------

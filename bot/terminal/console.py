@@ -1,4 +1,4 @@
-"""The terminal console: a chat surface like Slack and Telegram, over the same command layer.
+"""The terminal console: typed lines in, command-layer calls, printed replies out.
 
 Interactive, it prompts and opens `$EDITOR` for edits; fed from a pipe, it reads one command per line,
 prints the replies, and returns at end of input (the caller then waits for the work it started).
@@ -14,80 +14,21 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from rich.console import Console
-from rich.panel import Panel
 
-from bot.commands import Actor, Commands, EditableField, ProposalView, Reply
-from jobs.notify import MessageRef
+from bot.commands import Actor, Commands, EditableField
+from bot.terminal.render import render_reply
 
 PROMPT = "crm> "
-TERMINAL_CHAT = "-"
 
 
 def local_actor() -> Actor:
     """The person at the terminal: they run the process, so they are its operator."""
     return Actor(surface="terminal", user_id="local", display_name=os.environ.get("USER") or "you")
-
-
-class TerminalSurface:
-    """Prints proposals as panels, and their updates in place of an edit (a terminal cannot edit)."""
-
-    name = "terminal"
-
-    def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(highlight=False)
-        self._lock = threading.Lock()  # workers post from their threads; keep panels whole
-        self._counter = 0
-
-    def _print(self, renderable: Any) -> None:
-        with self._lock:
-            self.console.print(renderable)
-
-    def post_proposal(self, view: ProposalView) -> MessageRef | None:
-        self._print(proposal_panel(view))
-        with self._lock:
-            self._counter += 1
-            return MessageRef(surface=self.name, chat_id=TERMINAL_CHAT, message_id=str(self._counter))
-
-    def update_proposal(self, ref: MessageRef, view: ProposalView) -> None:
-        self._print(proposal_panel(view))
-
-    def send_reply(self, chat_id: str, text: str, *, idempotency_key: str) -> str:
-        self._print(Panel(text, title=f"chat reply to {chat_id}", expand=False))
-        return idempotency_key
-
-    def post_notice(self, lines: list[str]) -> None:
-        self._print("\n".join(lines))
-
-    def post_image(self, path: Path, caption: str) -> None:
-        self._print(f"{caption}: chart saved to {path}")
-
-
-def proposal_panel(view: ProposalView) -> Panel:
-    """A proposal as a rich panel, with the commands that act on it."""
-    lines = list(view.lines())
-    if view.buttons:
-        actions = dict.fromkeys(b.action for b in view.buttons)  # in order, once each
-        choices = [f"{action} {view.id}" + (" 1h" if action == "snooze" else "") for action in actions]
-        lines += ["", "[dim]" + "  ·  ".join(choices) + "[/dim]"]
-    return Panel("\n".join(lines), title=f"#{view.id} · {view.state}", expand=False)
-
-
-def render_reply(console: Console, reply: Reply) -> None:
-    """Print a command's reply: its lines, then any proposals it carries."""
-    if reply.lines:
-        console.print(
-            ("" if reply.ok else "[red]") + reply.text + ("" if reply.ok else "[/red]"), highlight=False
-        )
-    for view in reply.proposals:
-        console.print(proposal_panel(view))
-    if reply.image is not None:
-        console.print(f"chart: {reply.image}")
 
 
 class TerminalConsole:

@@ -8,15 +8,12 @@ are recorded as a short description of what arrived (and the file id), never dro
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from telegram import Message, Update
 
-from bot.inbound.intake import Accepted, InboundSignal, record
+from bot.inbound.intake import InboundSignal
 from store.events import CustomerRef, MessageReceived
-
-if TYPE_CHECKING:
-    from bot.bootstrap import App
 
 SOURCE = "telegram"
 # What a message without text carries, in the order checked: the attribute and how to say it.
@@ -77,8 +74,8 @@ def customer_ref(message: Message) -> CustomerRef:
     return CustomerRef(telegram=str(user.id), name=user.full_name[:255] or None)
 
 
-def record_customer_message(container: App, update: Update) -> Accepted | None:
-    """Record a customer's private message as `message.received`; None when there is nothing to record."""
+def customer_signal(update: Update) -> InboundSignal | None:
+    """A private message as a `message.received` signal; None when there is nothing to record."""
     message = update.effective_message
     if message is None or message.from_user is None or message.chat is None:
         return None
@@ -97,11 +94,10 @@ def record_customer_message(container: App, update: Update) -> Accepted | None:
         data["in_reply_to"] = str(message.reply_to_message.message_id)
     signal = MessageReceived(customer=customer_ref(message), text=describe(message, media), data=data)
     occurred_at = message.date if message.date.tzinfo else message.date.replace(tzinfo=UTC)
-    inbound = InboundSignal(
+    return InboundSignal(
         type="message.received",
         signal=signal,
         key=idempotency_key(message.chat.id, message.message_id),
         source=SOURCE,
         occurred_at=min(occurred_at, datetime.now(UTC)),
     )
-    return record(container, inbound)
