@@ -50,6 +50,10 @@ SURFACE_IMPORTS = frozenset(
         "bot.inbound.intake",
         "bot.inbound.slack_state",
         "bot.inbound.telegram_state",
+        "bot.inbound.errors",
+        "bot.inbound.signals",
+        "bot.inbound.verify",
+        "bot.web.body",
         "jobs.notify",  # the Surface protocol's types (MessageRef, SurfaceError)
         "jobs.views",  # ProposalView, Button: what a surface renders
         "store.events",  # the signal payload types a message is translated into
@@ -63,6 +67,12 @@ SURFACE_PERSISTENCE: dict[str, frozenset[str]] = {
     "bot.inbound.intake": frozenset({"InboundSignal"}),
     # Records it, unless an operator wrote it or the Slack channel is linked to nobody.
     "bot.inbound.chat": frozenset({"record_chat_message"}),
+    # The checks every request passes before anything is parsed (invariant 5): the refusals, the
+    # signature over the raw bytes, a bounded body and bounded JSON.
+    "bot.inbound.errors": frozenset({"BadSignature", "BodyTooLarge", "InboundRefused", "MalformedBody"}),
+    "bot.inbound.verify": frozenset({"verify_slack_request"}),
+    "bot.inbound.signals": frozenset({"deeper_than", "load_json"}),
+    "bot.web.body": frozenset({"read_body"}),
     # Slack redelivers an event (same event_id) when 3 s pass without a 200; invariant 2.
     "bot.inbound.slack_state": frozenset({"already_seen", "mark_seen"}),
     # Telegram redelivers an update (same update_id); an edit prompt waits for the operator's reply.
