@@ -232,6 +232,21 @@ class DealUpdated(Payload):
     stage: str = "open"
 
 
+class MessageClassified(Payload):
+    """How the triage read one inbound message: what "Why?" shows, and what corrections are checked
+    against. `method` is classifier, rules (exact headers) or model; `escalation_rules` the names of
+    the escalation rules that fired."""
+
+    message_event_id: str
+    intent: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    language: str | None = None
+    injection: bool = False
+    escalation_rules: list[str] = Field(default_factory=list)
+    method: Literal["classifier", "rules", "model"] = "classifier"
+    model_version: str | None = None
+
+
 # Signal types accepted from outside, by their public name (POST /signals, `crm signal`).
 SIGNAL_TYPES: dict[str, type[Signal]] = {
     "lead.created": LeadCreated,
@@ -260,6 +275,7 @@ EVENT_TYPES: dict[str, type[Payload]] = {
     "task.completed": TaskCompleted,
     "stage.changed": StageChanged,
     "deal.updated": DealUpdated,
+    "message.classified": MessageClassified,
 }
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
+from agents.classified import as_source, record
 from agents.classifier.model import INJECTION_THRESHOLD
 from agents.context import AgentContext
 from agents.drafting import Drafted, compose, email_of, first_name
@@ -92,6 +93,20 @@ class InboxTriage(Role):
         if found.unsure:
             why = f"unsure: {why}, below {UNSURE_BELOW:.2f}; please check"
         base = _Base(self.name, context, found, outcome.cost, outcome.value is None)
+        language = detect(trigger.text or subject) if found.intent not in ("auto_reply", "spam") else None
+        escalations = [] if language is None else fired(_situation(context, found, subject))
+        base.sources = (
+            *base.sources,
+            as_source(
+                record(
+                    found,
+                    event_id=trigger.id,
+                    language=language,
+                    injected=injected,
+                    escalation_rules=[rule.name for rule in escalations],
+                )
+            ),
+        )
 
         if found.intent == "auto_reply":
             rule = f"; {learned.cues[0]}" if learned.method == "rules" and learned.cues else ""
@@ -103,8 +118,7 @@ class InboxTriage(Role):
         if found.intent == "spam":
             note = f"Filed as spam, no reply: {subject or (trigger.text or '')[:60]}"
             return [base.make("add_note", {"text": note}, why, 0.9)]
-        language = detect(trigger.text or subject)
-        escalations = fired(_situation(context, found, subject))
+        language = language or "en"
         proposals: list[Proposal] = []
         if injected:
             drafted = self._reply(context, model, "injection", language, allow_model=False)
