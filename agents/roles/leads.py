@@ -227,7 +227,11 @@ class LeadQualification(Role):
                 **extra,
             )
 
-        note = make("add_note", {"text": f"Lead scored {score}/100 ({verdict}): {'; '.join(reasons)}"}, 0.9)
+        note = make(
+            "add_note",
+            {"text": f"Lead scored {score}/100 ({verdict}): {'; '.join(reasons)}", "lead_verdict": verdict},
+            0.9,
+        )
         if verdict == "spam":
             return [note]
         proposals = [note]
