@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.proposal import Proposal
+
 # A customer paying at least this much a month is a valuable account: their churn is an alert.
 VALUABLE_MRR_CENTS = 100_000
 # Seats, or a yearly amount, from which an account is valuable whatever its MRR on file.
@@ -175,3 +177,14 @@ def fired(situation: Situation) -> list[EscalationRule]:
 def reason(rules: list[EscalationRule]) -> str:
     """One line naming every rule that fired, for the escalation's params and rationale."""
     return "; ".join(f"{rule.name}: {rule.explanation}" for rule in rules)
+
+
+def escalation(rules: list[EscalationRule], why: str, **fields: Any) -> Proposal:
+    """The escalate proposal for the rules that fired; `fields` are the role's shared proposal fields."""
+    return Proposal(
+        kind="escalate",
+        params={"reason": reason(rules), "rules": [rule.name for rule in rules]},
+        rationale=f"{why}; escalated by {', '.join(rule.name for rule in rules)}"[:500],
+        confidence=0.9,
+        **fields,
+    )

@@ -44,12 +44,16 @@ def injection_rule(text: str | None) -> bool:
 
 
 @lru_cache(maxsize=512)
-def looks_like_injection(text: str | None) -> bool:
-    """Whether the text tries to instruct the agent: an exact pattern, or the learned head says so."""
-    if not text or not text.strip():
+def looks_like_injection(text: str | None, subject: str | None = None) -> bool:
+    """Whether the message tries to instruct the agent: an exact pattern, or the learned head says so.
+
+    Pass the subject when there is one: the classifier reads subject and body together, as the
+    triage does, so both ask the same question (and share one embedding).
+    """
+    if not (text or "").strip() and not (subject or "").strip():
         return False
-    if injection_rule(text):
+    if injection_rule(text) or injection_rule(subject):
         return True
     from agents.classifier.model import INJECTION_THRESHOLD, predict
 
-    return predict(normalise(text)).injection >= INJECTION_THRESHOLD
+    return predict(normalise(text or ""), normalise(subject or "")).injection >= INJECTION_THRESHOLD

@@ -21,6 +21,12 @@ _FUNCTION_WORDS: dict[str, frozenset[str]] = {
     "en": frozenset(
         [
             "the",
+            "u",
+            "pls",
+            "please",
+            "thanks",
+            "hi",
+            "hey",
             "a",
             "an",
             "is",

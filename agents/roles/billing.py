@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from agents.context import AgentContext
 from agents.drafting import compose, email_of, first_name
-from agents.escalation import Situation, fired, reason
+from agents.escalation import Situation, escalation, fired
 from agents.language import detect
 from agents.model import AgentModel, Tier
 from agents.proposal import ActionKind, Proposal, Source
@@ -122,15 +122,7 @@ class BillingMonitor(Role):
                 Proposal(kind="create_task", params={"title": title}, rationale=why, confidence=0.9, **common)
             ]
             if escalations:
-                out.append(
-                    Proposal(
-                        kind="escalate",
-                        params={"reason": reason(escalations), "rules": [r.name for r in escalations]},
-                        rationale=f"{why}; escalated by {', '.join(r.name for r in escalations)}",
-                        confidence=0.9,
-                        **common,
-                    )
-                )
+                out.append(escalation(escalations, why, **common))
             return out
         step = next((s for s, _ in LADDER if s not in done), None)
         if step is None:

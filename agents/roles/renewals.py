@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from agents.context import AgentContext
 from agents.drafting import compose, email_of, first_name
-from agents.escalation import Situation, fired, reason
+from agents.escalation import Situation, escalation, fired
 from agents.model import AgentModel, Tier
 from agents.proposal import ActionKind, Proposal, Source
 from agents.roles.base import Role
@@ -109,15 +109,7 @@ class RenewalNudges(Role):
                 )
             ]
             if escalations:
-                out.append(
-                    Proposal(
-                        kind="escalate",
-                        params={"reason": reason(escalations), "rules": [r.name for r in escalations]},
-                        rationale=f"{why}; escalated by {', '.join(r.name for r in escalations)}",
-                        confidence=0.9,
-                        **note_fields,
-                    )
-                )
+                out.append(escalation(escalations, why, **note_fields))
             return out
         if state == "monthly":
             return note(f"{plan} renews on {renews_on}: routine monthly auto-renewal, no message needed")
