@@ -247,6 +247,18 @@ class MessageClassified(Payload):
     model_version: str | None = None
 
 
+class IntentCorrected(Payload):
+    """The operator's correction of a message's intent ("Wrong intent → …", "Spam", "Not spam"). The
+    message text is kept with it: corrections are this deployment's labelled examples, replayable
+    from the log on their own."""
+
+    message_event_id: str
+    intent: str
+    previous_intent: str | None = None
+    text: str = Field(default="", max_length=20_000)
+    by: str | None = None
+
+
 # Signal types accepted from outside, by their public name (POST /signals, `crm signal`).
 SIGNAL_TYPES: dict[str, type[Signal]] = {
     "lead.created": LeadCreated,
@@ -276,6 +288,7 @@ EVENT_TYPES: dict[str, type[Payload]] = {
     "stage.changed": StageChanged,
     "deal.updated": DealUpdated,
     "message.classified": MessageClassified,
+    "intent.corrected": IntentCorrected,
 }
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]

@@ -8,9 +8,11 @@ message tries to instruct the agent. The heads are `triage-v1.npz` beside this m
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -91,16 +93,42 @@ def message_text(text: str | None, subject: str | None = None) -> str:
 
 _lock = threading.Lock()
 _loaded: TriageClassifier | None = None
+_corrected: Any = None  # CorrectedClassifier once this deployment's corrections are installed
 
 
-def classifier() -> TriageClassifier:
-    """The process-wide classifier, loaded on first use."""
+def classifier() -> Any:
+    """The process-wide classifier (with this deployment's corrections, once installed)."""
     global _loaded
+    if _corrected is not None:
+        return _corrected
     if _loaded is None:
         with _lock:
             if _loaded is None:
                 _loaded = TriageClassifier.load()
     return _loaded
+
+
+def learn_from(examples: Iterable[Any]) -> None:
+    """Use the operator's corrected examples (agents.classifier.corrections) from now on, in this
+    process: call with the examples replayed from the log at start, then with each new correction."""
+    global _corrected
+    from agents.classifier.corrections import CorrectedClassifier
+
+    examples = list(examples)
+    with _lock:
+        if _corrected is None:
+            _corrected = CorrectedClassifier(_loaded or TriageClassifier.load(), examples)
+        else:
+            _corrected.add(examples)
+    _predict_joined.cache_clear()
+
+
+def forget_corrections() -> None:
+    """Back to the shipped classifier alone (tests, or an operator resetting the deployment)."""
+    global _corrected
+    with _lock:
+        _corrected = None
+    _predict_joined.cache_clear()
 
 
 @lru_cache(maxsize=512)
