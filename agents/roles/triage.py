@@ -291,14 +291,14 @@ def reconcile(learned: Classification, answer: TriageOut | None) -> Classificati
 
     Exact rules (auto-reply headers) always win, and the model is not asked then. Otherwise the model's
     answer is taken, unless the classifier is at least CLASSIFIER_HOLDS_AT sure and the model disagrees
-    with less confidence; agreement keeps the higher confidence.
+    with less confidence. When they agree, the model's answer (and its confidence) stands.
     """
     if answer is None or learned.method == "rules":
         return learned
     if answer.intent == learned.intent:
         return Classification(
             answer.intent,
-            max(answer.confidence, learned.confidence),
+            answer.confidence,
             (answer.reason,),
             method="model",
             injection=learned.injection,
