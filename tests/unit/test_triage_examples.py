@@ -135,3 +135,16 @@ def test_no_email_on_file_turns_the_reply_into_a_task() -> None:
     kinds = [p.kind for p in InboxTriage().propose(context_for(example, "message.received"), NO_MODEL)]
     assert "send_email" not in kinds
     assert kinds.count("create_task") == 2
+
+
+def test_an_unsure_classification_says_so_and_nothing_runs_without_a_tap() -> None:
+    # A vague line the classifier cannot place (calibrated confidence below UNSURE_BELOW).
+    example = {"id": "vague", "text": "Re: the thing from yesterday", "customer": {"stage": "lead"}}
+    found = classify(example["text"])
+    assert found.unsure, found
+    context = context_for(example, "message.received")
+    proposals = InboxTriage().propose(context, NO_MODEL)
+    policy = load_policy()
+    assert proposals and all(p.rationale.startswith("unsure:") for p in proposals)
+    assert "change_stage" not in [p.kind for p in proposals]
+    assert all(policy.review(p, context).decision in ("approval", "deferred") for p in proposals)
