@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agents.classified import classification_in
+from agents.classifier.model import MODEL_VERSION
 from agents.context import build_context
 from agents.runtime import AgentRuntime
 from jobs.classified import append_classified
@@ -22,7 +23,7 @@ def test_the_payload_type_is_declared_next_to_the_other_events_and_validates() -
         injection=False,
         escalation_rules=["legal_threat"],
         method="classifier",
-        model_version="triage-v1",
+        model_version="triage-v2",
     )
     assert ev.parse_payload("message.classified", 1, payload.model_dump(mode="json")) == payload
 
@@ -41,7 +42,7 @@ def test_triage_carries_its_reading_and_the_job_appends_it_once(store: EventStor
     found = classification_in(reviewed)
     assert found is not None
     assert found.message_event_id == event.id and found.language == "de"
-    assert found.method == "classifier" and found.model_version == "triage-v1"
+    assert found.method == "classifier" and found.model_version == MODEL_VERSION
     assert "legal_threat" in found.escalation_rules
 
     first = append_classified(store, event, reviewed)
