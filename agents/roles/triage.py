@@ -295,18 +295,8 @@ def reconcile(learned: Classification, answer: TriageOut | None) -> Classificati
     """
     if answer is None or learned.method == "rules":
         return learned
-    if answer.intent == learned.intent:
-        return Classification(
-            answer.intent,
-            answer.confidence,
-            (answer.reason,),
-            method="model",
-            injection=learned.injection,
-            escalation=learned.escalation,
-            probabilities=learned.probabilities,
-            version=learned.version,
-        )
-    if learned.confidence >= CLASSIFIER_HOLDS_AT and answer.confidence < learned.confidence:
+    disagrees = answer.intent != learned.intent
+    if disagrees and learned.confidence >= CLASSIFIER_HOLDS_AT and answer.confidence < learned.confidence:
         return learned
     return Classification(
         answer.intent,
@@ -314,6 +304,7 @@ def reconcile(learned: Classification, answer: TriageOut | None) -> Classificati
         (answer.reason,),
         method="model",
         injection=learned.injection,
+        escalation=learned.escalation,
         probabilities=learned.probabilities,
         version=learned.version,
     )
