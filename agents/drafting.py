@@ -16,6 +16,8 @@ from pydantic import BaseModel, Field
 from agents.context import AgentContext, Correction
 from agents.model import AgentModel, ModelOutcome, fallback_note
 from agents.proposal import Cost, Draft
+from agents.replies import greeting as localised_greeting
+from agents.replies import sign_off as localised_sign_off
 
 DEFAULT_GREETING = "Hi {first_name},"
 DEFAULT_SIGN_OFF = "Best regards"
@@ -47,10 +49,11 @@ class DraftOut(BaseModel):
 
 @dataclass(frozen=True)
 class Style:
-    """The operator's greeting and sign-off, learned from their latest edit of this kind."""
+    """The operator's greeting and sign-off, learned from their latest edit of this kind (None: the
+    default in the reply's language)."""
 
-    greeting: str = DEFAULT_GREETING
-    sign_off: str = DEFAULT_SIGN_OFF
+    greeting: str | None = None
+    sign_off: str | None = None
 
     @classmethod
     def from_corrections(cls, corrections: list[Correction], first_name: str) -> Style:
@@ -61,18 +64,22 @@ class Style:
             lines = [line.strip() for line in correction.edited.body.strip().splitlines() if line.strip()]
             if len(lines) < 2:
                 continue
-            greeting = lines[0] if _GREETING.match(lines[0]) else DEFAULT_GREETING
+            greeting: str | None = lines[0] if _GREETING.match(lines[0]) else None
             sign_off = next(("\n".join(lines[i:]) for i, ln in enumerate(lines) if _SIGN_OFF.match(ln)), None)
-            other = _first_name_in(greeting)
-            if other and first_name:
+            other = _first_name_in(greeting) if greeting else None
+            if greeting and other and first_name:
                 greeting = greeting.replace(other, "{first_name}")
-            return cls(greeting=greeting, sign_off=sign_off or DEFAULT_SIGN_OFF)
+            return cls(greeting=greeting, sign_off=sign_off)
         return cls()
 
-    def wrap(self, first_name: str, core: str) -> str:
-        """The body: greeting, the message, sign-off."""
-        greeting = self.greeting.replace("{first_name}", first_name or "there")
-        return f"{greeting}\n\n{core.strip()}\n\n{self.sign_off}"
+    def wrap(self, first_name: str, core: str, language: str = "en") -> str:
+        """The body: greeting, the message, sign-off; defaults in `language`."""
+        if self.greeting and (first_name or "{first_name}" not in self.greeting):
+            greeting = self.greeting.replace("{first_name}", first_name)
+        else:
+            greeting = localised_greeting(language, first_name)
+        sign_off = self.sign_off or localised_sign_off(language)
+        return f"{greeting}\n\n{core.strip()}\n\n{sign_off}"
 
 
 def _first_name_in(greeting: str) -> str | None:
@@ -80,10 +87,27 @@ def _first_name_in(greeting: str) -> str | None:
     return words[1] if len(words) >= 2 else None
 
 
+_COMPANY_WORDS = re.compile(
+    r"\b(gmbh|ltd|llc|inc|corp|co|sl|sa|sas|sarl|srl|spa|bv|nv|ag|kg|plc|lda|sp\. ?z ?o\.? ?o)\b\.?", re.I
+)
+
+
 def first_name(context: AgentContext) -> str:
-    """The customer's first name from the projection or the signal, else empty."""
-    name = context.customer.name or context.trigger.customer_ref.get("name") or ""
-    return name.split()[0] if name.split() else ""
+    """The customer's first name from the projection or the signal, else empty; never a company name."""
+    companies = {
+        str(c).strip().lower()
+        for c in (context.customer.company, context.trigger.customer_ref.get("company"))
+        if c
+    }
+    for candidate in (context.customer.name, context.trigger.customer_ref.get("name")):
+        name = str(candidate or "").strip()
+        if not name or name.lower() in companies or _COMPANY_WORDS.search(name) or "@" in name:
+            continue
+        first = name.split()[0]
+        if first.lower() in companies or first.lower() in {c.split()[0] for c in companies}:
+            continue
+        return first
+    return ""
 
 
 def email_of(context: AgentContext) -> str | None:
@@ -124,6 +148,7 @@ def compose(
     facts: dict[str, object] | None = None,
     allow_model: bool = True,
     reject_if: re.Pattern[str] | None = None,
+    language: str = "en",
 ) -> Drafted:
     """A draft for `purpose`: the model's when it answers validly, else the template in the operator's style.
 
@@ -132,7 +157,8 @@ def compose(
     name = first_name(context)
     edits = context.corrections_for(kind)
     template = Draft(
-        subject=template_subject, body=Style.from_corrections(edits, name).wrap(name, template_core)
+        subject=template_subject,
+        body=Style.from_corrections(edits, name).wrap(name, template_core, language),
     )
     if not allow_model:
         return Drafted(template, Cost(), True, "drafted from template (kept to the template on purpose)")

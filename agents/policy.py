@@ -150,7 +150,8 @@ class Policy:
             AppliedRule(name="capability", explanation=f"{proposal.agent} may propose {proposal.kind}")
         )
 
-        untrusted = looks_like_injection(context.trigger.text)
+        subject = context.trigger.data.get("subject")
+        untrusted = looks_like_injection(context.trigger.text, str(subject) if subject else None)
         if untrusted:
             if proposal.kind in MONEY_KINDS or proposal.kind == "merge_customers":
                 return refuse(

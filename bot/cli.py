@@ -441,6 +441,26 @@ def digest(
         raise typer.Exit(1)
 
 
+@app.command("eval")
+def eval_(
+    file: Annotated[Path, typer.Argument(help="labelled signals, one JSON object a line")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the scorecard as JSON")] = None,
+) -> None:
+    """Score the agents on labelled signals, on a throwaway database (nothing is sent)."""
+    import json
+
+    from bot.evaluate import EvalFileError, evaluate_file, render
+
+    try:
+        card = evaluate_file(file)
+    except (OSError, EvalFileError) as exc:
+        errors.print(f"crm eval: {exc}")
+        raise typer.Exit(1) from None
+    console.print(render(card), highlight=False)
+    if json_out is not None:
+        json_out.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+
+
 app.add_typer(jobs_cli.jobs_app, name="jobs")
 
 

@@ -7,12 +7,14 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from agents.intents import INTENTS
 from bot import command_text
 from bot.command_reads import ReadCommands
 from bot.replies import Actor, Reply, fail, reply
 from jobs import proposal_service as service
-from jobs.render_proposal import DRAFT_MIRRORS, editable_fields, payload_of, stamp
+from jobs.render_proposal import DRAFT_MIRRORS, classified_intent, editable_fields, payload_of, stamp
 from jobs.views import Button
+from store import events as ev
 from store import proposals as sp
 
 log = logging.getLogger(__name__)
@@ -179,6 +181,50 @@ class CommandImpl(ReadCommands):
     def resend(self, actor: Actor, proposal_id: str, send: bool) -> Reply:
         return self._resolve(actor, proposal_id, "resend" if send else "keep", "uncertain")
 
+    # ---- teaching the triage ----------------------------------------------------------------------
+    def correct_intent(self, actor: Actor, proposal_id: str, intent: str) -> Reply:
+        """The operator says what the message behind a triage proposal really was ("Spam", "Not spam",
+        `intent ID billing_question`): an `intent.corrected` event the classifier learns from; a message
+        corrected to spam also has its pending proposal rejected."""
+        refused = self._refuse(actor, "correct the triage", proposal_id)
+        if refused:
+            return refused
+        intent = intent.strip().lower()
+        if intent not in INTENTS:
+            return fail("invalid", f"Unknown intent {intent!r}; one of: {', '.join(INTENTS)}.")
+        row = self._load(proposal_id)
+        if row is None:
+            return fail("not_found", f"No proposal {proposal_id}.")
+        message = self.store.get(row["event_id"]) if row["event_id"] else None
+        text = getattr(message.payload, "text", None) if message is not None else None
+        if message is None or message.type != "message.received" or not text:
+            return fail("invalid", "This proposal does not answer a message; there is no intent to correct.")
+        previous = classified_intent(row)
+        self.store.append(
+            ev.NewEvent(
+                type="intent.corrected",
+                payload=ev.IntentCorrected(
+                    message_event_id=message.id,
+                    intent=intent,
+                    previous_intent=previous,
+                    text=text[: ev.MAX_CORRECTED_TEXT],
+                    by=actor.key,
+                ),
+                stream=message.stream,
+                idempotency_key=f"{message.id}:intent:{intent}",
+                actor=actor.key,
+                source=actor.surface,
+                causation_id=row["id"],
+            )
+        )
+        lines = [f"Noted: that message is {intent}" + (f", not {previous}." if previous else ".")]
+        lines.append("The triage reads such messages that way from now on.")
+        if intent == "spam" and row["state"] in sp.DECIDABLE:
+            rejected = self._decide(actor, row["id"], "rejected", reason="spam", correction=None)
+            lines.append(rejected.lines[0])
+        self._after_change(row["id"])
+        return reply(*lines, proposals=self._views(row["id"]), proposal_id=row["id"])
+
     # ---- entry points ----------------------------------------------------------------------------
     def press(self, actor: Actor, button_data: str) -> Reply:
         try:
@@ -195,6 +241,7 @@ class CommandImpl(ReadCommands):
             "retry": lambda: self.retry(actor, pid),
             "resend": lambda: self.resend(actor, pid, True),
             "keep": lambda: self.resend(actor, pid, False),
+            "intent": lambda: self.correct_intent(actor, pid, arg or ""),
         }
         return handlers[action]()
 

@@ -19,6 +19,7 @@ HELP = (
     "edit <id> — what can be changed · edit <id> <field> <new value>",
     "why <id> — sources, rules and costs · undo <id> · retry <id>",
     "resend <id> · keep <id> — answer “may have been sent”",
+    "intent <id> <intent> — what the message really was (spam, question, complaint…); the triage learns",
     "customer <name|email|id> [as of YYYY-MM-DD]",
     "note <customer> <text> · note <customer name>: <text>",
     "digest — today's digest now",
@@ -111,6 +112,7 @@ def dispatch(impl: CommandImpl, actor: Actor, line: str) -> Reply:
         "keep": lambda: impl.resend(actor, first, False),
         "snooze": lambda: impl.snooze(actor, first, tail or "1h"),
         "edit": lambda: _edit(impl, actor, first, tail),
+        "intent": lambda: impl.correct_intent(actor, first, tail),
     }
     if word in proposal_commands:
         if not first:

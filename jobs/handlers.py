@@ -42,6 +42,8 @@ MEMORY_CURATOR = "memory_curator"
 # Queues the execution of an approval, a retry or a resend (the tap's process queues it too, under the
 # same job id: this one matters when that job was lost).
 EXECUTOR = "executor"
+# Teaches the triage classifier an operator's correction ("Wrong intent → …", "Spam", "Not spam").
+CLASSIFIER = "classifier"
 
 EVENT_HANDLERS: Mapping[str, tuple[str, ...]] = {
     "message.received": (MEMORY, INBOX_TRIAGE, MEMORY_CURATOR),
@@ -62,6 +64,7 @@ EVENT_HANDLERS: Mapping[str, tuple[str, ...]] = {
     "memory.summarised": (MEMORY,),
     "memory.corrected": (MEMORY,),
     "memory.forgotten": (MEMORY,),
+    "intent.corrected": (CLASSIFIER,),
     "proposal.decided": (EXECUTOR,),
     "action.resolved": (EXECUTOR,),
 }
@@ -117,8 +120,17 @@ def queue_execution(event: ev.Event, ctx: JobContext) -> Handled:
     return Handled.DONE
 
 
+def learn_correction(event: ev.Event, ctx: JobContext) -> Handled:
+    """The classifier of this process uses an operator's correction from now on."""
+    from jobs.classified import learn_correction as learn
+
+    learn(event, ctx)
+    return Handled.DONE
+
+
 HANDLERS: Mapping[str, Handler] = {
     MEMORY: remember,
+    CLASSIFIER: learn_correction,
     EXECUTOR: queue_execution,
     INBOX_TRIAGE: partial(run_agent, INBOX_TRIAGE),
     LEAD_QUALIFICATION: partial(run_agent, LEAD_QUALIFICATION),

@@ -12,6 +12,7 @@ from typing import Any
 
 from agents.context import AgentContext, Correction, RecalledMemory, build_context
 from agents.proposal import Draft
+from jobs.classified import append_classified, learn_corrections
 from jobs.context import JobContext
 from jobs.execute import schedule_execution
 from jobs.proposal_service import auto_approve, schedule_wake
@@ -91,13 +92,15 @@ def propose_for(ctx: JobContext, agent: str, event: ev.Event) -> list[str]:
     """One agent's proposals for a signal, recorded and routed; returns their ids."""
     if event.type not in ev.SIGNAL_TYPES:
         return []
+    if agent == "inbox_triage":
+        learn_corrections(ctx.store)
     context = agent_context(ctx, event)
     if context is None:
         return []
-    return [
-        route(ctx, event, index, reviewed, context)
-        for index, reviewed in enumerate(ctx.runtime.propose(context, only=agent))
-    ]
+    reviewed_all = ctx.runtime.propose(context, only=agent)
+    if agent == "inbox_triage":
+        append_classified(ctx.store, event, reviewed_all)  # the audit record "Why?" shows
+    return [route(ctx, event, index, reviewed, context) for index, reviewed in enumerate(reviewed_all)]
 
 
 def route(ctx: JobContext, event: ev.Event, index: int, reviewed: Any, context: AgentContext) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -128,6 +129,10 @@ def status_of(row: dict[str, Any]) -> str | None:
 
 def buttons_of(row: dict[str, Any]) -> tuple[Button, ...]:
     """The buttons a proposal in this state offers."""
+    return (*_state_buttons(row), *_intent_buttons(row))
+
+
+def _state_buttons(row: dict[str, Any]) -> tuple[Button, ...]:
     pid, state = row["id"], row["state"]
     if state == "pending":
         buttons = [Button("approve", "Approve", pid, style="primary")]
@@ -151,6 +156,35 @@ def buttons_of(row: dict[str, Any]) -> tuple[Button, ...]:
             Button("keep", "Don't resend", pid, style="primary"),
         )
     return ()
+
+
+def _intent_buttons(row: dict[str, Any]) -> tuple[Button, ...]:
+    """One tap teaches the triage this deployment's spam: "Spam" on a proposal still waiting, "Not spam"
+    on a message the triage filed as spam (its note ran without a tap)."""
+    classified = classified_intent(row)
+    if classified is None:
+        return ()
+    if classified == "spam" and row["state"] in {"pending", "approved", "executed"}:
+        return (Button("intent", "Not spam", row["id"], arg=NOT_SPAM),)
+    if row["state"] == "pending":
+        return (Button("intent", "Spam", row["id"], arg="spam"),)
+    return ()
+
+
+# What "Not spam" corrects a message to: the intent a message nobody has read more closely gets.
+NOT_SPAM = "question"
+
+
+def classified_intent(row: dict[str, Any]) -> str | None:
+    """The intent the triage read in the message behind a proposal (None for other agents' proposals)."""
+    for source in (row.get("proposed") or {}).get("sources") or ():
+        if source.get("kind") == "rule" and source.get("id") == "message.classified" and source.get("note"):
+            try:
+                intent = json.loads(source["note"]).get("intent")
+            except ValueError:
+                return None
+            return str(intent) if intent else None
+    return None
 
 
 def editable_fields(row: dict[str, Any]) -> tuple[EditableField, ...]:

@@ -11,8 +11,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 # Every button a proposal message can carry. `keep` answers "may have been sent" with "don't resend".
-ButtonAction = Literal["approve", "edit", "reject", "snooze", "why", "undo", "retry", "resend", "keep"]
+ButtonAction = Literal[
+    "approve", "edit", "reject", "snooze", "why", "undo", "retry", "resend", "keep", "intent"
+]
 BUTTON_ACTIONS: tuple[str, ...] = (
+    "intent",  # the operator corrects the message's intent: "Spam", "Not spam" (arg: the intent)
     "approve",
     "edit",
     "reject",

@@ -232,6 +232,37 @@ class DealUpdated(Payload):
     stage: str = "open"
 
 
+class MessageClassified(Payload):
+    """How the triage read one inbound message: what "Why?" shows, and what corrections are checked
+    against. `method` is classifier, rules (exact headers) or model; `escalation_rules` the names of
+    the escalation rules that fired."""
+
+    message_event_id: str
+    intent: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    language: str | None = None
+    injection: bool = False
+    escalation_rules: list[str] = Field(default_factory=list)
+    method: Literal["classifier", "rules", "model"] = "classifier"
+    model_version: str | None = None
+
+
+# The longest message text a correction keeps as its labelled example.
+MAX_CORRECTED_TEXT = 20_000
+
+
+class IntentCorrected(Payload):
+    """The operator's correction of a message's intent ("Wrong intent → …", "Spam", "Not spam"). The
+    message text is kept with it: corrections are this deployment's labelled examples, replayable
+    from the log on their own."""
+
+    message_event_id: str
+    intent: str
+    previous_intent: str | None = None
+    text: str = Field(default="", max_length=MAX_CORRECTED_TEXT)
+    by: str | None = None
+
+
 # Signal types accepted from outside, by their public name (POST /signals, `crm signal`).
 SIGNAL_TYPES: dict[str, type[Signal]] = {
     "lead.created": LeadCreated,
@@ -274,6 +305,8 @@ CORE_EVENT_TYPES: dict[str, type[Payload]] = {
     "stage.changed": StageChanged,
     "deal.updated": DealUpdated,
     "digest.sent": DigestSent,
+    "message.classified": MessageClassified,
+    "intent.corrected": IntentCorrected,
 }
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]

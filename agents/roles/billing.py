@@ -1,5 +1,10 @@
 """Billing monitor: a dunning ladder for overdue invoices that stops the moment the invoice is paid.
 
+It reads the situation first (agents/situations.py): a disputed invoice, an insolvent customer, a
+payment confirmed in transit, an agreed payment plan or a customer away → an internal task and no
+reminder; a large, long-overdue invoice → an escalation and a call task, no friendly reminder. The
+escalation rules are the table in agents/escalation.py.
+
 friendly → firm → final email, then a task for the operator; one step per overdue signal, each step
 only once the invoice is at least that many days late, and never twice (a `dunning_key` param, found
 in the history, marks a step done). It never offers a discount or refund: a model draft that does is
@@ -9,14 +14,17 @@ thrown away for the template, and money kinds only ever come from a person.
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, ClassVar
 
 from agents.context import AgentContext
 from agents.drafting import compose, email_of, first_name
+from agents.escalation import Situation, escalation, fired
+from agents.language import detect
 from agents.model import AgentModel, Tier
 from agents.proposal import ActionKind, Proposal, Source
 from agents.roles.base import Role
+from agents.situations import amount_cents, days_overdue, invoice_state
 
 # (step, minimum days overdue). The gaps give the customer a week to react to each email.
 LADDER: tuple[tuple[str, int], ...] = (("friendly", 1), ("firm", 8), ("final", 15), ("operator", 22))
@@ -36,6 +44,16 @@ CORE = {
 }
 
 
+CORE_NO_DATE = {
+    "friendly": "A friendly reminder that invoice {invoice} for {amount} is still open. If it's already on "
+    "its way, thank you and please ignore this.",
+    "firm": "Invoice {invoice} for {amount} is still unpaid. Could you let me know when I can expect "
+    "payment?",
+    "final": "This is a final reminder: invoice {invoice} for {amount} is still unpaid. Please arrange "
+    "payment this week, or reply so we can sort it out together.",
+}
+
+
 class BillingMonitor(Role):
     name: ClassVar[str] = "billing_monitor"
     consumes: ClassVar[frozenset[str]] = frozenset({"invoice.overdue", "invoice.paid"})
@@ -50,8 +68,6 @@ class BillingMonitor(Role):
         """The next dunning step, or the note that dunning stopped."""
         data = context.trigger.data
         invoice = str(data.get("invoice_id") or "")
-        if not invoice:
-            return []
         sources = (Source(kind="event", id=context.trigger.id),)
         common: dict[str, Any] = {
             "agent": self.name,
@@ -59,6 +75,11 @@ class BillingMonitor(Role):
             "sources": sources,
             "event_id": context.trigger.id,
         }
+        if not invoice:
+            text = f"{context.trigger.type} without an invoice_id: nothing to chase or stop"
+            return [
+                Proposal(kind="add_note", params={"text": text}, rationale=text, confidence=0.9, **common)
+            ]
         done = [step for step, _ in LADDER if context.history_mentions(dunning_key(invoice, step))]
         if context.trigger.type == "invoice.paid" or self._paid(context, invoice):
             if not done or context.trigger.type != "invoice.paid":
@@ -75,18 +96,43 @@ class BillingMonitor(Role):
             ]
         due = _date(data.get("due_date")) or _open_due(context, invoice)
         today = context.now.astimezone(context.customer_zone()).date()
-        days = (today - due).days if due else None
+        days = days_overdue(data, today, due)
+        if due is None and days is not None:
+            due = today - timedelta(days=days)
+        name = first_name(context) or context.customer.company or "the customer"
+        amount = _amount(data)
+        text = context.trigger.text or ""
+        state = invoice_state(data, text)
+        situation = Situation(
+            signal_type=context.trigger.type,
+            text=text,
+            overdue_cents=amount_cents(data),
+            days_overdue=days,
+            invoice_state=state,
+            data=dict(data),
+        )
+        escalations = fired(situation)
+        if state or escalations:
+            late = f"{days} days overdue" if days is not None else "overdue"
+            why = f"invoice {invoice} {amount} is {late}" + (f"; {state.replace('_', ' ')}" if state else "")
+            title = f"Check overdue invoice {invoice} ({amount}) with {name}" + (
+                f": {state.replace('_', ' ')}, no reminder sent" if state else ""
+            )
+            out = [
+                Proposal(kind="create_task", params={"title": title}, rationale=why, confidence=0.9, **common)
+            ]
+            if escalations:
+                out.append(escalation(escalations, why, **common))
+            return out
         step = next((s for s, _ in LADDER if s not in done), None)
         if step is None:
             return []
         minimum = dict(LADDER)[step]
         if days is not None and days < minimum:
             return []
-        amount = _amount(data)
-        late = days if days is not None else "?"
-        why = f"invoice {invoice} {amount} is {late} days overdue; next step: {step}"
+        late_days = str(days) if days is not None else "?"
+        why = f"invoice {invoice} {amount} is {late_days} days overdue; next step: {step}"
         key = dunning_key(invoice, step)
-        name = first_name(context) or context.customer.company or "the customer"
         to = email_of(context)
         if step == "operator" or to is None:
             title = f"Call {name} about overdue invoice {invoice} ({amount})"
@@ -99,9 +145,9 @@ class BillingMonitor(Role):
                     **common,
                 )
             ]
-        core = CORE[step].format(
-            invoice=invoice, amount=amount, due=due or "recently", days=days or "several"
-        )
+        core = CORE[step].format(invoice=invoice, amount=amount, due=due, days=days)
+        if due is None:  # nothing says when it was due: say only that it is open
+            core = CORE_NO_DATE[step].format(invoice=invoice, amount=amount)
         drafted = compose(
             context,
             model,
@@ -118,6 +164,7 @@ class BillingMonitor(Role):
                 "tone": step,
             },
             reject_if=_PROMISES_MONEY,
+            language=detect(text) if text else "en",
         )
         params = {"to": to, "subject": drafted.draft.subject, "body": drafted.draft.body, "dunning_key": key}
         return [

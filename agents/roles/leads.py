@@ -16,7 +16,9 @@ intent
   +10 a budget is given (data.budget or data.budget_cents)
 
 ≥ GOOD_LEAD_SCORE: stage → qualified and an intro email. A disqualifier (job application, student
-project, vendor pitch) gets a polite decline; spam gets a note and nothing outbound; the rest nurture.
+project) gets a polite decline; the rest nurture. Junk gets a note and nothing outbound: a test
+submission, competitor fishing, a vendor pitch or other spam through the form (exact patterns, or the
+triage classifier at least JUNK_SPAM_AT sure it is spam), and instructions aimed at the agent.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from typing import Any, ClassVar, Literal
 
 from agents.context import AgentContext
 from agents.drafting import compose, email_of, first_name
-from agents.injection import normalise
-from agents.intents import classify
+from agents.injection import injection_rule, normalise
 from agents.model import AgentModel, Tier
 from agents.proposal import ActionKind, Proposal, Source
 from agents.roles.base import Role
 
+# The triage classifier's spam probability from which a form submission is junk on its own: it was
+# trained on messages, so only its surest answers are taken for a lead.
+JUNK_SPAM_AT = 0.97
 GOOD_LEAD_SCORE = 55  # roughly: a business with a named need, or a smaller one asking to buy now
 FIT_MAX = INTENT_MAX = 50
 FREEMAIL = frozenset(
@@ -93,9 +97,20 @@ DISQUALIFIERS: dict[str, re.Pattern[str]] = {
     "student project": re.compile(
         r"\b(student|thesis|homework|school project|university project|tesis|mémoire)\b", re.I
     ),
+}
+JUNK: dict[str, re.Pattern[str]] = {
+    "test submission": re.compile(
+        r"^\W*((test|teste|testing|asdf\w*|qwert\w*|a{3,}\w*|xxx+|123+|lorem ipsum)\W*)+(\w+\W*)?$", re.I
+    ),
+    "competitor fishing": re.compile(
+        r"\b(competitor|competing (crm |software )?(vendor|company|product)|market study|wettbewerber|"
+        r"concurrent|competencia|concorrente|konkurencj\w+)\b",
+        re.I,
+    ),
     "vendor pitch": re.compile(
         r"\b(we offer|our agency|our services|partnership opportunity|outsourc\w+|lead generation services|"
-        r"wir bieten|nuestra agencia|notre agence)\b",
+        r"seo|link building|wir bieten|nuestra agencia|somos una agencia|notre agence|nous proposons|"
+        r"oferujemy|pozycjonowanie|referencement|référencement)\b",
         re.I,
     ),
 }
@@ -146,9 +161,18 @@ def judge(
 ) -> tuple[Verdict, int, list[str]]:
     """The lead's verdict, score and reasons."""
     whole = normalise(f"{subject}\n{text}\n{data.get('title') or ''}")
-    if classify(text, subject).intent == "spam":
-        return "spam", 0, ["looks like spam"]
+    body = normalise(f"{subject}\n{text}").strip()
+    for label, pattern in JUNK.items():
+        if pattern.search(body):
+            return "spam", 0, [f"junk: {label}"]
+    if injection_rule(body):
+        return "spam", 0, ["junk: instructions aimed at the agent"]
     score, reasons = score_lead(whole, ref, data)
+    if body and score < GOOD_LEAD_SCORE:
+        from agents.classifier.model import predict
+
+        if predict(body).probabilities.get("spam", 0.0) >= JUNK_SPAM_AT:
+            return "spam", 0, ["junk: reads as spam"]
     for label, pattern in DISQUALIFIERS.items():
         if pattern.search(whole):
             return "decline", score, [*reasons, f"disqualified: {label}"]
@@ -203,7 +227,11 @@ class LeadQualification(Role):
                 **extra,
             )
 
-        note = make("add_note", {"text": f"Lead scored {score}/100 ({verdict}): {'; '.join(reasons)}"}, 0.9)
+        note = make(
+            "add_note",
+            {"text": f"Lead scored {score}/100 ({verdict}): {'; '.join(reasons)}", "lead_verdict": verdict},
+            0.9,
+        )
         if verdict == "spam":
             return [note]
         proposals = [note]

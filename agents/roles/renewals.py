@@ -2,7 +2,13 @@
 
 The window a renewal is in is decided by days left in the customer's time zone; each nudge carries a
 `window_key` param, and an earlier event that mentions the same key (the proposal event of an earlier
-run) means this window is done. Cancelled and already-renewed subscriptions get nothing.
+run) means this window is done.
+
+It reads the situation first (agents/situations.py): the date from `renews_on`, `renewal_date` or
+`days_until`, else the customer's subscription in the store. A confirmed cancellation, a free account
+or a routine monthly auto-renew gets no customer message, only a note saying why; a valuable renewal
+at risk is escalated with a call task (agents/escalation.py); a signal with no usable date gets a note
+saying what was missing.
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ from typing import Any, ClassVar
 
 from agents.context import AgentContext
 from agents.drafting import compose, email_of, first_name
+from agents.escalation import Situation, escalation, fired
 from agents.model import AgentModel, Tier
 from agents.proposal import ActionKind, Proposal, Source
 from agents.roles.base import Role
+from agents.situations import renewal_date, renewal_state, yearly_cents
 
 WINDOWS = (30, 14, 7)  # days before renewal; a nudge at each
 # A customer paying at least this much a month also gets a call task in the last window.
@@ -40,26 +48,77 @@ def window_for(days_left: int) -> int | None:
 class RenewalNudges(Role):
     name: ClassVar[str] = "renewal_nudges"
     consumes: ClassVar[frozenset[str]] = frozenset({"subscription.renewal_due"})
-    kinds: ClassVar[frozenset[ActionKind]] = frozenset({"send_email", "create_task"})
+    kinds: ClassVar[frozenset[ActionKind]] = frozenset({"send_email", "create_task", "escalate", "add_note"})
     tier: ClassVar[Tier] = "draft"
     daily_budget_usd: ClassVar[float] = 0.50
 
     def propose(self, context: AgentContext, model: AgentModel) -> list[Proposal]:
         """A nudge for the current window, if it is due and not yet sent."""
         data = context.trigger.data
-        renews_on = _date(data.get("renews_on"))
-        sub_id = str(data.get("subscription_id") or data.get("plan") or "subscription")
-        if renews_on is None or self._cancelled(context, sub_id) or self._renewed(context, sub_id, renews_on):
-            return []
         today = context.now.astimezone(context.customer_zone()).date()
+        renews_on = renewal_date(data, today, context.customer.subscriptions)
+        sub_id = str(data.get("subscription_id") or data.get("plan") or "subscription")
+        plan = str(data.get("plan") or "subscription")
+        note_fields: dict[str, Any] = {
+            "agent": self.name,
+            "customer_id": context.customer.id,
+            "sources": (Source(kind="event", id=context.trigger.id),),
+            "event_id": context.trigger.id,
+        }
+
+        def note(text: str) -> list[Proposal]:
+            return [
+                Proposal(
+                    kind="add_note", params={"text": text}, rationale=text, confidence=0.9, **note_fields
+                )
+            ]
+
+        if renews_on is None:
+            return note(
+                f"Renewal of {plan}: no date (renews_on, renewal_date or days_until), nothing proposed"
+            )
+        state = renewal_state(data, context.trigger.text or "")
+        if state == "cancelled" or self._cancelled(context, sub_id):
+            return note(f"{plan} renewal on {renews_on}: cancellation confirmed, no message to the customer")
+        if self._renewed(context, sub_id, renews_on):
+            return []
+        if state == "free":
+            return note(f"{plan} renewal on {renews_on}: free plan, no message to the customer")
         days_left = (renews_on - today).days
+        if state == "at_risk":
+            seats = str(data.get("seats") or "")
+            situation = Situation(
+                signal_type=context.trigger.type,
+                text=context.trigger.text or "",
+                mrr_cents=context.customer.mrr_cents,
+                seats=int(seats) if seats.isdigit() else None,
+                yearly_cents=yearly_cents(data),
+                renewal_at_risk=True,
+                data=dict(data),
+            )
+            escalations = fired(situation)
+            name = first_name(context) or context.customer.company or "the customer"
+            why = f"{plan} renews on {renews_on} ({days_left} days) and is at risk"
+            out = [
+                Proposal(
+                    kind="create_task",
+                    params={"title": f"Call {name} before the at-risk {plan} renewal on {renews_on}"},
+                    rationale=why,
+                    confidence=0.9,
+                    **note_fields,
+                )
+            ]
+            if escalations:
+                out.append(escalation(escalations, why, **note_fields))
+            return out
+        if state == "monthly":
+            return note(f"{plan} renews on {renews_on}: routine monthly auto-renewal, no message needed")
         window = window_for(days_left)
         if window is None:
             return []
         key = f"renewal:{sub_id}:{renews_on.isoformat()}:{window}"
         if context.history_mentions(key):
             return []
-        plan = str(data.get("plan") or "subscription")
         why = f"{plan} renews on {renews_on} ({days_left} days): the {window}-day nudge is due"
         to = email_of(context)
         sources = (Source(kind="event", id=context.trigger.id),)

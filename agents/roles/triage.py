@@ -1,8 +1,11 @@
 """Inbox triage: what an inbound message wants, and the reply, task, stage change or escalation for it.
 
-Intent by the cheap model when there is one, else by rules (agents/intents.py). Auto-replies and spam
-never get an outbound proposal. A message that tries to instruct the agent gets at most a template
-acknowledgement for approval and an escalation.
+Intent by the trained classifier (agents/intents.py) and, when a model is configured, reconciled with
+the cheap model's answer (`reconcile`). Auto-replies and spam never get an outbound proposal, only a
+note. A message that tries to instruct the agent gets at most a template acknowledgement for approval,
+marked as flagged. Escalation is decided separately by the table in agents/escalation.py. Below the
+classifier's confidence line the proposals say they are unsure and keep that confidence, so nothing
+runs without a tap.
 """
 
 from __future__ import annotations
@@ -11,29 +14,21 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
+from agents.classified import as_source, record
+from agents.classifier.model import INJECTION_THRESHOLD
 from agents.context import AgentContext
 from agents.drafting import Drafted, compose, email_of, first_name
-from agents.injection import looks_like_injection
-from agents.intents import INTENTS, Classification, Intent, classify
+from agents.escalation import Situation, fired, reason
+from agents.injection import injection_rule
+from agents.intents import INTENTS, UNSURE_BELOW, Classification, Intent, classify
+from agents.language import detect
 from agents.model import AgentModel, ModelOutcome, Tier, add_costs
 from agents.proposal import ActionKind, Cost, Proposal, Source
+from agents.replies import core
 from agents.roles.base import Role
 
 CHAT_CHANNELS = frozenset({"slack", "telegram"})
 
-# The template's core sentence per intent; the operator's greeting and sign-off wrap it.
-REPLY_CORE: dict[str, str] = {
-    "question": "Thanks for your question. I'm looking into it and will get back to you shortly.",
-    "complaint": "I'm sorry about this, and thank you for telling me. I'm looking into it personally "
-    "and will get back to you today.",
-    "cancellation_risk": "Thanks for letting me know. Before anything changes, could we have a quick call? "
-    "I'd like to understand what isn't working and whether I can fix it.",
-    "buying_signal": "Great to hear! I'll put the details together for you. When would suit you for a "
-    "short call?",
-    "billing_question": "Thanks for reaching out about billing. I'm checking your account and will "
-    "come back to you with the details shortly.",
-    "injection": "Thanks for your message. I've received it and will get back to you personally.",
-}
 TASK_TITLE: dict[str, str] = {
     "question": "Answer {name}'s question",
     "buying_signal": "Follow up on {name}'s buying signal",
@@ -82,38 +77,66 @@ class InboxTriage(Role):
     daily_budget_usd: ClassVar[float] = 1.00
 
     def propose(self, context: AgentContext, model: AgentModel) -> list[Proposal]:
-        """Classify, then propose by intent."""
+        """Classify, decide escalation, then propose by intent."""
         trigger = context.trigger
         subject = str(trigger.data.get("subject") or "")
-        rules = classify(trigger.text, subject, trigger.data)
-        injected = looks_like_injection(trigger.text) or looks_like_injection(subject)
-        outcome = self._ask(context, model, subject) if rules.intent != "auto_reply" else ModelOutcome(None)
-        found = rules
-        if outcome.value is not None:
-            found = Classification(outcome.value.intent, outcome.value.confidence, (outcome.value.reason,))
-        how = f"by {outcome.cost.model}" if outcome.value is not None else "by rules"
+        learned = classify(trigger.text, subject, trigger.data)
+        injected = learned.method != "rules" and (
+            learned.injection >= INJECTION_THRESHOLD
+            or injection_rule(trigger.text)
+            or injection_rule(subject)
+        )
+        outcome = self._ask(context, model, subject) if learned.method != "rules" else ModelOutcome(None)
+        found = reconcile(learned, outcome.value)
+        how = f"by {outcome.cost.model}" if found.method == "model" else f"by {found.method}"
         why = f"{found.intent.replace('_', ' ')} ({how}, {found.confidence:.2f})"
+        if found.unsure:
+            why = f"unsure: {why}, below {UNSURE_BELOW:.2f}; please check"
         base = _Base(self.name, context, found, outcome.cost, outcome.value is None)
+        language = detect(trigger.text or subject) if found.intent not in ("auto_reply", "spam") else None
+        escalations = [] if language is None else fired(_situation(context, found, subject))
+        base.sources = (
+            *base.sources,
+            as_source(
+                record(
+                    found,
+                    event_id=trigger.id,
+                    language=language,
+                    injected=injected,
+                    escalation_rules=[rule.name for rule in escalations],
+                )
+            ),
+        )
 
         if found.intent == "auto_reply":
+            rule = f"; {learned.cues[0]}" if learned.method == "rules" and learned.cues else ""
             return [
-                base.make("add_note", {"text": f"Auto-reply received: {subject or 'no subject'}"}, why, 0.9)
+                base.make(
+                    "add_note", {"text": f"Auto-reply received: {subject or 'no subject'}"}, why + rule, 0.9
+                )
             ]
         if found.intent == "spam":
-            return []
+            note = f"Filed as spam, no reply: {subject or (trigger.text or '')[:60]}"
+            return [base.make("add_note", {"text": note}, why, 0.9)]
+        language = language or "en"
         proposals: list[Proposal] = []
         if injected:
-            drafted = self._reply(context, model, "injection", allow_model=False)
-            proposals.append(base.reply(drafted, why + "; the message tries to instruct the agent"))
+            drafted = self._reply(context, model, "injection", language, allow_model=False)
+            flagged = why + "; flagged: the message tries to instruct the agent, so nothing runs without you"
+            proposals.append(base.reply(drafted, flagged).model_copy(update={"confidence": 0.5}))
+        else:
+            proposals.append(base.reply(self._reply(context, model, found.intent, language), why))
+            proposals.extend(self._follow_ups(base, context, found, why))
+        if escalations:
             proposals.append(
                 base.make(
-                    "escalate", {"reason": "message contains instructions aimed at the assistant"}, why, 0.9
+                    "escalate",
+                    {"reason": reason(escalations), "rules": [rule.name for rule in escalations]},
+                    f"{why}; escalated by {', '.join(rule.name for rule in escalations)}",
+                    0.9,
                 )
             )
-        else:
-            proposals.append(base.reply(self._reply(context, model, found.intent), why))
-            proposals.extend(self._follow_ups(base, context, found, why))
-        if outcome.value is not None:
+        if outcome.value is not None and not injected:
             proposals.extend(base.from_model(p) for p in outcome.value.proposals)
         return proposals
 
@@ -129,7 +152,12 @@ class InboxTriage(Role):
         return model.ask("cheap", messages, TriageOut)
 
     def _reply(
-        self, context: AgentContext, model: AgentModel, intent: str, allow_model: bool = True
+        self,
+        context: AgentContext,
+        model: AgentModel,
+        intent: str,
+        language: str = "en",
+        allow_model: bool = True,
     ) -> Drafted:
         # One line: a customer's Subject may carry line breaks, which the draft (shown, edited, sent as a
         # header) must not.
@@ -142,8 +170,9 @@ class InboxTriage(Role):
             purpose=f"reply to a customer message classified as {intent.replace('_', ' ')}; "
             "acknowledge, do not promise anything you were not told",
             template_subject=subject,
-            template_core=REPLY_CORE[intent],
+            template_core=core(intent, language),
             allow_model=allow_model,
+            language=language,
         )
 
     def _follow_ups(
@@ -151,14 +180,14 @@ class InboxTriage(Role):
     ) -> list[Proposal]:
         name = first_name(context) or context.customer.company or "the customer"
         out: list[Proposal] = []
+        if found.intent == "complaint":
+            out.append(base.make("create_task", {"title": f"Look into {name}'s complaint"}, why))
+        if found.intent == "cancellation_risk":
+            out.append(base.make("create_task", {"title": f"Call {name} about keeping the account"}, why))
         if found.intent in TASK_TITLE:
             out.append(base.make("create_task", {"title": TASK_TITLE[found.intent].format(name=name)}, why))
-        if found.intent in ("complaint", "cancellation_risk"):
-            out.append(
-                base.make("escalate", {"reason": f"{found.intent.replace('_', ' ')} from {name}"}, why)
-            )
         stage = STAGE_ON.get(found.intent, {}).get(context.customer.stage)
-        if stage:
+        if stage and not found.unsure:
             out.append(base.make("change_stage", {"stage": stage}, why))
         return out
 
@@ -182,6 +211,11 @@ class _Base:
             self.charged = True
         return add_costs(*parts) if parts else Cost()
 
+    def _confidence(self, stated: float | None) -> float:
+        # An unsure classification keeps every proposal below the auto-execute line.
+        value = stated if stated is not None else self.found.confidence
+        return min(value, self.found.confidence) if self.found.unsure else value
+
     def make(
         self, kind: ActionKind, params: dict[str, Any], why: str, confidence: float | None = None
     ) -> Proposal:
@@ -192,7 +226,7 @@ class _Base:
             params=params,
             rationale=why[:500],
             sources=self.sources,
-            confidence=confidence if confidence is not None else self.found.confidence,
+            confidence=self._confidence(confidence),
             cost=self._cost(),
             drafted_from_template=self.by_rules,
             event_id=self.context.trigger.id,
@@ -248,3 +282,46 @@ class _Base:
 
 def _reply_kind(context: AgentContext) -> ActionKind:
     return "send_chat_reply" if context.trigger.data.get("channel") in CHAT_CHANNELS else "send_email"
+
+
+# A classifier at least this sure keeps its answer against a model that is less sure and disagrees.
+CLASSIFIER_HOLDS_AT = 0.9
+
+
+def reconcile(learned: Classification, answer: TriageOut | None) -> Classification:
+    """One intent from the classifier's and the model's answers.
+
+    Exact rules (auto-reply headers) always win, and the model is not asked then. Otherwise the model's
+    answer is taken, unless the classifier is at least CLASSIFIER_HOLDS_AT sure and the model disagrees
+    with less confidence. When they agree, the model's answer (and its confidence) stands.
+    """
+    if answer is None or learned.method == "rules":
+        return learned
+    disagrees = answer.intent != learned.intent
+    if disagrees and learned.confidence >= CLASSIFIER_HOLDS_AT and answer.confidence < learned.confidence:
+        return learned
+    return Classification(
+        answer.intent,
+        answer.confidence,
+        (answer.reason,),
+        method="model",
+        injection=learned.injection,
+        escalation=learned.escalation,
+        probabilities=learned.probabilities,
+        version=learned.version,
+    )
+
+
+def _situation(context: AgentContext, found: Classification, subject: str) -> Situation:
+    text = f"{subject}\n{context.trigger.text or ''}".strip()
+    subscriptions = context.customer.subscriptions
+    seats = max((int(s.get("seats") or s.get("quantity") or 0) for s in subscriptions), default=0)
+    return Situation(
+        signal_type=context.trigger.type,
+        text=text,
+        intent=found.intent,
+        learned_escalation=found.escalation,
+        mrr_cents=context.customer.mrr_cents,
+        seats=seats or None,
+        data=dict(context.trigger.data),
+    )

@@ -46,6 +46,8 @@ class Accepted:
     duplicate: bool
     type: str
     source: str
+    # `data` fields the project does not read for this type, with the nearest known name.
+    warnings: tuple[str, ...] = ()
 
 
 def record(container: App, inbound: InboundSignal) -> Accepted:
@@ -57,7 +59,7 @@ def record(container: App, inbound: InboundSignal) -> Accepted:
     staged = _stage(container.engine, container, inbound)
     if staged.row_id is not None:
         sequence(container.store, rows=[staged.row_id])
-    return Accepted(staged.event_id, staged.duplicate, inbound.type, inbound.source)
+    return Accepted(staged.event_id, staged.duplicate, inbound.type, inbound.source, _warnings(inbound))
 
 
 def accept(container: App, inbound: InboundSignal) -> Accepted:
@@ -78,10 +80,16 @@ async def accept_on_loop(container: App, stager: AsyncStager, inbound: InboundSi
     return _accepted(container, inbound, staged)
 
 
+def _warnings(inbound: InboundSignal) -> tuple[str, ...]:
+    from store.signal_fields import unread_field_warnings
+
+    return tuple(unread_field_warnings(inbound.type, inbound.signal.data or {}))
+
+
 def _accepted(container: App, inbound: InboundSignal, staged: Staged) -> Accepted:
     if staged.row_id is not None:
         container.intake_kicker.kick()
-    return Accepted(staged.event_id, staged.duplicate, inbound.type, inbound.source)
+    return Accepted(staged.event_id, staged.duplicate, inbound.type, inbound.source, _warnings(inbound))
 
 
 def check_storable(container: App, inbound: InboundSignal) -> None:

@@ -118,4 +118,6 @@ def _accepted(request: Request, accepted: Accepted) -> JSONResponse:
     else:
         metrics.signals.labels(accepted.type, accepted.source).inc()
     content: dict[str, Any] = {"event_id": accepted.event_id, "duplicate": accepted.duplicate}
+    if accepted.warnings:
+        content["warnings"] = list(accepted.warnings)
     return JSONResponse(content, status_code=202)

@@ -152,3 +152,38 @@ def test_bad_input_gets_a_short_reply_and_changes_nothing(store: EventStore, tmp
     for data in ("", "approve", "approve:", "explode:" + pid, "approve:" + "x" * 100, "reject\x00:" + pid):
         assert cmds.press(OPERATOR, data).code in {"invalid", "not_found"}, data
     assert row(store, pid)["state"] == "pending" and scheduled == []
+
+
+def test_spam_and_not_spam_in_one_tap_teach_the_triage(store: EventStore, tmp_path: Path) -> None:
+    from agents.classifier.model import forget_corrections, predict
+    from jobs.classified import learn_corrections
+
+    settings = settings_for(tmp_path, CRM_TIMEZONE=_daytime_zone())
+    surface = RecordingSurface()
+    ctx = app_for(store, settings, handlers=dict(HANDLERS))
+    ctx.notifier.add(surface)
+
+    def card_for(n: int, text: str, kind: str) -> Any:
+        propose_for(ctx, INBOX_TRIAGE, _message(store, n, text))
+        return [v for v in surface.posted if v.agent == INBOX_TRIAGE and v.kind == kind][-1]
+
+    pitch = "We build backlinks for plumbers: 40 guest posts on DA50 blogs this month for $99, interested?"
+    filed = card_for(7, pitch, "add_note")  # filed as spam: a note, no reply
+    not_spam = {b.label: b for b in filed.buttons}["Not spam"]
+    question = card_for(8, "Could you resend last month's invoice as a PDF?", "send_email")
+    spam = {b.label: b for b in question.buttons}["Spam"]
+    try:
+        assert ctx.commands.press(OPERATOR, spam.data).ok
+        assert row(store, question.id)["state"] == "rejected", "spam: the reply is not sent"
+        assert ctx.commands.press(OPERATOR, not_spam.data).ok
+        corrected = {
+            e.payload.text: e.payload.intent for e in store.read_all() if e.type == "intent.corrected"
+        }  # type: ignore[attr-defined]
+        assert corrected == {pitch: "question", "Could you resend last month's invoice as a PDF?": "spam"}
+
+        assert ctx.commands.press(STRANGER, spam.data).code == "refused"
+        assert ctx.commands.run(OPERATOR, f"intent {question.id} nonsense").code == "invalid"
+        assert learn_corrections(store) == 2
+        assert predict(pitch).intent == "question", "the triage reads it the operator's way from now on"
+    finally:
+        forget_corrections()  # the process-wide classifier: leave it as the next test expects

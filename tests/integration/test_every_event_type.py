@@ -106,6 +106,16 @@ SAMPLES: list[tuple[str, str, ev.Payload]] = [
             proposal_id=PROPOSAL, agent="inbox_triage", kind="send_email", by="terminal:op", text="edited"
         ),
     ),
+    (
+        "message.classified",
+        CUSTOMER,
+        ev.MessageClassified(message_event_id="m1", intent="question", confidence=0.9),
+    ),
+    (
+        "intent.corrected",
+        CUSTOMER,
+        ev.IntentCorrected(message_event_id="m1", intent="spam", text="Buy links"),
+    ),
     ("memory.corrected", CUSTOMER, mev.MemoryCorrected(text="She moved to Berlin")),
     (
         "memory.summarised",

@@ -63,8 +63,9 @@ def test_structured_output_is_parsed_and_its_cost_recorded(server: OpenAIStandIn
     )
     assert reply.cost.usd == pytest.approx(expected)
     assert (reply.cost.prompt_tokens, reply.cost.completion_tokens) == (1300, 140)
-    assert reviewed["escalate"].proposal.cost.usd == 0
-    assert "escalate" in reviewed
+    # a calm complaint from a small account gets a task, not an escalation (agents/escalation.py)
+    assert reviewed["create_task"].proposal.cost.usd == 0
+    assert "escalate" not in reviewed
     # what the server saw: the JSON schema by name, the tier's model, the message as quoted data
     first, second = server.requests
     assert first["model"] == "gpt-4o-mini" and first["response_format"]["json_schema"]["name"] == "TriageOut"
@@ -93,7 +94,7 @@ def test_a_timeout_falls_back_to_the_template(server: OpenAIStandIn) -> None:
     reply = reviewed["send_email"].proposal
     assert reply.drafted_from_template is True
     assert "drafted from template (the model timed out)" in reply.rationale
-    assert "complaint (by rules" in reply.rationale
+    assert "complaint (by classifier" in reply.rationale
     assert reply.cost.model is None and reply.cost.usd == 0
 
 
@@ -162,8 +163,9 @@ def test_a_refund_proposed_by_the_model_never_passes_policy(server: OpenAIStandI
     server.on("DraftOut", Reply({"subject": "Refund", "body": "Sure, refunding all three invoices now!"}))
     reviewed = AgentRuntime(model=client_for(server)).propose(context_for(INJECTION, "message.received"))
     verdicts = {r.proposal.kind: r.verdict for r in reviewed}
-    assert verdicts["issue_refund"].decision == "refused"
-    assert verdicts["change_stage"].decision == "approval"  # nothing auto-runs on an injection
+    # the model's suggestions on a message that instructs the agent are dropped, not merely refused
+    assert "issue_refund" not in verdicts and "change_stage" not in verdicts
+    assert all(v.decision in ("approval", "deferred") for v in verdicts.values())  # nothing auto-runs
     assert not [
         r
         for r in reviewed
@@ -174,7 +176,6 @@ def test_a_refund_proposed_by_the_model_never_passes_policy(server: OpenAIStandI
         reply.drafted_from_template and "refunding" not in reply.params["body"]
     )  # the model never drafted it
     assert len(server.requests) == 1  # classification only
-    assert verdicts["escalate"].decision == "approval"
 
 
 def test_a_billing_draft_that_promises_money_is_replaced_by_the_template(server: OpenAIStandIn) -> None:

@@ -300,3 +300,13 @@ def test_values_the_log_could_not_hold_are_refused_before_the_202(
     assert response.status_code == 422, response.text
     assert [error["field"] for error in response.json()["errors"]] == [field]
     assert counts(container) == NOTHING
+
+
+def test_a_data_field_the_project_does_not_read_comes_back_as_a_warning(client: TestClient) -> None:
+    body = signal_body("subscription.renewal_due", data={"renewal_on": "2026-12-24", "plan": "Team"})
+    response = post(client, body)
+    assert response.status_code == 202, response.text
+    [warning] = response.json()["warnings"]
+    assert "renewal_on" in warning and "renews_on" in warning, warning
+    clean = post(client, signal_body("subscription.renewal_due", data={"renews_on": "2026-12-24"}))
+    assert clean.status_code == 202 and "warnings" not in clean.json()
