@@ -66,6 +66,24 @@ def parse_until(value: datetime | str, now: datetime, tz: tzinfo = UTC) -> datet
     return until
 
 
+def classified_line(note: str) -> str:
+    """How the triage read the message, from its message.classified record, in one line."""
+    try:
+        found = ev.MessageClassified.model_validate_json(note)
+    except ValueError:
+        return f"Classified: {note}"
+    parts = [f"Classified: {found.intent} ({found.confidence:.0%})", f"by {found.method}"]
+    if found.model_version:
+        parts[-1] += f" {found.model_version}"
+    if found.language:
+        parts.append(f"language {found.language}")
+    if found.injection:
+        parts.append("⚠ tries to instruct the agent")
+    if found.escalation_rules:
+        parts.append("escalated by " + ", ".join(found.escalation_rules))
+    return " · ".join(parts)
+
+
 def why_lines(row: dict[str, Any], trail: list[ev.Event], trigger: ev.Event | None) -> list[str]:
     """Sources, rules, costs and the decision trail of one proposal."""
     proposed = row["proposed"]
@@ -78,6 +96,9 @@ def why_lines(row: dict[str, Any], trail: list[ev.Event], trigger: ev.Event | No
 
         lines.append(f"Prompted by: {summarise(trigger)} ({trigger.id})")
     for source in proposed.get("sources") or []:
+        if source.get("id") == "message.classified" and source.get("note"):
+            lines.append(classified_line(source["note"]))
+            continue
         note = f" — {source['note']}" if source.get("note") else ""
         lines.append(f"Source: {source['kind']} {source['id']}{note}")
     lines.append(f"Policy: {row['verdict']}" + (f" ({', '.join(row['rules'])})" if row["rules"] else ""))

@@ -183,6 +183,9 @@ def test_spam_and_not_spam_in_one_tap_teach_the_triage(store: EventStore, tmp_pa
 
         assert ctx.commands.press(STRANGER, spam.data).code == "refused"
         assert ctx.commands.run(OPERATOR, f"intent {question.id} nonsense").code == "invalid"
+        why = ctx.commands.run(OPERATOR, f"why {question.id}").text
+        assert "Classified: billing_question" in why and "by classifier triage-v" in why, why
+        assert "language en" in why
         assert learn_corrections(store) == 2
         assert predict(pitch).intent == "question", "the triage reads it the operator's way from now on"
     finally:
