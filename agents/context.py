@@ -120,6 +120,8 @@ class AgentContext(BaseModel):
     # frequency cap; None means "derive from recent_events" (inbound) or "never" (outbound).
     last_outbound_at: datetime | None = None
     last_inbound_at: datetime | None = None
+    # The operator's own automation hook (CRM_WEBHOOK_URL) qualified leads may be posted to.
+    webhook_url: str | None = None
 
     @field_validator("now")
     @classmethod
@@ -171,6 +173,7 @@ def build_context(
     operator_timezone: str = "UTC",
     now: datetime | None = None,
     last_outbound_at: datetime | None = None,
+    webhook_url: str | None = None,
 ) -> AgentContext | None:
     """The context for one event and one canonical customer (None if the customer is unknown)."""
     customer = build_slice(connection, customer_id)
@@ -197,6 +200,7 @@ def build_context(
         operator_timezone=operator_timezone,
         now=now or datetime.now(UTC),
         last_outbound_at=max(sent, default=None),
+        webhook_url=webhook_url,
     )
 
 

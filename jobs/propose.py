@@ -85,6 +85,7 @@ def agent_context(ctx: JobContext, event: ev.Event) -> AgentContext | None:
             memories=memories,
             corrections=corrections,
             operator_timezone=ctx.settings.crm_timezone,
+            webhook_url=ctx.settings.crm_webhook_url,
         )
 
 

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     )
     # Issue 16: the bearer token that opens /metrics and the API docs to non-loopback clients; empty
     # means unset (loopback clients only), as a compose file passing an unset variable gives.
+    # Where lead_qualification may propose to send a qualified lead (a Zapier/n8n/Make hook of the
+    # operator's own, as JSON); unset: never proposed. Each post still needs the operator's Approve.
+    crm_webhook_url: str | None = Field(default=None, alias="CRM_WEBHOOK_URL")
     metrics_token: SecretStr | None = Field(default=None, alias="METRICS_TOKEN")
 
     @field_validator("digest_at")
@@ -134,6 +137,16 @@ class Settings(BaseSettings):
             parts.port  # noqa: B018 - urlsplit checks the port only when asked
         except ValueError:
             raise ValueError("has a port that is not a number") from None
+        return value.strip()
+
+    @field_validator("crm_webhook_url")
+    @classmethod
+    def _webhook_is_http(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http(s) URL, e.g. https://hooks.example.com/new-lead")
         return value.strip()
 
     @field_validator("signals_secret")

@@ -193,7 +193,7 @@ class LeadQualification(Role):
     name: ClassVar[str] = "lead_qualification"
     consumes: ClassVar[frozenset[str]] = frozenset({"lead.created"})
     kinds: ClassVar[frozenset[ActionKind]] = frozenset(
-        {"send_email", "change_stage", "create_task", "add_note"}
+        {"send_email", "change_stage", "create_task", "add_note", "post_webhook"}
     )
     tier: ClassVar[Tier] = "draft"
     daily_budget_usd: ClassVar[float] = 1.00
@@ -237,6 +237,9 @@ class LeadQualification(Role):
         proposals = [note]
         if verdict == "good" and context.customer.stage == "lead":
             proposals.append(make("change_stage", {"stage": "qualified"}))
+        if verdict == "good" and context.webhook_url:
+            lead = {"event": "lead.qualified", "customer": ref, "score": score, "reasons": reasons}
+            proposals.append(make("post_webhook", {"url": context.webhook_url, "json": lead}))
         to = email_of(context)
         if to is None:
             name = first_name(context) or "the lead"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pytest
@@ -175,3 +176,27 @@ def test_memory_curator(example: dict[str, Any]) -> None:
         if p.kind == "add_note":
             assert p.params["text"].startswith("Summary: ")
             assert len(p.params["summary_of"]) >= 12
+
+
+DEFAULT_DAY = date(2026, 3, 1)
+
+
+def test_a_good_lead_is_offered_to_the_operators_own_webhook_only_when_one_is_set() -> None:
+    from agents.policy import load_policy
+
+    no_model = AgentModel(None, "lead_qualification", 1.0, DEFAULT_DAY)
+    example = next(e for e in load("leads") if e["id"] == "l-demo-cto")
+    without = LeadQualification().propose(context_for(example, "lead.created"), no_model)
+    assert "post_webhook" not in [p.kind for p in without]
+
+    hook = "https://hooks.example.com/new-lead"
+    context = context_for(example, "lead.created").model_copy(update={"webhook_url": hook})
+    [post] = [p for p in LeadQualification().propose(context, no_model) if p.kind == "post_webhook"]
+    assert post.params["url"] == hook
+    assert post.params["json"]["event"] == "lead.qualified"
+    assert post.params["json"]["customer"]["email"] == "priya@northwind.io"
+    assert load_policy().review(post, context).decision in {"approval", "deferred"}, "never without a tap"
+
+    poor = next(e for e in load("leads") if e["verdict"] != "good")
+    context = context_for(poor, "lead.created").model_copy(update={"webhook_url": hook})
+    assert "post_webhook" not in [p.kind for p in LeadQualification().propose(context, no_model)]
