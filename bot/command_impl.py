@@ -12,7 +12,15 @@ from bot import command_text
 from bot.command_reads import ReadCommands
 from bot.replies import Actor, Reply, fail, reply
 from jobs import proposal_service as service
-from jobs.render_proposal import DRAFT_MIRRORS, classified_intent, editable_fields, payload_of, stamp
+from jobs.render_proposal import (
+    ASK_INTENT,
+    DRAFT_MIRRORS,
+    classified_intent,
+    editable_fields,
+    intent_menu,
+    payload_of,
+    stamp,
+)
 from jobs.views import Button
 from store import events as ev
 from store import proposals as sp
@@ -190,6 +198,8 @@ class CommandImpl(ReadCommands):
         if refused:
             return refused
         intent = intent.strip().lower()
+        if intent in {"", ASK_INTENT}:
+            return self._intent_menu(proposal_id)
         if intent not in INTENTS:
             return fail("invalid", f"Unknown intent {intent!r}; one of: {', '.join(INTENTS)}.")
         row = self._load(proposal_id)
@@ -224,6 +234,19 @@ class CommandImpl(ReadCommands):
             lines.append(rejected.lines[0])
         self._after_change(row["id"])
         return reply(*lines, proposals=self._views(row["id"]), proposal_id=row["id"])
+
+    def _intent_menu(self, proposal_id: str) -> Reply:
+        """ "Wrong intent → …": the proposal again, with one button per intent it could have been."""
+        row = self._load(proposal_id)
+        if row is None:
+            return fail("not_found", f"No proposal {proposal_id}.")
+        views = self._views(row["id"])
+        if not views:
+            return fail("not_found", f"No proposal {proposal_id}.")
+        current = classified_intent(row)
+        menu = intent_menu(views[0], INTENTS, current)
+        said = f" (read as {current})" if current else ""
+        return reply(f"What was that message, really{said}?", proposals=(menu,), proposal_id=row["id"])
 
     # ---- entry points ----------------------------------------------------------------------------
     def press(self, actor: Actor, button_data: str) -> Reply:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -43,7 +44,7 @@ def append_classified(store: Any, event: ev.Event, reviewed: Iterable[Reviewed])
 
 
 # The last `intent.corrected` position each store's corrections were learnt up to, in this process.
-_learned_up_to: dict[int, int] = {}
+_learned_up_to: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 _learned_lock = threading.Lock()
 
 
@@ -52,13 +53,13 @@ def learn_corrections(store: Any) -> int:
     process: the log is read by type and position, an indexed query); returns how many were learnt."""
     e = t.events.c
     with _learned_lock:
-        after = _learned_up_to.get(id(store), 0)
+        after = _learned_up_to.get(store, 0)
         with store.engine.connect() as connection:
             rows = connection.execute(
                 select(t.events).where(e.type == "intent.corrected", e.position > after).order_by(e.position)
             ).all()
         if rows:
-            _learned_up_to[id(store)] = int(rows[-1]._mapping["position"])
+            _learned_up_to[store] = int(rows[-1]._mapping["position"])
     examples = examples_from_events(to_event(row._mapping) for row in rows)
     if examples:
         learn_from(examples)

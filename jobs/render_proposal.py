@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -167,10 +168,21 @@ def _intent_buttons(row: dict[str, Any]) -> tuple[Button, ...]:
     if classified == "spam" and row["state"] in {"pending", "approved", "executed"}:
         return (Button("intent", "Not spam", row["id"], arg=NOT_SPAM),)
     if row["state"] == "pending":
-        return (Button("intent", "Spam", row["id"], arg="spam"),)
+        return (
+            Button("intent", "Spam", row["id"], arg="spam"),
+            Button("intent", "Wrong intent?", row["id"], arg=ASK_INTENT),
+        )
     return ()
 
 
+def intent_menu(view: ProposalView, intents: tuple[str, ...], current: str | None) -> ProposalView:
+    """The proposal with one button per other intent in place of its own: "Wrong intent → …"."""
+    menu = tuple(Button("intent", name, view.id, arg=name) for name in intents if name != current)
+    return replace(view, buttons=menu)
+
+
+# The "Wrong intent?" button's argument: it asks which intent it was (intent_menu) instead of setting one.
+ASK_INTENT = "?"
 # What "Not spam" corrects a message to: the intent a message nobody has read more closely gets.
 NOT_SPAM = "question"
 
