@@ -13,6 +13,7 @@ and the proposal becomes "uncertain" — shown to the operator, who chooses to r
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -327,7 +328,7 @@ def execute(proposal_id: str) -> str:
     return current().executor.wait_and_execute(proposal_id, MAX_JOB_WAIT_SECONDS).status
 
 
-def schedule_execution(ctx: JobContext, proposal_id: str) -> str | None:
+def schedule_execution(ctx: JobContext, proposal_id: str, *, again: bool = False) -> str | None:
     """Queue execute(proposal_id) at the "decisions" priority, to run when its undo window ends.
 
     The delay rides on the queue (RQ's scheduled registry with REDIS_URL), so any worker runs it
@@ -342,6 +343,8 @@ def schedule_execution(ctx: JobContext, proposal_id: str) -> str | None:
     # comes after an attempt, so it is a new job; execute() makes any spare harmless anyway (it loses
     # the compare-and-set).
     job_id = f"execute-{proposal_id}-{row['attempts'] if row else 0}"
+    if again:  # the sweep: the job under that id may have failed or vanished; this is a new one
+        job_id += f"-{secrets.token_hex(4)}"
     return ctx.queue.enqueue(
         execute, proposal_id, priority=DECISIONS, job_id=job_id, retry=NO_RETRY, not_before=not_before
     )

@@ -329,6 +329,9 @@ def run_periodic(ctx: JobContext, now: datetime | None = None) -> dict[str, list
     def schedule(pid: str) -> None:
         schedule_execution(ctx, pid)
 
+    def schedule_again(pid: str) -> None:
+        schedule_execution(ctx, pid, again=True)
+
     return {
         "expired": expire_due(store, notifier, now),
         "woken": wake_due(
@@ -339,7 +342,7 @@ def run_periodic(ctx: JobContext, now: datetime | None = None) -> dict[str, list
             notifier=notifier,
             now=now,
         ),
-        "recovered": recover_stalled(store, schedule, now),
+        "recovered": recover_stalled(store, schedule_again, now),
     }
 
 

@@ -119,13 +119,11 @@ class RedisJobQueue(JobQueue):
         queue = self.queues[priority]
         if job_id is not None:
             existing = self._fetch(job_id)
-            if existing is not None and not self._abandoned(existing):
+            if existing is not None and not self._lost(existing):
                 return job_id
             if existing is not None:
                 log.warning("job %s lost its worker; queueing it again", job_id)
-                StartedJobRegistry(queue=self.queues.get(_priority_of(existing), queue)).remove_executions(
-                    existing
-                )
+                self._forget(existing, queue)
         options: dict[str, Any] = {
             "args": args,
             "job_id": job_id,
@@ -145,6 +143,28 @@ class RedisJobQueue(JobQueue):
             return Job.fetch(job_id, connection=self.connection)
         except NoSuchJobError:
             return None
+
+    def _lost(self, job: Job) -> bool:
+        """Whether a known job will never run unless queued again: its worker died while running it, or
+        died between taking it from its queue and starting it (RQ's intermediate queue)."""
+        if self._abandoned(job):
+            return True
+        if job.get_status(refresh=False) != JobStatus.QUEUED:
+            return False
+        queue = self.queues.get(_priority_of(job))
+        if queue is None or self.connection.lpos(queue.key, job.id) is not None:
+            return False
+        taken = _aware(job.enqueued_at) or datetime.now(UTC)
+        return datetime.now(UTC) - taken > self.abandoned_after
+
+    def _forget(self, job: Job, queue: Queue) -> None:
+        """Clear what RQ still holds of a lost job, so it can be queued again under its id."""
+        origin = self.queues.get(_priority_of(job), queue)
+        try:
+            StartedJobRegistry(queue=origin).remove_executions(job)
+        except ValueError:  # an execution record already expired: nothing left to remove
+            log.info("job %s has no execution record left", job.id)
+        self.connection.lrem(origin.intermediate_queue_key, 0, job.id)
 
     def _abandoned(self, job: Job) -> bool:
         if job.get_status(refresh=False) != JobStatus.STARTED or job.last_heartbeat is None:
