@@ -269,7 +269,7 @@ class CommandImpl(ReadCommands):
         return handlers[action]()
 
     def run(self, actor: Actor, line: str) -> Reply:
-        return command_text.dispatch(self, actor, line)
+        return dispatch(self, actor, line)
 
 
 def decider(actor: Actor) -> service.Decider:
@@ -288,3 +288,54 @@ def _like(original: Any, value: str) -> Any:
             except ValueError:
                 return value
     return value
+
+
+def dispatch(impl: CommandImpl, actor: Actor, line: str) -> Reply:
+    """Run one typed command line."""
+    text = line.strip().lstrip("/")
+    if not text:
+        return fail("invalid", "Type a command; `help` lists them.")
+    word, _, rest = text.partition(" ")
+    word, rest = word.lower().split("@", 1)[0], rest.strip()  # Telegram sends /cmd@botname
+    first, _, tail = rest.partition(" ")
+    tail = tail.strip()
+    proposal_commands = {
+        "approve": lambda: impl.approve(actor, first),
+        "reject": lambda: impl.reject(actor, first, tail or None),
+        "why": lambda: impl.why(actor, first),
+        "undo": lambda: impl.undo(actor, first),
+        "retry": lambda: impl.retry(actor, first),
+        "resend": lambda: impl.resend(actor, first, True),
+        "keep": lambda: impl.resend(actor, first, False),
+        "snooze": lambda: impl.snooze(actor, first, tail or "1h"),
+        "edit": lambda: _edit(impl, actor, first, tail),
+        "intent": lambda: impl.correct_intent(actor, first, tail),
+    }
+    if word in proposal_commands:
+        if not first:
+            return fail("invalid", f"Usage: {word} <proposal id>")
+        return proposal_commands[word]()
+    if word == "customer":
+        query, as_of = command_text.split_as_of(rest)
+        if not query:
+            return fail("invalid", command_text.CUSTOMER_USAGE)
+        if isinstance(as_of, str):
+            return fail("invalid", as_of)
+        return impl.customer(actor, query[: command_text.MAX_QUERY], as_of)
+    if word == "note":
+        return impl.note_line(actor, rest)
+    if word in {"pause", "resume"}:
+        agent = None if rest.lower() in {"", "all"} else rest
+        return (impl.pause if word == "pause" else impl.resume)(actor, agent)
+    if word == "digest":
+        return impl.digest(actor)
+    if word in {"pending", "help", "start"}:
+        return impl.pending(actor) if word == "pending" else impl.help(actor)
+    return fail("invalid", f"Unknown command {word[:30]!r}; `help` lists them.")
+
+
+def _edit(impl: CommandImpl, actor: Actor, proposal_id: str, tail: str) -> Reply:
+    if not tail:
+        return impl.edit(actor, proposal_id, None)
+    field, _, value = tail.partition(" ")
+    return impl.edit(actor, proposal_id, {field.strip().rstrip(":=").lower(): value.strip()})

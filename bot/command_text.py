@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jobs.render_proposal import stamp
 from store import events as ev
-
-if TYPE_CHECKING:
-    from bot.command_impl import CommandImpl
-    from bot.replies import Actor, Reply
 
 HELP = (
     "pending — proposals waiting for you",
@@ -110,59 +106,6 @@ def why_lines(row: dict[str, Any], trail: list[ev.Event], trigger: ev.Event | No
             continue
         lines.append(f"{stamp(event.occurred_at)} {event.type} by {event.actor}")
     return lines
-
-
-def dispatch(impl: CommandImpl, actor: Actor, line: str) -> Reply:
-    """Run one typed command line."""
-    from bot.replies import fail
-
-    text = line.strip().lstrip("/")
-    if not text:
-        return fail("invalid", "Type a command; `help` lists them.")
-    word, _, rest = text.partition(" ")
-    word, rest = word.lower().split("@", 1)[0], rest.strip()  # Telegram sends /cmd@botname
-    first, _, tail = rest.partition(" ")
-    tail = tail.strip()
-    proposal_commands = {
-        "approve": lambda: impl.approve(actor, first),
-        "reject": lambda: impl.reject(actor, first, tail or None),
-        "why": lambda: impl.why(actor, first),
-        "undo": lambda: impl.undo(actor, first),
-        "retry": lambda: impl.retry(actor, first),
-        "resend": lambda: impl.resend(actor, first, True),
-        "keep": lambda: impl.resend(actor, first, False),
-        "snooze": lambda: impl.snooze(actor, first, tail or "1h"),
-        "edit": lambda: _edit(impl, actor, first, tail),
-        "intent": lambda: impl.correct_intent(actor, first, tail),
-    }
-    if word in proposal_commands:
-        if not first:
-            return fail("invalid", f"Usage: {word} <proposal id>")
-        return proposal_commands[word]()
-    if word == "customer":
-        query, as_of = split_as_of(rest)
-        if not query:
-            return fail("invalid", CUSTOMER_USAGE)
-        if isinstance(as_of, str):
-            return fail("invalid", as_of)
-        return impl.customer(actor, query[:MAX_QUERY], as_of)
-    if word == "note":
-        return impl.note_line(actor, rest)
-    if word in {"pause", "resume"}:
-        agent = None if rest.lower() in {"", "all"} else rest
-        return (impl.pause if word == "pause" else impl.resume)(actor, agent)
-    if word == "digest":
-        return impl.digest(actor)
-    if word in {"pending", "help", "start"}:
-        return impl.pending(actor) if word == "pending" else impl.help(actor)
-    return fail("invalid", f"Unknown command {word[:30]!r}; `help` lists them.")
-
-
-def _edit(impl: CommandImpl, actor: Actor, proposal_id: str, tail: str) -> Reply:
-    if not tail:
-        return impl.edit(actor, proposal_id, None)
-    field, _, value = tail.partition(" ")
-    return impl.edit(actor, proposal_id, {field.strip().rstrip(":=").lower(): value.strip()})
 
 
 def split_as_of(rest: str) -> tuple[str, date | str | None]:
