@@ -31,6 +31,21 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
+def stack_env(tmp_path: Path, pg_url: str, redis_url: str, smtp_url: str, undo_window: str) -> dict[str, Any]:
+    """The environment of the processes of a deployment on Postgres and Redis (the test's own)."""
+    return {
+        **{k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}},
+        "PYTHONPATH": str(ROOT),
+        "CRM_DATA_DIR": str(tmp_path / "data"),
+        "DATABASE_URL": pg_url.replace("+psycopg", ""),
+        "REDIS_URL": redis_url,
+        "SMTP_URL": smtp_url,
+        "OPERATORS": "terminal:op",
+        "UNDO_WINDOW_SECONDS": undo_window,
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
 def test_an_approval_is_sent_once_by_a_worker_after_the_tapping_process_died(
     tmp_path: Path, pg_url: str
 ) -> None:
@@ -41,17 +56,7 @@ def test_an_approval_is_sent_once_by_a_worker_after_the_tapping_process_died(
     worker: subprocess.Popen[str] | None = None
     try:
         with SmtpStandin() as smtp:
-            env: dict[str, Any] = {
-                **{k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}},
-                "PYTHONPATH": str(ROOT),
-                "CRM_DATA_DIR": str(tmp_path / "data"),
-                "DATABASE_URL": pg_url.replace("+psycopg", ""),
-                "REDIS_URL": redis.url,
-                "SMTP_URL": smtp.url,
-                "OPERATORS": "terminal:op",
-                "UNDO_WINDOW_SECONDS": "2",
-                "HF_HUB_OFFLINE": "1",
-            }
+            env = stack_env(tmp_path, pg_url, redis.url, smtp.url, undo_window="2")
             tapped = subprocess.run(
                 [sys.executable, "-c", TAPPER, pid], env=env, cwd=tmp_path, capture_output=True, text=True
             )
@@ -89,17 +94,7 @@ def test_an_approval_made_while_redis_is_down_is_sent_within_seconds_of_its_retu
     worker: subprocess.Popen[str] | None = None
     try:
         with SmtpStandin() as smtp:
-            env: dict[str, Any] = {
-                **{k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}},
-                "PYTHONPATH": str(ROOT),
-                "CRM_DATA_DIR": str(tmp_path / "data"),
-                "DATABASE_URL": pg_url.replace("+psycopg", ""),
-                "REDIS_URL": redis.url,
-                "SMTP_URL": smtp.url,
-                "OPERATORS": "terminal:op",
-                "UNDO_WINDOW_SECONDS": "0",
-                "HF_HUB_OFFLINE": "1",
-            }
+            env = stack_env(tmp_path, pg_url, redis.url, smtp.url, undo_window="0")
             worker = subprocess.Popen(
                 [*CRM, "worker"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
