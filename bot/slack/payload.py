@@ -97,6 +97,10 @@ def slack_payload(body: bytes, content_type: str | None) -> dict[str, Any]:
     required = REQUIRED.get(str(document.get("type")))
     if required is not None and not document.get(required):
         raise MalformedBody(f"a {document['type']} payload needs a non-empty {required}")
+    if document.get("type") == "block_actions":
+        for action in document["actions"]:
+            if not isinstance(action.get("action_id"), str):
+                raise MalformedBody("every action of a block_actions payload needs an action_id")
     view = document.get("view")
     if isinstance(view, dict) and document.get("type") in ("view_submission", "view_closed"):
         _check_view(view)

@@ -458,3 +458,10 @@ def test_signed_json_nested_100000_deep_gets_a_4xx(web: TestClient, body: bytes)
     assert 400 <= web.post("/signals", content=body, headers=signed_headers(body)).status_code < 500
     stripe = web.post("/webhooks/stripe", content=body, headers={"Stripe-Signature": stripe_signature(body)})
     assert stripe.status_code == 400 and stripe.json()["error"] == "malformed"
+
+
+def test_a_signed_block_action_without_an_action_id_gets_400(slack_client: TestClient) -> None:
+    # Found by bench/fault_run.py's fuzz: 15 of 762 requests, all of this shape.
+    body = interactive(_click(actions=[{}], user={}))
+    response = slack_client.post("/slack/events", content=body, headers=slack_signed(body, content_type=FORM))
+    assert response.status_code == 400, response.text
