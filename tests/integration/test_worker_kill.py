@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -46,6 +47,7 @@ class WorkerProcess:
             ],
             cwd=ROOT,
             env=env,
+            start_new_session=True,  # its own process group: RQ's scheduler process goes with it
         )
 
     def stop(self) -> None:
@@ -56,6 +58,9 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        # A worker killed with SIGKILL leaves RQ's scheduler process behind: end the whole group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 @pytest.fixture
