@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from rich.console import Console
+from rich.markup import escape
 
 from bot.commands import Actor, Commands, EditableField
 from bot.terminal.render import render_reply
@@ -70,7 +71,7 @@ class TerminalConsole:
         """A new value for a field: $EDITOR for long text, a prompt for a line; Enter keeps it."""
         if field.multiline and os.environ.get("EDITOR"):
             return edit_in_editor(field.value)
-        answer = self.console.input(f"{field.label} [{field.value[:60]}]: ")
+        answer = self.console.input(escape(f"{field.label} [{field.value[:60]}]: "))
         return answer or field.value
 
     def loop(self, stream: Iterable[str], interactive: bool) -> None:
@@ -84,7 +85,7 @@ class TerminalConsole:
             try:
                 self.handle(line, interactive)
             except Exception as exc:  # a bad line must not end the session
-                self.console.print(f"[red]error:[/red] {exc}")
+                self.console.print(f"[red]error:[/red] {escape(str(exc))}")
 
     def _prompted(self) -> Iterator[str]:
         while True:

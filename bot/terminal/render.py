@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 
 from bot.commands import ProposalView, Reply
@@ -10,21 +11,20 @@ from bot.commands import ProposalView, Reply
 
 def proposal_panel(view: ProposalView) -> Panel:
     """A proposal as a rich panel, with the commands that act on it."""
-    lines = list(view.lines())
+    lines = [escape(line) for line in view.lines()]  # text as typed: "[reason]" is not markup
     if view.buttons:
         actions = dict.fromkeys(b.action for b in view.buttons)  # in order, once each
         choices = [f"{action} {view.id}" + (" 1h" if action == "snooze" else "") for action in actions]
-        lines += ["", "[dim]" + "  ·  ".join(choices) + "[/dim]"]
-    return Panel("\n".join(lines), title=f"#{view.id} · {view.state}", expand=False)
+        lines += ["", "[dim]" + escape("  ·  ".join(choices)) + "[/dim]"]
+    return Panel("\n".join(lines), title=escape(f"#{view.id} · {view.state}"), expand=False)
 
 
 def render_reply(console: Console, reply: Reply) -> None:
     """Print a command's reply: its lines, then any proposals it carries."""
     if reply.lines:
-        console.print(
-            ("" if reply.ok else "[red]") + reply.text + ("" if reply.ok else "[/red]"), highlight=False
-        )
+        text = escape(reply.text)
+        console.print(text if reply.ok else f"[red]{text}[/red]", highlight=False)
     for view in reply.proposals:
         console.print(proposal_panel(view))
     if reply.image is not None:
-        console.print(f"chart: {reply.image}")
+        console.print(f"chart: {escape(str(reply.image))}")

@@ -1,0 +1,45 @@
+"""The terminal shows text as typed: square brackets are not Rich markup."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from bot.command_text import HELP
+from bot.replies import reply
+from bot.terminal.render import proposal_panel, render_reply
+from jobs.views import Button, ProposalView
+
+
+def _printed(*renderables: object) -> str:
+    console = Console(record=True, width=200, color_system=None)
+    for item in renderables:
+        console.print(item)
+    return console.export_text()
+
+
+def test_help_keeps_its_square_brackets() -> None:
+    console = Console(record=True, width=200, color_system=None)
+    render_reply(console, reply(*HELP))
+    text = console.export_text()
+    assert "reject <id> [reason]" in text and "pause [agent|all]" in text
+
+
+def test_a_card_shows_bracketed_text_and_a_failing_reply_stays_readable() -> None:
+    view = ProposalView(
+        id="prp_1",
+        state="pending",
+        kind="send_email",
+        agent="inbox_triage",
+        customer_id="cus_1",
+        customer_name="Jonas Becker",
+        title="Send email to [jonas@nordlicht.de]",
+        body=("[b]not bold[/b] and [red]not red[/red]",),
+        buttons=(Button("approve", "Approve", "prp_1"),),
+    )
+    text = _printed(proposal_panel(view))
+    assert "[jonas@nordlicht.de]" in text and "[b]not bold[/b]" in text
+    console = Console(record=True, width=200, color_system=None)
+    from bot.replies import fail
+
+    render_reply(console, fail("invalid", "Unknown intent '[x]'"))
+    assert "Unknown intent '[x]'" in console.export_text()
