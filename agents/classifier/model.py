@@ -1,7 +1,7 @@
 """The shipped triage classifier: embeddings + trained heads, loaded once per process on first use.
 
 `predict(text, subject)` gives the intent with a calibrated confidence and the probability that the
-message tries to instruct the agent. The heads are `triage-v2.npz` beside this module, written by
+message tries to instruct the agent. The heads are `triage-v3.npz` beside this module, written by
 `python -m agents.classifier.train`.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 from agents.classifier import embedder
 from agents.classifier.head import Head
 
-MODEL_VERSION = "triage-v2"
+MODEL_VERSION = "triage-v3"
 HEAD_PATH = Path(__file__).with_name(f"{MODEL_VERSION}.npz")
 INJECTION_CLASSES = ("no", "yes")
 ESCALATION_CLASSES = ("no", "yes")

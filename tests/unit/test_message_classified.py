@@ -23,7 +23,7 @@ def test_the_payload_type_is_declared_next_to_the_other_events_and_validates() -
         injection=False,
         escalation_rules=["legal_threat"],
         method="classifier",
-        model_version="triage-v2",
+        model_version="triage-v3",
     )
     assert ev.parse_payload("message.classified", 1, payload.model_dump(mode="json")) == payload
 

@@ -15,10 +15,10 @@ from tests.fixtures.agents import context_for, load
 
 EXAMPLES = load("triage")
 # The trained classifier on tests/fixtures/agents/triage.yaml (written beside the old cue rules, never
-# trained on): 53/62 = 0.855 (triage-v2). Several misses are labels the taxonomy now reads otherwise (an angry
-# billing message is a billing question). The honest figure is the corpus dev split
+# trained on): 52/62 = 0.839 (triage-v3; triage-v2: 53/62). Several misses are labels the taxonomy now
+# reads otherwise (an angry billing message is a billing question). The honest figure is the corpus dev split
 # (tests/unit/test_corpus_scorecard.py); this guards against regressions on these examples.
-MEASURED_ACCURACY = 0.855
+MEASURED_ACCURACY = 0.839
 MARGIN = 0.05
 NO_MODEL = AgentModel(None, "inbox_triage", 1.0, context_for(EXAMPLES[0], "message.received").now.date())
 
