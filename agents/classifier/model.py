@@ -92,6 +92,9 @@ def message_text(text: str | None, subject: str | None = None) -> str:
 
 
 _lock = threading.Lock()
+# How many of the operator's corrections a model sees as examples when it classifies a message.
+FEW_SHOT_CORRECTIONS = 8
+
 _loaded: TriageClassifier | None = None
 _corrected: Any = None  # CorrectedClassifier once this deployment's corrections are installed
 
@@ -121,6 +124,14 @@ def learn_from(examples: Iterable[Any]) -> None:
         else:
             _corrected.add(examples)
     _predict_joined.cache_clear()
+
+
+def corrected_examples(limit: int = FEW_SHOT_CORRECTIONS) -> list[Any]:
+    """The operator's latest corrected examples (newest last), for a model's few-shot prompt."""
+    corrected = _corrected
+    if corrected is None:
+        return []
+    return list(corrected.examples[-limit:])
 
 
 def forget_corrections() -> None:

@@ -10,6 +10,7 @@ runs without a tap.
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
@@ -141,9 +142,10 @@ class InboxTriage(Role):
         return proposals
 
     def _ask(self, context: AgentContext, model: AgentModel, subject: str) -> ModelOutcome[TriageOut]:
+        """The cheap model's reading, with the operator's corrections as examples (few-shot)."""
         text = (context.trigger.text or "")[:4000].replace("</customer_message>", "")
         messages = [
-            {"role": "system", "content": CLASSIFY_PROMPT},
+            {"role": "system", "content": CLASSIFY_PROMPT + corrections_prompt()},
             {
                 "role": "user",
                 "content": f"Subject: {subject}\n<customer_message>\n{text}\n</customer_message>",
@@ -286,6 +288,23 @@ def _reply_kind(context: AgentContext) -> ActionKind:
 
 # A classifier at least this sure keeps its answer against a model that is less sure and disagrees.
 CLASSIFIER_HOLDS_AT = 0.9
+
+
+def corrections_prompt() -> str:
+    """The operator's latest intent corrections as examples for the model (empty when there are none).
+
+    The message texts are data, quoted; they are the operator's own labels, so they are trusted.
+    """
+    from agents.classifier.model import corrected_examples
+
+    examples = corrected_examples()
+    if not examples:
+        return ""
+    lines = [f"- {json.dumps(e.text[:300], ensure_ascii=False)} → {e.intent}" for e in examples]
+    return (
+        "\n\nThe operator corrected how these earlier messages were read; read similar ones the same way:\n"
+        + "\n".join(lines)
+    )
 
 
 def reconcile(learned: Classification, answer: TriageOut | None) -> Classification:

@@ -223,3 +223,26 @@ def test_build_runtime_talks_to_any_openai_compatible_server(
     reviewed = by_kind(runtime.propose(context_for(COMPLAINT, "message.received")))
     assert reviewed["send_email"].proposal.drafted_from_template is False
     assert {r["model"] for r in server.requests} == {"gpt-4o-mini", "gpt-4o"}
+
+
+def test_the_operators_intent_corrections_are_the_models_few_shot_examples(server: OpenAIStandIn) -> None:
+    from agents.classifier.corrections import CorrectedExample
+    from agents.classifier.model import forget_corrections, learn_from
+
+    server.on("TriageOut", Reply({"intent": "spam", "confidence": 0.9}))
+    server.on("DraftOut", Reply(DRAFT))
+    runtime = AgentRuntime(model=client_for(server))
+    runtime.propose(context_for(COMPLAINT, "message.received"))
+    assert "corrected how these earlier messages" not in server.requests[0]["messages"][0]["content"]
+
+    learn_from([CorrectedExample("Guest posts on DA50 blogs for $99 — interested?", "spam")])
+    try:
+        runtime.propose(context_for({**COMPLAINT, "id": "c2"}, "message.received"))
+    finally:
+        forget_corrections()
+    system = next(
+        r for r in server.requests[1:] if r["response_format"]["json_schema"]["name"] == "TriageOut"
+    )
+    prompt = system["messages"][0]["content"]
+    assert "corrected how these earlier messages" in prompt
+    assert '"Guest posts on DA50 blogs for $99 — interested?" → spam' in prompt
