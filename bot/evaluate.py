@@ -25,9 +25,10 @@ from agents.context import build_context
 from agents.policy import Reviewed
 from agents.proposal import OUTBOUND_KINDS
 from agents.runtime import AgentRuntime
+from bot.bootstrap import bootstrap
 from store import events as ev
-from store.db import make_engine, migrate
 from store.projector import canonical_id
+from store.settings import load_settings
 from store.state import SqlState
 from store.uow import EventStore
 
@@ -104,14 +105,21 @@ def run(items: Iterable[dict[str, Any]], runtime: AgentRuntime | None = None) ->
     runtime = runtime or AgentRuntime()
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="crm-eval-") as tmp:
-        engine = make_engine(f"sqlite:///{Path(tmp) / 'eval.db'}")
+        # The composition root over a throwaway SQLite database and nothing else of the operator's:
+        # no Redis, no chat surfaces are touched, no handler runs (the agents are called directly).
+        settings = load_settings(
+            _env_file=None,
+            CRM_DATA_DIR=tmp,
+            DATABASE_URL=f"sqlite:///{Path(tmp) / 'eval.db'}",
+            REDIS_URL="",
+            CHROMA_URL="",
+        )
+        app = bootstrap(settings, handlers={})
         try:
-            migrate(engine)
-            store = EventStore(engine)
             for item in items:
-                outcomes.append(_one(store, runtime, item))
+                outcomes.append(_one(app.store, runtime, item))
         finally:
-            engine.dispose()
+            app.close()
     return outcomes
 
 

@@ -38,6 +38,10 @@ class InboundSignal:
     occurred_at: datetime | None = None
 
 
+# The source of signals written by hand or by another system (bot.inbound.signals.SOURCE).
+SIGNALS_SOURCE = "signals"
+
+
 @dataclass(frozen=True)
 class Accepted:
     """The outcome of recording: the event id (the original one on a redelivery)."""
@@ -81,8 +85,12 @@ async def accept_on_loop(container: App, stager: AsyncStager, inbound: InboundSi
 
 
 def _warnings(inbound: InboundSignal) -> tuple[str, ...]:
+    """Unread `data` fields of a signal someone wrote (POST /signals, `crm signal`); the email and
+    Stripe parsers fill `data` themselves, so their fields are no news to anyone."""
     from store.signal_fields import unread_field_warnings
 
+    if inbound.source != SIGNALS_SOURCE:
+        return ()
     return tuple(unread_field_warnings(inbound.type, inbound.signal.data or {}))
 
 

@@ -9,7 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select
+
 from store import lifecycle as lc
+from store import tables as t
 from store.db import make_engine
 from store.uow import EventStore
 from tests.integration.jobs_harness import RedisServer, wait_for
@@ -29,6 +32,11 @@ reply = app.commands.approve(Actor("terminal", "op"), sys.argv[1])
 print(reply.text, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
+
+
+def outbox_size(store: EventStore) -> int:
+    with store.engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(t.outbox)).scalar_one())
 
 
 def stack_env(tmp_path: Path, pg_url: str, redis_url: str, smtp_url: str, undo_window: str) -> dict[str, Any]:
@@ -104,6 +112,9 @@ def test_an_approval_made_while_redis_is_down_is_sent_within_seconds_of_its_retu
                 ),
                 migrate_schema=False,
             )
+            # The worker first handles the signal that made the customer (loading its models): let it
+            # finish, so what is measured is the approval's way back after the outage.
+            wait_for(lambda: outbox_size(store) == 0, 120, "the worker to handle the customer's signal")
             redis.kill()
             reply = tapper.commands.approve(Actor("terminal", "op"), pid)
             assert reply.ok, reply.text
