@@ -100,30 +100,22 @@ class Executor:
     # ---- entry points ----------------------------------------------------------------------------
     def execute(self, proposal_id: str) -> Outcome:
         """Start (or take over) the proposal's action and run it; never acts twice."""
-        with self.store.engine.connect() as connection:
-            row = lc.get_proposal(connection, proposal_id)
+        started = lc.transition(self.store, proposal_id, {"approved", "executing"}, self._plan_start)
+        row = started.row
         if row is None:
             return Outcome("nothing", "no such proposal")
-        now = self.clock()
-        if row["state"] == "approved" and row["not_before"] and row["not_before"] > now:
-            return Outcome("deferred", "inside the undo window", row["not_before"])
-        if row["state"] not in {"approved", "executing"}:
-            return Outcome("nothing", f"proposal is {row['state']}")
-        connector = self.connectors.get(row["kind"])
-        started = lc.transition(
-            self.store, proposal_id, {"approved", "executing"}, self._plan_start(connector)
-        )
         if not started.won:
-            current = started.row or {}
-            if current.get("state") == "executing":
+            if row["state"] == "approved" and row["not_before"] and row["not_before"] > self.clock():
+                return Outcome("deferred", "inside the undo window", row["not_before"])
+            if row["state"] == "executing":
                 return Outcome("busy", "another worker holds the lease")
-            return Outcome("nothing", f"proposal is {current.get('state')}")
+            return Outcome("nothing", f"proposal is {row['state']}")
         event = started.events[0]
         if event.type == "action.uncertain":
-            self._after(proposal_id, "uncertain")
+            self._after(row, "uncertain")
             return Outcome("uncertain", "a crashed attempt may have sent it")
         assert isinstance(event.payload, sp.ActionStarted)
-        return self._run(started.row or row, event.payload.attempt, connector)
+        return self._run(row, event.payload.attempt, self.connectors.get(row["kind"]))
 
     def wait_and_execute(self, proposal_id: str, max_wait: float | None = None) -> Outcome:
         """execute(), first waiting out the undo window (returns early if the proposal is undone).
@@ -140,29 +132,27 @@ class Executor:
             self.sleep(min(max(remaining, 0.0), UNDO_POLL_SECONDS))
 
     # ---- steps -----------------------------------------------------------------------------------
-    def _plan_start(self, connector: Connector | None) -> Callable[[dict[str, Any]], list[lc.Planned] | None]:
-        def plan(row: dict[str, Any]) -> list[lc.Planned] | None:
-            now = self.clock()
-            pid, attempt = row["id"], row["attempts"]
-            if row["state"] == "approved":
-                if row["not_before"] and row["not_before"] > now:
-                    return None
-            elif row["lease_until"] is None or row["lease_until"] > now:
-                return None  # a live worker is on it
-            elif row["phase"] == "handover" and not (connector and connector.dedupes):
-                note = "the worker stopped after handing the message over; the server may have it"
-                payload: ev.Payload = sp.ActionUncertain(attempt=attempt, note=note)
-                return [(lc.on_proposal(pid, "action.uncertain", payload, f"{pid}:{attempt}:result"), False)]
-            attempt += 1
-            started = sp.ActionStarted(
-                attempt=attempt,
-                connector=connector.name if connector else "none",
-                idempotency_key=action_key(pid),
-                lease_until=now + self.lease,
-            )
-            return [(lc.on_proposal(pid, "action.started", started, f"{pid}:{attempt}:started"), False)]
-
-        return plan
+    def _plan_start(self, row: dict[str, Any]) -> list[lc.Planned] | None:
+        now = self.clock()
+        pid, attempt = row["id"], row["attempts"]
+        connector = self.connectors.get(row["kind"])
+        if row["state"] == "approved":
+            if row["not_before"] and row["not_before"] > now:
+                return None
+        elif row["lease_until"] is None or row["lease_until"] > now:
+            return None  # a live worker is on it
+        elif row["phase"] == "handover" and not (connector and connector.dedupes):
+            note = "the worker stopped after handing the message over; the server may have it"
+            payload: ev.Payload = sp.ActionUncertain(attempt=attempt, note=note)
+            return [(lc.on_proposal(pid, "action.uncertain", payload, f"{pid}:{attempt}:result"), False)]
+        attempt += 1
+        started = sp.ActionStarted(
+            attempt=attempt,
+            connector=connector.name if connector else "none",
+            idempotency_key=action_key(pid),
+            lease_until=now + self.lease,
+        )
+        return [(lc.on_proposal(pid, "action.started", started, f"{pid}:{attempt}:started"), False)]
 
     def _run(self, row: dict[str, Any], attempt: int, connector: Connector | None) -> Outcome:
         pid = row["id"]
@@ -246,10 +236,10 @@ class Executor:
         status: Status = {"action.executed": "executed", "action.failed": "failed"}.get(
             event_type, "uncertain"
         )  # type: ignore[assignment]
-        if not finished.won:
+        if not finished.won or finished.row is None:
             log.warning("result of %s attempt %s not recorded: the proposal moved on", pid, attempt)
             return Outcome("nothing", "the proposal moved on while this attempt ran")
-        self._after(pid, status)
+        self._after(finished.row, status)
         detail = (
             getattr(payload, "error", None)
             or getattr(payload, "note", None)
@@ -257,20 +247,20 @@ class Executor:
         )
         return Outcome(status, str(detail or ""))
 
-    def _after(self, pid: str, status: str) -> None:
+    def _after(self, row: dict[str, Any], status: str) -> None:
+        """Show the proposal's new state; say so when it failed or may have been sent."""
         if self.notifier is None:
             return
-        with self.store.engine.connect() as connection:
-            row = lc.get_proposal(connection, pid)
+        pid = row["id"]
         self.notifier.refresh(pid)
-        if status == "uncertain" and row is not None:
+        if status == "uncertain":
             self.notifier.notice(
                 [
                     f"⚠ {row['kind']} for {row['customer_id']} may have been sent ({pid}).",
                     "Open the proposal and choose Resend or Don't resend.",
                 ]
             )
-        elif status == "failed" and row is not None:
+        elif status == "failed":
             self.notifier.notice([f"{row['kind']} for {row['customer_id']} failed ({pid}): {row['error']}"])
 
     def _request(self, row: dict[str, Any], attempt: int) -> ActionRequest:

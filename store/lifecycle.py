@@ -52,7 +52,7 @@ def transition(
     `plan` may return None to decline after looking at the row (e.g. a lease still running).
     """
     with store.transaction() as tx:
-        state = SqlState(tx.connection)
+        state = tx.state
         row = state.get("proposals", id=proposal_id)
         if row is None or row["state"] not in allowed:
             return Transition(False, row)

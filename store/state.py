@@ -26,7 +26,15 @@ def register_table(table: Table) -> None:
 
 
 def primary_key(table_name: str) -> tuple[str, ...]:
-    return tuple(column.name for column in TABLES[table_name].primary_key.columns)
+    key = _PRIMARY_KEYS.get(table_name)
+    if key is None:
+        key = _PRIMARY_KEYS[table_name] = tuple(
+            column.name for column in TABLES[table_name].primary_key.columns
+        )
+    return key
+
+
+_PRIMARY_KEYS: dict[str, tuple[str, ...]] = {}
 
 
 class ProjectionState(Protocol):
@@ -97,22 +105,45 @@ class MemoryState:
 
 
 class SqlState:
-    """Projection rows in their tables, read and written inside the caller's transaction."""
+    """Projection rows in their tables, read and written inside the caller's transaction.
 
-    def __init__(self, connection: Connection) -> None:
+    With remember=True (one log transaction, which holds the append lock), a row read by primary key
+    is kept until it is written: a proposal's transition reads the row, then its projector reads it
+    again to change it, and the second read need not go to the database. Writes always do.
+    """
+
+    def __init__(self, connection: Connection, *, remember: bool = False) -> None:
         self.connection = connection
         self._dialect = connection.dialect.name
+        self._remember = remember
+        self._read: dict[tuple[str, tuple[Any, ...]], Row | None] = {}
 
     def get(self, table: str, **key: Any) -> Row | None:
+        cache_key = self._cache_key(table, key)
+        if cache_key in self._read:
+            known = self._read[cache_key]
+            return dict(known) if known is not None else None
         found = self.connection.execute(_select(table, tuple(key)), key).first()
-        return dict(found._mapping) if found is not None else None
+        row = dict(found._mapping) if found is not None else None
+        if cache_key is not None:
+            self._read[cache_key] = dict(row) if row is not None else None
+        return row
 
     def put(self, table: str, row: Row) -> None:
         self.connection.execute(_upsert(self._dialect, table, tuple(row)), row)
+        if self._read:
+            self._read.pop((table, tuple(row.get(name) for name in primary_key(table))), None)
 
     def scan(self, table: str, **equal: Any) -> list[Row]:
         rows = self.connection.execute(_select(table, tuple(equal)), equal)
         return [dict(row._mapping) for row in rows]
+
+    def _cache_key(self, table: str, key: dict[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
+        """The key a read by primary key is remembered under; None for other reads or remember=False."""
+        names = primary_key(table)
+        if not self._remember or len(key) != len(names) or not all(name in key for name in names):
+            return None
+        return table, tuple(key[name] for name in names)
 
 
 # Statements are built once per (table, columns) with bound parameters, not once per call with the

@@ -76,6 +76,12 @@ _POSITIONS = t.projection_positions
 _APPLIED = select(_POSITIONS.c.position).where(_POSITIONS.c.name == CORE_PROJECTION)
 _SET_APPLIED = insert(_POSITIONS).values(name=CORE_PROJECTION, position=bindparam("p"))
 _MOVE_APPLIED = update(_POSITIONS).where(_POSITIONS.c.name == CORE_PROJECTION).values(position=bindparam("p"))
+# Moves the position only forward: one statement says both "not applied yet" and records it.
+_ADVANCE_APPLIED = (
+    update(_POSITIONS)
+    .where(_POSITIONS.c.name == CORE_PROJECTION, _POSITIONS.c.position < bindparam("p"))
+    .values(position=bindparam("p"))
+)
 
 
 @dataclass
@@ -86,6 +92,13 @@ class Transaction:
     phone_region: str = "US"
     appended: list[ev.Event] = field(default_factory=list)
     dispatched: list[ev.Event] = field(default_factory=list)  # those with an outbox row
+    # The core projection's position as this transaction knows it (None until the first append), and
+    # whether it moved since it was written: it is written once, at commit, however many events.
+    applied: int | None = None
+    applied_unsaved: bool = False
+
+    def __post_init__(self) -> None:
+        self.state = SqlState(self.connection, remember=True)
 
     def find(self, idempotency_key: str) -> ev.Event | None:
         return log.find_by_key(self.connection, idempotency_key)
@@ -109,11 +122,27 @@ class Transaction:
 
     def project(self, event: ev.Event) -> None:
         """Apply the event to the core projections unless they have already applied its position."""
-        applied = self.connection.execute(_APPLIED).scalar_one_or_none()
-        if applied is not None and event.position <= applied:
+        if self.applied is None:
+            if self.connection.execute(_ADVANCE_APPLIED, {"p": event.position}).rowcount:
+                self.applied = event.position
+                projector.apply(event, self.state)
+                return
+            self.applied = self.connection.execute(_APPLIED).scalar_one_or_none()
+            if self.applied is None:  # a new log
+                self.connection.execute(_SET_APPLIED, {"p": event.position})
+                self.applied = event.position
+                projector.apply(event, self.state)
+            return  # otherwise the position is at or past this event: already applied
+        if event.position <= self.applied:
             return
-        projector.apply(event, SqlState(self.connection))
-        self.connection.execute(_SET_APPLIED if applied is None else _MOVE_APPLIED, {"p": event.position})
+        projector.apply(event, self.state)
+        self.applied, self.applied_unsaved = event.position, True
+
+    def save_position(self) -> None:
+        """Write the projection's position once for the whole transaction (called before commit)."""
+        if self.applied_unsaved:
+            self.connection.execute(_MOVE_APPLIED, {"p": self.applied})
+            self.applied_unsaved = False
 
     def record_signal(
         self,
@@ -251,6 +280,7 @@ class EventStore:
             log.lock_for_append(connection)
             tx = Transaction(connection, self.phone_region)
             yield tx
+            tx.save_position()
         if tx.dispatched and self.after_commit is not None:
             self.after_commit(list(tx.dispatched))
 
