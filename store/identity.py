@@ -150,8 +150,8 @@ def strong_keys(ref: CustomerRef, region: str = "US") -> tuple[ContactPoint, ...
 class IdentityLookup(Protocol):
     """What resolution needs to know about customers already on record."""
 
-    def customer_for(self, key: ContactPoint) -> str | None:
-        """The canonical customer holding this strong key, if any."""
+    def owners(self, keys: tuple[ContactPoint, ...]) -> dict[ContactPoint, str]:
+        """The canonical customer holding each of these strong keys, for those held by anyone."""
 
     def keys_of(self, customer_id: str) -> set[ContactPoint]:
         """The strong keys a canonical customer holds."""
@@ -181,8 +181,9 @@ def resolve(ref: CustomerRef, lookup: IdentityLookup, region: str = "US") -> Res
     """Apply the module's rules to one customer reference."""
     keys = strong_keys(ref, region)
     owners: dict[str, ContactPoint] = {}
+    held = lookup.owners(keys) if keys else {}
     for key in keys:
-        owner = lookup.customer_for(key)
+        owner = held.get(key)
         if owner is not None and owner not in owners:
             owners[owner] = key
     if owners:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, tuple_, update
 
 from store import events as ev
 from store import log, projector
@@ -48,14 +48,27 @@ class SqlLookup:
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        # Every key of the customers owners() found, read in the same query (keys_of is asked next).
+        self._keys: dict[str, set[ev.ContactPoint]] = {}
 
-    def customer_for(self, key: ev.ContactPoint) -> str | None:
+    def owners(self, keys: tuple[ev.ContactPoint, ...]) -> dict[ev.ContactPoint, str]:
         cp = t.contact_points.c
-        return self.connection.execute(
-            select(cp.customer_id).where(cp.kind == key.kind, cp.value == key.value)
-        ).scalar_one_or_none()
+        holders = select(cp.customer_id).where(
+            tuple_(cp.kind, cp.value).in_([(k.kind, k.value) for k in keys])
+        )
+        rows = self.connection.execute(
+            select(cp.kind, cp.value, cp.customer_id).where(cp.customer_id.in_(holders.scalar_subquery()))
+        )
+        found: dict[ev.ContactPoint, str] = {}
+        for kind, value, customer_id in rows:
+            key = ev.ContactPoint(kind=kind, value=value)
+            self._keys.setdefault(customer_id, set()).add(key)
+            found[key] = customer_id
+        return {key: found[key] for key in keys if key in found}
 
     def keys_of(self, customer_id: str) -> set[ev.ContactPoint]:
+        if customer_id in self._keys:
+            return set(self._keys[customer_id])
         cp = t.contact_points.c
         rows = self.connection.execute(select(cp.kind, cp.value).where(cp.customer_id == customer_id))
         return {ev.ContactPoint(kind=kind, value=value) for kind, value in rows}
@@ -108,6 +121,10 @@ class Transaction:
         existing = self.find(new.idempotency_key)
         if existing is not None:
             return Appended(existing, duplicate=True)
+        return self._append_new(new, dispatch)
+
+    def _append_new(self, new: ev.NewEvent, dispatch: bool) -> Appended:
+        """append() for an event whose key the caller has just looked up, in this transaction."""
         event = log.insert_event(self.connection, new)
         self.project(event)
         if dispatch:
@@ -173,7 +190,7 @@ class Transaction:
             source=source,
             first_stage=_FIRST_STAGE.get(signal_type, "lead"),
         )
-        return self.append(
+        return self._append_new(
             ev.NewEvent(
                 type=signal_type,
                 payload=signal,
@@ -185,7 +202,8 @@ class Transaction:
                 correlation_id=correlation_id,
                 occurred_at=occurred_at,
                 **({"id": event_id} if event_id else {}),
-            )
+            ),
+            dispatch=True,
         )
 
     def resolve_customer(

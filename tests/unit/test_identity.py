@@ -46,8 +46,12 @@ class MemoryLookup:
     def __init__(self, customers: dict[str, Known]) -> None:
         self.customers = customers
 
-    def customer_for(self, key: ContactPoint) -> str | None:
-        return next((cid for cid, c in sorted(self.customers.items()) if key in c.keys), None)
+    def owners(self, keys: tuple[ContactPoint, ...]) -> dict[ContactPoint, str]:
+        held = {
+            key: next((cid for cid, c in sorted(self.customers.items()) if key in c.keys), None)
+            for key in keys
+        }
+        return {key: owner for key, owner in held.items() if owner is not None}
 
     def keys_of(self, customer_id: str) -> set[ContactPoint]:
         return set(self.customers[customer_id].keys)
