@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
@@ -52,6 +53,9 @@ CHUNK_OVERLAP = 32
 # Texts per onnxruntime run: bounds peak memory (batch x 256 tokens x 384 floats x 6 layers of
 # activations stays in the tens of MB) while keeping most of the batching speed-up.
 BATCH_SIZE = 32
+# Texts whose vectors are kept (a few MB): a message is embedded when it is remembered and again, as
+# the query, when each agent recalls memories for it moments later; the second time is free.
+RECENT_VECTORS = 256
 # onnxruntime threads per process: workers share small machines, and beyond 4 threads MiniLM gains little.
 ONNX_THREADS = max(1, min(4, os.cpu_count() or 1))
 
@@ -202,13 +206,17 @@ def _shared_session(model_path: str) -> Any:
 class MiniLMEmbedding(EmbeddingFunction[Documents]):
     """all-MiniLM-L6-v2 int8 on onnxruntime; loads (and verifies) the model on first use only."""
 
-    def __init__(self, files: ModelFiles | None = None, batch_size: int = BATCH_SIZE) -> None:
+    def __init__(
+        self, files: ModelFiles | None = None, batch_size: int = BATCH_SIZE, remember: int = RECENT_VECTORS
+    ) -> None:
         self._files = files
         self.batch_size = batch_size
+        self.remember = remember
         self.chunker = Chunker(files.tokenizer if files else None)
         self._session: Any = None
         self._inputs: tuple[str, ...] = ()
         self._lock = threading.Lock()
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @staticmethod
     def name() -> str:
@@ -266,12 +274,27 @@ class MiniLMEmbedding(EmbeddingFunction[Documents]):
         """Unit vectors for texts that each fit the model (callers chunk first), in batches."""
         self.load()
         out: list[np.ndarray] = [np.zeros(DIMENSION, dtype=np.float32)] * len(texts)
+        missing = []
+        with self._lock:
+            for i, text in enumerate(texts):
+                known = self._recent.get(text)
+                if known is None:
+                    missing.append(i)
+                else:
+                    self._recent.move_to_end(text)
+                    out[i] = known
         # Batches of similar length waste less work on padding.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        order = sorted(missing, key=lambda i: len(texts[i]))
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             for i, vector in zip(batch, self._run([texts[i] for i in batch]), strict=True):
                 out[i] = vector
+        with self._lock:
+            for i in missing:
+                out[i].setflags(write=False)  # shared with later callers: nobody may change it
+                self._recent[texts[i]] = out[i]
+            while len(self._recent) > self.remember:
+                self._recent.popitem(last=False)
         return out
 
     def _run(self, texts: list[str]) -> np.ndarray:

@@ -45,8 +45,20 @@ def test_vectors_are_unit_length_and_384_wide(embedder: MiniLMEmbedding) -> None
 
 def test_a_text_gets_the_same_vector_whatever_it_is_batched_with(embedder: MiniLMEmbedding) -> None:
     alone = embedder(["Invoice 2024-031 was charged twice."])[0]
-    batched = embedder(["short", "Invoice 2024-031 was charged twice.", "a much longer text " * 30])[1]
+    fresh = MiniLMEmbedding(remember=0)  # nothing kept: the batched vector is computed again
+    batched = fresh(["short", "Invoice 2024-031 was charged twice.", "a much longer text " * 30])[1]
     assert np.allclose(alone, batched, atol=1e-5)
+
+
+def test_a_text_embedded_again_gets_its_kept_vector_and_the_kept_ones_are_bounded() -> None:
+    embedder = MiniLMEmbedding(remember=2)
+    first = embedder(["Can we move the call to Friday?"])[0]
+    embedder(["Invoice 2024-031 was charged twice."])
+    again = embedder(["Can we move the call to Friday?"])[0]
+    assert np.array_equal(first, again)
+    embedder(["a third text", "a fourth text"])
+    assert len(embedder._recent) == 2
+    assert "Can we move the call to Friday?" not in embedder._recent  # the oldest went first
 
 
 def test_paraphrases_are_closer_than_unrelated_text(embedder: MiniLMEmbedding) -> None:
