@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, RowMapping, Text, bindparam, cast, func, insert, select
@@ -105,6 +105,51 @@ def _from_text_row(row: Row[Any]) -> Event:
     position, event_id, stream, event_type, version, payload, *rest = tuple(row)
     return Event(
         position, event_id, stream, event_type, version, parse_stored(event_type, version, payload), *rest
+    )
+
+
+# replay's read on Postgres: the same columns, streamed through one server-side cursor.
+_STREAM = (
+    "SELECT position, id, stream, type, version, payload::text, actor, source, confidence,"
+    " correlation_id, causation_id, occurred_at, recorded_at, idempotency_key"
+    " FROM events WHERE position > %s AND position <= %s ORDER BY position"
+)
+
+
+def stream_all(engine: Engine, until: int, batch: int = 10_000) -> Iterator[Event]:
+    """Every event up to position `until`, in order, for replay: one query, fetched `batch` rows at a
+    time (bounded memory). Holds one connection until exhausted; read_all serves everything else."""
+    if engine.dialect.name != "postgresql":
+        yield from read_all(engine, batch=batch, until=until)
+        return
+    with engine.connect() as connection:
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        with driver.cursor(name="crm_replay") as cursor:
+            cursor.itersize = batch
+            cursor.execute(_STREAM, (0, until))
+            for row in cursor:
+                yield _from_stream_row(row)
+
+
+def _from_stream_row(row: tuple[Any, ...]) -> Event:
+    position, event_id, stream, event_type, version, payload, actor, source = row[:8]
+    confidence, correlation_id, causation_id, occurred, recorded, key = row[8:]
+    return Event(
+        position=position,
+        id=event_id,
+        stream=stream,
+        type=event_type,
+        version=version,
+        payload=parse_stored(event_type, version, payload),
+        actor=actor,
+        source=source,
+        confidence=confidence,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        occurred_at=occurred.astimezone(UTC),
+        recorded_at=recorded.astimezone(UTC),
+        idempotency_key=key,
     )
 
 

@@ -25,7 +25,7 @@ def rebuild(engine: Engine, progress: Progress = _noop, batch: int = 10_000) -> 
     with engine.connect() as connection:
         total = log.head(connection)
     state, last = MemoryState(), 0
-    for event in log.read_all(engine, batch=batch, until=total):
+    for event in log.stream_all(engine, until=total, batch=batch):
         projector.apply(event, state)
         last = event.position
         if last % batch == 0:
