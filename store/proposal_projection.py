@@ -59,6 +59,9 @@ def _recorded(event: ev.Event, state: ProjectionState) -> None:
         else {"refused": "refused", "deferred": "snoozed"}.get(p.verdict, "pending")
     )
     cost = proposal.get("cost") or {}
+    counter = state.get("counters", name=PROPOSAL_COUNTER)
+    number = (int(counter["value"]) if counter else 0) + 1
+    state.put("counters", {"name": PROPOSAL_COUNTER, "value": number})
     state.put(
         "proposals",
         {
@@ -96,8 +99,13 @@ def _recorded(event: ev.Event, state: ProjectionState) -> None:
             "created_at": event.occurred_at,
             "updated_at": event.occurred_at,
             "position": event.position,
+            "number": number,
         },
     )
+
+
+# The counter behind proposals' short handles (#12), one per database.
+PROPOSAL_COUNTER = "proposals"
 
 
 @handles("proposal.decided")

@@ -188,5 +188,5 @@ EVENT_MODELS: dict[str, type[ev.Payload]] = {
     "task.cancelled": TaskCancelled,
 }
 
-for _table in (t.proposals, t.proposal_messages, t.actions, t.agent_pauses):
+for _table in (t.proposals, t.counters, t.proposal_messages, t.actions, t.agent_pauses):
     register_table(_table)

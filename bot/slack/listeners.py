@@ -97,7 +97,9 @@ class Listeners:
         except Exception:
             log.exception("slack pick failed")
             message = {"text": PROBLEM}
-        respond(response_type="ephemeral", replace_original=True, **message)
+        # "Show" keeps the list it was tapped in; a picked customer replaces the question.
+        keep_list = value.startswith("show ")
+        respond(response_type="ephemeral", replace_original=not keep_list, **message)
 
     # -- proposal buttons ------------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ _LINK = re.compile(r"^(?P<query>.+?)\s+link$", re.IGNORECASE)
 MAX_TEXT = 400
 # A pick button's value that links the channel rather than runs a typed line.
 LINK_PICK = "link "
+# The typed lines a pick button may run: a customer among several matches, a proposal from a list.
+PICKABLE = ("customer ", "show ")
 
 USAGE = {
     "/customer": "Usage: /customer <name|email|domain> [as of YYYY-MM-DD] — or /customer <name> link",
@@ -63,7 +65,7 @@ class SlashCommands:
         """The answer to a pick button: a typed line (`customer cus_…`) or `link cus_…`."""
         if value.startswith(LINK_PICK) and channel:
             return self.link(actor, value.removeprefix(LINK_PICK), channel)
-        if value.startswith("customer "):
+        if value.startswith(PICKABLE):
             return kit.reply_message(self.commands().run(actor, value))
         return _text("That choice has expired; run the command again.")
 

@@ -310,6 +310,8 @@ class Handlers:
     async def _send_reply(self, update: Update, reply: Reply) -> None:
         messages = render.reply_messages(reply)
         keyboard = render.pick_keyboard(reply.choices) if reply.choices else None
+        if reply.items:
+            keyboard = render.items_keyboard(reply.items)
         if keyboard is not None and messages:
             messages[0] = render.Message(messages[0].html, keyboard)
         for item in messages:

