@@ -217,6 +217,15 @@ def edit_prompt_html(view: ProposalView | None, field: EditableField) -> str:
     )
 
 
+def reject_prompt_html(view: ProposalView) -> str:
+    """The reply prompt Reject sends: why, so the agent learns (Slack asks the same in a modal)."""
+    return (
+        f"🚫 Why reject <b>{escape(clip(view.title, 300))}</b>?\n"
+        "Reply to this message with the reason; the agent takes it into account next time. "
+        "Reply <code>-</code> to reject without a reason."
+    )
+
+
 def edited_preview(edit_id: int, field: EditableField, new_value: str) -> Message:
     """The edited version shown back with Approve / Cancel."""
     text = (

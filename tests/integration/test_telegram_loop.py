@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bot.bootstrap import App, bootstrap
+from bot.commands import Actor
 from tests.integration import telegram_harness as h
 from tests.standins.telegram_api import TelegramStandIn
 
@@ -69,3 +70,50 @@ def test_typed_approve_by_number_works_in_the_private_chat(loop: Loop) -> None:
     api.message_update(h.OPERATOR, "approve 7")
     missing = api.wait_call("sendMessage", lambda p: "No proposal 7" in p["text"])
     assert "`pending` lists them" in missing.params["text"]
+
+
+def _reply_to(prompt: Any) -> dict[str, Any]:
+    return {"message_id": prompt.result["message_id"], "date": 0, "chat": prompt.result["chat"]}
+
+
+def test_reject_asks_for_a_reason_and_the_reason_is_kept_for_the_agents(loop: Loop) -> None:
+    running, api = loop.app, loop.api
+    pid = h.propose(running, h.add_customer(running))
+    message_id = h.post(running, pid)
+    reject = h.buttons_of(h.message(api, h.OPS_CHAT, message_id))["Reject"]
+
+    api.press(h.STRANGER, h.OPS_CHAT, message_id, reject)
+    refused = api.wait_call("answerCallbackQuery")
+    assert refused.params["text"].startswith("Not authorised")
+    assert not [c for c in api.calls_to("sendMessage") if "force_reply" in str(c.params.get("reply_markup"))]
+
+    api.press(h.OPERATOR, h.OPS_CHAT, message_id, reject)
+    prompt = api.wait_call("sendMessage", lambda p: "force_reply" in (p.get("reply_markup") or {}))
+    assert "Why reject" in prompt.params["text"] and "#1 Send email" in prompt.params["text"]
+    api.message_update(h.OPERATOR, "Too pushy <for> a trial", reply_to=_reply_to(prompt))
+    done = api.wait_call("sendMessage", lambda p: p["text"].startswith("Rejected."))
+    assert "Reason noted: Too pushy &lt;for&gt; a trial" in done.params["text"]
+    api.wait_for(
+        lambda: (
+            "Too pushy <for> a trial" in h.message(api, h.OPS_CHAT, message_id)["text"]
+            and "reply_markup" not in h.message(api, h.OPS_CHAT, message_id)
+        ),
+        what="the proposal message shows the rejection and its reason, without buttons",
+    )
+    [correction] = [e for e in running.store.read_all() if e.type == "correction.recorded"]
+    assert correction.payload.rejection_reason == "Too pushy <for> a trial"  # type: ignore[union-attr]
+
+    api.message_update(h.OPERATOR, "second thoughts", reply_to=_reply_to(prompt))
+    api.wait_call("sendMessage", lambda p: "already handled" in p["text"])
+
+
+def test_reject_on_a_decided_proposal_asks_nothing(loop: Loop) -> None:
+    running, api = loop.app, loop.api
+    pid = h.propose(running, h.add_customer(running))
+    message_id = h.post(running, pid)
+    buttons = h.buttons_of(h.message(api, h.OPS_CHAT, message_id))
+    assert running.commands.run(Actor("telegram", str(h.OPERATOR_ID)), "approve 1").ok
+    api.press(h.OPERATOR, h.OPS_CHAT, message_id, buttons["Reject"])
+    answer = api.wait_call("answerCallbackQuery")
+    assert "Approved by" in answer.params["text"]
+    assert not [c for c in api.calls_to("sendMessage") if "force_reply" in str(c.params.get("reply_markup"))]
