@@ -133,14 +133,11 @@ class ReadCommands(CommandBase):
         refused = self._refuse(actor, "read the digest", None)
         if refused:
             return refused
-        from jobs.digest import LIST_LIMIT, prepare
+        from jobs.digest import prepare
 
         settings = self.settings
         built = prepare(self.store, self.clock(), settings.timezone, settings.crm_data_dir / "charts")
-        with self.store.engine.connect() as connection:
-            rows = lc.in_state(connection, "pending", limit=LIST_LIMIT)
-            views = tuple(view_of(r, lc.customer_name(connection, r["customer_id"])) for r in rows)
-        return reply(*built.lines(), proposals=views, image=built.chart)
+        return reply(*built.lines(), proposals=tuple(built.pending_views), image=built.chart)
 
     def note_line(self, actor: Actor, text: str) -> Reply:
         """`note acme called`, or `note Acme Corp: called` when the words before the colon name a customer."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
@@ -282,6 +282,31 @@ def due_to_expire(connection: Connection, now: datetime) -> list[str]:
     p = t.proposals.c
     query = select(p.id).where(p.state == "pending", p.expires_at.is_not(None), p.expires_at <= now)
     return list(connection.execute(query.order_by(p.expires_at)).scalars())
+
+
+def due_for_reminder(connection: Connection, now: datetime, lead: timedelta) -> list[str]:
+    """Pending proposals expiring within `lead` of now that nobody was reminded of yet."""
+    p = t.proposals.c
+    query = select(p.id).where(
+        p.state == "pending",
+        p.reminded_at.is_(None),
+        p.expires_at.is_not(None),
+        p.expires_at > now,
+        p.expires_at <= now + lead,
+    )
+    return list(connection.execute(query.order_by(p.expires_at)).scalars())
+
+
+def expired_since(connection: Connection, since: datetime, limit: int = 50) -> list[dict[str, Any]]:
+    """Proposals that expired without a decision since a time, oldest first."""
+    p = t.proposals.c
+    query = (
+        select(t.proposals)
+        .where(p.state == "expired", p.decided_at >= since)
+        .order_by(p.decided_at, p.id)
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in connection.execute(query)]
 
 
 def due_to_wake(connection: Connection, now: datetime) -> list[str]:

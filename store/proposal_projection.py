@@ -100,6 +100,7 @@ def _recorded(event: ev.Event, state: ProjectionState) -> None:
             "updated_at": event.occurred_at,
             "position": event.position,
             "number": number,
+            "reminded_at": None,
         },
     )
 
@@ -164,7 +165,16 @@ def _woke(event: ev.Event, state: ProjectionState) -> None:
     assert isinstance(p, ProposalWoke)
     row = _row(state, event)
     if row is not None:
-        _save(state, event, row, state="pending", snoozed_until=None, expires_at=p.expires_at)
+        _save(
+            state, event, row, state="pending", snoozed_until=None, expires_at=p.expires_at, reminded_at=None
+        )
+
+
+@handles("proposal.reminded")
+def _reminded(event: ev.Event, state: ProjectionState) -> None:
+    row = _row(state, event)
+    if row is not None:
+        _save(state, event, row, reminded_at=event.occurred_at)
 
 
 @handles("proposal.undone")

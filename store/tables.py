@@ -314,6 +314,8 @@ proposals = Table(
     # The proposal's short handle (#12): its place among proposal.recorded events in the log, so a
     # replay gives every proposal the same number again.
     Column("number", Integer, nullable=True),
+    # When the operator was last reminded that it expires soon (cleared when it wakes with a new expiry).
+    Column("reminded_at", DateTime(timezone=True), nullable=True),
     Index("ix_proposals_number", "number", unique=True),
 )
 

@@ -27,6 +27,10 @@ LINK_PICK = "link "
 # The typed lines a pick button may run: a customer among several matches, a proposal from a list.
 PICKABLE = ("customer ", "show ")
 
+# Where a reply's picture (the digest chart) travels in the answer, for the listener to upload: a
+# response_url message cannot carry a file.
+IMAGE_KEY = "_image"
+
 USAGE = {
     "/customer": "Usage: /customer <name|email|domain> [as of YYYY-MM-DD] — or /customer <name> link",
 }
@@ -74,4 +78,7 @@ class SlashCommands:
         """The reply, with one button per choice when several customers matched."""
         if reply.choices:
             return kit.choice_message(list(reply.lines[:1]), [(c.label, c.line) for c in reply.choices])
-        return kit.reply_message(reply)
+        message = kit.reply_message(reply)
+        if reply.image is not None:
+            message[IMAGE_KEY] = reply.image
+        return message

@@ -361,6 +361,8 @@ class Handlers:
             messages[0] = render.Message(messages[0].html, keyboard)
         for item in messages:
             await tio.send(update, item)
+        if reply.image is not None:  # the digest's chart
+            await tio.send_photo(update, reply.image, reply.image.stem)
 
     async def error(self, update: object, context: Context) -> None:
         """Log what a handler raised; the next update is handled as usual."""

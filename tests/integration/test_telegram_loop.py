@@ -6,13 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from bot.bootstrap import App, bootstrap
 from bot.commands import Actor
+from jobs.reminders import remind_due
+from store import lifecycle as lc
 from tests.integration import telegram_harness as h
+from tests.integration.proposal_helpers import email_proposal
 from tests.standins.telegram_api import TelegramStandIn
 
 
@@ -117,3 +121,30 @@ def test_reject_on_a_decided_proposal_asks_nothing(loop: Loop) -> None:
     answer = api.wait_call("answerCallbackQuery")
     assert "Approved by" in answer.params["text"]
     assert not [c for c in api.calls_to("sendMessage") if "force_reply" in str(c.params.get("reply_markup"))]
+
+
+def test_digest_on_demand_brings_the_chart_and_pending_approvals_with_buttons(loop: Loop) -> None:
+    running, api = loop.app, loop.api
+    h.propose(running, h.add_customer(running))
+    api.message_update(h.OPERATOR, "/digest")
+    api.wait_call("sendMessage", lambda p: p["text"].startswith("Daily digest"))
+    card = api.wait_call("sendMessage", lambda p: "#1 Send email" in p["text"])
+    assert "Approve" in h.buttons_of({"reply_markup": card.params["reply_markup"]})
+    photo = api.wait_call("sendPhoto")
+    assert str(photo.params.get("chat_id")) == str(h.OPS_CHAT)
+
+
+def test_a_reminder_reaches_the_telegram_chat_with_a_fresh_card(loop: Loop) -> None:
+    running, api = loop.app, loop.api
+    expires = datetime(2026, 11, 21, 18, 0, tzinfo=UTC)
+    proposal = email_proposal(h.add_customer(running), to="ada@acme.example")
+    pid, _ = lc.record_proposal(
+        running.store, proposal, verdict="approval", rules=[], key="test:remind", expires_at=expires
+    )
+    first = h.post(running, pid)
+    now = expires - timedelta(hours=6)
+    assert remind_due(running.store, running.notifier, ttl_hours=24, share=0.75, now=now) == [pid]
+    notice = api.wait_call("sendMessage", lambda p: p["text"].startswith("⏰ #1 expires in 6h"))
+    copy = api.wait_call("sendMessage", lambda p: "#1 Send email" in p["text"], after=1)
+    assert copy.result["message_id"] != first and notice.result["message_id"] != first
+    assert "Approve" in h.buttons_of({"reply_markup": copy.params["reply_markup"]})
