@@ -22,6 +22,8 @@ from agents.replies import sign_off as localised_sign_off
 DEFAULT_GREETING = "Hi {first_name},"
 DEFAULT_SIGN_OFF = "Best regards"
 FEW_SHOT_EDITS = 3  # more examples cost tokens without changing the style much
+# The operator's latest reasons for rejecting this kind of draft that the next draft is told about.
+REJECTION_REASONS = 3
 _GREETING = re.compile(
     r"^(hi|hello|hey|dear|good (morning|afternoon)|hallo|hola|bonjour|salut)\b.*[,!]?$", re.I
 )
@@ -156,24 +158,35 @@ def compose(
     """
     name = first_name(context)
     edits = context.corrections_for(kind)
+    reasons = rejection_reasons(edits)
+    heeded = f"; heeds the operator's last rejection: {reasons[0]}" if reasons else ""
     template = Draft(
         subject=template_subject,
         body=Style.from_corrections(edits, name).wrap(name, template_core, language),
     )
     if not allow_model:
-        return Drafted(template, Cost(), True, "drafted from template (kept to the template on purpose)")
+        return Drafted(
+            template, Cost(), True, "drafted from template (kept to the template on purpose)" + heeded
+        )
     outcome: ModelOutcome[DraftOut] = model.ask(
         "draft", _messages(context, purpose, facts or {}, edits), DraftOut
     )
     if outcome.value is None:
-        return Drafted(template, outcome.cost, True, fallback_note(outcome))
+        return Drafted(template, outcome.cost, True, fallback_note(outcome) + heeded)
     body = outcome.value.body
     if reject_if is not None and reject_if.search(body):
         return Drafted(
-            template, outcome.cost, True, "drafted from template (the model's draft promised money)"
+            template, outcome.cost, True, "drafted from template (the model's draft promised money)" + heeded
         )
     subject = outcome.value.subject or template_subject
-    return Drafted(Draft(subject=subject, body=body), outcome.cost, False, f"drafted by {outcome.cost.model}")
+    drafted = Draft(subject=subject, body=body)
+    return Drafted(drafted, outcome.cost, False, f"drafted by {outcome.cost.model}{heeded}")
+
+
+def rejection_reasons(corrections: list[Correction]) -> list[str]:
+    """The operator's reasons for rejecting drafts (newest first, at most REJECTION_REASONS)."""
+    reasons = [c.rejection_reason.strip() for c in corrections if c.edited is None and c.rejection_reason]
+    return [reason[:300] for reason in reasons if reason][:REJECTION_REASONS]
 
 
 def _messages(
@@ -198,6 +211,13 @@ def _messages(
             )
     text = (context.trigger.text or "")[:4000]
     user = f"Purpose: {purpose}\nFacts: {known}\n"
+    reasons = rejection_reasons(edits)
+    if reasons:
+        said = "; ".join(f"“{reason}”" for reason in reasons)
+        user += (
+            f"The operator rejected earlier drafts of this kind for this customer, saying: {said}. "
+            "Avoid that.\n"
+        )
     if text:
         user += f"<customer_message>\n{text.replace('</customer_message>', '')}\n</customer_message>\n"
     messages.append({"role": "user", "content": user + "Write the email in the customer's language."})

@@ -72,6 +72,19 @@ class CommandBase:
         with self.store.engine.connect() as connection:
             return lc.find_proposal(connection, proposal_id)
 
+    def _missing(self, typed: str) -> Reply:
+        """Why `typed` names no one proposal: nothing matches, or several do (listed by handle)."""
+        with self.store.engine.connect() as connection:
+            found = lc.proposals_matching(connection, typed)
+        if len(found) > 1:
+            names = ", ".join(f"#{row['number']} ({row['kind']}, {row['id']})" for row in found)
+            more = " …" if len(found) >= lc.AMBIGUOUS_SHOWN else ""
+            return fail(
+                "invalid",
+                f"{typed!r} matches several proposals: {names}{more}. Type its number or more of its id.",
+            )
+        return fail("not_found", f"No proposal {typed}. `pending` lists them with their numbers.")
+
     def _view(self, proposal_id: str) -> ProposalView | None:
         with self.store.engine.connect() as connection:
             row = lc.get_proposal(connection, proposal_id)
@@ -92,7 +105,7 @@ class CommandBase:
     def _lost(self, row: dict[str, Any] | None, proposal_id: str) -> Reply:
         """Tell the loser of a race (or a late tap) what happened first."""
         if row is None:
-            return fail("not_found", f"No proposal {proposal_id}.")
+            return self._missing(proposal_id)
         if row["decided_at"] is not None and row["decision"] in {"approved", "edited", "rejected"}:
             verb = {"approved": "approved", "edited": "edited and approved", "rejected": "rejected"}[
                 row["decision"]

@@ -44,7 +44,7 @@ class CommandImpl(ReadCommands):
     ) -> Reply:
         row = self._load(proposal_id)
         if row is None:
-            return fail("not_found", f"No proposal {proposal_id}.")
+            return self._missing(proposal_id)
         pid = row["id"]
         result = service.decide(
             self.store,
@@ -81,7 +81,7 @@ class CommandImpl(ReadCommands):
             return refused
         row = self._load(proposal_id)
         if row is None:
-            return fail("not_found", f"No proposal {proposal_id}.")
+            return self._missing(proposal_id)
         if row["state"] not in sp.DECIDABLE:
             return self._lost(row, row["id"])
         fields = editable_fields(row)
@@ -131,7 +131,7 @@ class CommandImpl(ReadCommands):
             return fail("invalid", "Snooze until a time in the future.")
         row = self._load(proposal_id)
         if row is None:
-            return fail("not_found", f"No proposal {proposal_id}.")
+            return self._missing(proposal_id)
         pid = row["id"]
         result = service.snooze(self.store, self.queue, pid, decider(actor), when, now)
         if not result.won:
@@ -146,7 +146,7 @@ class CommandImpl(ReadCommands):
             return refused
         row = self._load(proposal_id)
         if row is None:
-            return fail("not_found", f"No proposal {proposal_id}.")
+            return self._missing(proposal_id)
         pid = row["id"]
         result = service.undo(self.store, pid, decider(actor))
         if not result.won:
@@ -170,7 +170,7 @@ class CommandImpl(ReadCommands):
             return refused
         row = self._load(proposal_id)
         if row is None:
-            return fail("not_found", f"No proposal {proposal_id}.")
+            return self._missing(proposal_id)
         pid = row["id"]
         result = service.resolve(self.store, pid, decider(actor), choice, allowed)
         if not result.won:
@@ -204,7 +204,7 @@ class CommandImpl(ReadCommands):
             return fail("invalid", f"Unknown intent {intent!r}; one of: {', '.join(INTENTS)}.")
         row = self._load(proposal_id)
         if row is None:
-            return fail("not_found", f"No proposal {proposal_id}.")
+            return self._missing(proposal_id)
         message = self.store.get(row["event_id"]) if row["event_id"] else None
         text = getattr(message.payload, "text", None) if message is not None else None
         if message is None or message.type != "message.received" or not text:
@@ -239,10 +239,10 @@ class CommandImpl(ReadCommands):
         """ "Wrong intent → …": the proposal again, with one button per intent it could have been."""
         row = self._load(proposal_id)
         if row is None:
-            return fail("not_found", f"No proposal {proposal_id}.")
+            return self._missing(proposal_id)
         views = self._views(row["id"])
         if not views:
-            return fail("not_found", f"No proposal {proposal_id}.")
+            return self._missing(proposal_id)
         current = classified_intent(row)
         menu = intent_menu(views[0], INTENTS, current)
         said = f" (read as {current})" if current else ""
@@ -303,6 +303,7 @@ def dispatch(impl: CommandImpl, actor: Actor, line: str) -> Reply:
         "approve": lambda: impl.approve(actor, first),
         "reject": lambda: impl.reject(actor, first, tail or None),
         "why": lambda: impl.why(actor, first),
+        "show": lambda: impl.show(actor, first),
         "undo": lambda: impl.undo(actor, first),
         "retry": lambda: impl.retry(actor, first),
         "resend": lambda: impl.resend(actor, first, True),

@@ -9,8 +9,8 @@ from bot import command_text
 from bot.command_base import CommandBase
 from bot.command_chat import label_of
 from bot.render import slice_text
-from bot.replies import Actor, Choice, Reply, fail, reply
-from jobs.render_proposal import view_of
+from bot.replies import Actor, Choice, Item, Reply, fail, reply
+from jobs.render_proposal import compact_line, view_of
 from store import events as ev
 from store import lifecycle as lc
 from store.slice import build_slice, closest_names, find_customers
@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 # How much of the memory summary the context slice shows: a glance, not the history.
 SUMMARY_CHARS = 300
 
+
+# `/pending` lists this many proposals, one line each (a phone screen or two), oldest first.
+PENDING_LIST_LIMIT = 25
 
 # Resume counts the waiting signals up to this many (all of them are handled either way).
 CATCH_UP_COUNT_LIMIT = 1_000
@@ -36,7 +39,7 @@ class ReadCommands(CommandBase):
         with self.store.engine.connect() as connection:
             row = lc.find_proposal(connection, proposal_id)
             if row is None:
-                return fail("not_found", f"No proposal {proposal_id}.")
+                return self._missing(proposal_id)
             trail = lc.proposal_events(connection, row["id"])
         trigger = self.store.get(row["event_id"]) if row["event_id"] else None
         return reply(
@@ -93,25 +96,48 @@ class ReadCommands(CommandBase):
         refused = self._refuse(actor, "list proposals", None)
         if refused:
             return refused
+        now = self.clock()
         with self.store.engine.connect() as connection:
-            rows = lc.in_state(connection, "pending")
-            snoozed = len(lc.in_state(connection, "snoozed", limit=1000))
-            views = tuple(view_of(r, lc.customer_name(connection, r["customer_id"])) for r in rows)
-        head = f"{len(views)} waiting for a decision" + (f", {snoozed} snoozed" if snoozed else "") + "."
-        return reply(head, proposals=views)
+            total = lc.count_in_state(connection, "pending")
+            rows = lc.in_state(connection, "pending", limit=PENDING_LIST_LIMIT)
+            snoozed = lc.count_in_state(connection, "snoozed")
+            items = tuple(
+                Item(
+                    compact_line(r, lc.customer_name(connection, r["customer_id"]), now),
+                    f"Show #{r['number'] or r['id']}",
+                    f"show {r['number'] or r['id']}",
+                )
+                for r in rows
+            )
+        head = f"{total} waiting for a decision" + (f", {snoozed} snoozed" if snoozed else "") + "."
+        lines = [head, *(item.text for item in items)]
+        if total > len(items):
+            lines.append(f"… and {total - len(items)} more, oldest first above.")
+        if items:
+            lines.append(
+                "`show <number>` for the whole card; `approve <number>`, `reject <number> [reason]`."
+            )
+        return reply(*lines, items=items)
+
+    def show(self, actor: Actor, proposal_id: str) -> Reply:
+        """One proposal's whole card, with its buttons."""
+        refused = self._refuse(actor, "see proposals", proposal_id)
+        if refused:
+            return refused
+        row = self._load(proposal_id)
+        if row is None:
+            return self._missing(proposal_id)
+        return reply(proposals=self._views(row["id"]), proposal_id=row["id"])
 
     def digest(self, actor: Actor) -> Reply:
         refused = self._refuse(actor, "read the digest", None)
         if refused:
             return refused
-        from jobs.digest import LIST_LIMIT, prepare
+        from jobs.digest import prepare
 
         settings = self.settings
         built = prepare(self.store, self.clock(), settings.timezone, settings.crm_data_dir / "charts")
-        with self.store.engine.connect() as connection:
-            rows = lc.in_state(connection, "pending", limit=LIST_LIMIT)
-            views = tuple(view_of(r, lc.customer_name(connection, r["customer_id"])) for r in rows)
-        return reply(*built.lines(), proposals=views, image=built.chart)
+        return reply(*built.lines(), proposals=tuple(built.pending_views), image=built.chart)
 
     def note_line(self, actor: Actor, text: str) -> Reply:
         """`note acme called`, or `note Acme Corp: called` when the words before the colon name a customer."""

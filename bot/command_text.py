@@ -10,7 +10,8 @@ from jobs.render_proposal import stamp
 from store import events as ev
 
 HELP = (
-    "pending — proposals waiting for you",
+    "pending — proposals waiting for you, one line each · show <id> — the whole card",
+    "<id> is a proposal's number (12 or #12) or a unique piece of its id",
     "approve <id> · reject <id> [reason] · snooze <id> <30m|2h|1d|tomorrow|ISO time>",
     "edit <id> — what can be changed · edit <id> <field> <new value>",
     "why <id> — sources, rules and costs · undo <id> · retry <id>",

@@ -22,7 +22,7 @@ from typing import Any
 
 from bot.command_chat import ChatCommands
 from bot.command_impl import CommandImpl
-from bot.replies import Actor, Choice, Reply, ReplyCode, fail, reply
+from bot.replies import Actor, Choice, Item, Reply, ReplyCode, fail, reply
 from jobs.views import Button, EditableField, ProposalView
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "Choice",
     "Commands",
     "EditableField",
+    "Item",
     "ProposalView",
     "Reply",
     "ReplyCode",
@@ -106,8 +107,12 @@ class Commands:
         return self._impl.customer(actor, query, as_of)
 
     def pending(self, actor: Actor) -> Reply:
-        """Proposals waiting for a decision, oldest first, with their buttons."""
+        """Proposals waiting for a decision, oldest first, one line each with a "show" button."""
         return self._impl.pending(actor)
+
+    def show(self, actor: Actor, proposal_id: str) -> Reply:
+        """One proposal's whole card with its buttons (by id, number or a unique piece of the id)."""
+        return self._impl.show(actor, proposal_id)
 
     def note(self, actor: Actor, query: str, text: str) -> Reply:
         """Add a note to a customer."""

@@ -48,6 +48,18 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class Item:
+    """One line of a compact list (`/pending`), with a button that runs a typed line (`show 12`).
+
+    Its `text` is also among the reply's `lines`, so a surface without buttons shows the list as is.
+    """
+
+    text: str
+    label: str  # the button: "Show #12"
+    line: str  # the typed command the button runs
+
+
+@dataclass(frozen=True)
 class Reply:
     """A command's answer as plain data. `ok` is False for refusals, conflicts and bad input."""
 
@@ -59,6 +71,7 @@ class Reply:
     proposal_id: str | None = None
     image: Path | None = None  # a picture to show with the text (the digest chart)
     choices: tuple[Choice, ...] = ()  # several matches: what to offer as buttons to pick one
+    items: tuple[Item, ...] = ()  # a compact list: one line and one button per entry
 
     @property
     def text(self) -> str:

@@ -17,9 +17,14 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, func, select
 
 from jobs.context import JobContext, current
+from jobs.notify import post_copy
 from jobs.queue import HOUSEKEEPING
+from jobs.render_proposal import compact_line, stamp, view_of
+from jobs.views import ProposalView
 from store import events as ev
+from store import lifecycle as lc
 from store import tables as t
+from store.proposal_metrics import RATE_WINDOW, LifecycleMetrics, recent_metrics
 from store.uow import EventStore
 
 CHART_DAYS = 14
@@ -43,7 +48,9 @@ class Digest:
     decisions: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     spend_usd: dict[str, float] = field(default_factory=dict)
-    rates: dict[str, float] = field(default_factory=dict)
+    metrics: LifecycleMetrics | None = None  # rates, time to decision, cost per action (RATE_WINDOW)
+    expired: list[str] = field(default_factory=list)  # expired unseen since the day before, one line each
+    pending_views: list[ProposalView] = field(default_factory=list)  # the pending ones, with buttons
     chart: Path | None = None
 
     EMPTY: ClassVar[str] = "nothing"
@@ -52,7 +59,7 @@ class Digest:
         """The digest as short lines for a phone."""
         out = [f"Daily digest — {self.day:%A %d %B %Y}"]
         out.append(f"Waiting for you: {self.pending_total} proposal(s)")
-        out += [f"  • {p['summary']} (#{p['id']})" for p in self.pending]
+        out += [f"  • {p['summary']}" for p in self.pending]
         if self.pending_total > len(self.pending):
             out.append(f"  … and {self.pending_total - len(self.pending)} more: /pending")
         out.append(f"Renewals in the next {RENEWAL_HORIZON_DAYS} days: {len(self.renewals) or self.EMPTY}")
@@ -80,11 +87,38 @@ class Digest:
             total = sum(self.spend_usd.values())
             per = ", ".join(f"{agent} ${usd:.2f}" for agent, usd in sorted(self.spend_usd.items()))
             out.append(f"Agent spend yesterday: ${total:.2f} ({per})")
-        if self.rates:
-            out.append(
-                "Last 30 days: " + ", ".join(f"{name} {value:.0%}" for name, value in self.rates.items())
-            )
+        if self.expired:
+            out.append(f"Expired without a decision since yesterday: {len(self.expired)} (nothing was sent)")
+            out += [f"  • {line}" for line in self.expired[:LIST_LIMIT]]
+        if self.metrics is not None and self.metrics.decided:
+            out.append(f"Last {RATE_WINDOW.days} days: " + metrics_line(self.metrics))
         return out
+
+
+def metrics_line(m: LifecycleMetrics) -> str:
+    """Decision rates, time to decision and cost per action in one line (what /metrics reports too)."""
+    rates = [("approved", m.approval_rate), ("edited", m.edit_rate), ("rejected", m.rejection_rate)]
+    parts = [", ".join(f"{name} {value or 0:.0%}" for name, value in rates)]
+    parts[0] += f", undone {m.undo_rate or 0:.0%}"
+    if m.decision_seconds_p50 is not None:
+        parts.append(f"median time to decision {duration(m.decision_seconds_p50)}")
+    if m.cost_per_executed_action is not None:
+        parts.append(f"cost per action ${m.cost_per_executed_action:.4f} ({m.executed} done)")
+    else:
+        parts.append(f"model spend ${m.cost_usd:.4f}, no action done yet")
+    return " · ".join(parts)
+
+
+def duration(seconds: float) -> str:
+    """A wait as a person says it: 40s, 12m, 2h 05m, 3d 4h."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m"
+    if whole < 86400:
+        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d {whole % 86400 // 3600}h"
 
 
 def _money(cents: int | None) -> str:
@@ -103,17 +137,18 @@ def build_digest(connection: Connection, now: datetime, tz: ZoneInfo) -> Digest:
     today = now.astimezone(tz).date()
     digest = Digest(day=today)
     p, c = t.proposals.c, t.customers.c
-    pending_query = (
-        select(p.id, p.kind, p.agent, c.name)
-        .join(t.customers, c.id == p.customer_id, isouter=True)
-        .where(p.state == "pending")
-        .order_by(p.created_at)
-    )
     digest.pending_total = connection.execute(
         select(func.count()).select_from(t.proposals).where(p.state == "pending")
     ).scalar_one()
-    for pid, kind, agent, name in connection.execute(pending_query.limit(LIST_LIMIT)):
-        digest.pending.append({"id": pid, "summary": f"{kind.replace('_', ' ')} for {name or '?'} ({agent})"})
+    for row in lc.in_state(connection, "pending", limit=LIST_LIMIT):
+        name = lc.customer_name(connection, row["customer_id"])
+        digest.pending.append({"id": row["id"], "summary": compact_line(row, name, now)})
+        digest.pending_views.append(view_of(row, name))
+    digest.expired = [
+        compact_line(row, lc.customer_name(connection, row["customer_id"]), now)
+        + f" · expired {stamp(row['decided_at'])}"
+        for row in lc.expired_since(connection, now - timedelta(days=1))
+    ]
 
     s = t.subscriptions.c
     renewals = connection.execute(
@@ -163,31 +198,8 @@ def build_digest(connection: Connection, now: datetime, tz: ZoneInfo) -> Digest:
         .group_by(p.agent)
     ).all()
     digest.spend_usd = {agent: float(total or 0) for agent, total in spend if total}
-    digest.rates = decision_rates(connection, now - timedelta(days=30))
+    digest.metrics = recent_metrics(connection, now)
     return digest
-
-
-def decision_rates(connection: Connection, since: datetime) -> dict[str, float]:
-    """Approval, edit, rejection and undo rates of decisions since a time (empty when none)."""
-    p = t.proposals.c
-    rows = connection.execute(
-        select(p.decision, p.state, func.count()).where(p.decided_at >= since).group_by(p.decision, p.state)
-    ).all()
-    total = sum(n for _, _, n in rows)
-    if not total:
-        return {}
-    by_decision: Counter[str] = Counter()
-    undone = 0
-    for decision, state, n in rows:
-        by_decision[decision or "other"] += n
-        undone += n if state == "undone" else 0
-    approved = by_decision["approved"] + by_decision["edited"]
-    return {
-        "approved": approved / total,
-        "edited": by_decision["edited"] / total,
-        "rejected": by_decision["rejected"] / total,
-        "undone": undone / approved if approved else 0.0,
-    }
 
 
 def chart_series(connection: Connection, now: datetime, tz: ZoneInfo) -> dict[str, Any]:
@@ -290,11 +302,14 @@ def prepare(store: EventStore, now: datetime, tz: ZoneInfo, chart_dir: Path) -> 
     return digest
 
 
-def post_to(surface: Any, digest: Digest) -> None:
-    """Send the digest to one surface: the text, then the chart where the surface can show images."""
+def post_to(store: EventStore, surface: Any, digest: Digest) -> None:
+    """Send the digest to one surface: the text, the chart where the surface can show images, then
+    the first pending proposals with their buttons (copies kept current like the first ones)."""
     surface.post_notice(digest.lines())
     if digest.chart is not None and hasattr(surface, "post_image"):
         surface.post_image(digest.chart, f"Digest {digest.day.isoformat()}")
+    for view in digest.pending_views:
+        post_copy(store, surface, view)
 
 
 def post_each(
@@ -311,7 +326,7 @@ def post_each(
         if surface.name in done:
             continue
         try:
-            post_to(surface, digest)
+            post_to(store, surface, digest)
         except Exception as exc:  # a surface's outage is reported and retried, never fatal to the rest
             log.warning("the digest could not be posted to %s: %s", surface.name, exc)
             failed[surface.name] = str(exc) or type(exc).__name__

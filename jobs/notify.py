@@ -54,6 +54,16 @@ class Surface(Protocol):
         ...
 
 
+def post_copy(store: Any, surface: Surface, view: ProposalView) -> MessageRef | None:
+    """Post one more copy of a proposal on a surface (a digest, a reminder) and record it, so the
+    copy is kept current like the first one. Raises what the surface raises."""
+    ref = surface.post_proposal(view)
+    if ref is not None:
+        sp.claim_render(store.engine, ref.surface, ref.chat_id, ref.message_id, view.version)
+        sp.record_message(store, view.id, ref.surface, ref.chat_id, ref.message_id)
+    return ref
+
+
 class SurfaceError(RuntimeError):
     """A surface could not post or edit; the fan-out logs it and carries on with the other surfaces."""
 
@@ -85,13 +95,11 @@ class Notifier:
             if surface.name in already:
                 continue  # a redelivered event must not post a second copy
             try:
-                ref = surface.post_proposal(view)
+                ref = post_copy(self.store, surface, view)
             except Exception:  # one broken surface must not hide the proposal from the others
                 log.exception("posting proposal %s to %s failed", proposal_id, surface.name)
                 continue
             if ref is not None:
-                sp.claim_render(self.store.engine, ref.surface, ref.chat_id, ref.message_id, view.version)
-                sp.record_message(self.store, proposal_id, ref.surface, ref.chat_id, ref.message_id)
                 posted.append(ref)
         return posted
 

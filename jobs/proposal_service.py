@@ -22,6 +22,7 @@ from jobs.connectors.internal import compensate
 from jobs.context import JobContext, current
 from jobs.execute import schedule_execution
 from jobs.queue import DECISIONS, JobQueue
+from jobs.reminders import remind_due
 from jobs.render_proposal import payload_of, stamp
 from store import events as ev
 from store import lifecycle as lc
@@ -333,6 +334,13 @@ def run_periodic(ctx: JobContext, now: datetime | None = None) -> dict[str, list
         schedule_execution(ctx, pid, again=True)
 
     return {
+        "reminded": remind_due(
+            store,
+            notifier,
+            ttl_hours=settings.proposal_ttl_hours,
+            share=settings.expiry_reminder_at,
+            now=now,
+        ),
         "expired": expire_due(store, notifier, now),
         "woken": wake_due(
             store,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -63,7 +64,8 @@ def title_of(row: dict[str, Any], customer_name: str | None) -> str:
         detail = f" → {params['stage']}"
     elif row["kind"] == "create_task" and params.get("title"):
         detail = f": {params['title']}"
-    return f"{label}{detail} · {target} · proposed by {row['agent']}"
+    number = f"#{row['number']} " if row.get("number") is not None else ""
+    return f"{number}{label}{detail} · {target} · proposed by {row['agent']}"
 
 
 def body_of(row: dict[str, Any]) -> list[str]:
@@ -216,6 +218,57 @@ def editable_fields(row: dict[str, Any]) -> tuple[EditableField, ...]:
     return tuple(fields)
 
 
+# A compact line shows this many words of the draft (or of what the proposal does).
+FIRST_WORDS = 8
+_GREETING_LINE = re.compile(
+    r"^(hi|hello|hey|dear|hallo|hola|bonjour|salut)\b[^\n]{0,40}[,!]?$", re.IGNORECASE
+)
+
+
+def first_words(row: dict[str, Any], count: int = FIRST_WORDS) -> str:
+    """The first words of what a proposal would say or do (a greeting line skipped), for one-line lists."""
+    params, draft = payload_of(row)
+    text = ""
+    if draft:
+        lines = [line.strip() for line in str(draft.get("body") or "").splitlines() if line.strip()]
+        if len(lines) > 1 and _GREETING_LINE.match(lines[0]):
+            lines = lines[1:]
+        text = " ".join(lines) or str(draft.get("subject") or "")
+    if not text:
+        shown = {
+            k: v for k, v in params.items() if k not in _HIDDEN_PARAMS and not isinstance(v, dict | list)
+        }
+        text = " ".join(str(v) for v in shown.values())
+    words = text.split()
+    return " ".join(words[:count]) + (" …" if len(words) > count else "")
+
+
+def age(since: datetime, now: datetime) -> str:
+    """How long ago, in the largest unit that fits: 45s, 12m, 3h, 2d."""
+    seconds = max(0, int((now - since).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def compact_line(row: dict[str, Any], customer_name: str | None, now: datetime) -> str:
+    """One proposal on one line: handle, kind, customer, first words, age (`#12 send_email · Acme · …`)."""
+    handle = f"#{row['number']}" if row.get("number") is not None else row["id"]
+    words = first_words(row)
+    return " · ".join(
+        part
+        for part in (
+            handle,
+            row["kind"],
+            customer_name or row["customer_id"],
+            f"“{words}”" if words else "",
+            age(row["created_at"], now),
+        )
+        if part
+    )
+
+
 def view_of(row: dict[str, Any], customer_name: str | None) -> ProposalView:
     """The whole view of one proposal."""
     return ProposalView(
@@ -231,4 +284,5 @@ def view_of(row: dict[str, Any], customer_name: str | None) -> ProposalView:
         buttons=buttons_of(row),
         updated_at=row["updated_at"],
         version=int(row.get("position") or 0),
+        number=row.get("number"),
     )

@@ -87,10 +87,16 @@ class ProposalView:
     updated_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     version: int = 0  # the log position of the proposal's last change: newer renders have higher ones
+    number: int | None = None  # the short handle the operator may type (`approve 12`)
 
     def lines(self) -> list[str]:
         """Title, body and status as plain lines."""
         return [self.title, *self.body, *([self.status] if self.status else [])]
+
+    @property
+    def handle(self) -> str:
+        """What to type to name this proposal: its number (`12`), or its id when it has none."""
+        return str(self.number) if self.number is not None else self.id
 
     @property
     def final(self) -> bool:

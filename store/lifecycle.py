@@ -9,12 +9,13 @@ past the state check could not record a second decision.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from store import events as ev
@@ -146,8 +147,11 @@ def set_paused(store: EventStore, agent: str, paused: bool, by: str) -> None:
 
 # ---- reads ---------------------------------------------------------------------------------------
 
-# A proposal id typed by hand may be shortened to a unique prefix this long or longer.
-MIN_PREFIX = 8
+# A piece of a proposal id typed by hand (its start or its end) must be at least this long.
+MIN_PIECE = 4
+# How many proposals an ambiguous piece lists.
+AMBIGUOUS_SHOWN = 5
+_HANDLE = re.compile(r"^#?(\d{1,9})$")
 
 
 def get_proposal(connection: Connection, proposal_id: str) -> dict[str, Any] | None:
@@ -155,17 +159,45 @@ def get_proposal(connection: Connection, proposal_id: str) -> dict[str, Any] | N
     return SqlState(connection).get("proposals", id=proposal_id)
 
 
-def find_proposal(connection: Connection, id_or_prefix: str) -> dict[str, Any] | None:
-    """The proposal row by id or by a unique prefix (for ids typed on a terminal)."""
-    text = id_or_prefix.strip()
-    row = get_proposal(connection, text)
-    if row is not None or len(text) < MIN_PREFIX:
-        return row
-    escaped = text.replace("%", "").replace("_", r"\_")
-    rows = connection.execute(
-        select(t.proposals).where(t.proposals.c.id.like(f"{escaped}%", escape="\\")).limit(2)
-    ).all()
-    return dict(rows[0]._mapping) if len(rows) == 1 else None
+def find_proposal(connection: Connection, typed: str) -> dict[str, Any] | None:
+    """The proposal a person typed: its id, its number (`12`, `#12`) or a unique piece of its id (the
+    start, with or without `prp_`, or the end, at least MIN_PIECE characters); None when none or
+    several match (`proposals_matching` tells which)."""
+    found = proposals_matching(connection, typed)
+    return found[0] if len(found) == 1 else None
+
+
+def proposals_matching(
+    connection: Connection, typed: str, limit: int = AMBIGUOUS_SHOWN
+) -> list[dict[str, Any]]:
+    """Every proposal (up to `limit`) the typed id, number or id piece could mean."""
+    text = typed.strip()
+    row = get_proposal(connection, text) if text else None
+    if row is not None:
+        return [row]
+    p = t.proposals.c
+    handle = _HANDLE.match(text)
+    if handle:
+        found = connection.execute(select(t.proposals).where(p.number == int(handle[1]))).first()
+        if found is not None:
+            return [dict(found._mapping)]
+    if len(text.lower().removeprefix("prp_")) < MIN_PIECE or not text.replace("_", "").isalnum():
+        return []
+    piece = text.lower().replace("_", r"\_")
+    core = piece.removeprefix(r"prp\_")
+    query = (
+        select(t.proposals)
+        .where(
+            or_(
+                p.id.like(f"{piece}%", escape="\\"),
+                p.id.like(f"prp\\_{core}%", escape="\\"),
+                p.id.like(f"%{piece}", escape="\\"),
+            )
+        )
+        .order_by(p.number)
+        .limit(limit)
+    )
+    return [dict(found._mapping) for found in connection.execute(query)]
 
 
 def messages_of(engine: Engine, proposal_id: str) -> list[dict[str, Any]]:
@@ -227,6 +259,12 @@ def in_state(connection: Connection, *states: str, limit: int = 50) -> list[dict
     return [dict(row._mapping) for row in connection.execute(query)]
 
 
+def count_in_state(connection: Connection, *states: str) -> int:
+    """How many proposals are in the given states."""
+    p = t.proposals.c
+    return int(connection.execute(select(func.count()).where(p.state.in_(states))).scalar_one())
+
+
 def open_for(connection: Connection, customer_ids: list[str], limit: int = 10) -> list[dict[str, Any]]:
     """A customer's proposals still waiting for a decision, oldest first."""
     p = t.proposals.c
@@ -244,6 +282,31 @@ def due_to_expire(connection: Connection, now: datetime) -> list[str]:
     p = t.proposals.c
     query = select(p.id).where(p.state == "pending", p.expires_at.is_not(None), p.expires_at <= now)
     return list(connection.execute(query.order_by(p.expires_at)).scalars())
+
+
+def due_for_reminder(connection: Connection, now: datetime, lead: timedelta) -> list[str]:
+    """Pending proposals expiring within `lead` of now that nobody was reminded of yet."""
+    p = t.proposals.c
+    query = select(p.id).where(
+        p.state == "pending",
+        p.reminded_at.is_(None),
+        p.expires_at.is_not(None),
+        p.expires_at > now,
+        p.expires_at <= now + lead,
+    )
+    return list(connection.execute(query.order_by(p.expires_at)).scalars())
+
+
+def expired_since(connection: Connection, since: datetime, limit: int = 50) -> list[dict[str, Any]]:
+    """Proposals that expired without a decision since a time, oldest first."""
+    p = t.proposals.c
+    query = (
+        select(t.proposals)
+        .where(p.state == "expired", p.decided_at >= since)
+        .order_by(p.decided_at, p.id)
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in connection.execute(query)]
 
 
 def due_to_wake(connection: Connection, now: datetime) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -17,6 +17,9 @@ from sqlalchemy import Connection, select
 from store import tables as t
 
 HUMAN_DECISIONS = ("approved", "edited", "rejected")
+# The one window the decision rates, time to decision and cost per action are reported over, in the
+# digest and on /metrics alike, so the two always agree.
+RATE_WINDOW = timedelta(days=30)
 # Decisions that let an action go ahead.
 GO_DECISIONS = ("approved", "edited", "auto")
 
@@ -81,3 +84,8 @@ def lifecycle_metrics(connection: Connection, since: datetime | None = None) -> 
         cost_usd=cost,
         cost_per_executed_action=cost / executed if executed else None,
     )
+
+
+def recent_metrics(connection: Connection, now: datetime) -> LifecycleMetrics:
+    """The metrics over proposals made in the last RATE_WINDOW (what the digest and /metrics report)."""
+    return lifecycle_metrics(connection, now - RATE_WINDOW)

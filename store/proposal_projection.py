@@ -59,6 +59,9 @@ def _recorded(event: ev.Event, state: ProjectionState) -> None:
         else {"refused": "refused", "deferred": "snoozed"}.get(p.verdict, "pending")
     )
     cost = proposal.get("cost") or {}
+    counter = state.get("counters", name=PROPOSAL_COUNTER)
+    number = (int(counter["value"]) if counter else 0) + 1
+    state.put("counters", {"name": PROPOSAL_COUNTER, "value": number})
     state.put(
         "proposals",
         {
@@ -96,8 +99,14 @@ def _recorded(event: ev.Event, state: ProjectionState) -> None:
             "created_at": event.occurred_at,
             "updated_at": event.occurred_at,
             "position": event.position,
+            "number": number,
+            "reminded_at": None,
         },
     )
+
+
+# The counter behind proposals' short handles (#12), one per database.
+PROPOSAL_COUNTER = "proposals"
 
 
 @handles("proposal.decided")
@@ -156,7 +165,16 @@ def _woke(event: ev.Event, state: ProjectionState) -> None:
     assert isinstance(p, ProposalWoke)
     row = _row(state, event)
     if row is not None:
-        _save(state, event, row, state="pending", snoozed_until=None, expires_at=p.expires_at)
+        _save(
+            state, event, row, state="pending", snoozed_until=None, expires_at=p.expires_at, reminded_at=None
+        )
+
+
+@handles("proposal.reminded")
+def _reminded(event: ev.Event, state: ProjectionState) -> None:
+    row = _row(state, event)
+    if row is not None:
+        _save(state, event, row, reminded_at=event.occurred_at)
 
 
 @handles("proposal.undone")

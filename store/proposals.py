@@ -66,6 +66,13 @@ class ProposalWoke(ev.Payload):
     expires_at: datetime | None = None
 
 
+class ProposalReminded(ev.Payload):
+    """The operator was reminded that a pending proposal expires soon (once per expiry time)."""
+
+    expires_at: datetime
+    surfaces: list[str] = Field(default_factory=list)  # where the reminder went
+
+
 class DecisionRefused(ev.Payload):
     """Somebody not on OPERATORS tried to decide; logged, nothing changed."""
 
@@ -173,6 +180,7 @@ EVENT_MODELS: dict[str, type[ev.Payload]] = {
     "proposal.expired": ProposalExpired,
     "proposal.snoozed": ProposalSnoozed,
     "proposal.woke": ProposalWoke,
+    "proposal.reminded": ProposalReminded,
     "proposal.undone": ProposalUndone,
     "proposal.message_posted": ProposalMessagePosted,
     "decision.refused": DecisionRefused,
@@ -188,5 +196,5 @@ EVENT_MODELS: dict[str, type[ev.Payload]] = {
     "task.cancelled": TaskCancelled,
 }
 
-for _table in (t.proposals, t.proposal_messages, t.actions, t.agent_pauses):
+for _table in (t.proposals, t.counters, t.proposal_messages, t.actions, t.agent_pauses):
     register_table(_table)

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     # execution may hold a proposal before a crashed worker's attempt is taken over.
     undo_window_seconds: float = Field(default=30.0, ge=0, le=3600, alias="UNDO_WINDOW_SECONDS")
     proposal_ttl_hours: float = Field(default=24.0, gt=0, alias="PROPOSAL_TTL_HOURS")
+    # Share of a proposal's time to live after which the operator is reminded it will expire (0: never).
+    expiry_reminder_at: float = Field(default=0.75, ge=0, lt=1, alias="EXPIRY_REMINDER_AT")
     action_lease_seconds: float = Field(default=300.0, gt=0, alias="ACTION_LEASE_SECONDS")
     # Memory: CRM_EMBEDDINGS picks the embedding model; the day count tunes retention.
     embeddings: Literal["local", "openai"] = Field(default="local", alias="CRM_EMBEDDINGS")

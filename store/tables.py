@@ -311,6 +311,20 @@ proposals = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("position", Position, nullable=False),
+    # The proposal's short handle (#12): its place among proposal.recorded events in the log, so a
+    # replay gives every proposal the same number again.
+    Column("number", Integer, nullable=True),
+    # When the operator was last reminded that it expires soon (cleared when it wakes with a new expiry).
+    Column("reminded_at", DateTime(timezone=True), nullable=True),
+    Index("ix_proposals_number", "number", unique=True),
+)
+
+# Running counters of projections (the last proposal number given); a projection like any other.
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", Integer, nullable=False),
 )
 
 # Every chat message showing a proposal, so each copy can be edited in place after a decision.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
@@ -19,7 +20,7 @@ from bot.inbound import slack_state
 from bot.inbound.chat import record_chat_message
 from bot.slack import channels
 from bot.slack import render as kit
-from bot.slack.slash import SlashCommands
+from bot.slack.slash import IMAGE_KEY, SlashCommands
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -75,7 +76,7 @@ class Listeners:
 
     # -- slash commands --------------------------------------------------------------------------
 
-    def slash(self, command: dict[str, Any], respond: Callable[..., Any]) -> None:
+    def slash(self, command: dict[str, Any], respond: Callable[..., Any], client: WebClient) -> None:
         """/customer, /pending, /digest, /note, /pause, /resume: answer through response_url."""
         actor = actor_of(None, command.get("user_id"), command.get("user_name"))
         try:
@@ -85,7 +86,19 @@ class Listeners:
         except Exception:
             log.exception("slack %s failed", command.get("command"))
             message = {"text": PROBLEM}
+        image = message.pop(IMAGE_KEY, None)
         respond(response_type="ephemeral", replace_original=False, **message)
+        if image is not None:
+            self._send_image(client, actor, image, respond)
+
+    def _send_image(self, client: WebClient, actor: Actor, image: Path, respond: Callable[..., Any]) -> None:
+        """The digest chart, privately: uploaded into the person's direct messages with the bot."""
+        try:
+            channel = client.conversations_open(users=actor.user_id)["channel"]["id"]
+            client.files_upload_v2(channel=channel, file=str(image), title=image.stem, filename=image.name)
+        except (SlackApiError, OSError, KeyError, TypeError) as exc:
+            log.warning("the chart could not be sent to %s: %s", actor.key, exc)
+            respond(text=f"The chart could not be sent to you ({exc}); it is at {image}.", **_EPHEMERAL)
 
     def pick(self, body: dict[str, Any], respond: Callable[..., Any]) -> None:
         """A button from a "several customers match" answer: run the chosen command."""
@@ -97,7 +110,9 @@ class Listeners:
         except Exception:
             log.exception("slack pick failed")
             message = {"text": PROBLEM}
-        respond(response_type="ephemeral", replace_original=True, **message)
+        # "Show" keeps the list it was tapped in; a picked customer replaces the question.
+        keep_list = value.startswith("show ")
+        respond(response_type="ephemeral", replace_original=not keep_list, **message)
 
     # -- proposal buttons ------------------------------------------------------------------------
 

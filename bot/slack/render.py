@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bot.commands import Button, EditableField, ProposalView, Reply
+from bot.commands import Button, EditableField, Item, ProposalView, Reply
 
 Block = dict[str, Any]
 
@@ -140,10 +140,14 @@ def fallback(lines: list[str] | tuple[str, ...]) -> str:
 
 
 def reply_message(reply: Reply) -> dict[str, Any]:
-    """A command's reply: its lines, then each proposal it carries with its buttons."""
+    """A command's reply: its lines (a compact list one line each, with its button), then each proposal
+    it carries with its buttons."""
     blocks: list[Block] = []
-    if reply.lines:
-        blocks.append(_section("\n".join(escape(line) for line in reply.lines)))
+    listed = {item.text for item in reply.items}
+    lines = [line for line in reply.lines if line not in listed]
+    if lines:
+        blocks.append(_section("\n".join(escape(line) for line in lines)))
+    blocks.extend(_item_section(index, item) for index, item in enumerate(reply.items[: MAX_BLOCKS - 2]))
     shown = reply.proposals[:MAX_PROPOSALS_SHOWN]
     for view in shown:
         blocks.append({"type": "divider"})
@@ -152,6 +156,18 @@ def reply_message(reply: Reply) -> dict[str, Any]:
         blocks.append(_context(f"… and {len(reply.proposals) - len(shown)} more"))
     text_lines = list(reply.lines) + [view.title for view in reply.proposals]
     return {"text": fallback(text_lines), "blocks": blocks[:MAX_BLOCKS]}
+
+
+def _item_section(index: int, item: Item) -> Block:
+    """One line of a compact list with its button beside it (a tap runs `item.line`, as a pick does)."""
+    block = _section(escape(item.text))
+    block["accessory"] = {
+        "type": "button",
+        "action_id": f"{ACTION_PREFIX}_pick:{index}",
+        "text": _plain(item.label),
+        "value": clip(item.line, 2000),
+    }
+    return block
 
 
 def lines_message(reply: Reply) -> dict[str, Any]:

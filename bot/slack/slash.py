@@ -24,6 +24,12 @@ _LINK = re.compile(r"^(?P<query>.+?)\s+link$", re.IGNORECASE)
 MAX_TEXT = 400
 # A pick button's value that links the channel rather than runs a typed line.
 LINK_PICK = "link "
+# The typed lines a pick button may run: a customer among several matches, a proposal from a list.
+PICKABLE = ("customer ", "show ")
+
+# Where a reply's picture (the digest chart) travels in the answer, for the listener to upload: a
+# response_url message cannot carry a file.
+IMAGE_KEY = "_image"
 
 USAGE = {
     "/customer": "Usage: /customer <name|email|domain> [as of YYYY-MM-DD] — or /customer <name> link",
@@ -63,7 +69,7 @@ class SlashCommands:
         """The answer to a pick button: a typed line (`customer cus_…`) or `link cus_…`."""
         if value.startswith(LINK_PICK) and channel:
             return self.link(actor, value.removeprefix(LINK_PICK), channel)
-        if value.startswith("customer "):
+        if value.startswith(PICKABLE):
             return kit.reply_message(self.commands().run(actor, value))
         return _text("That choice has expired; run the command again.")
 
@@ -72,4 +78,7 @@ class SlashCommands:
         """The reply, with one button per choice when several customers matched."""
         if reply.choices:
             return kit.choice_message(list(reply.lines[:1]), [(c.label, c.line) for c in reply.choices])
-        return kit.reply_message(reply)
+        message = kit.reply_message(reply)
+        if reply.image is not None:
+            message[IMAGE_KEY] = reply.image
+        return message

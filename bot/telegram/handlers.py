@@ -56,6 +56,10 @@ PROBLEM = "Something went wrong on our side; nothing was changed. Try again in a
 GREETING = "Hello! Write your message here and we will get back to you."
 # The field a Telegram edit replaces: the text that will be sent (the body), else the first field.
 EDITED_FIELDS = ("body", "text")
+# A reply prompt that asks why a proposal is rejected is kept with the edit prompts under this field
+# (no proposal field is called so); a reply of NO_REASON rejects without one.
+REJECT_REASON = "!reject"
+NO_REASON = frozenset({"-", "—", "no", "none", "skip"})
 
 
 def menu_commands() -> list[BotCommand]:
@@ -165,6 +169,9 @@ class Handlers:
             edit = await self._run(
                 lambda: state.edit_for_prompt(self.container.engine, str(chat.id), str(replied.message_id))
             )
+            if edit is not None and edit.field == REJECT_REASON:
+                await self._rejected(update, edit, message.text)
+                return
             if edit is not None:
                 await self._edited(update, edit, message.text)
                 return
@@ -192,6 +199,19 @@ class Handlers:
         )
         field = EditableField(edit.field, edit.field.capitalize(), text)
         await tio.send(update, render.edited_preview(edit.id, field, text))
+
+    async def _rejected(self, update: Update, prompt: state.PendingEdit, text: str) -> None:
+        """The reply to "why reject?": reject with that reason (the agents learn from it)."""
+        engine = self.container.engine
+        if not await self._run(
+            lambda: state.set_edit(engine, prompt.id, status="rejected", text=text, expect="prompted")
+        ):
+            await tio.send(update, render.Message("This rejection was already handled."))
+            return
+        reason = None if text.strip().lower() in NO_REASON else text
+        actor = actor_of(update.effective_user)
+        reply = await self._run(lambda: self._commands().reject(actor, prompt.proposal_id, reason))
+        await tio.send(update, render.Message(render.lines_html(reply.lines)))
 
     # -- buttons ---------------------------------------------------------------------------------
 
@@ -226,6 +246,8 @@ class Handlers:
             return "That button is not one of ours; nothing was changed."
         if action == "edit":
             return await self._ask_for_edit(update, actor, proposal_id)
+        if action == "reject":
+            return await self._ask_for_reason(update, actor, proposal_id)
         reply = await self._run(lambda: self._commands().press(actor, data))
         if action == "why" and reply.ok:
             await self._send_reply(update, reply)
@@ -270,6 +292,29 @@ class Handlers:
         )
         return "Reply to my message with the new text"
 
+    async def _ask_for_reason(self, update: Update, actor: Actor, proposal_id: str) -> str:
+        """Reject asks why first, as Slack's modal does: a reply prompt; the reply rejects."""
+        reply = await self._run(lambda: self._commands().show(actor, proposal_id))
+        view = reply.proposals[0] if reply.proposals else None
+        if not reply.ok or view is None:
+            return render.answer_text(reply)
+        if not any(button.action == "reject" for button in view.buttons):
+            return render.clip(view.status or f"This proposal is {view.state} now.", render.MAX_ANSWER)
+        chat = update.effective_chat
+        assert chat is not None
+        sent = await update.get_bot().send_message(
+            chat_id=chat.id,
+            text=render.reject_prompt_html(view),
+            parse_mode=render.PARSE_MODE,
+            reply_markup=ForceReply(selective=True, input_field_placeholder="Why reject it?"),
+        )
+        await self._run(
+            lambda: state.open_edit(
+                self.container.engine, view.id, str(chat.id), str(sent.message_id), actor.key, REJECT_REASON
+            )
+        )
+        return "Reply to my message with the reason (or - for none)"
+
     async def _edit_decision(self, update: Update, actor: Actor, prefix: str, edit_ref: str) -> str:
         engine = self.container.engine
         try:
@@ -310,10 +355,14 @@ class Handlers:
     async def _send_reply(self, update: Update, reply: Reply) -> None:
         messages = render.reply_messages(reply)
         keyboard = render.pick_keyboard(reply.choices) if reply.choices else None
+        if reply.items:
+            keyboard = render.items_keyboard(reply.items)
         if keyboard is not None and messages:
             messages[0] = render.Message(messages[0].html, keyboard)
         for item in messages:
             await tio.send(update, item)
+        if reply.image is not None:  # the digest's chart
+            await tio.send_photo(update, reply.image, reply.image.stem)
 
     async def error(self, update: object, context: Context) -> None:
         """Log what a handler raised; the next update is handled as usual."""

@@ -7,6 +7,7 @@ answer) and logs it, so one refused call never breaks a decision that has alread
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from telegram import Update
@@ -32,6 +33,19 @@ async def send(update: Update, message: render.Message) -> None:
         await update.get_bot().send_message(chat_id=chat.id, **message.send_kwargs())
     except TelegramError as exc:
         log.warning("telegram send to %s failed: %s", chat.id, exc)
+
+
+async def send_photo(update: Update, path: Path, caption: str) -> None:
+    """A picture (the digest chart) in the chat the update came from."""
+    chat = update.effective_chat
+    if chat is None:
+        return
+    try:
+        await update.get_bot().send_photo(
+            chat_id=chat.id, photo=path.read_bytes(), caption=render.escape(caption)
+        )
+    except (TelegramError, OSError) as exc:
+        log.warning("telegram photo to %s failed: %s", chat.id, exc)
 
 
 async def edit_tapped(update: Update, message: render.Message) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.commands import Button, Choice, EditableField, ProposalView, Reply
+from bot.commands import Button, Choice, EditableField, Item, ProposalView, Reply
 
 PARSE_MODE = "HTML"
 NOT_AUTHORISED = "Not authorised"
@@ -38,7 +38,7 @@ SNOOZE_CHOICES: tuple[tuple[str, str], ...] = (("1 hour", "1h"), ("4 hours", "4h
 # Telegram-only callbacks (the proposal buttons carry `Button.data` unchanged, e.g. `approve:prp_…`):
 EDIT_APPROVE = "ea"  # ea:<edit id> — approve the edited version shown back to the operator
 EDIT_CANCEL = "ec"  # ec:<edit id> — drop it, the original stays pending
-PICK_CUSTOMER = "cu"  # cu:<typed line> — one of several matches of /customer, e.g. cu:customer cus_…
+PICK_CUSTOMER = "cu"  # cu:<typed line> — a line to run: one of several customers, or `show 12` from /pending
 SNOOZE_MENU = "sm"  # sm:<proposal id> — show the snooze choices in place of the buttons
 BACK = "bk"  # bk:<proposal id> — back from the snooze choices to the proposal's buttons
 LOCAL_PREFIXES = frozenset({EDIT_APPROVE, EDIT_CANCEL, PICK_CUSTOMER, SNOOZE_MENU, BACK})
@@ -190,6 +190,16 @@ def pick_keyboard(choices: Sequence[Choice]) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(rows)
 
 
+def items_keyboard(items: Sequence[Item]) -> InlineKeyboardMarkup:
+    """One button per line of a compact list (/pending: "Show #12"); a tap runs the item's typed line."""
+    rows = [[_button(item.label, f"{PICK_CUSTOMER}:{item.line}")] for item in items if _fits(item.line)]
+    return InlineKeyboardMarkup(rows)
+
+
+def _fits(line: str) -> bool:
+    return len(f"{PICK_CUSTOMER}:{line}".encode()) <= MAX_CALLBACK_DATA
+
+
 def _pick_data(choice: Choice) -> str:
     data = f"{PICK_CUSTOMER}:{choice.line}"
     # callback_data holds 64 bytes; an id too long for the whole line still names the customer.
@@ -204,6 +214,15 @@ def edit_prompt_html(view: ProposalView | None, field: EditableField) -> str:
     return (
         f"✏️ Reply to this message with the new {escape(field.label.lower())} for <b>{title}</b>.\n"
         f"Current text:\n<pre>{escape(clip(field.value, TEXT_BUDGET - 400))}</pre>"
+    )
+
+
+def reject_prompt_html(view: ProposalView) -> str:
+    """The reply prompt Reject sends: why, so the agent learns (Slack asks the same in a modal)."""
+    return (
+        f"🚫 Why reject <b>{escape(clip(view.title, 300))}</b>?\n"
+        "Reply to this message with the reason; the agent takes it into account next time. "
+        "Reply <code>-</code> to reject without a reason."
     )
 
 

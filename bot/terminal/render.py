@@ -14,7 +14,7 @@ def proposal_panel(view: ProposalView) -> Panel:
     lines = [escape(line) for line in view.lines()]  # text as typed: "[reason]" is not markup
     if view.buttons:
         actions = dict.fromkeys(b.action for b in view.buttons)  # in order, once each
-        choices = [f"{action} {view.id}" + (" 1h" if action == "snooze" else "") for action in actions]
+        choices = [f"{action} {view.handle}" + (" 1h" if action == "snooze" else "") for action in actions]
         lines += ["", "[dim]" + escape("  ·  ".join(choices)) + "[/dim]"]
     return Panel("\n".join(lines), title=escape(f"#{view.id} · {view.state}"), expand=False)
 

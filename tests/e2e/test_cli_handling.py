@@ -51,7 +51,7 @@ def test_import_then_signal_then_run_shows_the_proposal_on_the_embedded_default(
     run.send("/pending")
     assert run.finish() == 0, run.text
     assert "0 waiting" not in run.text, run.text
-    assert "Jonas" in run.text and "Send email" in run.text, run.text
+    assert "Jonas" in run.text and "send_email" in run.text, run.text
     with make_engine(f"sqlite:///{tmp_path / 'data' / 'crm.sqlite3'}").connect() as connection:
         handlers = set(
             connection.execute(

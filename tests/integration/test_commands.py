@@ -110,8 +110,11 @@ def test_read_commands(store: EventStore, tmp_path: Path) -> None:
     customer = make_customer(store)
     pid = record(store, email_proposal(customer))
     pending = cmds.run(OPERATOR, "/pending")
-    assert pending.text.startswith("1 waiting") and pending.proposals[0].id == pid
-    assert [b.label for b in pending.proposals[0].buttons][:3] == ["Approve", "Edit", "Reject"]
+    assert pending.text.startswith("1 waiting") and not pending.proposals
+    assert [(item.label, item.line) for item in pending.items] == [("Show #1", "show 1")]
+    card = cmds.run(OPERATOR, pending.items[0].line)
+    assert card.proposals[0].id == pid
+    assert [b.label for b in card.proposals[0].buttons][:3] == ["Approve", "Edit", "Reject"]
     assert cmds.run(OPERATOR, "note ada: prefers calls after 5pm — ☎️").text == "Noted on Ada Lovelace."
     picture = cmds.run(OPERATOR, "customer ada@acme.test")
     assert picture.ok and picture.lines[0] == "Ada Lovelace"

@@ -81,6 +81,11 @@ SAMPLES: list[tuple[str, str, ev.Payload]] = [
     ("proposal.snoozed", PROPOSAL, sp.ProposalSnoozed(until=AT + timedelta(hours=1), **BY)),
     ("proposal.woke", PROPOSAL, sp.ProposalWoke(expires_at=AT + timedelta(days=1))),
     (
+        "proposal.reminded",
+        PROPOSAL,
+        sp.ProposalReminded(expires_at=AT + timedelta(days=1), surfaces=["slack"]),
+    ),
+    (
         "proposal.decided",
         PROPOSAL,
         sp.ProposalDecided(decision="approved", approved={"params": PROPOSED["params"]}, **BY),

@@ -123,13 +123,20 @@ def test_no_match_names_the_closest_customers(env: Env) -> None:
     assert "No customer matches" in _texts(answer)
 
 
-def test_pending_lists_open_proposals_with_their_buttons(env: Env) -> None:
+def test_pending_is_one_line_per_proposal_with_a_show_button_that_brings_the_card(env: Env) -> None:
     pid = h.propose_email(env.container, env.customer_id)
     env.client.command("/pending", "")
     answer = env.slack.wait_for("response_url")[-1]
-    assert pid in _texts(answer)
+    listed = [b for b in answer.body["blocks"] if b.get("accessory")]
+    assert len(listed) == 1 and listed[0]["text"]["text"].startswith("#1 · send_email · Ada Lovelace")
+    show = listed[0]["accessory"]
+    assert show["text"]["text"] == "Show #1" and show["value"] == "show 1"
+    assert "crm:approve" not in _actions(answer.body["blocks"]), "the list itself is compact"
+    env.client.click(show["value"], action_id=show["action_id"], response="show", ephemeral=True)
+    card = env.slack.wait_for("response_url", lambda c: c.path.endswith("/show"))[-1]
+    assert pid in _texts(card) and card.body["replace_original"] is False
     assert {"crm:approve", "crm:edit", "crm:reject", "crm:snooze", "crm:why"} <= set(
-        _actions(answer.body["blocks"])
+        _actions(card.body["blocks"])
     )
 
 

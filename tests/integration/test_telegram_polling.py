@@ -167,7 +167,11 @@ def test_reject_changes_the_message_and_sends_nothing(
     api.press(
         h.OPERATOR, h.OPS_CHAT, message_id, h.buttons_of(h.message(api, h.OPS_CHAT, message_id))["Reject"]
     )
+    prompt = api.wait_call("sendMessage", lambda p: "force_reply" in (p.get("reply_markup") or {}))
     api.wait_call("answerCallbackQuery")
+    assert "reply_markup" in h.message(api, h.OPS_CHAT, message_id), "nothing decided before the answer"
+    asked = {"message_id": prompt.result["message_id"], "date": 0, "chat": prompt.result["chat"]}
+    api.message_update(h.OPERATOR, "-", reply_to=asked)  # no reason
     api.wait_for(
         lambda: "reply_markup" not in h.message(api, h.OPS_CHAT, message_id), what="keyboard removed"
     )

@@ -323,6 +323,12 @@ class SlackStandIn:
     def _m_files_upload(self, body: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "file": {"id": "F" + uuid.uuid4().hex[:10].upper()}}
 
+    def _m_conversations_open(self, body: dict[str, Any]) -> dict[str, Any]:
+        users = str(body.get("users") or "")
+        if not users:
+            return {"ok": False, "error": "users_list_not_supplied"}
+        return {"ok": True, "channel": {"id": "D" + users.split(",")[0]}}
+
     def _m_apps_connections_open(self, body: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/link/?ticket=t&app_id=A0STANDIN"}
 
