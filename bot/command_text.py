@@ -19,6 +19,9 @@ HELP = (
     "customer <name|email|id> [as of YYYY-MM-DD]",
     "note <customer> <text> · note <customer name>: <text>",
     "digest — today's digest now",
+    "audit [customer] [days] — who decided what, when, and what it cost (default 7 days)",
+    "merge <customer> <customer> — one customer from two (the older keeps the record) · unmerge [customer]",
+    "distinct <id> — a proposed merge is not the same customer",
     "pause [agent|all] · resume [agent|all] — all agents when none is named",
     "help",
 )

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 # How much recalled memory text an agent gets: a few paragraphs, cheap to send to a model.
 MEMORY_BUDGET_CHARS = 4_000
 CORRECTIONS_IN_CONTEXT = 10
+# Events of the log's own (not signals from outside) an agent proposes on: a possible duplicate asks
+# the curator for a merge proposal.
+AGENT_EVENT_TYPES = frozenset({"customer.possible_duplicate"})
 
 
 def corrections_of(connection: Any, customer_id: str) -> list[Correction]:
@@ -91,7 +94,7 @@ def agent_context(ctx: JobContext, event: ev.Event) -> AgentContext | None:
 
 def propose_for(ctx: JobContext, agent: str, event: ev.Event) -> list[str]:
     """One agent's proposals for a signal, recorded and routed; returns their ids."""
-    if event.type not in ev.SIGNAL_TYPES:
+    if event.type not in ev.SIGNAL_TYPES and event.type not in AGENT_EVENT_TYPES:
         return []
     if agent == "inbox_triage":
         learn_corrections(ctx.store)

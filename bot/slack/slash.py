@@ -25,6 +25,13 @@ MAX_TEXT = 400
 # A pick button's value that links the channel rather than runs a typed line.
 LINK_PICK = "link "
 
+# Slash commands that are the typed line of the same name (`/audit acme 7` is `audit acme 7`).
+TYPED_COMMANDS = frozenset(
+    {"/customer", "/pending", "/digest", "/note", "/pause", "/resume", "/audit", "/merge", "/unmerge"}
+)
+# The typed lines a pick button may run (the rest are links, or expired).
+PICKABLE = ("customer ", "unmerge ")
+
 USAGE = {
     "/customer": "Usage: /customer <name|email|domain> [as of YYYY-MM-DD] — or /customer <name> link",
 }
@@ -49,7 +56,7 @@ class SlashCommands:
             link = _LINK.match(text)
             if link:
                 return self.link(actor, link["query"], channel)
-        if name in ("/customer", "/pending", "/digest", "/note", "/pause", "/resume"):
+        if name in TYPED_COMMANDS:
             return self._message(self.commands().run(actor, f"{name[1:]} {text}"))
         return _text(f"{name} is not a command of this app.")
 
@@ -63,7 +70,7 @@ class SlashCommands:
         """The answer to a pick button: a typed line (`customer cus_…`) or `link cus_…`."""
         if value.startswith(LINK_PICK) and channel:
             return self.link(actor, value.removeprefix(LINK_PICK), channel)
-        if value.startswith("customer "):
+        if value.startswith(PICKABLE):
             return kit.reply_message(self.commands().run(actor, value))
         return _text("That choice has expired; run the command again.")
 
