@@ -17,39 +17,25 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from bot.bootstrap import App, bootstrap
-from bot.web import create_app
+from bot.bootstrap import App
 from jobs.handlers import EXECUTOR, HANDLERS, IDENTITY, MEMORY_CURATOR
 from store import events as ev
 from store import lifecycle as lc
 from store import tables as t
 from tests.integration import slack_harness as sh
 from tests.integration import telegram_harness as h
-from tests.standins.slack_api import SlackStandIn
+from tests.integration.both_harness import both_surfaces
 from tests.standins.telegram_api import TelegramStandIn
+
+# The handlers that turn a flagged pair or a shared key into a card, and carry out the decision.
+RECONCILING = {name: HANDLERS[name] for name in (MEMORY_CURATOR, IDENTITY, EXECUTOR)}
+OPERATORS = f"slack:{sh.OPERATOR},telegram:{h.OPERATOR_ID}"
 
 
 @pytest.fixture
 def both(db_url: str, make_settings: Any) -> Iterator[dict[str, Any]]:
-    api = TelegramStandIn(h.TOKEN).start()
-    with SlackStandIn(bot_token=sh.BOT_TOKEN, app_token=sh.APP_TOKEN) as slack, h.smtp_server() as smtp:
-        env = {
-            **sh.slack_settings(slack.api_url, db_url),
-            **h.telegram_env(api, db_url, smtp.port),
-            "OPERATORS": f"slack:{sh.OPERATOR},telegram:{h.OPERATOR_ID}",
-        }
-        handlers = {name: HANDLERS[name] for name in (MEMORY_CURATOR, IDENTITY, EXECUTOR)}
-        container: App = bootstrap(make_settings(**env), handlers=handlers)
-        with h.WebServer(create_app(container), h.free_port()) as server, h.polling(container):
-            api.wait_polling()
-            yield {
-                "api": api,
-                "slack": slack,
-                "container": container,
-                "client": sh.SlackClient(server.url, slack),
-            }
-        container.close()
-    api.stop()
+    with both_surfaces(make_settings, db_url, OPERATORS, RECONCILING) as running:
+        yield running
 
 
 def lead(container: App, name: str, email: str, phone: str | None = None, key: str | None = None) -> str:
