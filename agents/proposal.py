@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +19,21 @@ ActionKind = Literal[
     "offer_discount",  # params: percent | amount_cents, reason — always needs approval
     "issue_refund",  # params: invoice_id, amount_cents, reason — always needs approval
 ]
+
+ACTION_KINDS: tuple[str, ...] = get_args(ActionKind)
+# Each kind as a person says it after "not allowed to approve …" (OPERATORS rights).
+KIND_NOUNS: dict[str, str] = {
+    "send_email": "emails",
+    "send_chat_reply": "chat replies",
+    "post_webhook": "webhook calls",
+    "create_task": "tasks",
+    "add_note": "notes",
+    "change_stage": "stage changes",
+    "escalate": "escalations",
+    "merge_customers": "merges",
+    "offer_discount": "discounts",
+    "issue_refund": "refunds",
+}
 
 OUTBOUND_KINDS: frozenset[str] = frozenset({"send_email", "send_chat_reply", "post_webhook"})
 MONEY_KINDS: frozenset[str] = frozenset({"offer_discount", "issue_refund"})

@@ -29,7 +29,7 @@ from jobs.inprocess import InProcessJobQueue
 from jobs.queue import JobQueue, make_queue
 from store.db import make_engine, migrate
 from store.events import Event
-from store.settings import Settings, load_settings
+from store.settings import Settings, SettingsError, load_settings
 from store.uow import EventStore
 
 if TYPE_CHECKING:
@@ -264,6 +264,7 @@ def bootstrap(
 ) -> App:
     """Build the App; with migrate_schema, bring the database schema up to date first."""
     settings = settings or load_settings()
+    check_operator_rights(settings)
     settings.crm_data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
     if migrate_schema:
@@ -288,6 +289,19 @@ def bootstrap(
         # Its jobs run in this very process, so this process's job context is this App.
         install_job_context(app)
     return app
+
+
+def check_operator_rights(settings: Settings) -> None:
+    """OPERATORS may only grant action kinds that exist: a misspelt one would grant nothing, silently."""
+    from agents.proposal import ACTION_KINDS
+
+    for person, kinds in settings.operator_rights.items():
+        unknown = sorted((kinds or frozenset()) - set(ACTION_KINDS))
+        if unknown:
+            raise SettingsError(
+                f"bad settings — OPERATORS: {person} may decide {', '.join(unknown)}, which is no action "
+                f"kind; use * or some of {'|'.join(ACTION_KINDS)}"
+            )
 
 
 def _enqueue_after_commit(queue: JobQueue, store: EventStore) -> Callable[[list[Event]], None]:

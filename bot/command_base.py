@@ -7,7 +7,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from bot.replies import Actor, Reply, fail
+from agents.proposal import KIND_NOUNS
+from bot.replies import Actor, Reply, fail, reply
+from jobs import proposal_service as service
 from jobs.render_proposal import stamp, view_of, who
 from jobs.views import ProposalView
 from store import events as ev
@@ -15,6 +17,10 @@ from store import lifecycle as lc
 from store import proposals as sp
 
 log = logging.getLogger(__name__)
+
+# What a person does to a proposal that needs the right to its kind when OPERATORS limits theirs
+# (`telegram:456=send_email|create_task`); reads (why, pending) need only to be an operator.
+DECIDING = frozenset({"approve", "edit", "reject", "snooze", "undo", "retry", "resend", "merge", "unmerge"})
 
 
 class CommandBase:
@@ -42,12 +48,34 @@ class CommandBase:
         self.memory = memory  # returns the customer memory (store.memory.Memory) when wired
 
     # ---- guards ----------------------------------------------------------------------------------
-    def _refuse(self, actor: Actor, action: str, proposal_id: str | None) -> Reply | None:
-        """None for an operator; otherwise log the attempt as an event and return the refusal."""
-        if actor.key in self.settings.operator_ids:
-            return None
-        with self.store.engine.connect() as connection:
-            row = lc.find_proposal(connection, proposal_id) if proposal_id else None
+    def _refuse(
+        self, actor: Actor, action: str, proposal_id: str | None, kind: str | None = None
+    ) -> Reply | None:
+        """None when the actor may do this; otherwise log the attempt as an event and return the refusal.
+
+        Only OPERATORS may act at all; a decision (DECIDING) on a proposal, or `kind` named outright
+        (a typed /merge), also needs the right to that action kind when OPERATORS limits the person's.
+        """
+        rights = self.settings.operator_rights
+        row = None
+        if actor.key in rights:
+            allowed = rights[actor.key]
+            if allowed is None or (action not in DECIDING and kind is None):
+                return None
+            if kind is None:
+                row = self._load(proposal_id) if proposal_id else None
+                if row is None:
+                    return None  # nothing to decide: the command says "No proposal …"
+                kind = str(row["kind"])
+            if kind in allowed:
+                return None
+            noun = KIND_NOUNS.get(kind, kind)
+            reason = f"not allowed to {action} {noun}"
+            line = f"Sorry, you are {reason}. This attempt was logged."
+        else:
+            reason = "not in OPERATORS"
+            line = f"Sorry, only operators can {action}. This attempt was logged."
+            row = self._load(proposal_id) if proposal_id else None
         stream = row["id"] if row else "access"
         self.store.append(
             lc.on_proposal(
@@ -57,16 +85,57 @@ class CommandBase:
                     by=actor.key,
                     by_name=actor.display_name,
                     surface=actor.surface,
-                    action=action,
-                    reason="not in OPERATORS",
+                    action=action if kind is None else f"{action} {kind}",
+                    reason=reason,
                 ),
                 f"{stream}:refused:{ev.new_id()}",
                 actor=actor.key,
             ),
             dispatch=False,
         )
-        log.warning("refused %s by %s (not an operator)", action, actor.key)
-        return fail("refused", f"Sorry, only operators can {action}. This attempt was logged.")
+        log.warning("refused %s by %s (%s)", action, actor.key, reason)
+        return fail("refused", line)
+
+    # ---- the one decision -------------------------------------------------------------------------
+    def _decide(
+        self,
+        actor: Actor,
+        proposal_id: str,
+        decision: str,
+        *,
+        approved: dict[str, Any] | None = None,
+        reason: str | None = None,
+        correction: dict[str, Any] | None = None,
+    ) -> Reply:
+        row = self._load(proposal_id)
+        if row is None:
+            return self._missing(proposal_id)
+        pid = row["id"]
+        result = service.decide(
+            self.store,
+            pid,
+            decision,
+            decider(actor),
+            undo_window_seconds=self.settings.undo_window_seconds,
+            now=self.clock(),
+            approved=approved,
+            reason=reason,
+            correction=correction,
+        )
+        if not result.won:
+            return self._lost(result.row, pid)
+        if decision != "rejected":
+            self._schedule(pid)
+        self._after_change(pid)
+        row = result.row or row
+        line = {
+            "approved": "Approved.",
+            "edited": "Edited and approved.",
+            "rejected": "Rejected." + (f" Reason noted: {reason}" if reason else ""),
+        }[decision]
+        if row["not_before"]:
+            line += f" Sending at {stamp(row['not_before'])}; Undo until then."
+        return reply(line, proposals=self._views(pid), proposal_id=pid)
 
     def _load(self, proposal_id: str) -> dict[str, Any] | None:
         with self.store.engine.connect() as connection:
@@ -118,3 +187,8 @@ class CommandBase:
         else:
             line = f"This proposal is {row['state']} now."
         return fail("conflict", line, proposals=self._views(row["id"]), proposal_id=row["id"])
+
+
+def decider(actor: Actor) -> service.Decider:
+    """The proposal service's view of who acts."""
+    return service.Decider(actor.key, actor.display_name, actor.surface)

@@ -9,6 +9,9 @@ from typing import Any
 
 from agents.intents import INTENTS
 from bot import command_text
+from bot.command_audit import AuditCommands
+from bot.command_base import decider
+from bot.command_merge import MergeCommands
 from bot.command_reads import ReadCommands
 from bot.replies import Actor, Reply, fail, reply
 from jobs import proposal_service as service
@@ -27,51 +30,14 @@ from store import proposals as sp
 
 log = logging.getLogger(__name__)
 
+# The reason a merge rejected with "Not the same" carries.
+NOT_THE_SAME = "not the same customer"
 
-class CommandImpl(ReadCommands):
+
+class CommandImpl(ReadCommands, MergeCommands, AuditCommands):
     """See `bot.commands.Commands` for the public contract."""
 
     # ---- decisions -------------------------------------------------------------------------------
-    def _decide(
-        self,
-        actor: Actor,
-        proposal_id: str,
-        decision: str,
-        *,
-        approved: dict[str, Any] | None = None,
-        reason: str | None = None,
-        correction: dict[str, Any] | None = None,
-    ) -> Reply:
-        row = self._load(proposal_id)
-        if row is None:
-            return self._missing(proposal_id)
-        pid = row["id"]
-        result = service.decide(
-            self.store,
-            pid,
-            decision,
-            decider(actor),
-            undo_window_seconds=self.settings.undo_window_seconds,
-            now=self.clock(),
-            approved=approved,
-            reason=reason,
-            correction=correction,
-        )
-        if not result.won:
-            return self._lost(result.row, pid)
-        if decision != "rejected":
-            self._schedule(pid)
-        self._after_change(pid)
-        row = result.row or row
-        line = {
-            "approved": "Approved.",
-            "edited": "Edited and approved.",
-            "rejected": "Rejected." + (f" Reason noted: {reason}" if reason else ""),
-        }[decision]
-        if row["not_before"]:
-            line += f" Sending at {stamp(row['not_before'])}; Undo until then."
-        return reply(line, proposals=self._views(pid), proposal_id=pid)
-
     def approve(self, actor: Actor, proposal_id: str) -> Reply:
         return self._refuse(actor, "approve", proposal_id) or self._decide(actor, proposal_id, "approved")
 
@@ -117,6 +83,13 @@ class CommandImpl(ReadCommands):
         reason = (reason or "").strip() or None
         correction = {"rejection_reason": reason}
         return self._decide(actor, proposal_id, "rejected", reason=reason, correction=correction)
+
+    def not_same(self, actor: Actor, proposal_id: str) -> Reply:
+        """ "Not the same" on a merge: reject it; the possible duplicate is dismissed with it."""
+        row = self._load(proposal_id)
+        if row is not None and row["kind"] != "merge_customers":
+            return fail("invalid", "“Not the same” answers a merge; this proposal is no merge.")
+        return self.reject(actor, proposal_id, NOT_THE_SAME)
 
     def snooze(self, actor: Actor, proposal_id: str, until: datetime | str) -> Reply:
         refused = self._refuse(actor, "snooze", proposal_id)
@@ -265,16 +238,12 @@ class CommandImpl(ReadCommands):
             "resend": lambda: self.resend(actor, pid, True),
             "keep": lambda: self.resend(actor, pid, False),
             "intent": lambda: self.correct_intent(actor, pid, arg or ""),
+            "distinct": lambda: self.not_same(actor, pid),
         }
         return handlers[action]()
 
     def run(self, actor: Actor, line: str) -> Reply:
         return dispatch(self, actor, line)
-
-
-def decider(actor: Actor) -> service.Decider:
-    """The proposal service's view of who acts."""
-    return service.Decider(actor.key, actor.display_name, actor.surface)
 
 
 def _like(original: Any, value: str) -> Any:
@@ -311,6 +280,7 @@ def dispatch(impl: CommandImpl, actor: Actor, line: str) -> Reply:
         "snooze": lambda: impl.snooze(actor, first, tail or "1h"),
         "edit": lambda: _edit(impl, actor, first, tail),
         "intent": lambda: impl.correct_intent(actor, first, tail),
+        "distinct": lambda: impl.not_same(actor, first),
     }
     if word in proposal_commands:
         if not first:
@@ -330,6 +300,12 @@ def dispatch(impl: CommandImpl, actor: Actor, line: str) -> Reply:
         return (impl.pause if word == "pause" else impl.resume)(actor, agent)
     if word == "digest":
         return impl.digest(actor)
+    if word == "merge":
+        return impl.merge_line(actor, rest)
+    if word == "unmerge":
+        return impl.unmerge(actor, rest)
+    if word == "audit":
+        return impl.audit_line(actor, rest)
     if word in {"pending", "help", "start"}:
         return impl.pending(actor) if word == "pending" else impl.help(actor)
     return fail("invalid", f"Unknown command {word[:30]!r}; `help` lists them.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime
+from typing import Any
 
 from bot import command_text
 from bot.command_base import CommandBase
@@ -13,7 +14,8 @@ from bot.replies import Actor, Choice, Item, Reply, fail, reply
 from jobs.render_proposal import compact_line, view_of
 from store import events as ev
 from store import lifecycle as lc
-from store.slice import build_slice, closest_names, find_customers
+from store.memory.records import event_id_of
+from store.slice import build_slice, closest_names, find_customers, summarise
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +44,41 @@ class ReadCommands(CommandBase):
                 return self._missing(proposal_id)
             trail = lc.proposal_events(connection, row["id"])
         trigger = self.store.get(row["event_id"]) if row["event_id"] else None
+        memories = self._memories_used(row)
         return reply(
-            *command_text.why_lines(row, trail, trigger),
+            *command_text.why_lines(row, trail, trigger, memories),
             proposals=self._views(row["id"]),
             proposal_id=row["id"],
         )
+
+    def _memories_used(self, row: dict[str, Any]) -> dict[str, str]:
+        """Memory source id → "kind, date: “snippet” — from event id (type)", from the memory, else from
+        the log event it was written for (the memory was archived, forgotten or is not wired here)."""
+        ids = [s["id"] for s in row["proposed"].get("sources") or [] if s.get("kind") == "memory"]
+        if not ids:
+            return {}
+        found: dict[str, str] = {}
+        if self.memory is not None:
+            try:
+                memory = self.memory()
+                for record in [*memory.get(ids), *memory.get(ids, archived=True)]:
+                    found[record.id] = command_text.memory_line(
+                        record.kind, record.occurred_at, record.text, record.event_id, record.event_type
+                    )
+            except Exception:  # Why? still answers from the log
+                log.exception("memory lookup for Why? of %s failed", row["id"])
+        for memory_id in ids:
+            if memory_id in found:
+                continue
+            event = self.store.get(event_id_of(memory_id))
+            if event is None:
+                found[memory_id] = f"memory {memory_id} (its event is no longer in the log)"
+                continue
+            text = str(getattr(event.payload, "text", None) or summarise(event))
+            found[memory_id] = command_text.memory_line(
+                "event", event.occurred_at, text, event.id, event.type
+            )
+        return found
 
     def customer(self, actor: Actor, query: str, as_of: date | datetime | None) -> Reply:
         refused = self._refuse(actor, "look up customers", None)

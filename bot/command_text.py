@@ -20,6 +20,9 @@ HELP = (
     "customer <name|email|id> [as of YYYY-MM-DD]",
     "note <customer> <text> · note <customer name>: <text>",
     "digest — today's digest now",
+    "audit [customer] [days] — who decided what, when, and what it cost (default 7 days)",
+    "merge <customer> <customer> — one customer from two (the older keeps the record) · unmerge [customer]",
+    "distinct <id> — a proposed merge is not the same customer",
     "pause [agent|all] · resume [agent|all] — all agents when none is named",
     "help",
 )
@@ -81,8 +84,26 @@ def classified_line(note: str) -> str:
     return " · ".join(parts)
 
 
-def why_lines(row: dict[str, Any], trail: list[ev.Event], trigger: ev.Event | None) -> list[str]:
-    """Sources, rules, costs and the decision trail of one proposal."""
+# How much of a memory "Why?" quotes.
+MEMORY_QUOTE_CHARS = 160
+
+
+def memory_line(kind: str, at: datetime | None, text: str, event_id: str, event_type: str) -> str:
+    """One memory a proposal used: what kind, when, a snippet, and the event it came from."""
+    snippet = " ".join(text.split())
+    if len(snippet) > MEMORY_QUOTE_CHARS:
+        snippet = snippet[: MEMORY_QUOTE_CHARS - 1] + "…"
+    day = f", {at:%Y-%m-%d}" if at else ""
+    return f"{kind}{day}: “{snippet}” — from event {event_id} ({event_type})"
+
+
+def why_lines(
+    row: dict[str, Any],
+    trail: list[ev.Event],
+    trigger: ev.Event | None,
+    memories: dict[str, str] | None = None,
+) -> list[str]:
+    """Sources (memories quoted from `memories`, by source id), rules, costs and the decision trail."""
     proposed = row["proposed"]
     cost = proposed.get("cost") or {}
     lines = [f"{row['kind']} proposed by {row['agent']} at {stamp(row['created_at'])} ({row['id']})"]
@@ -95,6 +116,9 @@ def why_lines(row: dict[str, Any], trail: list[ev.Event], trigger: ev.Event | No
     for source in proposed.get("sources") or []:
         if source.get("id") == "message.classified" and source.get("note"):
             lines.append(classified_line(source["note"]))
+            continue
+        if source.get("kind") == "memory" and memories and source["id"] in memories:
+            lines.append(f"Memory used: {memories[source['id']]}")
             continue
         note = f" — {source['note']}" if source.get("note") else ""
         lines.append(f"Source: {source['kind']} {source['id']}{note}")

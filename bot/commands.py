@@ -130,6 +130,22 @@ class Commands:
         """Today's digest now: the text, the first pending proposals with their buttons, the chart."""
         return self._impl.digest(actor)
 
+    def merge(self, actor: Actor, first: str, second: str) -> Reply:
+        """Merge the two customers the queries name; the older keeps the record; Undo on the card."""
+        return self._impl.merge(actor, first, second)
+
+    def unmerge(self, actor: Actor, query: str = "") -> Reply:
+        """Take a merged customer out again; without a query, the merged customers as `choices`."""
+        return self._impl.unmerge(actor, query)
+
+    def not_same(self, actor: Actor, proposal_id: str) -> Reply:
+        """Answer a merge proposal "Not the same": rejected, and the possible duplicate dismissed."""
+        return self._impl.not_same(actor, proposal_id)
+
+    def audit(self, actor: Actor, query: str | None = None, days: int = 7) -> Reply:
+        """Who decided what, when, and what it cost, over the last `days` days (one customer's or all)."""
+        return self._impl.audit(actor, query, days)
+
     def help(self, actor: Actor) -> Reply:
         """The commands, one per line."""
         return self._impl.help(actor)

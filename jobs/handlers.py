@@ -44,6 +44,8 @@ MEMORY_CURATOR = "memory_curator"
 EXECUTOR = "executor"
 # Teaches the triage classifier an operator's correction ("Wrong intent → …", "Spam", "Not spam").
 CLASSIFIER = "classifier"
+# Tells the operator of a merge identity resolution made through a strong key, with Undo.
+IDENTITY = "identity"
 
 EVENT_HANDLERS: Mapping[str, tuple[str, ...]] = {
     "message.received": (MEMORY, INBOX_TRIAGE, MEMORY_CURATOR),
@@ -58,6 +60,9 @@ EVENT_HANDLERS: Mapping[str, tuple[str, ...]] = {
     "subscription.cancelled": (MEMORY,),
     "customer.created": (MEMORY,),
     "customer.updated": (MEMORY,),
+    # A same-name or same-domain pair: the curator asks "Merge / Not the same?".
+    "customer.possible_duplicate": (MEMORY_CURATOR,),
+    "customer.merged": (IDENTITY,),
     "note.added": (MEMORY, MEMORY_CURATOR),
     "stage.changed": (MEMORY,),
     "correction.recorded": (MEMORY,),
@@ -120,6 +125,14 @@ def queue_execution(event: ev.Event, ctx: JobContext) -> Handled:
     return Handled.DONE
 
 
+def announce_merge(event: ev.Event, ctx: JobContext) -> Handled:
+    """An automatic merge (a shared strong key) is posted to the operator with Undo."""
+    from jobs.reconcile import announce_merge as announce
+
+    announce(event, ctx)
+    return Handled.DONE
+
+
 def learn_correction(event: ev.Event, ctx: JobContext) -> Handled:
     """The classifier of this process uses an operator's correction from now on."""
     from jobs.classified import learn_correction as learn
@@ -132,6 +145,7 @@ HANDLERS: Mapping[str, Handler] = {
     MEMORY: remember,
     CLASSIFIER: learn_correction,
     EXECUTOR: queue_execution,
+    IDENTITY: announce_merge,
     INBOX_TRIAGE: partial(run_agent, INBOX_TRIAGE),
     LEAD_QUALIFICATION: partial(run_agent, LEAD_QUALIFICATION),
     RENEWAL_NUDGES: partial(run_agent, RENEWAL_NUDGES),

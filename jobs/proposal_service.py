@@ -102,6 +102,8 @@ def decide(
         ]
         if correction is not None:
             planned.append((correction_event(current, decider, **correction), True))
+        if decision == "rejected" and current["kind"] == "merge_customers":
+            planned.append((dismissal_event(current, decider), False))
         return planned
 
     return lc.transition(store, proposal_id, sp.DECIDABLE, plan)
@@ -140,6 +142,22 @@ def correction_event(
         payload=payload,
         stream=row["customer_id"],
         idempotency_key=f"{row['id']}:correction",
+        actor=decider.key,
+        source="lifecycle",
+        causation_id=row["id"],
+    )
+
+
+def dismissal_event(row: dict[str, Any], decider: Decider) -> ev.NewEvent:
+    """A rejected merge ("Not the same"): the possible duplicate it came from is closed, not asked again."""
+    params, _ = payload_of(row)
+    pair = [str(params.get("into") or ""), str(params.get("merged") or "")]
+    other = next((cid for cid in pair if cid and cid != row["customer_id"]), pair[1])
+    return ev.NewEvent(
+        type="customer.duplicate_dismissed",
+        payload=ev.DuplicateDismissed(other_id=other),
+        stream=row["customer_id"],
+        idempotency_key=f"{row['id']}:dismissed",
         actor=decider.key,
         source="lifecycle",
         causation_id=row["id"],

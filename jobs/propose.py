@@ -11,7 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 from agents.context import AgentContext, Correction, RecalledMemory, build_context
-from agents.proposal import Draft
+from agents.drafting import MEMORIES_IN_PROMPT
+from agents.proposal import Draft, Source
 from jobs.classified import append_classified, learn_corrections
 from jobs.context import JobContext
 from jobs.execute import schedule_execution
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 # How much recalled memory text an agent gets: a few paragraphs, cheap to send to a model.
 MEMORY_BUDGET_CHARS = 4_000
 CORRECTIONS_IN_CONTEXT = 10
+# Events of the log's own (not signals from outside) an agent proposes on: a possible duplicate asks
+# the curator for a merge proposal.
+AGENT_EVENT_TYPES = frozenset({"customer.possible_duplicate"})
 
 
 def corrections_of(connection: Any, customer_id: str) -> list[Correction]:
@@ -91,7 +95,7 @@ def agent_context(ctx: JobContext, event: ev.Event) -> AgentContext | None:
 
 def propose_for(ctx: JobContext, agent: str, event: ev.Event) -> list[str]:
     """One agent's proposals for a signal, recorded and routed; returns their ids."""
-    if event.type not in ev.SIGNAL_TYPES:
+    if event.type not in ev.SIGNAL_TYPES and event.type not in AGENT_EVENT_TYPES:
         return []
     if agent == "inbox_triage":
         learn_corrections(ctx.store)
@@ -104,6 +108,17 @@ def propose_for(ctx: JobContext, agent: str, event: ev.Event) -> list[str]:
     return [route(ctx, event, index, reviewed, context) for index, reviewed in enumerate(reviewed_all)]
 
 
+def with_memory_sources(proposal: Any, context: AgentContext) -> Any:
+    """A model-written draft was given the first recalled memories (agents.drafting): list them as its
+    sources, so "Why?" shows them; a template used none. Sources the agent listed itself stay."""
+    if proposal.drafted_from_template or not context.memories:
+        return proposal
+    if any(source.kind == "memory" for source in proposal.sources):
+        return proposal
+    used = tuple(Source(kind="memory", id=m.id) for m in context.memories[:MEMORIES_IN_PROMPT])
+    return proposal.model_copy(update={"sources": (*proposal.sources, *used)})
+
+
 def route(ctx: JobContext, event: ev.Event, index: int, reviewed: Any, context: AgentContext) -> str:
     """Record one reviewed proposal; auto-approve and queue it, or post it for a decision.
 
@@ -114,6 +129,7 @@ def route(ctx: JobContext, event: ev.Event, index: int, reviewed: Any, context: 
     proposal, verdict = reviewed.proposal, reviewed.verdict
     if proposal.event_id is None:
         proposal = proposal.model_copy(update={"event_id": event.id})
+    proposal = with_memory_sources(proposal, context)
     rules = [f"{rule.name}: {rule.explanation}" for rule in verdict.rules]
     pid, _ = lc.record_proposal(
         store,

@@ -137,6 +137,14 @@ def buttons_of(row: dict[str, Any]) -> tuple[Button, ...]:
 
 def _state_buttons(row: dict[str, Any]) -> tuple[Button, ...]:
     pid, state = row["id"], row["state"]
+    if state == "pending" and row["kind"] == "merge_customers":
+        # A merge is a yes/no about who is who: nothing to edit, and "no" dismisses the pair.
+        return (
+            Button("approve", "Merge", pid, style="primary"),
+            Button("distinct", "Not the same", pid, style="danger"),
+            Button("snooze", f"Snooze {DEFAULT_SNOOZE}", pid, arg=DEFAULT_SNOOZE),
+            Button("why", "Why?", pid),
+        )
     if state == "pending":
         buttons = [Button("approve", "Approve", pid, style="primary")]
         if editable_fields(row):

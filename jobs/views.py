@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 # Every button a proposal message can carry. `keep` answers "may have been sent" with "don't resend".
 ButtonAction = Literal[
-    "approve", "edit", "reject", "snooze", "why", "undo", "retry", "resend", "keep", "intent"
+    "approve", "edit", "reject", "snooze", "why", "undo", "retry", "resend", "keep", "intent", "distinct"
 ]
 BUTTON_ACTIONS: tuple[str, ...] = (
     "intent",  # the operator corrects the message's intent: "Spam", "Not spam" (arg: the intent)
+    "distinct",  # "Not the same" on a merge: reject it and dismiss the possible duplicate
     "approve",
     "edit",
     "reject",

@@ -15,6 +15,9 @@ from sqlalchemy.exc import ArgumentError
 
 SMTP_SCHEMES = frozenset({"smtp", "smtp+starttls", "smtps"})
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+# OPERATORS rights: `*`, or action kinds joined by `|` (`send_email|create_task`).
+ALL_KINDS = "*"
+_RIGHTS = re.compile(r"^(\*|[a-z_]+(\s*\|\s*[a-z_]+)*)$")
 
 # Raw messages older than this are folded into a summary and archived: half a year keeps the running
 # conversation verbatim while bounding what every recall has to rank.
@@ -162,9 +165,18 @@ class Settings(BaseSettings):
     @classmethod
     def _operators_are_surface_ids(cls, value: str) -> str:
         for item in _split(value):
-            surface, _, ident = item.partition(":")
-            if surface not in {"slack", "telegram", "terminal"} or not ident:
-                raise ValueError(f"{item!r} is not surface:id (e.g. slack:U123,telegram:456)")
+            who, equals, rights = item.partition("=")
+            surface, _, ident = who.strip().partition(":")
+            if surface not in {"slack", "telegram", "terminal"} or not ident.strip():
+                raise ValueError(
+                    f"{item!r} is not surface:id[=rights] "
+                    "(e.g. slack:U123,telegram:456=send_email|create_task)"
+                )
+            if equals and not _RIGHTS.match(rights.strip()):
+                raise ValueError(
+                    f"{item!r}: after = list the action kinds this person may decide, joined by | "
+                    "(e.g. send_email|create_task), or * for all"
+                )
         return value
 
     @model_validator(mode="after")
@@ -186,7 +198,22 @@ class Settings(BaseSettings):
     @property
     def operator_ids(self) -> frozenset[str]:
         """The allowlist as `surface:id` strings."""
-        return frozenset(_split(self.operators))
+        return frozenset(self.operator_rights)
+
+    @property
+    def operator_rights(self) -> dict[str, frozenset[str] | None]:
+        """`surface:id` → the action kinds that person may decide; None: every kind (no `=…`, or `=*`).
+
+        A person listed twice gets the union of both entries.
+        """
+        rights: dict[str, frozenset[str] | None] = {}
+        for item in _split(self.operators):
+            who, equals, listed = item.partition("=")
+            key = who.strip()
+            kinds = None if not equals or listed.strip() == ALL_KINDS else _kinds(listed)
+            before = rights.get(key, frozenset())
+            rights[key] = None if kinds is None or before is None else before | kinds
+        return rights
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -195,6 +222,10 @@ class Settings(BaseSettings):
 
 def _split(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _kinds(listed: str) -> frozenset[str]:
+    return frozenset(kind.strip() for kind in listed.split("|") if kind.strip())
 
 
 def normalise_database_url(url: str) -> str:

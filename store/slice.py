@@ -76,19 +76,20 @@ def summarise(event: ev.Event) -> str:
 
 
 def find_customers(connection: Connection, query: str, limit: int = 10) -> list[dict[str, Any]]:
-    """Canonical customers matching an id, email, domain, or (part of) a name or company."""
+    """Canonical customers matching an id, email, domain, or (part of) a name or company.
+
+    A customer merged into another is found by its old id, name or company too, as the one it is
+    part of now (`/customer beta` after Beta was merged into Acme shows Acme).
+    """
     c = t.customers.c
     needle = query.strip()
     if not needle:
         return []
     lowered = needle.lower()
-    canonical = c.merged_into.is_(None)
     by_key = select(t.contact_points.c.customer_id).where(
         t.contact_points.c.value.in_([needle, lowered, lowered.lstrip("@")])
     )
-    exact = select(t.customers).where(
-        canonical, or_(c.id == needle, c.id.in_(by_key), c.domain == lowered.lstrip("@"))
-    )
+    exact = select(t.customers).where(or_(c.id == needle, c.id.in_(by_key), c.domain == lowered.lstrip("@")))
     rows = connection.execute(exact.order_by(c.id).limit(limit)).all()
     key = normalise_name(needle)
     if not rows and key:
@@ -96,13 +97,51 @@ def find_customers(connection: Connection, query: str, limit: int = 10) -> list[
         # must not list everyone).
         pattern = f"%{_escape_like(key)}%"
         fuzzy = select(t.customers).where(
-            canonical,
             or_(
                 c.name_key.like(pattern, escape=LIKE_ESCAPE),
                 func.lower(c.company).like(pattern.lower(), escape=LIKE_ESCAPE),
             ),
         )
-        rows = connection.execute(fuzzy.order_by(c.name).limit(limit)).all()
+        rows = connection.execute(fuzzy.order_by(c.merged_into.is_not(None), c.name).limit(limit)).all()
+    return _canonical_rows(connection, [dict(row._mapping) for row in rows])
+
+
+def _canonical_rows(connection: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row replaced by the canonical customer it is part of, each customer once, in order."""
+    found: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        seen = {row["id"]}
+        while row["merged_into"] is not None and row["merged_into"] not in seen:
+            into = connection.execute(
+                select(t.customers).where(t.customers.c.id == row["merged_into"])
+            ).first()
+            if into is None:
+                break
+            row = dict(into._mapping)
+            seen.add(row["id"])
+        found.setdefault(row["id"], row)
+    return list(found.values())
+
+
+def find_merged(connection: Connection, query: str | None, limit: int = 10) -> list[dict[str, Any]]:
+    """Customers merged into another now, matching an id, a contact they brought, or (part of) a name;
+    every merged customer when `query` is None. Newest merge first."""
+    c, cp = t.customers.c, t.contact_points.c
+    merged = select(t.customers).where(c.merged_into.is_not(None))
+    needle = (query or "").strip()
+    if needle:
+        lowered = needle.lower()
+        brought = select(cp.origin_customer_id).where(cp.value.in_([needle, lowered, lowered.lstrip("@")]))
+        key = normalise_name(needle) or lowered
+        merged = merged.where(
+            or_(
+                c.id == needle,
+                c.id.in_(brought),
+                c.name_key.like(f"%{_escape_like(key)}%", escape=LIKE_ESCAPE),
+                func.lower(c.company).like(f"%{_escape_like(lowered)}%", escape=LIKE_ESCAPE),
+            )
+        )
+    rows = connection.execute(merged.order_by(c.position.desc()).limit(limit)).all()
     return [dict(row._mapping) for row in rows]
 
 

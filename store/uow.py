@@ -224,7 +224,12 @@ class Transaction:
         resolution = resolve(ref, SqlLookup(self.connection), self.phone_region)
 
         def emit(
-            suffix: str, stream: str, event_type: str, payload: ev.Payload, key: str | None = None
+            suffix: str,
+            stream: str,
+            event_type: str,
+            payload: ev.Payload,
+            key: str | None = None,
+            dispatch: bool = False,
         ) -> None:
             self.append(
                 ev.NewEvent(
@@ -235,7 +240,7 @@ class Transaction:
                     source=source,
                     occurred_at=occurred_at,
                 ),
-                dispatch=False,
+                dispatch=dispatch,
             )
 
         if resolution.customer_id is None:
@@ -257,6 +262,7 @@ class Transaction:
                     customer_id,
                     "customer.possible_duplicate",
                     ev.PossibleDuplicate(other_id=other, reason=reason),
+                    dispatch=True,  # put to the operator: Merge / Not the same (jobs.handlers)
                 )
             return customer_id
         customer_id = resolution.customer_id
@@ -266,6 +272,7 @@ class Transaction:
                 customer_id,
                 "customer.merged",
                 ev.CustomerMerged(merged=merged, reason=reason),
+                dispatch=True,  # announced to the operator with Undo (jobs.handlers)
             )
         for key in resolution.new_keys:
             emit(

@@ -49,14 +49,18 @@ class MemoryCurator(Role):
         other = str(context.trigger.payload.get("other_id") or "")
         if not other or other == context.customer.id or other in context.customer.merged_ids:
             return []
+        if other not in {str(d.get("other_id")) for d in context.customer.possible_duplicates}:
+            return []  # merged or dismissed since it was flagged: nothing left to ask
         reason = str(context.trigger.payload.get("reason") or "flagged as a possible duplicate")
+        # The older record keeps the history (ids sort by creation), as identity resolution does.
+        into, merged = sorted((context.customer.id, other))
         return [
             Proposal(
                 agent=self.name,
                 kind="merge_customers",
                 customer_id=context.customer.id,
-                params={"into": context.customer.id, "merged": other, "reason": reason},
-                rationale=f"possible duplicate of {other}: {reason}"[:500],
+                params={"into": into, "merged": merged, "reason": reason},
+                rationale=f"Possibly the same customer as {other}: {reason}"[:500],
                 sources=(Source(kind="event", id=context.trigger.id),),
                 confidence=MERGE_CONFIDENCE,
                 event_id=context.trigger.id,

@@ -33,7 +33,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SLASH_COMMANDS = ("/customer", "/pending", "/digest", "/note", "/pause", "/resume")
+SLASH_COMMANDS = (
+    "/customer",
+    "/pending",
+    "/digest",
+    "/note",
+    "/pause",
+    "/resume",
+    "/audit",
+    "/merge",
+    "/unmerge",
+)
 PROBLEM = "Something went wrong on our side; nothing was changed. Try again in a moment."
 
 

@@ -31,6 +31,13 @@ PICKABLE = ("customer ", "show ")
 # response_url message cannot carry a file.
 IMAGE_KEY = "_image"
 
+# Slash commands that are the typed line of the same name (`/audit acme 7` is `audit acme 7`).
+TYPED_COMMANDS = frozenset(
+    {"/customer", "/pending", "/digest", "/note", "/pause", "/resume", "/audit", "/merge", "/unmerge"}
+)
+# The typed lines a pick button may run (the rest are links, or expired).
+PICKABLE = ("customer ", "unmerge ")
+
 USAGE = {
     "/customer": "Usage: /customer <name|email|domain> [as of YYYY-MM-DD] — or /customer <name> link",
 }
@@ -55,7 +62,7 @@ class SlashCommands:
             link = _LINK.match(text)
             if link:
                 return self.link(actor, link["query"], channel)
-        if name in ("/customer", "/pending", "/digest", "/note", "/pause", "/resume"):
+        if name in TYPED_COMMANDS:
             return self._message(self.commands().run(actor, f"{name[1:]} {text}"))
         return _text(f"{name} is not a command of this app.")
 

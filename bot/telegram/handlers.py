@@ -50,6 +50,9 @@ MENU: tuple[tuple[str, str], ...] = (
     ("note", "Add a note: /note <customer> <text>"),
     ("pause", "Pause an agent or all: /pause [agent]"),
     ("resume", "Resume an agent or all: /resume [agent]"),
+    ("audit", "Who decided what: /audit [customer] [days]"),
+    ("merge", "Merge two customers: /merge <customer> <customer>"),
+    ("unmerge", "Take a merged customer out: /unmerge [customer]"),
     ("help", "What I can do"),
 )
 PROBLEM = "Something went wrong on our side; nothing was changed. Try again in a moment."

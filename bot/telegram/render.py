@@ -145,7 +145,7 @@ def proposal_keyboard(view: ProposalView) -> InlineKeyboardMarkup | None:
     for button in view.buttons:
         if button.action == "snooze" and button.arg is None:
             secondary.append(_button(button.label, f"{SNOOZE_MENU}:{button.proposal_id}"))
-        elif button.action in ("approve", "edit", "reject"):
+        elif button.action in ("approve", "edit", "reject", "distinct"):
             decisions.append(_button(button.label, button.data))
         elif button.action in ("snooze", "why"):
             secondary.append(_button(button.label, button.data))

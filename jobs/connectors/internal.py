@@ -80,11 +80,19 @@ class InternalConnector:
             if not into or not merged or into == merged:
                 raise PermanentError("a merge needs two different customers", retryable=False)
             reason = str(params.get("reason") or "approved merge")
+            compensation = {"into": into, "merged": merged}
+            if self._merged_into(merged) == into:  # identity resolution merged them already
+                return ActionResult(f"{merged} is part of {into}", compensation, ())
             effect = _effect(
                 request, "customer.merged", ev.CustomerMerged(merged=merged, reason=reason), into
             )
-            return ActionResult(f"merged {merged} into {into}", {"into": into, "merged": merged}, (effect,))
+            return ActionResult(f"merged {merged} into {into}", compensation, (effect,))
         raise PermanentError(f"no connector acts on {request.kind}; do it by hand", retryable=False)
+
+    def _merged_into(self, customer_id: str) -> str | None:
+        with self.store.engine.connect() as connection:
+            row = SqlState(connection).get("customers", id=customer_id)
+        return str(row["merged_into"]) if row and row["merged_into"] else None
 
     def _stage_of(self, customer_id: str) -> str:
         with self.store.engine.connect() as connection:

@@ -13,35 +13,15 @@ from typing import Any
 
 import pytest
 
-from bot.bootstrap import App, bootstrap
-from bot.web import create_app
 from tests.integration import slack_harness as sh
 from tests.integration import telegram_harness as h
-from tests.standins.slack_api import SlackStandIn
-from tests.standins.telegram_api import TelegramStandIn
+from tests.integration.both_harness import both_surfaces
 
 
 @pytest.fixture
 def both(db_url: str, make_settings: Any) -> Iterator[dict[str, Any]]:
-    api = TelegramStandIn(h.TOKEN).start()
-    with SlackStandIn(bot_token=sh.BOT_TOKEN, app_token=sh.APP_TOKEN) as slack, h.smtp_server() as smtp:
-        env = {
-            **sh.slack_settings(slack.api_url, db_url),
-            **h.telegram_env(api, db_url, smtp.port),
-            "OPERATORS": f"slack:{sh.OPERATOR},telegram:{h.OPERATOR_ID}",
-        }
-        container: App = bootstrap(make_settings(**env), handlers={})
-        with h.WebServer(create_app(container), h.free_port()) as server, h.polling(container):
-            api.wait_polling()
-            yield {
-                "api": api,
-                "slack": slack,
-                "smtp": smtp,
-                "container": container,
-                "client": sh.SlackClient(server.url, slack),
-            }
-        container.close()
-    api.stop()
+    with both_surfaces(make_settings, db_url, f"slack:{sh.OPERATOR},telegram:{h.OPERATOR_ID}") as running:
+        yield running
 
 
 def test_approve_on_telegram_updates_slack_and_a_later_slack_tap_hears_already_approved(
