@@ -24,8 +24,9 @@ _LINK = re.compile(r"^(?P<query>.+?)\s+link$", re.IGNORECASE)
 MAX_TEXT = 400
 # A pick button's value that links the channel rather than runs a typed line.
 LINK_PICK = "link "
-# The typed lines a pick button may run: a customer among several matches, a proposal from a list.
-PICKABLE = ("customer ", "show ")
+# The typed lines a pick button may run: a customer among several matches, a proposal from a list,
+# a merged customer to split out.
+PICKABLE = ("customer ", "show ", "unmerge ")
 
 # Where a reply's picture (the digest chart) travels in the answer, for the listener to upload: a
 # response_url message cannot carry a file.
@@ -35,8 +36,6 @@ IMAGE_KEY = "_image"
 TYPED_COMMANDS = frozenset(
     {"/customer", "/pending", "/digest", "/note", "/pause", "/resume", "/audit", "/merge", "/unmerge"}
 )
-# The typed lines a pick button may run (the rest are links, or expired).
-PICKABLE = ("customer ", "unmerge ")
 
 USAGE = {
     "/customer": "Usage: /customer <name|email|domain> [as of YYYY-MM-DD] — or /customer <name> link",

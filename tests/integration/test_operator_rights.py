@@ -104,7 +104,8 @@ def test_slack_operator_limited_to_emails_cannot_approve_or_reject_a_refund_but_
     assert "not allowed to approve refunds" in json.dumps(told.body)
     assert client.command("/pending", "", user=sh.OPERATOR_2, response="bob-reads").status_code == 200
     reads = slack.wait_for("response_url", lambda c: "bob-reads" in c.path)[-1]
-    assert pid in json.dumps(reads.body), "reading is not deciding: Bob still sees what waits"
+    # reading is not deciding: Bob still sees what waits, listed with its Show button
+    assert f'"value": "show {number_of(container, pid)}"' in json.dumps(reads.body)
     assert state_of(container, pid) == "pending"
     assert [r["reason"] for r in refusals(container)] == ["not allowed to approve refunds"]
 
@@ -126,7 +127,7 @@ def test_audit_lists_who_decided_what_when_and_the_refused_attempts(both: dict[s
     api.message_update(h.OPERATOR, "/audit")
     text = api.wait_call("sendMessage", lambda p: "decision(s)" in p.get("text", "")).params["text"]
     assert "1 decision(s) in the last 7 day(s) · cost $0.0000 · 1 refused attempt(s)" in text
-    assert "rejected by alice (slack) · Issue refund · Ada Lovelace" in text
+    assert "rejected by alice (slack) · #1 Issue refund · Ada Lovelace" in text
     assert "REFUSED @olga: approve issue_refund (not allowed to approve refunds)" in text
 
     assert commands.audit(alice, "ada", 1).lines[0].startswith("1 decision(s) on Ada Lovelace")
@@ -151,3 +152,11 @@ def test_malformed_rights_stop_at_start_naming_the_fix(
     with pytest.raises(SettingsError, match="OPERATORS") as raised:
         bootstrap(make_settings(OPERATORS=operators, DATABASE_URL=f"sqlite:///{tmp_path}/x.db"))
     assert named in str(raised.value) and "\n" not in str(raised.value)
+
+
+def number_of(container: Any, pid: str) -> int:
+    """The proposal's short handle (the number on its card)."""
+    with container.store.engine.connect() as connection:
+        row = lc.get_proposal(connection, pid)
+    assert row is not None
+    return int(row["number"])
