@@ -13,7 +13,8 @@ The rules, deterministic and in this order:
 4. No strong key matches: a new customer. If an existing customer has the same normalised name or the
    same company domain (free-mail domains such as gmail.com never count), that pair is recorded as a
    `customer.possible_duplicate` for a person to reconcile; nothing is merged on a weak match. A company
-   domain is compared with its oldest DOMAIN_MATCHES customers only.
+   domain is compared with its oldest DOMAIN_MATCHES customers only. The reason names what matched:
+   `same name 'Ann Lee'`, `same company domain acme.com`, or both (`… and company domain acme.com`).
 """
 
 from __future__ import annotations
@@ -214,7 +215,10 @@ def weak_matches(
         domain = company_domain(key.value) if key.kind == "email" else None
         if domain:
             for other in lookup.customers_at(domain)[:DOMAIN_MATCHES]:
-                found.setdefault(other, f"same company domain {domain}")
+                if other in found:
+                    found[other] += f" and company domain {domain}"
+                else:
+                    found[other] = f"same company domain {domain}"
     return sorted((other, _clip(reason, REASON_LENGTH)) for other, reason in found.items())
 
 

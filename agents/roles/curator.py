@@ -22,6 +22,8 @@ SUMMARY_PREFIX = "Summary:"
 TOUCHES = frozenset({"message.received", "lead.created", "note.added", "invoice.overdue", "invoice.paid"})
 # A merge is only as sure as the identity rule that flagged it; a person confirms it.
 MERGE_CONFIDENCE = 0.6
+# How store.identity words a possible duplicate that shares only the company domain.
+DOMAIN_ONLY = "same company domain"
 
 
 class SummaryOut(BaseModel):
@@ -52,6 +54,11 @@ class MemoryCurator(Role):
         if other not in {str(d.get("other_id")) for d in context.customer.possible_duplicates}:
             return []  # merged or dismissed since it was flagged: nothing left to ask
         reason = str(context.trigger.payload.get("reason") or "flagged as a possible duplicate")
+        if reason.startswith(DOMAIN_ONLY):
+            # Colleagues at one company share its domain and are different people: asking to merge
+            # them would be a proposal the operator learns to ignore. The pair stays flagged on the
+            # customer (and `/merge A B` is there); only a shared name is put to the operator.
+            return []
         # The older record keeps the history (ids sort by creation), as identity resolution does.
         into, merged = sorted((context.customer.id, other))
         return [

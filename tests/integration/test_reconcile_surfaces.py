@@ -1,6 +1,6 @@
 """Duplicates reconciled in one tap, on Slack and Telegram at once (both stand-ins, one store).
 
-A possible duplicate (same company domain) reaches the curator through the handler table and comes
+A possible duplicate (same name) reaches the curator through the handler table and comes
 back as a proposal with Merge / Not the same on both surfaces; a merge through a shared strong key is
 announced with Undo; `/merge` and `/unmerge` are typed commands; after a merge the old name finds the
 merged customer. The curator, the merge announcer and the executor run as they do in production (the
@@ -110,7 +110,8 @@ def test_a_possible_duplicate_is_asked_on_both_surfaces_and_merge_on_telegram_me
 ) -> None:
     api, slack, container = both["api"], both["slack"], both["container"]
     ada = lead(container, "Ada Lovelace", "ada@acme.example")
-    bea = lead(container, "Bea Turing", "bea@acme.example")  # same company domain: a possible duplicate
+    # The same name from a personal address: a possible duplicate (a colleague at the same domain is not)
+    bea = lead(container, "Ada Lovelace", "ada.lovelace@fastmail.example")
     pid = proposal_for(container, "merge_customers", bea)
     posted_on_both(container, pid)
 
@@ -125,7 +126,7 @@ def test_a_possible_duplicate_is_asked_on_both_surfaces_and_merge_on_telegram_me
     message_id = telegram_message_of(api, pid)
     buttons = h.buttons_of(h.message(api, h.OPS_CHAT, message_id))
     assert buttons["Merge"] == f"approve:{pid}" and buttons["Not the same"] == f"distinct:{pid}"
-    assert "same company domain acme.example" in h.message(api, h.OPS_CHAT, message_id)["text"]
+    assert "same name 'Ada Lovelace'" in h.message(api, h.OPS_CHAT, message_id)["text"]
 
     api.press(h.OPERATOR, h.OPS_CHAT, message_id, buttons["Merge"])
     wait_until(lambda: merged_into(container, bea) == ada, "Bea merged into Ada (the older record)")
@@ -135,8 +136,8 @@ def test_a_possible_duplicate_is_asked_on_both_surfaces_and_merge_on_telegram_me
     slack.wait_for("chat.update", lambda c: pid in json.dumps(c.body) and "Undo" in json.dumps(c.body))
     assert count(container, "proposal.recorded") == 1, "the executor's own merge is not announced again"
 
-    # The old name finds the customer Bea is part of now.
-    api.message_update(h.OPERATOR, "/customer bea turing")
+    # The merged record's own address finds the customer it is part of now.
+    api.message_update(h.OPERATOR, "/customer ada.lovelace@fastmail.example")
     answer = api.wait_call("sendMessage", lambda p: "Ada Lovelace" in p.get("text", ""))
     assert bea in answer.params["text"], "the slice lists the merged record"
 
@@ -151,7 +152,7 @@ def test_not_the_same_on_slack_rejects_the_merge_dismisses_the_pair_and_updates_
 ) -> None:
     api, slack, container = both["api"], both["slack"], both["container"]
     lead(container, "Ada Lovelace", "ada@acme.example")
-    bea = lead(container, "Bea Turing", "bea@acme.example")
+    bea = lead(container, "Ada Lovelace", "ada@lovelace-consulting.example")  # same name, someone else
     pid = proposal_for(container, "merge_customers", bea)
     posted_on_both(container, pid)
     message_id = telegram_message_of(api, pid)
@@ -206,6 +207,10 @@ def test_merge_and_unmerge_typed_on_slack_and_telegram(both: dict[str, Any]) -> 
     merged = slack.wait_for("response_url", lambda c: "merge" in c.path)[-1]
     assert "Merging Dora into Ada Lovelace" in json.dumps(merged.body)
     wait_until(lambda: merged_into(container, dora) == ada, "Dora merged into Ada")
+    # The old name finds the customer Dora is part of now.
+    api.message_update(h.OPERATOR, "/customer dora")
+    answer = api.wait_call("sendMessage", lambda p: "Ada Lovelace" in p.get("text", ""))
+    assert dora in answer.params["text"], "the slice lists the merged record"
 
     api.message_update(h.OPERATOR, "/unmerge dora")
     api.wait_call("sendMessage", lambda p: "Unmerged: Dora" in p.get("text", ""))

@@ -232,6 +232,15 @@ RULES = [
         id="same-name-is-a-possible-duplicate-not-a-merge",
     ),
     pytest.param(
+        {ANN: Known({email("ann@acme.com")}, "Ann Lee", "acme.com")},
+        CustomerRef(name="Ann Lee", email="ann.lee@acme.com"),
+        None,
+        [email("ann.lee@acme.com")],
+        [],
+        [(ANN, "same name 'Ann Lee' and company domain acme.com")],
+        id="same-name-and-domain-say-both",
+    ),
+    pytest.param(
         {
             ANN: Known({email("ann@acme.com")}, "Ann", "acme.com"),
             BOB: Known({phone("+14155552671")}, "Bob"),
