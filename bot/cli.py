@@ -271,8 +271,9 @@ def demo() -> None:
     raise typer.Exit(status)
 
 
-# `crm web` listens on every interface: containers and Procfile hosts route traffic to the PORT they
-# assign from outside the machine; every endpoint that writes is authenticated (invariant 5).
+# `crm web` listens on every interface unless HOST says otherwise: containers and Procfile hosts route
+# traffic to the PORT they assign from outside the machine; every endpoint that writes is authenticated
+# (invariant 5).
 WEB_HOST = "0.0.0.0"
 
 
@@ -297,7 +298,12 @@ def web(
     try:
         web_app = create_app(container)
         _freeze_startup_objects()
-        uvicorn.run(web_app, host=WEB_HOST, port=container.settings.port, access_log=access_log)
+        uvicorn.run(
+            web_app,
+            host=container.settings.host or WEB_HOST,
+            port=container.settings.port,
+            access_log=access_log,
+        )
     finally:
         container.close()
 
