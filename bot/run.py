@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from bot.terminal import run_console
 
@@ -132,7 +133,12 @@ def run(
         return 2
     scheduler = build_scheduler(container)
     scheduler.start()
-    surfaces = threading.Thread(target=run_surfaces, args=(container, stop), name="surfaces", daemon=True)
+    surface_failures: dict[str, str] = {}
+
+    def serve_surfaces() -> None:
+        surface_failures.update(run_surfaces(container, stop).failed)
+
+    surfaces = threading.Thread(target=serve_surfaces, name="surfaces", daemon=True)
     surfaces.start()
     address = f"http://{web.host}:{container.settings.port}"
     console.print(f"chatops-crm is running · web on {address}", markup=False)
@@ -164,7 +170,9 @@ def run(
         stop_queue = getattr(container.queue, "stop", None)
         if stop_queue is not None:
             stop_queue(timeout=30)
-    return 0
+    for message in surface_failures.values():
+        console.print(f"[red]error:[/red] {escape(message)}")
+    return 1 if surface_failures else 0
 
 
 def _on_signals(stop: threading.Event) -> None:
