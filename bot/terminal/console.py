@@ -154,9 +154,9 @@ def run_console(
     """Serve the console on stdin (or a stream) until end of input."""
     stream = stream or sys.stdin
     terminal = TerminalConsole(commands, console, cards=cards)
-    if stream is sys.stdin and stream.isatty():
+    if stream is sys.stdin and stream.isatty() and sys.stdout.isatty():
         reader = PromptReader()
         with reader.output_above_prompt():
             terminal.loop(reader)
-    else:
-        terminal.loop(StreamReader(stream))
+    else:  # typed at a terminal whose output goes elsewhere (`crm run | tee log`): plain lines, a dialogue
+        terminal.loop(StreamReader(stream, interactive=stream.isatty()))
