@@ -29,7 +29,9 @@ PROMPT = "crm> "
 # The line that ends a multi-line value typed at the prompt (as in mail(1) and ed(1)).
 END_OF_TEXT = "."
 # Commands that change a proposal: the notify fan-out prints the same card, so it is shown once.
-ACTIONS = frozenset({"approve", "reject", "edit", "snooze", "undo", "retry", "resend", "keep", "intent"})
+ACTIONS = frozenset(
+    {"approve", "reject", "edit", "snooze", "undo", "retry", "resend", "keep", "intent", "distinct"}
+)
 YES = frozenset({"y", "yes"})
 
 
