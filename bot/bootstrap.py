@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from agents.runtime import AgentRuntime
     from bot.commands import Commands
     from bot.metrics import Metrics
+    from bot.terminal import TerminalSurface
     from jobs.execute import Executor
     from jobs.handlers import Handler
     from jobs.intake import IntakeKicker
@@ -109,11 +110,13 @@ class App:
 
         return Notifier(self.store, list(self.surfaces))
 
-    def add_terminal_surface(self, console: Console) -> None:
+    def add_terminal_surface(self, console: Console) -> TerminalSurface:
         """Print proposals on this process's terminal too (`crm run` with its console)."""
         from bot.terminal import TerminalSurface
 
-        self.notifier.add(TerminalSurface(console))
+        surface = TerminalSurface(console)
+        self.notifier.add(surface)
+        return surface
 
     @cached_property
     def executor(self) -> Executor:

@@ -25,7 +25,8 @@ app = typer.Typer(help="chatops-crm: a solo operator's CRM, run from chat.", no_
 import_app = typer.Typer(help="Import records from files.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 console = Console()
-errors = Console(stderr=True)
+# soft_wrap: an error is one line however narrow the terminal (the terminal wraps it, not Rich).
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def _settings() -> Settings:
@@ -271,8 +272,9 @@ def demo() -> None:
     raise typer.Exit(status)
 
 
-# `crm web` listens on every interface: containers and Procfile hosts route traffic to the PORT they
-# assign from outside the machine; every endpoint that writes is authenticated (invariant 5).
+# `crm web` listens on every interface unless HOST says otherwise: containers and Procfile hosts route
+# traffic to the PORT they assign from outside the machine; every endpoint that writes is authenticated
+# (invariant 5).
 WEB_HOST = "0.0.0.0"
 
 
@@ -297,7 +299,12 @@ def web(
     try:
         web_app = create_app(container)
         _freeze_startup_objects()
-        uvicorn.run(web_app, host=WEB_HOST, port=container.settings.port, access_log=access_log)
+        uvicorn.run(
+            web_app,
+            host=container.settings.host or WEB_HOST,
+            port=container.settings.port,
+            access_log=access_log,
+        )
     finally:
         container.close()
 
@@ -313,23 +320,44 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
+NO_CHAT_SURFACE = (
+    "no chat surface to run: set SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Socket Mode) "
+    "and/or TELEGRAM_BOT_TOKEN (polling; with TELEGRAM_WEBHOOK_URL `crm web` serves Telegram)"
+)
+
+
 @app.command(name="bot")
-def bot_command() -> None:
+def bot_command(
+    if_configured: Annotated[
+        bool,
+        typer.Option(
+            "--if-configured",
+            help="With no chat app configured, say so and exit 0 (a compose service that stays stopped).",
+        ),
+    ] = False,
+) -> None:
     """Run the chat surfaces (Slack Socket Mode, Telegram polling)."""
-    from bot.surfaces import run_surfaces
+    from rich.markup import escape
+
+    from bot.surfaces import configured_runners, run_surfaces
 
     container = _container()
+    if not configured_runners(container):
+        container.close()
+        if if_configured:
+            console.print(f"nothing to do: {NO_CHAT_SURFACE}", markup=False)
+            raise typer.Exit(0)
+        errors.print(f"[red]error:[/red] {escape(NO_CHAT_SURFACE)}")
+        raise typer.Exit(2)
     container.start_jobs()
     try:
-        ran = run_surfaces(container)
+        result = run_surfaces(container)
     finally:
         container.close()
-    if not ran:
-        errors.print(
-            "[red]error:[/red] no chat surface to run: set SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Socket Mode) "
-            "and/or TELEGRAM_BOT_TOKEN (polling; with TELEGRAM_WEBHOOK_URL `crm web` serves Telegram)"
-        )
-        raise typer.Exit(2)
+    for message in result.failed.values():
+        errors.print(f"[red]error:[/red] {escape(message)}")
+    if result.failed:
+        raise typer.Exit(1)
 
 
 app.command()(jobs_cli.worker)

@@ -3,7 +3,8 @@
 The web app (uvicorn on a thread), the chat surfaces (Slack Socket Mode, Telegram polling), the
 in-process worker when there is no REDIS_URL, the scheduler, and the terminal console when no chat app
 is configured or stdin is not a terminal. Fed from a pipe, the console reads to the end, then waits for
-the work it started (queued jobs, sends waiting out their undo window) before everything stops.
+the work it started (queued jobs, sends waiting out their undo window) before everything stops; with
+CRM_CONSOLE=serve (the container image) end of input closes only the console and the process serves on.
 SIGINT/SIGTERM stop it cleanly: running jobs finish, queued ones stay in the outbox for the next start.
 """
 
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from bot.terminal import run_console
 
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 # The longest `crm run` waits at end of input for work still in flight (undo windows, retries).
 DRAIN_LIMIT_S = 600.0
 IN_FLIGHT_STATES = ("approved", "executing")
+# Where `crm run` listens when HOST is unset: this machine only (it is one person's process).
+LOCAL_HOST = "127.0.0.1"
 
 
 class WebServer:
@@ -39,8 +43,9 @@ class WebServer:
 
         from bot.web import create_app
 
+        self.host = container.settings.host or LOCAL_HOST
         config = uvicorn.Config(
-            create_app(container), host="127.0.0.1", port=container.settings.port, log_level="warning"
+            create_app(container), host=self.host, port=container.settings.port, log_level="warning"
         )
         self.server = uvicorn.Server(config)
         # uvicorn installs no signal handlers off the main thread; ours stop everything together.
@@ -61,6 +66,14 @@ class WebServer:
 def chat_configured(container: App) -> bool:
     settings = container.settings
     return bool(settings.slack_bot_token or settings.telegram_bot_token)
+
+
+def wants_console(container: App, stdin: IO[str]) -> bool:
+    """Whether `crm run` reads commands: not with CRM_CONSOLE=off; otherwise when no chat app is
+    configured or stdin is not a terminal (a pipe, a script)."""
+    if container.settings.console_mode == "off":
+        return False
+    return not chat_configured(container) or not stdin.isatty()
 
 
 def in_flight(container: App) -> int:
@@ -103,24 +116,32 @@ def run(
 
     stdin = stdin or sys.stdin
     console = console or Console(highlight=False)
-    use_console = not chat_configured(container) or not stdin.isatty()
-    if use_console:
-        container.add_terminal_surface(console)
+    use_console = wants_console(container, stdin)
+    serve_on = container.settings.console_mode != "auto"  # end of input does not end the process
+    cards = container.add_terminal_surface(console).cards if use_console else None
     stop = threading.Event()
+    input_ended = threading.Event()
     _on_signals(stop)
 
     container.start_jobs()
     web = WebServer(container)
     if not web.start():
         console.print(
-            f"[red]error:[/red] the web app could not listen on port {container.settings.port}; set PORT"
+            f"[red]error:[/red] the web app could not listen on {web.host}:{container.settings.port}; "
+            "set PORT (or HOST)"
         )
         return 2
     scheduler = build_scheduler(container)
     scheduler.start()
-    surfaces = threading.Thread(target=run_surfaces, args=(container, stop), name="surfaces", daemon=True)
+    surface_failures: dict[str, str] = {}
+
+    def serve_surfaces() -> None:
+        surface_failures.update(run_surfaces(container, stop).failed)
+
+    surfaces = threading.Thread(target=serve_surfaces, name="surfaces", daemon=True)
     surfaces.start()
-    console.print(f"chatops-crm is running · web on http://127.0.0.1:{container.settings.port}")
+    address = f"http://{web.host}:{container.settings.port}"
+    console.print(f"chatops-crm is running · web on {address}", markup=False)
     try:
         if before_console is not None:
             before_console(container)
@@ -128,13 +149,18 @@ def run(
 
             def read_console() -> None:
                 try:
-                    run_console(container.commands, console, stdin)
+                    run_console(container.commands, console, stdin, cards)
                 finally:
-                    stop.set()
+                    if serve_on:
+                        closed = f"end of input: the console is closed; still serving on {address}"
+                        console.print(closed, markup=False)
+                    else:
+                        input_ended.set()
+                        stop.set()
 
             threading.Thread(target=read_console, name="console", daemon=True).start()
         stop.wait()
-        if use_console and not wait_for_work(container):
+        if input_ended.is_set() and not wait_for_work(container):
             console.print("[yellow]stopping with work still in flight; it resumes on the next start[/yellow]")
     finally:
         scheduler.stop()
@@ -144,7 +170,9 @@ def run(
         stop_queue = getattr(container.queue, "stop", None)
         if stop_queue is not None:
             stop_queue(timeout=30)
-    return 0
+    for message in surface_failures.values():
+        console.print(f"[red]error:[/red] {escape(message)}")
+    return 1 if surface_failures else 0
 
 
 def _on_signals(stop: threading.Event) -> None:

@@ -34,6 +34,20 @@ def post_digest(container: App, slot: datetime | None = None, *, post: bool = Tr
     return digests.prepare(container.store, now, settings.timezone, settings.crm_data_dir / "charts")
 
 
+def run_scans(container: App, slot: datetime) -> int:
+    """The renewal, overdue and quiet-lead scans for this slot; queues what they emitted. Keyed per
+    window, so running them again (at start, on schedule, from the demo) emits nothing twice."""
+    from jobs.relay import relay_outbox
+
+    store, today = container.store, slot.astimezone(container.settings.timezone).date()
+    emitted = scans.scan_renewals(store, today, slot) + scans.scan_overdue(store, today, slot)
+    emitted += scans.scan_quiet_leads(store, slot)
+    if emitted:
+        log.info("scans emitted %d signal(s)", emitted)
+        relay_outbox(container, older_than=timedelta(0))
+    return emitted
+
+
 def standard_tasks(container: App) -> list[Task]:
     """Every periodic task with its trigger."""
     from jobs.proposal_service import run_periodic
@@ -42,15 +56,6 @@ def standard_tasks(container: App) -> list[Task]:
     settings = container.settings
     tz = settings.timezone
     hour, minute = (int(part) for part in settings.digest_at.split(":"))
-    store = container.store
-
-    def scan(slot: datetime) -> None:
-        today = slot.astimezone(tz).date()
-        emitted = scans.scan_renewals(store, today, slot) + scans.scan_overdue(store, today, slot)
-        emitted += scans.scan_quiet_leads(store, slot)
-        if emitted:
-            log.info("scans emitted %d signal(s)", emitted)
-            relay_outbox(container, older_than=timedelta(0))
 
     return [
         Task(
@@ -61,8 +66,9 @@ def standard_tasks(container: App) -> list[Task]:
         Task(
             "scans",
             IntervalTrigger(seconds=int(SCAN_INTERVAL.total_seconds()), timezone=tz),
-            scan,
+            lambda slot: run_scans(container, slot),
             catch_up=False,
+            at_start=True,  # what came due while the process was down shows at once, not in an hour
         ),
         Task(
             "wakeups",

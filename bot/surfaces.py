@@ -6,7 +6,10 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from bot.inbound.errors import SurfaceFailed
 
 if TYPE_CHECKING:
     from bot.bootstrap import App
@@ -14,6 +17,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Runner = Callable[["App", threading.Event], None]
+
+
+@dataclass(frozen=True)
+class SurfacesRun:
+    """How `run_surfaces` ended: whether any surface was configured, and which failed and why."""
+
+    ran: bool
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def configured_runners(container: App) -> dict[str, Runner]:
@@ -31,17 +42,20 @@ def configured_runners(container: App) -> dict[str, Runner]:
     return runners
 
 
-def run_surfaces(container: App, stop: threading.Event | None = None) -> bool:
-    """Run each configured surface on its own thread until SIGINT/SIGTERM or `stop`; False if none."""
+def run_surfaces(container: App, stop: threading.Event | None = None) -> SurfacesRun:
+    """Run each configured surface on its own thread until SIGINT/SIGTERM, `stop`, or one fails."""
     runners = configured_runners(container)
     if not runners:
-        return False
+        return SurfacesRun(ran=False)
     stop = stop or threading.Event()
+    failed: dict[str, str] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
     threads = [
-        threading.Thread(target=_guarded, args=(name, runner, container, stop), name=f"surface-{name}")
+        threading.Thread(
+            target=_guarded, args=(name, runner, container, stop, failed), name=f"surface-{name}"
+        )
         for name, runner in runners.items()
     ]
     for thread in threads:
@@ -54,13 +68,19 @@ def run_surfaces(container: App, stop: threading.Event | None = None) -> bool:
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
-    return True
+    return SurfacesRun(ran=True, failed=dict(failed))
 
 
-def _guarded(name: str, runner: Runner, container: App, stop: threading.Event) -> None:
-    """One surface failing (bad token, network) stops the process rather than leaving half of it up."""
+def _guarded(
+    name: str, runner: Runner, container: App, stop: threading.Event, failed: dict[str, str]
+) -> None:
+    """One surface failing (a refused token) stops the process rather than leaving half of it up."""
     try:
         runner(container, stop)
-    except Exception:
+    except SurfaceFailed as exc:  # expected: the message says what to fix, no traceback
+        failed[name] = str(exc)
+        stop.set()
+    except Exception as exc:
         log.exception("%s surface stopped with an error", name)
+        failed[name] = f"{name} stopped with an error: {exc}"
         stop.set()

@@ -6,6 +6,7 @@ two schedulers can race — and every window still produces exactly one signal.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
@@ -54,8 +55,9 @@ def _emit(
     return not appended.duplicate
 
 
-def scan_renewals(store: EventStore, today: date, now: datetime) -> int:
-    """Emit subscription.renewal_due once per subscription, renewal date and window."""
+def scan_renewals(store: EventStore, today: date, now: datetime, only: Collection[str] | None = None) -> int:
+    """Emit subscription.renewal_due once per subscription, renewal date and window (`only`: these
+    subscriptions)."""
     s, c = t.subscriptions.c, t.customers.c
     horizon = today + timedelta(days=max(RENEWAL_WINDOWS))
     query = (
@@ -63,6 +65,8 @@ def scan_renewals(store: EventStore, today: date, now: datetime) -> int:
         .join(t.customers, c.id == s.customer_id)
         .where(s.status == "active", s.renews_on.is_not(None), s.renews_on >= today, s.renews_on <= horizon)
     )
+    if only is not None:
+        query = query.where(s.id.in_(list(only)))
     with store.engine.connect() as connection:
         rows = connection.execute(query).all()
     emitted = 0
@@ -83,14 +87,17 @@ def scan_renewals(store: EventStore, today: date, now: datetime) -> int:
     return emitted
 
 
-def scan_overdue(store: EventStore, today: date, now: datetime) -> int:
-    """Emit invoice.overdue once per invoice and dunning step while it stays unpaid."""
+def scan_overdue(store: EventStore, today: date, now: datetime, only: Collection[str] | None = None) -> int:
+    """Emit invoice.overdue once per invoice and dunning step while it stays unpaid (`only`: these
+    invoices)."""
     i, c = t.invoices.c, t.customers.c
     query = (
         select(i.id, i.customer_id, i.due_date, i.amount_cents, i.currency, c.name)
         .join(t.customers, c.id == i.customer_id)
         .where(i.status != "paid", i.due_date.is_not(None), i.due_date < today)
     )
+    if only is not None:
+        query = query.where(i.id.in_(list(only)))
     with store.engine.connect() as connection:
         rows = connection.execute(query).all()
     emitted = 0

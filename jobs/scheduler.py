@@ -128,6 +128,9 @@ class Task:
     action: Callable[[datetime], object]
     grace: timedelta = DEFAULT_GRACE
     catch_up: bool = True
+    # Run once when the scheduler starts, then on the trigger: a scan should not wait an interval to
+    # find what came due while the process was down (its writes are keyed, so a rerun is a no-op).
+    at_start: bool = False
 
 
 def latest_slot(trigger: BaseTrigger, now: datetime, grace: timedelta) -> datetime | None:
@@ -161,7 +164,11 @@ class Scheduler:
         """Run the task for its latest slot within grace, if we lead; returns the slot run."""
         now = now or self.clock()
         slot = latest_slot(task.trigger, now, task.grace)
-        if slot is None or not self.lock.try_acquire():
+        return None if slot is None else self.run_for(task, slot)
+
+    def run_for(self, task: Task, slot: datetime) -> datetime | None:
+        """Run the task for this slot, if we lead and it is not running already; returns the slot run."""
+        if not self.lock.try_acquire():
             return None
         with self._guard:  # one run of a task at a time inside this process
             if task.name in self._running:
@@ -196,8 +203,12 @@ class Scheduler:
         )
 
     def fire_missed(self, now: datetime | None = None) -> list[str]:
-        """On start: run each catch-up task once for a slot missed while we were down."""
-        return [task.name for task in self.tasks if task.catch_up and self.run_due(task, now) is not None]
+        """On start: run each catch-up task once for a slot missed while we were down, and each
+        at-start task (the scans) for now."""
+        now = now or self.clock()
+        missed = [task.name for task in self.tasks if task.catch_up and self.run_due(task, now) is not None]
+        started = [task.name for task in self.tasks if task.at_start and self.run_for(task, now) is not None]
+        return missed + started
 
     def start(self) -> None:
         self.fire_missed()

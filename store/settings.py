@@ -18,6 +18,8 @@ _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 # OPERATORS rights: `*`, or action kinds joined by `|` (`send_email|create_task`).
 ALL_KINDS = "*"
 _RIGHTS = re.compile(r"^(\*|[a-z_]+(\s*\|\s*[a-z_]+)*)$")
+# An IPv4 or IPv6 address or a host name: what uvicorn can bind (no scheme, no port).
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$")
 
 # Raw messages older than this are folded into a summary and archived: half a year keeps the running
 # conversation verbatim while bounding what every recall has to rank.
@@ -61,6 +63,15 @@ class Settings(BaseSettings):
     digest_at: str = Field(default="08:00", alias="DIGEST_AT")
     crm_timezone: str = Field(default="UTC", alias="CRM_TIMEZONE")
     port: int = Field(default=8000, ge=1, le=65535, alias="PORT")
+    # Issue 17: the interface the web app binds. Unset: `crm run` stays on this machine (127.0.0.1),
+    # `crm web` takes every interface (the process a Procfile host or a proxy routes to); the image
+    # sets 0.0.0.0 so `crm run` in a container is reachable through its published port.
+    host: str | None = Field(default=None, alias="HOST")
+    # Issue 17: what `crm run` does with its terminal console. auto: a console when no chat app is
+    # configured or stdin is not a terminal, and end of input ends the process once its work is done;
+    # serve: end of input ends the console only, the process serves until SIGTERM (the image's choice:
+    # a container's stdin is closed); off: no console at all.
+    console_mode: Literal["auto", "serve", "off"] = Field(default="auto", alias="CRM_CONSOLE")
     # Additions to the interface (documented in the README's settings table).
     crm_phone_region: str = Field(default="US", alias="CRM_PHONE_REGION")
     # Issue 5 (proposal lifecycle): how long an approved outbound message waits so Undo can cancel
@@ -142,6 +153,15 @@ class Settings(BaseSettings):
             parts.port  # noqa: B018 - urlsplit checks the port only when asked
         except ValueError:
             raise ValueError("has a port that is not a number") from None
+        return value.strip()
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_an_interface(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not _HOST.match(value.strip()):
+            raise ValueError("must be an address to listen on: 127.0.0.1 (this machine) or 0.0.0.0 (all)")
         return value.strip()
 
     @field_validator("crm_webhook_url")

@@ -120,7 +120,9 @@ def seed(store: EventStore, now: datetime | None = None) -> int:
                 notes=NOTES[index % len(NOTES)] if index % 3 == 0 else None,
             )
             key = f"demo:customer:{index}"
-            tx.resolve_customer(ref, key, occurred_at=start, source="demo", created=created, created_key=key)
+            customer_id = tx.resolve_customer(
+                ref, key, occurred_at=start, source="demo", created=created, created_key=key
+            )
             if person.plan:
                 plan, cents = person.plan
                 tx.record_signal(
@@ -168,81 +170,113 @@ def seed(store: EventStore, now: datetime | None = None) -> int:
                             occurred_at=issued + timedelta(days=rng.randrange(1, 10)),
                         )
             if index % 4 == 1:
+                # Past conversations are history, answered long ago: notes in the customer's record
+                # (and memory), not messages waiting for a reply that would flood the first screen.
                 subject, body = THREADS[index % len(THREADS)]
-                tx.record_signal(
-                    "message.received",
-                    ev.MessageReceived(
-                        customer=ref,
-                        text=body,
-                        data={
-                            "channel": "email",
-                            "subject": subject,
-                            "message_id": f"<demo-{index}@{person.email.split('@')[1]}>",
-                        },
-                    ),
-                    f"demo:message:{index}",
-                    source="demo",
-                    occurred_at=now - timedelta(days=rng.randrange(2, 20)),
+                ago = rng.randrange(2, 20)
+                tx.append(
+                    ev.NewEvent(
+                        type="note.added",
+                        payload=ev.NoteAdded(
+                            text=f"Email “{subject}” ({ago} days ago): {body}", author="demo"
+                        ),
+                        stream=customer_id,
+                        idempotency_key=f"demo:message:{index}",
+                        source="demo",
+                        occurred_at=now - timedelta(days=ago),
+                    )
                 )
         return len(tx.appended)
 
 
-# The scripted stream `crm demo` plays after seeding: signals a solo operator sees on a normal morning.
+def story_renewal(today: date) -> str:
+    """The subscription whose renewal opens the demo's morning: the first one a week away."""
+    for index, person in enumerate(customers(today)):
+        if person.renews_on is not None and (person.renews_on - today).days <= 7:
+            return f"sub_demo_{index}"
+    raise LookupError("the demo roster has no renewal within a week")
+
+
+def story_overdue(today: date) -> str:
+    """The overdue invoice of the demo's morning: the first customer's unpaid latest invoice."""
+    renewal = story_renewal(today)
+    for index, person in enumerate(customers(today)):
+        # Every fifth paying customer left the latest invoice unpaid (`seed`); not the renewal's.
+        if person.plan and index % 5 == 0 and f"sub_demo_{index}" != renewal:
+            return f"in_demo_{index}_2"
+    raise LookupError("the demo roster has no unpaid invoice")
+
+
+# The scripted stream `crm demo` plays after seeding: one of each thing a solo operator's morning
+# brings, in the order they show, after the renewal and the overdue invoice the scans find.
 def incoming(now: datetime) -> list[tuple[str, str, dict]]:
     """(signal type, idempotency key, signal body) triples, in the order they arrive."""
     day = now.date().isoformat()
+
+    def email(subject: str, message_id: str) -> dict[str, str]:
+        return {"channel": "email", "subject": subject, "message_id": f"<{message_id}-{day}>"}
+
     return [
-        (
-            "message.received",
-            f"demo:incoming:{day}:1",
-            {
-                "customer": {"name": "Priya Raman", "email": "priya@copperleaf.io"},
-                "text": "Hi, we love the product. Could we get a quote for 25 more seats on Business?",
-                "data": {
-                    "channel": "email",
-                    "subject": "Quote for more seats",
-                    "message_id": f"<quote-{day}@copperleaf.io>",
-                },
-            },
-        ),
-        (
-            "message.received",
-            f"demo:incoming:{day}:2",
-            {
-                "customer": {"name": "Jonas Becker", "email": "jonas@nordlicht.de"},
-                "text": "Honestly the last two weeks were frustrating: the sync failed three times. "
-                "We are evaluating alternatives before our renewal.",
-                "data": {
-                    "channel": "email",
-                    "subject": "Sync problems",
-                    "message_id": f"<sync-{day}@nordlicht.de>",
-                },
-            },
-        ),
-        (
+        (  # a hot lead: a founder asking for a demo and pricing, with a budget and a date
             "lead.created",
-            f"demo:incoming:{day}:3",
+            f"demo:incoming:{day}:lead",
             {
                 "customer": {
                     "name": "Rosa Delgado",
                     "email": "rosa@finca-verde.es",
                     "company": "Finca Verde",
                 },
-                "text": "Looking for a CRM for our 12-person team, budget approved, starting this month.",
-                "data": {"source": "website form", "team_size": 12},
+                "text": "Hi, I'm the founder of Finca Verde. We are 12 people and want a CRM this month: "
+                "could we book a demo and get your pricing? Budget is approved.",
+                "data": {"source": "demo_request", "company_size": 12, "title": "Founder", "budget": 6000},
+            },
+        ),
+        (  # a complaint to escalate: the third failure, and a threat to dispute the charge
+            "message.received",
+            f"demo:incoming:{day}:complaint",
+            {
+                "customer": {"name": "Jonas Becker", "email": "jonas@nordlicht.de"},
+                "text": "This is the third time this month the sync failed and we lost two days of orders. "
+                "Fix it today, or I will dispute the charge with our bank.",
+                "data": email("Sync failed again", "sync@nordlicht.de"),
+            },
+        ),
+        (  # spam, filed with the reason and nothing sent
+            "message.received",
+            f"demo:incoming:{day}:spam",
+            {
+                "customer": {"email": "offers@growthhackers.example"},
+                "text": "Congratulations!!! You have been selected for our exclusive SEO package. Our agency "
+                "offers guaranteed first page on Google and 10,000 backlinks. Click here to claim your "
+                "50% discount today only!",
+                "data": email("Exclusive offer: first page on Google", "promo@growthhackers.example"),
+            },
+        ),
+        (  # a question, answered with a drafted reply
+            "message.received",
+            f"demo:incoming:{day}:question",
+            {
+                "customer": {"name": "Mateo García", "email": "mateo@brisa.studio"},
+                "text": "Hi! Quick question: how do I export all our invoices as a CSV file? Thanks, Mateo",
+                "data": email("Exporting invoices", "export@brisa.studio"),
+            },
+        ),
+        (  # and the rest of the morning: a buying signal, an out-of-office
+            "message.received",
+            f"demo:incoming:{day}:quote",
+            {
+                "customer": {"name": "Priya Raman", "email": "priya@copperleaf.io"},
+                "text": "Hi, we love the product. Could we get a quote for 25 more seats on Business?",
+                "data": email("Quote for more seats", "quote@copperleaf.io"),
             },
         ),
         (
             "message.received",
-            f"demo:incoming:{day}:4",
+            f"demo:incoming:{day}:ooo",
             {
                 "customer": {"email": "noreply@mailer.example"},
                 "text": "I am out of the office until Monday with limited access to email.",
-                "data": {
-                    "channel": "email",
-                    "subject": "Automatic reply: your invoice",
-                    "message_id": f"<ooo-{day}@mailer.example>",
-                },
+                "data": email("Automatic reply: your invoice", "ooo@mailer.example"),
             },
         ),
     ]

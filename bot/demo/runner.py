@@ -5,14 +5,17 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 
-from bot.demo.dataset import incoming, seed
+from bot.demo.dataset import incoming, seed, story_overdue, story_renewal
 from store.settings import Settings
 
 if TYPE_CHECKING:
@@ -20,8 +23,8 @@ if TYPE_CHECKING:
 
 # The demo is for looking around: a short undo window keeps "approve → sent" within a few seconds.
 DEMO_UNDO_WINDOW_S = 5.0
-# Seconds between the scripted signals, so proposals arrive one after another like a real morning.
-SIGNAL_INTERVAL_S = 1.0
+# Seconds between the morning's beats, so each one's cards show before the next arrives.
+SIGNAL_INTERVAL_S = 2.0
 
 
 def free_port() -> int:
@@ -92,22 +95,60 @@ def fresh_folder(base: Settings) -> Path:
 
 
 def play_signals(container: App, console: Console, interval: float = SIGNAL_INTERVAL_S) -> threading.Thread:
-    """Send the scripted morning through the same path as POST /signals, on a thread."""
-    import json
-
-    from bot.inbound.signals import accept_signal
-    from store.events import utcnow
+    """Play the morning on a thread: the scans find a renewal and an overdue invoice, the scripted
+    signals arrive through the same path as POST /signals, then the scans catch up on the rest."""
 
     def play() -> None:
-        for signal_type, key, body in incoming(utcnow()):
+        from store.events import utcnow
+
+        now = utcnow()
+        for beat in morning(container, now):
             time.sleep(interval)
-            accepted = accept_signal(container, json.dumps({"type": signal_type, **body}).encode(), key)
-            who = body["customer"].get("name") or body["customer"].get("email")
-            console.print(f"[dim]signal in: {signal_type} from {who} (event {accepted.event_id})[/dim]")
+            console.print(f"[dim]{escape(beat())}[/dim]")
 
     thread = threading.Thread(target=play, name="demo-signals", daemon=True)
     thread.start()
     return thread
+
+
+def morning(container: App, now: datetime) -> list[Callable[[], str]]:
+    """The demo's beats in order, each doing its part and saying what came in."""
+    import json
+
+    from bot.inbound.signals import accept_signal
+    from bot.schedule import run_scans
+    from jobs import scans
+    from jobs.relay import relay_outbox
+
+    store, today = container.store, now.astimezone(container.settings.timezone).date()
+
+    def scanned(what: str, emit: Callable[[], int]) -> Callable[[], str]:
+        def beat() -> str:
+            emit()
+            relay_outbox(container, older_than=timedelta(0))
+            return f"scan: {what}"
+
+        return beat
+
+    def arrives(signal_type: str, key: str, body: dict[str, Any]) -> Callable[[], str]:
+        def beat() -> str:
+            accepted = accept_signal(container, json.dumps({"type": signal_type, **body}).encode(), key)
+            who = body["customer"].get("name") or body["customer"].get("email")
+            return f"signal in: {signal_type} from {who} (event {accepted.event_id})"
+
+        return beat
+
+    def catch_up() -> str:
+        found = run_scans(container, now)
+        return f"scan: {found} more renewals coming due, overdue invoices and quiet leads"
+
+    renewal, overdue = story_renewal(today), story_overdue(today)
+    return [
+        scanned("a renewal coming due", lambda: scans.scan_renewals(store, today, now, only={renewal})),
+        scanned("an overdue invoice", lambda: scans.scan_overdue(store, today, now, only={overdue})),
+        *(arrives(*signal) for signal in incoming(now)),
+        catch_up,
+    ]
 
 
 def seed_and_describe(container: App, console: Console) -> None:

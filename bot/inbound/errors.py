@@ -56,3 +56,8 @@ class InvalidSignal(InboundRefused):
 
 class UnknownSignalType(InvalidSignal):
     reason = "unknown_type"
+
+
+class SurfaceFailed(RuntimeError):
+    """A chat surface cannot run for a reason the operator must fix (a refused token); the message is
+    one line naming the setting and the fix."""

@@ -47,11 +47,29 @@ def build_slack_app(container: App, *, verify_token: bool = False) -> BoltApp:
         # the 200 never waits for a thread of the pool that does the work.
         process_before_response=True,
         raise_error_for_unhandled_request=False,
-        logger=logging.getLogger("bot.slack.bolt"),
+        logger=_bolt_logger(),
     )
     app.middleware(_skip_retried_events(container))
     register(app, container)
     return app
+
+
+# Lines Bolt and its Socket Mode client log that say nothing to the operator: the first because we
+# pass the client built from SLACK_BOT_TOKEN (Bolt reads the variable too), the second because a refused
+# app token is reported once, by `start_slack`, with the fix.
+_UNHELPFUL = ("As you gave `client` as well", "Failed to retrieve WSS URL")
+
+
+def _bolt_logger() -> logging.Logger:
+    logger = logging.getLogger("bot.slack.bolt")
+    if not any(isinstance(f, _DropUnhelpful) for f in logger.filters):
+        logger.addFilter(_DropUnhelpful())
+    return logger
+
+
+class _DropUnhelpful(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_UNHELPFUL)
 
 
 def _unusable_secret() -> str:

@@ -11,9 +11,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+from slack_bolt.error import BoltError
+from slack_sdk.errors import SlackApiError
 from starlette.concurrency import run_in_threadpool
 
-from bot.inbound.errors import BadSignature, BodyTooLarge, MalformedBody
+from bot.inbound.errors import BadSignature, BodyTooLarge, MalformedBody, SurfaceFailed
 from bot.inbound.verify import verify_slack_request
 from bot.slack.app import SlackNotConfigured
 from bot.slack.payload import slack_payload
@@ -70,14 +72,41 @@ def slack_router(container: App) -> APIRouter:
 
 
 def start_slack(container: App) -> SocketModeHandler:
-    """Connect to Slack in Socket Mode (non-blocking); `handler.close()` disconnects."""
+    """Connect to Slack in Socket Mode (non-blocking); `handler.close()` disconnects.
+
+    A refused token or an unreachable Slack raises SurfaceFailed with one line saying what to fix.
+    """
     settings = container.settings
     if settings.slack_app_token is None:
         raise SlackNotConfigured("SLACK_APP_TOKEN (xapp-…) is not set; Socket Mode needs it")
-    handler = SocketModeHandler(container.slack_bolt, app_token=settings.slack_app_token.get_secret_value())
-    handler.connect()
+    try:
+        bolt = container.slack_bolt  # calls auth.test with SLACK_BOT_TOKEN
+    except BoltError as exc:
+        raise SurfaceFailed(
+            f"Slack refused SLACK_BOT_TOKEN ({_slack_reason(exc)}): copy the Bot User OAuth Token "
+            "(xoxb-…) from your app's OAuth & Permissions page"
+        ) from None
+    handler = SocketModeHandler(bolt, app_token=settings.slack_app_token.get_secret_value())
+    try:
+        handler.connect()  # apps.connections.open with SLACK_APP_TOKEN
+    except SlackApiError as exc:
+        raise SurfaceFailed(
+            f"Slack refused SLACK_APP_TOKEN ({exc.response.get('error', 'refused')}): create an app-level "
+            "token (xapp-…) with the connections:write scope under Basic Information → App-Level Tokens"
+        ) from None
+    except OSError as exc:
+        raise SurfaceFailed(f"Slack is unreachable at {settings.slack_api_url}: {exc}") from None
     log.info("Slack connected in Socket Mode")
     return handler
+
+
+def _slack_reason(exc: Exception) -> str:
+    """The Slack error code in a Bolt error's message (`invalid_auth`), or its first line."""
+    text = str(exc)
+    for code in ("invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"):
+        if code in text:
+            return code
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def run_slack(container: App, stop: threading.Event | None = None) -> None:

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 from telegram import Update
+from telegram.error import InvalidToken, NetworkError
 
 from bot.inbound import telegram_state
-from bot.inbound.errors import InboundRefused
+from bot.inbound.errors import InboundRefused, SurfaceFailed
 from bot.inbound.signals import deeper_than, load_json
 from bot.telegram.app import AnyApplication, TelegramNotConfigured, build_application, webhook_mode
 from bot.telegram.handlers import menu_commands
@@ -43,6 +44,9 @@ MAX_DEPTH = 32
 POLL_TIMEOUT = 10
 # How often a polling runner checks its stop flag, in seconds.
 STOP_CHECK = 0.2
+# While Telegram is unreachable at start: the first wait between tries, doubling up to the last.
+FIRST_RETRY_S = 2
+MAX_RETRY_S = 60
 
 
 # -- long polling ----------------------------------------------------------------------------------
@@ -66,7 +70,14 @@ async def serve_polling(container: App, stop: threading.Event) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+    if not container.settings.telegram_chat_id:
+        log.warning(
+            "TELEGRAM_CHAT_ID is not set: proposals are not posted to Telegram (operators' commands still "
+            "work); set it to your chat's id (README → Telegram, step 2)"
+        )
     await asyncio.to_thread(telegram_state.forget_old_updates, container.engine)
+    if not await _initialise(application, container, stop):
+        return
     async with application:
         await application.bot.set_my_commands(menu_commands())
         updater = application.updater
@@ -82,6 +93,34 @@ async def serve_polling(container: App, stop: threading.Event) -> None:
         finally:
             await updater.stop()
             await application.stop()
+
+
+async def _initialise(application: AnyApplication, container: App, stop: threading.Event) -> bool:
+    """getMe until Telegram answers, one line per failed try with a growing wait; False if stopped first.
+
+    A refused token is no outage: it raises SurfaceFailed naming TELEGRAM_BOT_TOKEN.
+    """
+    delay = FIRST_RETRY_S
+    while not stop.is_set():
+        try:
+            await application.initialize()
+            return True
+        except InvalidToken:
+            raise SurfaceFailed(
+                "Telegram refused TELEGRAM_BOT_TOKEN: copy the token @BotFather gave you (123456:ABC-…)"
+            ) from None
+        except NetworkError as exc:  # TimedOut too: the network or Telegram is down, wait it out
+            log.warning(
+                "Telegram is unreachable at %s (%s); trying again in %d s",
+                container.settings.telegram_api_url,
+                exc.message,
+                delay,
+            )
+        deadline = asyncio.get_running_loop().time() + delay
+        while not stop.is_set() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(STOP_CHECK)
+        delay = min(delay * 2, MAX_RETRY_S)
+    return False
 
 
 # -- webhook ---------------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """The terminal console: typed lines in, command-layer calls, printed replies out.
 
-Interactive, it prompts and opens `$EDITOR` for edits; fed from a pipe, it reads one command per line,
-prints the replies, and returns at end of input (the caller then waits for the work it started).
-Typed lines go to `Commands.run` unchanged, so `/customer acme`, `customer acme`, `approve prp_…`,
-`reject prp_… too pushy`, `snooze prp_… tomorrow`, `why prp_…`, `undo prp_…` all mean what they say
-on every surface. Only `edit` is handled here, because an editor is a terminal thing.
+At a terminal it prompts (prompt_toolkit: background output lands above the `crm>` line) and holds a
+dialogue for edits; fed from a pipe, it reads one command per line, prints the replies, and returns at
+end of input (the caller then waits for the work it started). Typed lines go to `Commands.run`
+unchanged, so `/customer acme`, `customer acme`, `approve prp_…`, `reject prp_… too pushy`,
+`snooze prp_… tomorrow`, `why prp_…`, `undo prp_…` all mean what they say on every surface. Only
+`edit` is handled here, because an editor and a dialogue are terminal things.
 """
 
 from __future__ import annotations
@@ -14,17 +15,24 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
 from rich.console import Console
-from rich.markup import escape
 
-from bot.commands import Actor, Commands, EditableField
+from bot.commands import Actor, Commands, EditableField, Reply
+from bot.terminal.cards import ShownCards
+from bot.terminal.prompt import LineReader, PromptReader, StreamReader
 from bot.terminal.render import render_reply
 
 PROMPT = "crm> "
+# The line that ends a multi-line value typed at the prompt (as in mail(1) and ed(1)).
+END_OF_TEXT = "."
+# Commands that change a proposal: the notify fan-out prints the same card, so it is shown once.
+ACTIONS = frozenset(
+    {"approve", "reject", "edit", "snooze", "undo", "retry", "resend", "keep", "intent", "distinct"}
+)
+YES = frozenset({"y", "yes"})
 
 
 def local_actor() -> Actor:
@@ -33,66 +41,101 @@ def local_actor() -> Actor:
 
 
 class TerminalConsole:
-    """The read-eval-print loop over one input stream."""
+    """The read-eval-print loop over one line reader."""
 
-    def __init__(self, commands: Commands, console: Console, actor: Actor | None = None) -> None:
+    def __init__(
+        self,
+        commands: Commands,
+        console: Console,
+        actor: Actor | None = None,
+        cards: ShownCards | None = None,
+    ) -> None:
         self.commands = commands
         self.console = console
         self.actor = actor or local_actor()
+        self.cards = cards or ShownCards()
 
-    def handle(self, line: str, interactive: bool) -> None:
+    def say(self, text: str) -> None:
+        """Print text as typed (no markup: "[reason]" stays "[reason]")."""
+        self.console.print(text, markup=False, highlight=False)
+
+    def show(self, answer: Reply, *, action: bool = False) -> None:
+        render_reply(self.console, answer, self.cards, once=action)
+
+    def handle(self, line: str, reader: LineReader) -> None:
         """One typed line."""
         words = line.strip().lstrip("/").split(maxsplit=2)
         if not words:
             return
-        if words[0] == "edit" and len(words) >= 2:
-            self.edit(words[1], words[2] if len(words) > 2 else None, interactive)
+        verb = words[0].lower()
+        if verb == "edit" and len(words) >= 2:
+            self.edit(words[1], words[2] if len(words) > 2 else None, reader)
             return
-        render_reply(self.console, self.commands.run(self.actor, line.strip()))
+        self.show(self.commands.run(self.actor, line.strip()), action=verb in ACTIONS)
 
-    def edit(self, proposal_id: str, new_text: str | None, interactive: bool) -> None:
-        """`edit ID` opens the editable fields; `edit ID new text` replaces the main text at once."""
+    def edit(self, proposal_id: str, new_text: str | None, reader: LineReader) -> None:
+        """`edit ID` asks for each field, then for a yes before approving; `edit ID new text` at once."""
         offer = self.commands.edit(self.actor, proposal_id)
         if not offer.ok or not offer.fields:
-            render_reply(self.console, offer)
+            self.show(offer)
             return
         main = next((f for f in offer.fields if f.multiline), offer.fields[0])
-        if new_text is not None:
+        if new_text is not None:  # a script's edit says what it wants: no dialogue
             values = {main.name: new_text.replace("\\n", "\n")}
-        elif interactive:
-            values = {field.name: self.ask(field) for field in offer.fields}
-        else:
-            render_reply(self.console, offer)
-            self.console.print(f"to edit from a script: edit {proposal_id} <new {main.name}>")
+            self.show(self.commands.edit(self.actor, proposal_id, values), action=True)
             return
-        render_reply(self.console, self.commands.edit(self.actor, proposal_id, values))
+        if not reader.interactive:
+            self.show(offer)
+            self.say(f"to edit from a script: edit {proposal_id} <new {main.name}>")
+            return
+        self.show(offer)
+        try:
+            values = {field.name: self.ask(field, reader) for field in offer.fields}
+            changed = [f for f in offer.fields if values[f.name] != f.value]
+            for field in changed:
+                self.say(f"{field.label}: {values[field.name]}")
+            question = "Approve the edited version?" if changed else "Nothing changed. Approve it as it is?"
+            self.say(question)
+            confirmed = reader.read("[y/N] ").strip().lower() in YES
+        except EOFError:
+            confirmed = False
+        if not confirmed:
+            self.say(f"Not approved; the proposal is still waiting (edit {proposal_id} to start again).")
+            return
+        self.show(self.commands.edit(self.actor, proposal_id, values), action=True)
 
-    def ask(self, field: EditableField) -> str:
-        """A new value for a field: $EDITOR for long text, a prompt for a line; Enter keeps it."""
+    def ask(self, field: EditableField, reader: LineReader) -> str:
+        """A new value for a field: $EDITOR or lines up to "." for long text, a prompt for a line;
+        nothing typed keeps the current value."""
         if field.multiline and os.environ.get("EDITOR"):
             return edit_in_editor(field.value)
-        answer = self.console.input(escape(f"{field.label} [{field.value[:60]}]: "))
+        if field.multiline:
+            self.say(
+                f"New {field.label.lower()}: type it, then a line holding only {END_OF_TEXT} "
+                f"({END_OF_TEXT} at once keeps it as it is)"
+            )
+            lines = []
+            while (line := reader.read("… ")).strip() != END_OF_TEXT:
+                lines.append(line)
+            return "\n".join(lines) if lines else field.value
+        answer = reader.read(f"{field.label} [{field.value[:60]}]: ")
         return answer or field.value
 
-    def loop(self, stream: Iterable[str], interactive: bool) -> None:
+    def loop(self, reader: LineReader) -> None:
         """Read commands until end of input (or `quit`)."""
-        lines = self._prompted() if interactive else iter(stream)
-        if interactive:
-            self.console.print("chatops-crm — type /help for the commands, Ctrl-D to leave")
-        for line in lines:
+        if reader.interactive:
+            self.say("chatops-crm — type /help for the commands, Ctrl-D to leave")
+        while True:
+            try:
+                line = reader.read(PROMPT)
+            except EOFError:
+                return
             if line.strip() in {"quit", "exit", "/quit"}:
                 return
             try:
-                self.handle(line, interactive)
+                self.handle(line, reader)
             except Exception as exc:  # a bad line must not end the session
-                self.console.print(f"[red]error:[/red] {escape(str(exc))}")
-
-    def _prompted(self) -> Iterator[str]:
-        while True:
-            try:
-                yield self.console.input(PROMPT)
-            except EOFError:
-                return
+                self.say(f"error: {exc}")
 
 
 def edit_in_editor(text: str) -> str:
@@ -107,7 +150,15 @@ def edit_in_editor(text: str) -> str:
         os.unlink(path)
 
 
-def run_console(commands: Commands, console: Console, stream: IO[str] | None = None) -> None:
+def run_console(
+    commands: Commands, console: Console, stream: IO[str] | None = None, cards: ShownCards | None = None
+) -> None:
     """Serve the console on stdin (or a stream) until end of input."""
     stream = stream or sys.stdin
-    TerminalConsole(commands, console).loop(stream, interactive=stream.isatty())
+    terminal = TerminalConsole(commands, console, cards=cards)
+    if stream is sys.stdin and stream.isatty() and sys.stdout.isatty():
+        reader = PromptReader()
+        with reader.output_above_prompt():
+            terminal.loop(reader)
+    else:  # typed at a terminal whose output goes elsewhere (`crm run | tee log`): plain lines, a dialogue
+        terminal.loop(StreamReader(stream, interactive=stream.isatty()))

@@ -7,6 +7,7 @@ from rich.markup import escape
 from rich.panel import Panel
 
 from bot.commands import ProposalView, Reply
+from bot.terminal.cards import ShownCards
 
 
 def proposal_panel(view: ProposalView) -> Panel:
@@ -19,12 +20,25 @@ def proposal_panel(view: ProposalView) -> Panel:
     return Panel("\n".join(lines), title=escape(f"#{view.id} · {view.state}"), expand=False)
 
 
-def render_reply(console: Console, reply: Reply) -> None:
-    """Print a command's reply: its lines, then any proposals it carries."""
+def render_reply(
+    console: Console, reply: Reply, cards: ShownCards | None = None, *, once: bool = False
+) -> None:
+    """Print a command's reply: its lines, then any proposals it carries.
+
+    With `cards`, each printed card is remembered; with `once` too, a card that is already the last
+    one shown for its proposal (the notify fan-out printed the same update) is not printed again.
+    """
     if reply.lines:
         text = escape(reply.text)
         console.print(text if reply.ok else f"[red]{text}[/red]", highlight=False)
     for view in reply.proposals:
-        console.print(proposal_panel(view))
+        if cards is None:
+            console.print(proposal_panel(view))
+        elif once:
+            if cards.first_showing(view):
+                console.print(proposal_panel(view))
+        else:
+            cards.record(view)
+            console.print(proposal_panel(view))
     if reply.image is not None:
         console.print(f"chart: {escape(str(reply.image))}")

@@ -1,4 +1,4 @@
-"""The terminal `Surface` (jobs.notify): proposals printed as panels, updates printed again in full."""
+"""The terminal `Surface` (jobs.notify): proposals printed as panels, each changed card printed once."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 
 from bot.commands import ProposalView
+from bot.terminal.cards import ShownCards
 from bot.terminal.render import proposal_panel
 from jobs.notify import MessageRef
 
@@ -21,8 +23,9 @@ class TerminalSurface:
 
     name = "terminal"
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, cards: ShownCards | None = None) -> None:
         self.console = console or Console(highlight=False)
+        self.cards = cards or ShownCards()  # shared with the console: an action's card prints once
         self._lock = threading.Lock()  # workers post from their threads; keep panels whole
         self._counter = 0
 
@@ -31,20 +34,22 @@ class TerminalSurface:
             self.console.print(renderable)
 
     def post_proposal(self, view: ProposalView) -> MessageRef | None:
+        self.cards.record(view)
         self._print(proposal_panel(view))
         with self._lock:
             self._counter += 1
             return MessageRef(surface=self.name, chat_id=TERMINAL_CHAT, message_id=str(self._counter))
 
     def update_proposal(self, ref: MessageRef, view: ProposalView) -> None:
-        self._print(proposal_panel(view))
+        if self.cards.first_showing(view):  # the console may have printed this very card already
+            self._print(proposal_panel(view))
 
     def send_reply(self, chat_id: str, text: str, *, idempotency_key: str) -> str:
-        self._print(Panel(text, title=f"chat reply to {chat_id}", expand=False))
+        self._print(Panel(escape(text), title=escape(f"chat reply to {chat_id}"), expand=False))
         return idempotency_key
 
     def post_notice(self, lines: list[str]) -> None:
-        self._print("\n".join(lines))
+        self._print(escape("\n".join(lines)))
 
     def post_image(self, path: Path, caption: str) -> None:
-        self._print(f"{caption}: chart saved to {path}")
+        self._print(escape(f"{caption}: chart saved to {path}"))

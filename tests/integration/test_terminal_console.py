@@ -12,6 +12,7 @@ from rich.console import Console
 
 from bot.bootstrap import App, bootstrap
 from bot.terminal import TerminalConsole, local_actor, render_reply
+from bot.terminal.prompt import StreamReader
 from store.events import CustomerRef, LeadCreated
 from tests.integration import as_of_helpers as as_of
 
@@ -40,7 +41,7 @@ def test_customer_as_of_a_day_reads_the_line_as_slack_and_telegram_do(container:
     assert as_of.expected_lines(container, actor) == expected.lines
 
     shown = printed(
-        lambda console: TerminalConsole(container.commands, console, actor).loop([as_of.LINE], False)
+        lambda console: TerminalConsole(container.commands, console, actor).loop(StreamReader([as_of.LINE]))
     )
 
     assert shown == printed(lambda console: render_reply(console, expected))

@@ -69,7 +69,10 @@ SURFACE_PERSISTENCE: dict[str, frozenset[str]] = {
     "bot.inbound.chat": frozenset({"record_chat_message"}),
     # The checks every request passes before anything is parsed (invariant 5): the refusals, the
     # signature over the raw bytes, a bounded body and bounded JSON.
-    "bot.inbound.errors": frozenset({"BadSignature", "BodyTooLarge", "InboundRefused", "MalformedBody"}),
+    # SurfaceFailed: a refused token ends a surface with one line naming the setting to fix.
+    "bot.inbound.errors": frozenset(
+        {"BadSignature", "BodyTooLarge", "InboundRefused", "MalformedBody", "SurfaceFailed"}
+    ),
     "bot.inbound.verify": frozenset({"verify_slack_request"}),
     "bot.inbound.signals": frozenset({"deeper_than", "load_json"}),
     "bot.web.body": frozenset({"read_body"}),
