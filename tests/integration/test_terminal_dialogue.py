@@ -118,17 +118,17 @@ def test_an_approved_card_is_printed_once_though_the_reply_and_the_update_both_c
     assert "Approved" in shown
 
 
-def test_a_listing_shows_a_card_again_when_asked(container: App) -> None:
+def test_show_prints_a_card_again_when_asked(container: App) -> None:
     pid = an_email_proposal(container)
     console, out = screen()
     surface = container.add_terminal_surface(console)
     container.notifier.post(pid)
 
     TerminalConsole(container.commands, console, local_actor(), cards=surface.cards).loop(
-        StreamReader(["pending"])
+        StreamReader(["pending", f"show {pid}"])
     )
 
-    assert out.getvalue().count(f"#{pid} · pending") == 2, "posted, then listed on request"
+    assert out.getvalue().count(f"#{pid} · pending") == 2, "posted, then shown on request"
 
 
 def test_help_shows_its_square_brackets(container: App) -> None:
