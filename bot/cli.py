@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from bot import jobs_cli
+from bot import jobs_cli, mail_cli
 from bot.bootstrap import App, StartupError, bootstrap
 from bot.render import slice_text
 from store.settings import Settings, SettingsError, load_settings
@@ -327,12 +327,14 @@ def bot_command() -> None:
     if not ran:
         errors.print(
             "[red]error:[/red] no chat surface to run: set SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Socket Mode) "
-            "and/or TELEGRAM_BOT_TOKEN (polling; with TELEGRAM_WEBHOOK_URL `crm web` serves Telegram)"
+            "and/or TELEGRAM_BOT_TOKEN (polling; with TELEGRAM_WEBHOOK_URL `crm web` serves Telegram), "
+            "and/or IMAP_URL (your mailbox)"
         )
         raise typer.Exit(2)
 
 
 app.command()(jobs_cli.worker)
+app.command(name="mail")(mail_cli.mail)
 
 
 @app.command()

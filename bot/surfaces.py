@@ -1,4 +1,5 @@
-"""`crm bot`: run every configured chat surface's listener (Slack Socket Mode, Telegram polling) at once."""
+"""`crm bot`: run every configured chat surface's listener (Slack Socket Mode, Telegram polling) at once,
+and the mailbox watch when IMAP_URL is set."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ def configured_runners(container: App) -> dict[str, Runner]:
         from bot.telegram import run_telegram
 
         runners["telegram"] = run_telegram
+    if settings.imap_url:
+        from bot.mailbox import run_mailbox
+
+        runners["mail"] = run_mailbox
     return runners
 
 
@@ -59,8 +64,13 @@ def run_surfaces(container: App, stop: threading.Event | None = None) -> bool:
 
 def _guarded(name: str, runner: Runner, container: App, stop: threading.Event) -> None:
     """One surface failing (bad token, network) stops the process rather than leaving half of it up."""
+    from jobs.connectors.imap import MailboxRefused
+
     try:
         runner(container, stop)
+    except MailboxRefused as exc:  # expected: one line naming IMAP_URL and the server's answer
+        log.error("%s", exc)
+        stop.set()
     except Exception:
         log.exception("%s surface stopped with an error", name)
         stop.set()

@@ -42,11 +42,14 @@ MEMORY_CURATOR = "memory_curator"
 # Queues the execution of an approval, a retry or a resend (the tap's process queues it too, under the
 # same job id: this one matters when that job was lost).
 EXECUTOR = "executor"
+# Withdraws the reply proposals of a thread the operator answered from their own mail client.
+ANSWERED = "answered_outside"
 # Teaches the triage classifier an operator's correction ("Wrong intent → …", "Spam", "Not spam").
 CLASSIFIER = "classifier"
 
 EVENT_HANDLERS: Mapping[str, tuple[str, ...]] = {
     "message.received": (MEMORY, INBOX_TRIAGE, MEMORY_CURATOR),
+    "message.sent": (MEMORY, ANSWERED),
     "lead.created": (MEMORY, LEAD_QUALIFICATION),
     "lead.quiet": (MEMORY,),
     "invoice.created": (MEMORY,),
@@ -128,9 +131,18 @@ def learn_correction(event: ev.Event, ctx: JobContext) -> Handled:
     return Handled.DONE
 
 
+def withdraw_answered(event: ev.Event, ctx: JobContext) -> Handled:
+    """The operator replied in the thread themselves: its undecided reply proposals are withdrawn."""
+    from jobs.answered import withdraw_answered as withdraw
+
+    withdraw(event, ctx)
+    return Handled.DONE
+
+
 HANDLERS: Mapping[str, Handler] = {
     MEMORY: remember,
     CLASSIFIER: learn_correction,
+    ANSWERED: withdraw_answered,
     EXECUTOR: queue_execution,
     INBOX_TRIAGE: partial(run_agent, INBOX_TRIAGE),
     LEAD_QUALIFICATION: partial(run_agent, LEAD_QUALIFICATION),

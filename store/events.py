@@ -146,6 +146,12 @@ class MessageReceived(Signal):
     DATA_MODEL = MessageData
 
 
+class MessageSent(Signal):
+    """A message the operator sent themselves (their own mail client): an outbound touch."""
+
+    DATA_MODEL = MessageData
+
+
 class InvoiceSignal(Signal):
     DATA_MODEL = InvoiceData
 
@@ -268,6 +274,7 @@ SIGNAL_TYPES: dict[str, type[Signal]] = {
     "lead.created": LeadCreated,
     "lead.quiet": LeadCreated,  # emitted by the scheduler's quiet-lead scan
     "message.received": MessageReceived,
+    "message.sent": MessageSent,
     "invoice.created": InvoiceSignal,
     "invoice.overdue": InvoiceSignal,
     "invoice.paid": InvoiceSignal,

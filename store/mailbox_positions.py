@@ -31,7 +31,8 @@ mailbox_status = Table(
     metadata,
     Column("account", String(320), primary_key=True),
     Column("folder", String(255), primary_key=True),
-    Column("state", String(32), nullable=False),  # watching | polling | reconnecting | refused
+    # syncing | watching | polling | reconnecting | refused | stopped
+    Column("state", String(32), nullable=False),
     Column("detail", String(500), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
 )

@@ -6,6 +6,8 @@ A test that needs Postgres or Redis fails when the server is missing; nothing is
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from sqlalchemy import Engine
 from store.db import make_engine, migrate
 from store.settings import Settings, load_settings
 from store.uow import EventStore
+from tests.standins.dovecot import Dovecot
 
 PG_ADMIN_DSN = os.environ.get("CRM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("CRM_TEST_REDIS", "redis://127.0.0.1:6379/13")
@@ -114,3 +117,23 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
 
 class SettingsFactory:  # for type hints only
     def __call__(self, **values: object) -> Settings: ...
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Dovecot]:
+    """A real Dovecot IMAP server on loopback for the whole session (each test takes its own user).
+
+    Its directory is not under pytest's temp root: that is private to root, and Dovecot's mail
+    processes run as `dovecot`.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="crm-dovecot-"))
+    directory.chmod(0o755)
+    server = Dovecot(directory)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
