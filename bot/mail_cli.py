@@ -16,7 +16,8 @@ from rich.markup import escape
 from bot.jobs_cli import container_or_exit
 from jobs.connectors.imap import MailboxRefused
 
-errors = Console(stderr=True)
+# One line per message whatever the width: a log collector reads lines, not a terminal.
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def mail() -> None:

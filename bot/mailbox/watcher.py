@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 # Messages fetched per round trip: big enough to amortise the round trip, small enough that a crash
 # re-fetches little and the position moves often.
 FETCH_BATCH = 100
-# Servers drop an IDLE after about 30 minutes (RFC 2177): it is re-issued well before.
-IDLE_RENEW_S = 25 * 60
+# Servers drop an IDLE after about 30 minutes (RFC 2177): it is re-issued well before, and often
+# enough that a connection that died without a word (a NAT timeout) is noticed within minutes.
+IDLE_RENEW_S = 9 * 60
 # How often a quiet IDLE looks at the stop flag: how long a shutdown may wait for the watcher.
 IDLE_CHECK_S = 1.0
 # Reconnect backoff after a dropped connection: 1 s, doubled up to this.
@@ -129,6 +130,11 @@ class FolderWatcher:
             started = time.monotonic()
             while not self.stop.is_set() and time.monotonic() - started < IDLE_RENEW_S:
                 responses = client.idle_check(timeout=IDLE_CHECK_S)
+                if any(item and item[0] == b"BYE" for item in responses):
+                    said = b" ".join(part for part in responses[0] if isinstance(part, bytes))
+                    raise MailboxUnreachable(
+                        f"the server closed the connection ({said.decode(errors='replace')})"
+                    )
                 if any(len(item) > 1 and item[1] == b"EXISTS" for item in responses):
                     return
         finally:

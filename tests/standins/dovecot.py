@@ -9,9 +9,11 @@ so they run as `dovenull` and the mail as `dovecot`; as an ordinary user everyth
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -123,6 +125,7 @@ class Dovecot:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: `stop` ends the imap children too
         )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -139,12 +142,17 @@ class Dovecot:
     def stop(self) -> None:
         if self.process is None:
             return
-        self.process.terminate()
+        # The imap processes serving open connections outlive a master stopped alone: a server going
+        # down drops its clients, so the whole group (this server's processes only) is ended.
+        group = os.getpgid(self.process.pid)
+        os.killpg(group, signal.SIGTERM)
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            os.killpg(group, signal.SIGKILL)
             self.process.wait(timeout=5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)  # any child still there
         self.process = None
 
     def log_tail(self) -> str:
