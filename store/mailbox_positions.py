@@ -37,8 +37,9 @@ mailbox_status = Table(
     Column("at", DateTime(timezone=True), nullable=False),
 )
 
-# States in which the folder is being read; any other is reported unhealthy.
-HEALTHY_STATES = frozenset({"syncing", "watching", "polling"})
+# States that need attention: the login refused (fix IMAP_URL), the server unreachable. A watch that
+# stopped with its process (a deploy) is reported, not failed.
+FAILING_STATES = frozenset({"refused", "reconnecting"})
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class FolderStatus:
 
     @property
     def ok(self) -> bool:
-        return self.state in HEALTHY_STATES
+        return self.state not in FAILING_STATES
 
 
 def last_uid(engine: Engine, account: str, folder: str, uidvalidity: int) -> int | None:

@@ -6,8 +6,6 @@ A test that needs Postgres or Redis fails when the server is missing; nothing is
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ from sqlalchemy import Engine
 from store.db import make_engine, migrate
 from store.settings import Settings, load_settings
 from store.uow import EventStore
-from tests.standins.dovecot import Dovecot
+from tests.standins.dovecot import Dovecot, DovecotMissing, running_dovecot
 
 PG_ADMIN_DSN = os.environ.get("CRM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("CRM_TEST_REDIS", "redis://127.0.0.1:6379/13")
@@ -121,19 +119,9 @@ class SettingsFactory:  # for type hints only
 
 @pytest.fixture(scope="session")
 def dovecot() -> Iterator[Dovecot]:
-    """A real Dovecot IMAP server on loopback for the whole session (each test takes its own user).
-
-    Its directory is not under pytest's temp root: that is private to root, and Dovecot's mail
-    processes run as `dovecot`.
-    """
-    directory = Path(tempfile.mkdtemp(prefix="crm-dovecot-"))
-    directory.chmod(0o755)
-    server = Dovecot(directory)
+    """A real Dovecot IMAP server on loopback for the whole session (each test takes its own user)."""
     try:
-        server.start()
-    except RuntimeError as exc:
-        shutil.rmtree(directory, ignore_errors=True)
+        with running_dovecot() as server:
+            yield server
+    except DovecotMissing as exc:
         pytest.fail(str(exc))
-    yield server
-    server.stop()
-    shutil.rmtree(directory, ignore_errors=True)

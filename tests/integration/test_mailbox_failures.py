@@ -6,10 +6,8 @@ watch carries on."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import pytest
 
 from bot.bootstrap import App
+from bot.web.health import check_health
 from jobs.connectors.imap import MailboxRefused
 from tests.integration.mailbox_harness import (
     Watching,
@@ -27,7 +26,7 @@ from tests.integration.mailbox_harness import (
     wait_for,
     watching,
 )
-from tests.standins.dovecot import PASSWORD, Dovecot, message
+from tests.standins.dovecot import PASSWORD, Dovecot, message, running_dovecot
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "email" / "cpython"
 
@@ -56,13 +55,8 @@ class NoticeBoard:
 @pytest.fixture
 def own_dovecot() -> Iterator[Dovecot]:
     """A Dovecot of the test's own, which it may stop and start."""
-    directory = Path(tempfile.mkdtemp(prefix="crm-dovecot-"))
-    directory.chmod(0o755)
-    server = Dovecot(directory)
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(directory, ignore_errors=True)
+    with running_dovecot() as server:
+        yield server
 
 
 def test_a_wrong_password_stops_the_watch_with_one_line_naming_imap_url(
@@ -81,6 +75,8 @@ def test_a_wrong_password_stops_the_watch_with_one_line_naming_imap_url(
         assert "[AUTHENTICATIONFAILED]" in line and "\n" not in line
         assert PASSWORD not in line and "wrong" not in line
         assert run.state() == "refused"
+        health = {check.name: check for check in check_health(app)}
+        assert health["mailbox"].ok is False and "INBOX: refused" in health["mailbox"].detail
     finally:
         app.close()
     assert count(app, "message.received") == 0

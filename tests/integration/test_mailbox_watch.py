@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bot.mailbox import watcher as watcher_module
+from bot.web.health import check_health
 from jobs import handlers as handler_table
 from store import mailbox_positions as positions
 from tests.integration.mailbox_harness import (
@@ -59,6 +60,8 @@ def test_polling_takes_new_mail_at_its_interval_when_idle_is_off(
     try:
         with watching(app) as run:
             run.wait_until("polling")
+            health = {check.name: check for check in check_health(app)}["mailbox"]
+            assert health.ok and "INBOX: polling (every 0.3 s)" in health.detail, health
             append(dovecot, user, "INBOX", message(message_id="<poll-1@customer.example>"))
             wait_for(lambda: count(app, "message.received") == 1, 5, "the polled message")
             assert run.state() == "polling"

@@ -16,7 +16,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -84,6 +86,10 @@ namespace inbox {{
 """
 
 
+class DovecotMissing(RuntimeError):
+    """Dovecot is not installed, or does not start; the message says how to fix it."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -101,7 +107,7 @@ class Dovecot:
 
     def start(self) -> None:
         if not Path(DOVECOT).exists():
-            raise RuntimeError(f"Dovecot is not installed ({DOVECOT} missing); {INSTALL_HINT}")
+            raise DovecotMissing(f"Dovecot is not installed ({DOVECOT} missing); {INSTALL_HINT}")
         root = os.geteuid() == 0
         me = pwd.getpwuid(os.geteuid()).pw_name
         for sub in ("run", "state", "mail"):
@@ -130,14 +136,14 @@ class Dovecot:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"Dovecot exited at start: {self.log_tail()}")
+                raise DovecotMissing(f"Dovecot exited at start: {self.log_tail()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                     if sock.recv(64).startswith(b"* OK"):
                         return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"Dovecot did not answer on port {self.port}: {self.log_tail()}")
+        raise DovecotMissing(f"Dovecot did not answer on port {self.port}: {self.log_tail()}")
 
     def stop(self) -> None:
         if self.process is None:
@@ -195,3 +201,21 @@ def message(
         mail["References"] = in_reply_to
     mail.set_content(body)
     return mail.as_bytes()
+
+
+@contextlib.contextmanager
+def running_dovecot() -> Iterator[Dovecot]:
+    """A started Dovecot in a directory of its own, stopped and removed afterwards.
+
+    Not under pytest's temp root: that is private to root, and Dovecot's mail processes run as
+    `dovecot`.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="crm-dovecot-"))
+    directory.chmod(0o755)
+    server = Dovecot(directory)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
