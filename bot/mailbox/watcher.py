@@ -43,7 +43,7 @@ FETCH_BATCH = 100
 # enough that a connection that died without a word (a NAT timeout) is noticed within minutes.
 IDLE_RENEW_S = 9 * 60
 # How often a quiet IDLE looks at the stop flag: how long a shutdown may wait for the watcher.
-IDLE_CHECK_S = 1.0
+IDLE_CHECK_S = 0.25
 # Reconnect backoff after a dropped connection: 1 s, doubled up to this.
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 60.0

@@ -51,6 +51,10 @@ mail_max_userip_connections = 200
 imap_idle_notify_interval = 1 secs
 service anvil {{
   chroot =
+  # No auth penalty: the tests' deliberate wrong passwords would delay every later login by seconds.
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 service imap-login {{
   chroot =
