@@ -1,9 +1,11 @@
 """Where the mailbox watcher stopped: the last UID taken per (account, folder, UIDVALIDITY), and how
 each watched folder is doing (what `/healthz` reports, from whichever process watches it).
 
-Operational state, not projections: nothing here is replayed from the log. A message is recorded in
-the log before its UID is stored here, so a crash between the two fetches it again and the Message-ID
-idempotency key makes the repeat a no-op; a UIDVALIDITY never seen before starts from nothing.
+Operational state, not projections: nothing here is replayed from the log. A batch of messages is
+staged in the intake inbox (store.intake: durable, and sequenced into the log soon after, or by the
+relay after a crash) in the same transaction that stores its last UID here (`advance_in`), so a UID is
+never stored for a message that is not kept; a crash before the commit fetches the batch again, and the
+Message-ID idempotency key makes any repeat a no-op. A UIDVALIDITY never seen before starts from nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, Engine, String, Table, insert, select, update
+from sqlalchemy import BigInteger, Column, Connection, Engine, String, Table, insert, select, update
 
 from store.events import utcnow
 from store.tables import DateTime, metadata
@@ -76,26 +78,31 @@ def ever_synced(engine: Engine, account: str, folder: str) -> bool:
 
 def advance(engine: Engine, account: str, folder: str, uidvalidity: int, uid: int) -> None:
     """Store `uid` as taken (never moves backwards; a racing second watcher cannot rewind it)."""
+    with engine.begin() as connection:
+        advance_in(connection, account, folder, uidvalidity, uid)
+
+
+def advance_in(connection: Connection, account: str, folder: str, uidvalidity: int, uid: int) -> None:
+    """`advance` in the caller's transaction: it commits with whatever was recorded beside it."""
     p = mailbox_positions.c
     now = utcnow()
-    with engine.begin() as connection:
-        changed = connection.execute(
-            update(mailbox_positions)
-            .where(p.account == account, p.folder == folder, p.uidvalidity == uidvalidity)
-            .where(p.last_uid < uid)
-            .values(last_uid=uid, updated_at=now)
-        ).rowcount
-        if changed:
-            return
-        exists = connection.execute(
-            select(p.last_uid).where(p.account == account, p.folder == folder, p.uidvalidity == uidvalidity)
-        ).first()
-        if exists is None:
-            connection.execute(
-                insert(mailbox_positions).values(
-                    account=account, folder=folder, uidvalidity=uidvalidity, last_uid=uid, updated_at=now
-                )
+    changed = connection.execute(
+        update(mailbox_positions)
+        .where(p.account == account, p.folder == folder, p.uidvalidity == uidvalidity)
+        .where(p.last_uid < uid)
+        .values(last_uid=uid, updated_at=now)
+    ).rowcount
+    if changed:
+        return
+    exists = connection.execute(
+        select(p.last_uid).where(p.account == account, p.folder == folder, p.uidvalidity == uidvalidity)
+    ).first()
+    if exists is None:
+        connection.execute(
+            insert(mailbox_positions).values(
+                account=account, folder=folder, uidvalidity=uidvalidity, last_uid=uid, updated_at=now
             )
+        )
 
 
 def set_status(engine: Engine, account: str, folder: str, state: str, detail: str) -> None:

@@ -1,4 +1,4 @@
-"""One message fetched from the mailbox, recorded through the same path as `POST /webhooks/email`.
+"""Messages fetched from the mailbox, recorded through the same path as `POST /webhooks/email`.
 
 Inbox mail becomes a `message.received` (bot.inbound.email.parse_email, the one email parser); mail
 in the Sent folder becomes a `message.sent` about its recipient when the recipient is a customer
@@ -10,6 +10,8 @@ dropped silently: the operator is told which folder and UID, and why.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -17,13 +19,15 @@ from sqlalchemy import select
 
 from bot.inbound.email import parse_email
 from bot.inbound.errors import InboundRefused
-from bot.inbound.intake import InboundSignal, record
+from bot.inbound.intake import InboundSignal, record_all
 from jobs.connectors.email import message_id_for
 from jobs.execute import action_key
 from store import tables as t
 from store.identity import IdentityError, normalise_email
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from bot.bootstrap import App
 
 log = logging.getLogger(__name__)
@@ -42,45 +46,70 @@ class Taken(StrEnum):
     UNREADABLE = "unreadable"  # the parser refused it; the operator was told
 
 
-def take_received(container: App, raw: bytes, where: str, own_address: str) -> Taken:
-    """Record an inbox message as `message.received`."""
+@dataclass(frozen=True)
+class Fetched:
+    """One fetched message: where it is (folder, UID, UIDVALIDITY, for the operator) and its bytes."""
+
+    where: str
+    raw: bytes
+
+
+def take_all(
+    container: App,
+    kind: str,
+    fetched: Sequence[Fetched],
+    own_address: str,
+    *,
+    along: Callable[[Connection], None],
+) -> list[Taken]:
+    """Record a fetched batch of "inbox" or "sent" mail; what became of each message, in order.
+
+    What is recorded is staged in one transaction with `along` (the folder's new position), so the
+    position never moves past a message that is not kept (bot.inbound.intake.record_all).
+    """
+    read = [_read(container, kind, one, own_address) for one in fetched]
+    if kind == "sent":
+        read = _without_the_bots_own(container, read)
+    accepted = iter(record_all(container, [one for one in read if not isinstance(one, Taken)], along=along))
+    taken = []
+    for one, item in zip(fetched, read, strict=True):
+        if isinstance(item, Taken):
+            taken.append(item)
+            continue
+        outcome = next(accepted)
+        if isinstance(outcome, InboundRefused):
+            taken.append(_unreadable(container, one.where, outcome.message))
+        else:
+            taken.append(Taken.DUPLICATE if outcome.duplicate else Taken.RECORDED)
+    return taken
+
+
+def _read(container: App, kind: str, fetched: Fetched, own_address: str) -> InboundSignal | Taken:
+    """The message parsed, or what becomes of it unrecorded (not the CRM's to record, unreadable)."""
+    sent = kind == "sent"
     try:
-        inbound = parse_email(raw)
+        inbound = parse_email(fetched.raw, sent=sent)
     except InboundRefused as exc:
-        return _unreadable(container, where, exc.message)
+        return _unreadable(container, fetched.where, exc.message)
+    if sent:
+        return inbound if _is_customer(container, inbound.signal.customer.email) else Taken.NOT_A_CUSTOMER
     if _same_address(inbound.signal.customer.email, own_address):
         return Taken.OURS
-    accepted = _record(container, inbound, where)
-    if accepted is None:
-        return Taken.UNREADABLE
-    return Taken.DUPLICATE if accepted else Taken.RECORDED
+    return inbound
 
 
-def take_sent(container: App, raw: bytes, where: str) -> Taken:
-    """Record a Sent-folder message as the operator's `message.sent`, if it is to a customer."""
-    try:
-        inbound = parse_email(raw, sent=True)
-    except InboundRefused as exc:
-        return _unreadable(container, where, exc.message)
-    message_id = inbound.signal.data.get("message_id")
-    if message_id and _sent_by_the_bot(container, str(message_id)):
-        return Taken.OURS
-    if not _is_customer(container, inbound.signal.customer.email):
-        return Taken.NOT_A_CUSTOMER
-    accepted = _record(container, inbound, where)
-    if accepted is None:
-        return Taken.UNREADABLE
-    return Taken.DUPLICATE if accepted else Taken.RECORDED
+def _without_the_bots_own(container: App, read: list[InboundSignal | Taken]) -> list[InboundSignal | Taken]:
+    """Sent mail bearing the Message-ID of a reply the bot sent itself is OURS."""
+    ids = {_message_id(one) for one in read if isinstance(one, InboundSignal)} - {None}
+    ours = _sent_by_the_bot(container, {str(one) for one in ids}) if ids else set()
+    return [
+        Taken.OURS if isinstance(one, InboundSignal) and _message_id(one) in ours else one for one in read
+    ]
 
 
-def _record(container: App, inbound: InboundSignal, where: str) -> bool | None:
-    """Record; True if it was a duplicate, None if refused (the operator is told)."""
-    try:
-        accepted = record(container, inbound)
-    except InboundRefused as exc:
-        _unreadable(container, where, exc.message)
-        return None
-    return accepted.duplicate
+def _message_id(inbound: InboundSignal) -> str | None:
+    found = inbound.signal.data.get("message_id")
+    return str(found) if found else None
 
 
 def _unreadable(container: App, where: str, reason: str) -> Taken:
@@ -109,15 +138,15 @@ def _is_customer(container: App, email: str | None) -> bool:
     return found is not None
 
 
-def _sent_by_the_bot(container: App, message_id: str) -> bool:
-    """Whether a proposal's email has this Message-ID (derived from its action key, as the SMTP
+def _sent_by_the_bot(container: App, message_ids: set[str]) -> set[str]:
+    """Those of the Message-IDs that are a proposal's email (derived from its action key, as the SMTP
     connector does, so a copy appended before the executor recorded the send is recognised too)."""
     p = t.proposals.c
     with container.engine.connect() as connection:
-        if connection.execute(select(p.id).where(p.result_ref == message_id).limit(1)).first():
-            return True
+        found = set(connection.execute(select(p.result_ref).where(p.result_ref.in_(message_ids))).scalars())
         sending = connection.execute(
             select(p.id).where(p.kind == "send_email", p.state.in_(SENDING_STATES)).limit(500)
         ).scalars()
         mail_from = container.settings.mail_from
-        return any(message_id_for(action_key(pid), mail_from) == message_id for pid in sending)
+        found.update(message_id_for(action_key(pid), mail_from) for pid in sending)
+    return found & message_ids

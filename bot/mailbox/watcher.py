@@ -1,12 +1,14 @@
 """One folder of the operator's mailbox, watched: IDLE where the server offers it, polling otherwise.
 
-Exactly once, across restarts: messages are taken in UID order, each recorded in the log before its
-UID is stored as the folder's position (store.mailbox_positions), per UIDVALIDITY. A crash between
-the two fetches the message again and its Message-ID key makes the repeat a no-op; a UIDVALIDITY
-never seen re-scans from IMAP_SINCE with the same safety net. A first connect takes only the mail
-since IMAP_SINCE, with a progress line. Never destructive: bodies are read with BODY.PEEK (\\Seen
-stays as it was); the keyword $CRMSeen is set where the folder takes keywords, and nothing depends
-on it. A dropped connection is retried with backoff; a refused login stops the watch.
+Exactly once, across restarts: messages are taken in UID order, a fetched batch at a time; the batch
+is staged for the log in the same transaction that stores its last UID as the folder's position
+(store.mailbox_positions), per UIDVALIDITY, then sequenced into the log. A crash before that commit
+fetches the batch again and the Message-ID keys make repeats no-ops; one after it leaves the batch
+staged for the relay. A UIDVALIDITY never seen re-scans from IMAP_SINCE with the same safety net. A
+first connect takes only the mail since IMAP_SINCE, with a progress line. Never destructive: bodies
+are read with BODY.PEEK (\\Seen stays as it was); the keyword $CRMSeen is set where the folder takes
+keywords, and nothing depends on it. A dropped connection is retried with backoff; a refused login
+stops the watch.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from imapclient import IMAPClient
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from bot.mailbox.intake import Taken, take_received, take_sent
+from bot.mailbox.intake import Fetched, take_all
 from jobs.connectors.imap import (
     CONNECTION_ERRORS,
     MailboxRefused,
@@ -160,9 +163,7 @@ class FolderWatcher:
                 return start
             batch = uids[start : start + FETCH_BATCH]
             fetched = client.fetch(batch, ["BODY.PEEK[]"])
-            for uid in batch:
-                self._take(uid, uidvalidity, fetched.get(uid))
-            positions.advance(self.engine, account, self.folder, uidvalidity, batch[-1])
+            self._take(batch, uidvalidity, fetched)
             if keywords:
                 self._mark(client, batch)
             done = start + len(batch)
@@ -173,19 +174,23 @@ class FolderWatcher:
             positions.advance(self.engine, account, self.folder, uidvalidity, max(uidnext - 1, 0))
         return len(uids)
 
-    def _take(self, uid: int, uidvalidity: int, item: dict[bytes, Any] | None) -> None:
-        where = f"{self.folder} (UID {uid}, UIDVALIDITY {uidvalidity})"
-        raw = (item or {}).get(b"BODY[]")
-        if not isinstance(raw, bytes):
-            log.info("%s vanished before it was fetched (moved or deleted by the operator)", where)
-            return
-        if self.kind == "sent":
-            outcome = take_sent(self.container, raw, where)
-        else:
-            outcome = take_received(self.container, raw, where, self.config.username)
-        self.taken[outcome] = self.taken.get(outcome, 0) + 1
-        if outcome is Taken.RECORDED:
-            log.debug("%s recorded", where)
+    def _take(self, batch: list[int], uidvalidity: int, fetched: dict[int, dict[bytes, Any]]) -> None:
+        """Record a fetched batch and store its last UID as the position, in one transaction."""
+        found = []
+        for uid in batch:
+            where = f"{self.folder} (UID {uid}, UIDVALIDITY {uidvalidity})"
+            raw = (fetched.get(uid) or {}).get(b"BODY[]")
+            if isinstance(raw, bytes):
+                found.append(Fetched(where, raw))
+            else:
+                log.info("%s vanished before it was fetched (moved or deleted by the operator)", where)
+
+        def along(connection: Connection) -> None:
+            positions.advance_in(connection, self.config.account, self.folder, uidvalidity, batch[-1])
+
+        outcomes = take_all(self.container, self.kind, found, self.config.username, along=along)
+        for outcome in outcomes:
+            self.taken[outcome] = self.taken.get(outcome, 0) + 1
 
     def _mark(self, client: IMAPClient, uids: list[int]) -> None:
         try:

@@ -5,11 +5,14 @@ crashes and a UIDVALIDITY change."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from bot.bootstrap import App
+from bot.inbound import intake as inbound_intake
 from bot.mailbox import watcher as watcher_module
 from bot.web.health import check_health
 from jobs import handlers as handler_table
@@ -92,35 +95,77 @@ def test_a_restart_resumes_where_it_stopped_without_losing_or_repeating(
     assert message_ids(app) == [f"<r{i}@customer.example>" for i in range(8)]
 
 
-def test_a_crash_between_recording_and_storing_the_position_loses_and_repeats_nothing(
+def twelve_messages_in_batches_of_five(dovecot: Dovecot, prefix: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A user whose INBOX holds <{prefix}0…11@customer.example>, watched five messages per FETCH."""
+    user = dovecot.new_user()
+    append(
+        dovecot, user, "INBOX", *[message(message_id=f"<{prefix}{i}@customer.example>") for i in range(12)]
+    )
+    monkeypatch.setattr(watcher_module, "FETCH_BATCH", 5)
+    return user
+
+
+def killed_on_call(
+    n: int, real: Callable[..., Any], why: str, counted: Callable[..., bool]
+) -> Callable[..., Any]:
+    """`real`, except that its nth counted call raises instead, as if the process were killed there."""
+    calls = 0
+
+    def maybe_killed(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += counted(*args)
+        if counted(*args) and calls == n:
+            raise RuntimeError(why)
+        return real(*args, **kwargs)
+
+    return maybe_killed
+
+
+def crash_then_restart(
+    app: App, monkeypatch: pytest.MonkeyPatch, where: object, name: str, crash: Callable[..., Any]
+) -> dict[str, int]:
+    """Watch with `where.name` replaced by `crash` until the watch dies of it (the first batch of five
+    in the log), then watch again with the real one; what the second watch took."""
+    real = getattr(where, name)
+    monkeypatch.setattr(where, name, crash)
+    crashed = Watching(app).start()
+    crashed.thread.join(timeout=15)
+    assert not crashed.thread.is_alive(), "a watcher that fails stops the whole watch"
+    assert count(app, "message.received") == 5
+    monkeypatch.setattr(where, name, real)
+    with watching(app) as run:
+        run.wait_until("watching")
+        return dict(run.mailbox.watchers[0].taken)
+
+
+def test_a_crash_before_a_batch_commits_fetches_it_again_and_loses_and_repeats_nothing(
     dovecot: Dovecot, db_url: str, make_settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    user = dovecot.new_user()
-    append(dovecot, user, "INBOX", *[message(message_id=f"<c{i}@customer.example>") for i in range(12)])
-    monkeypatch.setattr(watcher_module, "FETCH_BATCH", 5)
-    real_advance = positions.advance
-    calls = {"n": 0}
-
-    def crash_on_the_second_batch(*args: Any) -> None:
-        calls["n"] += args[2] == "INBOX"
-        if args[2] == "INBOX" and calls["n"] == 2:
-            raise RuntimeError("killed after recording the batch, before storing where it stopped")
-        real_advance(*args)
-
+    user = twelve_messages_in_batches_of_five(dovecot, "c", monkeypatch)
+    why = "killed after staging the batch, before its transaction committed (with its position)"
+    crash = killed_on_call(2, positions.advance_in, why, counted=lambda *args: args[2] == "INBOX")
     app = mailbox_app(make_settings, db_url, dovecot.url(user))
     try:
-        monkeypatch.setattr(watcher_module.positions, "advance", crash_on_the_second_batch)
-        crashed = Watching(app).start()
-        crashed.thread.join(timeout=15)
-        assert not crashed.thread.is_alive(), "a watcher that fails stops the whole watch"
-        assert count(app, "message.received") == 10  # two batches recorded, one position stored
-        monkeypatch.setattr(watcher_module.positions, "advance", real_advance)
-        with watching(app) as run:
-            run.wait_until("watching")
-            assert run.mailbox.watchers[0].taken == {"duplicate": 5, "recorded": 2}
+        taken = crash_then_restart(app, monkeypatch, watcher_module.positions, "advance_in", crash)
     finally:
         app.close()
+    assert taken == {"recorded": 7}  # the second batch rolled back, so it is fetched again
     assert message_ids(app) == [f"<c{i}@customer.example>" for i in range(12)]
+
+
+def test_a_crash_after_a_batch_is_staged_moves_it_into_the_log_next_time_in_order_and_only_once(
+    dovecot: Dovecot, db_url: str, make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = twelve_messages_in_batches_of_five(dovecot, "s", monkeypatch)
+    why = "killed after the batch and its position committed, before sequencing"
+    crash = killed_on_call(2, inbound_intake.sequence, why, counted=lambda *_: True)
+    app = mailbox_app(make_settings, db_url, dovecot.url(user))
+    try:
+        taken = crash_then_restart(app, monkeypatch, inbound_intake, "sequence", crash)
+    finally:
+        app.close()
+    assert taken == {"recorded": 2}  # the staged batch is not fetched again
+    assert message_ids(app) == [f"<s{i}@customer.example>" for i in range(12)]
 
 
 def test_a_uidvalidity_change_rescans_without_duplicating(
