@@ -23,6 +23,8 @@ from store.slice import ContextSlice, build_slice, group_of, summarise
 # and dunning steps of one renewal or invoice without reading a long history.
 RECENT_HISTORY = 50
 INBOUND_TYPES = frozenset({"message.received"})
+# The operator's own replies (their mail client's Sent folder): outbound touches the frequency cap counts.
+OUTBOUND_TYPES = frozenset({"message.sent"})
 
 
 class Trigger(BaseModel):
@@ -188,6 +190,7 @@ def build_context(
     sent = [
         row["executed_at"] for row in proposal_rows if row["kind"] in OUTBOUND_KINDS and row["executed_at"]
     ]
+    sent += [e.occurred_at for e in history if e.type in OUTBOUND_TYPES]
     if last_outbound_at:
         sent.append(last_outbound_at)
     found = [c for c in (_correction(e) for e in recent) if c is not None]

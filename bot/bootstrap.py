@@ -4,7 +4,7 @@ Every CLI command, the web app, the worker, the scheduler and the tests get thei
 Each part is built on first use (nothing connects at import time or at bootstrap, apart from the
 schema migration), and every part is built here, nowhere else: the engine, the unit of work (the event
 store), the queue, the memory, the agents (model client and policy), the handler table, the executor,
-the notify fan-out with the configured chat surfaces, and the command layer.
+the notify fan-out with the configured chat surfaces, the command layer, and the mailbox watch.
 
 Every process that runs jobs runs the same handler table (jobs.handlers), so what happens to a signal
 does not depend on which command accepted it.
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from agents.runtime import AgentRuntime
     from bot.commands import Commands
+    from bot.mailbox import Mailbox
     from bot.metrics import Metrics
     from bot.terminal import TerminalSurface
     from jobs.execute import Executor
@@ -144,6 +145,19 @@ class App:
             memory=lambda: self.memory,
             queue=self.queue,
         )
+
+    @cached_property
+    def mailbox(self) -> Mailbox | None:
+        """The watch on the operator's mailbox (IMAP_URL), run by `crm run`, `crm bot` and `crm mail`."""
+        from bot.mailbox import Mailbox
+
+        return Mailbox.from_settings(self)
+
+    @property
+    def mailbox_if_built(self) -> Mailbox | None:
+        """The mailbox if this process runs it (a health probe must not build one)."""
+        mailbox: Mailbox | None = self.__dict__.get("mailbox")
+        return mailbox
 
     @cached_property
     def metrics(self) -> Metrics:

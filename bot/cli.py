@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from bot import jobs_cli
+from bot import jobs_cli, mail_cli
 from bot.bootstrap import App, StartupError, bootstrap
 from bot.render import slice_text
 from store.settings import Settings, SettingsError, load_settings
@@ -322,7 +322,8 @@ def _freeze_startup_objects() -> None:
 
 NO_CHAT_SURFACE = (
     "no chat surface to run: set SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Socket Mode) "
-    "and/or TELEGRAM_BOT_TOKEN (polling; with TELEGRAM_WEBHOOK_URL `crm web` serves Telegram)"
+    "and/or TELEGRAM_BOT_TOKEN (polling; with TELEGRAM_WEBHOOK_URL `crm web` serves Telegram), "
+    "and/or IMAP_URL (your mailbox)"
 )
 
 
@@ -361,6 +362,7 @@ def bot_command(
 
 
 app.command()(jobs_cli.worker)
+app.command(name="mail")(mail_cli.mail)
 
 
 @app.command()

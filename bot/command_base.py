@@ -182,6 +182,8 @@ class CommandBase:
             line = f"Already {verb} by {who(row)} at {stamp(row['decided_at'])}."
         elif row["state"] == "expired":
             line = f"Expired at {stamp(row['decided_at'])}; nothing was sent."
+        elif row["state"] == "withdrawn":
+            line = f"Withdrawn at {stamp(row['decided_at'])}: {row['reason']}; nothing was sent."
         elif row["state"] == "snoozed":
             line = f"Snoozed until {stamp(row['snoozed_until'])}."
         else:

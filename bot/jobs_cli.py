@@ -25,7 +25,8 @@ errors = Console(stderr=True)
 ERROR_PREVIEW_CHARS = 80
 
 
-def _container() -> App:
+def container_or_exit() -> App:
+    """The App from the settings, or exit 2 with one line naming what is wrong."""
     try:
         return bootstrap()
     except (SettingsError, StartupError) as exc:
@@ -34,7 +35,7 @@ def _container() -> App:
 
 
 def _redis_container() -> App:
-    container = _container()
+    container = container_or_exit()
     if not container.settings.redis_url:
         errors.print(
             "[red]error:[/red] no REDIS_URL: jobs run in the `crm run` process and its failed jobs "

@@ -1,4 +1,5 @@
-"""`crm bot`: run every configured chat surface's listener (Slack Socket Mode, Telegram polling) at once."""
+"""`crm bot`: run every configured chat surface's listener (Slack Socket Mode, Telegram polling) at once,
+and the mailbox watch when IMAP_URL is set."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ def configured_runners(container: App) -> dict[str, Runner]:
         from bot.telegram import run_telegram
 
         runners["telegram"] = run_telegram
+    if settings.imap_url:
+        from bot.mailbox import run_mailbox
+
+        runners["mail"] = run_mailbox
     return runners
 
 
@@ -74,10 +79,12 @@ def run_surfaces(container: App, stop: threading.Event | None = None) -> Surface
 def _guarded(
     name: str, runner: Runner, container: App, stop: threading.Event, failed: dict[str, str]
 ) -> None:
-    """One surface failing (a refused token) stops the process rather than leaving half of it up."""
+    """One surface failing (a refused token or login) stops the process rather than leaving half of it up."""
+    from jobs.connectors.imap import MailboxRefused
+
     try:
         runner(container, stop)
-    except SurfaceFailed as exc:  # expected: the message says what to fix, no traceback
+    except (SurfaceFailed, MailboxRefused) as exc:  # expected: the message says what to fix, no traceback
         failed[name] = str(exc)
         stop.set()
     except Exception as exc:

@@ -307,10 +307,22 @@ def default_connectors(
     """Connectors by action kind, from settings."""
     internal = InternalConnector(store)
     connectors: dict[str, Connector] = {kind: internal for kind in INTERNAL_KINDS}
-    connectors["send_email"] = EmailConnector(settings.smtp_url, settings.mail_from)
+    connectors["send_email"] = EmailConnector(
+        settings.smtp_url, settings.mail_from, sent_copies_for(settings)
+    )
     connectors["post_webhook"] = WebhookConnector()
     connectors["send_chat_reply"] = ChatReplyConnector(surface_named)
     return connectors
+
+
+def sent_copies_for(settings: Any) -> Any:
+    """Where sent emails are filed (the IMAP_URL mailbox's Sent folder), or None without IMAP_URL."""
+    if settings.imap_url is None:
+        return None
+    from jobs.connectors.imap import SentCopies
+    from store.mailbox_url import parse_mailbox_url
+
+    return SentCopies(parse_mailbox_url(settings.imap_url.get_secret_value()), settings.imap_sent)
 
 
 def execute(proposal_id: str) -> str:

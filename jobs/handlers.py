@@ -42,6 +42,8 @@ MEMORY_CURATOR = "memory_curator"
 # Queues the execution of an approval, a retry or a resend (the tap's process queues it too, under the
 # same job id: this one matters when that job was lost).
 EXECUTOR = "executor"
+# Withdraws the reply proposals of a thread the operator answered from their own mail client.
+ANSWERED = "answered_outside"
 # Teaches the triage classifier an operator's correction ("Wrong intent → …", "Spam", "Not spam").
 CLASSIFIER = "classifier"
 # Tells the operator of a merge identity resolution made through a strong key, with Undo.
@@ -49,6 +51,7 @@ IDENTITY = "identity"
 
 EVENT_HANDLERS: Mapping[str, tuple[str, ...]] = {
     "message.received": (MEMORY, INBOX_TRIAGE, MEMORY_CURATOR),
+    "message.sent": (MEMORY, ANSWERED),
     "lead.created": (MEMORY, LEAD_QUALIFICATION),
     "lead.quiet": (MEMORY,),
     "invoice.created": (MEMORY,),
@@ -141,9 +144,18 @@ def learn_correction(event: ev.Event, ctx: JobContext) -> Handled:
     return Handled.DONE
 
 
+def withdraw_answered(event: ev.Event, ctx: JobContext) -> Handled:
+    """The operator replied in the thread themselves: its undecided reply proposals are withdrawn."""
+    from jobs.answered import withdraw_answered as withdraw
+
+    withdraw(event, ctx)
+    return Handled.DONE
+
+
 HANDLERS: Mapping[str, Handler] = {
     MEMORY: remember,
     CLASSIFIER: learn_correction,
+    ANSWERED: withdraw_answered,
     EXECUTOR: queue_execution,
     IDENTITY: announce_merge,
     INBOX_TRIAGE: partial(run_agent, INBOX_TRIAGE),

@@ -107,6 +107,8 @@ def status_of(row: dict[str, Any]) -> str | None:
         "pending": None,
         "snoozed": f"Snoozed until {stamp(row['snoozed_until'])}",
         "expired": f"Expired at {stamp(row['decided_at'])} without a decision — nothing was sent.",
+        "withdrawn": f"Withdrawn at {stamp(row['decided_at'])}: {row['reason'] or 'answered outside'} "
+        "— nothing was sent.",
         "rejected": f"Rejected by {who(row)} at {stamp(row['decided_at'])}"
         + (f": {row['reason']}" if row["reason"] else ""),
         "refused": f"Refused by policy: {row['reason'] or ', '.join(row['rules'])}",

@@ -43,8 +43,10 @@ class LeaderLock(Protocol):
 class PostgresLeaderLock:
     """Session-level advisory lock on a connection kept open for as long as we lead."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, key: int = SCHEDULER_LOCK_KEY, what: str = "scheduler") -> None:
         self.engine = engine
+        self.key = key
+        self.what = what
         self._connection: Connection | None = None
 
     def try_acquire(self) -> bool:
@@ -52,14 +54,14 @@ class PostgresLeaderLock:
             if self._alive(self._connection):
                 return True
             # The server restarted (or the network dropped us): the lock went with the session.
-            log.warning("lost the database connection holding the scheduler lock; taking it again")
+            log.warning("lost the database connection holding the %s lock; taking it again", self.what)
             self._connection = None
         try:
             connection = self.engine.connect()
-            got = connection.exec_driver_sql(f"SELECT pg_try_advisory_lock({SCHEDULER_LOCK_KEY})").scalar()
+            got = connection.exec_driver_sql(f"SELECT pg_try_advisory_lock({int(self.key)})").scalar()
             connection.commit()
         except DBAPIError as exc:
-            log.warning("database unreachable, the scheduler waits: %s", _first_line(exc))
+            log.warning("database unreachable, the %s waits: %s", self.what, _first_line(exc))
             return False
         if got:
             self._connection = connection
@@ -81,7 +83,7 @@ class PostgresLeaderLock:
     def release(self) -> None:
         if self._connection is not None:
             with contextlib.suppress(DBAPIError):  # a dead session has released it already
-                self._connection.exec_driver_sql(f"SELECT pg_advisory_unlock({SCHEDULER_LOCK_KEY})")
+                self._connection.exec_driver_sql(f"SELECT pg_advisory_unlock({int(self.key)})")
             self._connection.close()
             self._connection = None
 
@@ -113,10 +115,13 @@ class FileLeaderLock:
             self._handle = None
 
 
-def leader_lock_for(engine: Engine, data_dir: Path) -> LeaderLock:
+def leader_lock_for(
+    engine: Engine, data_dir: Path, key: int = SCHEDULER_LOCK_KEY, what: str = "scheduler"
+) -> LeaderLock:
+    """The lock that lets one process of many act as `what` (the scheduler, a mailbox's watcher)."""
     if engine.dialect.name == "postgresql":
-        return PostgresLeaderLock(engine)
-    return FileLeaderLock(data_dir / "scheduler.lock")
+        return PostgresLeaderLock(engine, key, what)
+    return FileLeaderLock(data_dir / f"{what}.lock")
 
 
 @dataclass(frozen=True)

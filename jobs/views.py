@@ -76,7 +76,7 @@ class ProposalView:
 
     id: str
     state: str  # pending | snoozed | expired | rejected | refused | approved | executing | executed |
-    #             failed | uncertain | undone | closed
+    #             failed | uncertain | undone | closed | withdrawn
     kind: str
     agent: str
     customer_id: str

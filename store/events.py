@@ -147,6 +147,12 @@ class MessageReceived(Signal):
     DATA_MODEL = MessageData
 
 
+class MessageSent(Signal):
+    """A message the operator sent themselves (their own mail client): an outbound touch."""
+
+    DATA_MODEL = MessageData
+
+
 class InvoiceSignal(Signal):
     DATA_MODEL = InvoiceData
 
@@ -269,6 +275,7 @@ SIGNAL_TYPES: dict[str, type[Signal]] = {
     "lead.created": LeadCreated,
     "lead.quiet": LeadCreated,  # emitted by the scheduler's quiet-lead scan
     "message.received": MessageReceived,
+    "message.sent": MessageSent,
     "invoice.created": InvoiceSignal,
     "invoice.overdue": InvoiceSignal,
     "invoice.paid": InvoiceSignal,

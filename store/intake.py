@@ -16,7 +16,7 @@ event id whether or not the first delivery has reached the log yet.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -102,7 +102,7 @@ def stage(
     occurred_at: datetime | None = None,
 ) -> Staged:
     """Put a validated signal in the inbox unless its key is known; one statement when it is new."""
-    values = _row(signal_type, signal.model_dump(mode="json"), idempotency_key, source, occurred_at)
+    values = staging_row(signal_type, signal, idempotency_key, source=source, occurred_at=occurred_at)
     try:
         return _stage_once(engine, values)
     except DBAPIError as exc:
@@ -111,6 +111,37 @@ def stage(
         if not exc.connection_invalidated:
             raise
         return _stage_once(engine, values)
+
+
+def staging_row(
+    signal_type: str,
+    signal: Signal,
+    idempotency_key: str,
+    *,
+    source: str,
+    occurred_at: datetime | None = None,
+) -> dict[str, Any]:
+    """The inbox row `stage_all` takes for a validated signal (its event id chosen now)."""
+    return _row(signal_type, signal.model_dump(mode="json"), idempotency_key, source, occurred_at)
+
+
+def stage_all(connection: Connection, rows: Sequence[dict[str, Any]]) -> list[Staged]:
+    """Stage `staging_row`s in the caller's transaction, in order, each as `stage` would.
+
+    For a batch whose staging must commit together with something else (the mailbox watch stores how
+    far it read in the same transaction): nothing is staged unless all of it is. A key repeated within
+    the batch is staged once; the repeats answer the first one's event id.
+    """
+    statement = _STAGE[connection.dialect.name]
+    staged = []
+    for values in rows:
+        row_id = connection.execute(statement, values).scalar_one_or_none()
+        if row_id is not None:
+            staged.append(Staged(values["event_id"], duplicate=False, row_id=row_id))
+        else:
+            known = connection.execute(_KNOWN, {"key": values["idempotency_key"]}).scalars().first()
+            staged.append(_known(values, known))
+    return staged
 
 
 def _row(

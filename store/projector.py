@@ -184,7 +184,7 @@ def _duplicate_dismissed(event: ev.Event, state: ProjectionState) -> None:
         state.put("possible_duplicates", pair)
 
 
-@handles("lead.created", "message.received")
+@handles("lead.created", "message.received", "message.sent")
 def _touched(event: ev.Event, state: ProjectionState) -> None:
     _touch(state, event, last_touch_at=event.occurred_at)
 

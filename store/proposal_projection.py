@@ -25,6 +25,7 @@ from store.proposals import (
     ProposalRecorded,
     ProposalSnoozed,
     ProposalUndone,
+    ProposalWithdrawn,
     ProposalWoke,
     TaskCancelled,
 )
@@ -134,20 +135,33 @@ def _decided(event: ev.Event, state: ProjectionState) -> None:
     )
 
 
-@handles("proposal.expired")
-def _expired(event: ev.Event, state: ProjectionState) -> None:
+def _ended_undecided(state: ProjectionState, event: ev.Event, outcome: str, **changes: Any) -> None:
+    """The proposal ended without a person's decision (expired, withdrawn): nothing was sent."""
     row = _row(state, event)
     if row is not None:
         _save(
             state,
             event,
             row,
-            state="expired",
-            decision="expired",
+            state=outcome,
+            decision=outcome,
             decided_by="system",
             decided_at=event.occurred_at,
             finished_at=event.occurred_at,
+            **changes,
         )
+
+
+@handles("proposal.expired")
+def _expired(event: ev.Event, state: ProjectionState) -> None:
+    _ended_undecided(state, event, "expired")
+
+
+@handles("proposal.withdrawn")
+def _withdrawn(event: ev.Event, state: ProjectionState) -> None:
+    p = event.payload
+    assert isinstance(p, ProposalWithdrawn)
+    _ended_undecided(state, event, "withdrawn", reason=p.reason)
 
 
 @handles("proposal.snoozed")

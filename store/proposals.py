@@ -55,6 +55,13 @@ class ProposalExpired(ev.Payload):
     note: str = "expired without a decision; nothing was sent"
 
 
+class ProposalWithdrawn(ev.Payload):
+    """The proposal became moot before anyone decided: the operator answered the thread themselves."""
+
+    reason: str
+    message_event_id: str  # the message.sent that answered it
+
+
 class ProposalSnoozed(ev.Payload):
     until: datetime
     by: str
@@ -179,6 +186,7 @@ EVENT_MODELS: dict[str, type[ev.Payload]] = {
     "proposal.decided": ProposalDecided,
     "proposal.expired": ProposalExpired,
     "proposal.snoozed": ProposalSnoozed,
+    "proposal.withdrawn": ProposalWithdrawn,
     "proposal.woke": ProposalWoke,
     "proposal.reminded": ProposalReminded,
     "proposal.undone": ProposalUndone,

@@ -14,6 +14,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 SMTP_SCHEMES = frozenset({"smtp", "smtp+starttls", "smtps"})
+IMAP_SCHEMES = frozenset({"imap", "imaps"})
+# A first connect to a mailbox takes the last two weeks: the open conversations, not years of archive.
+DEFAULT_IMAP_SINCE_DAYS = 14
+# Without IDLE, the folder is looked at this often: new mail within a minute, a light load on the server.
+DEFAULT_IMAP_POLL_SECONDS = 60.0
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 # OPERATORS rights: `*`, or action kinds joined by `|` (`send_email|create_task`).
 ALL_KINDS = "*"
@@ -102,6 +107,13 @@ class Settings(BaseSettings):
     # operator's own, as JSON); unset: never proposed. Each post still needs the operator's Approve.
     crm_webhook_url: str | None = Field(default=None, alias="CRM_WEBHOOK_URL")
     metrics_token: SecretStr | None = Field(default=None, alias="METRICS_TOKEN")
+    # Issue 18: the operator's own mailbox, watched with IDLE (or polled); replies appended to Sent.
+    imap_url: SecretStr | None = Field(default=None, alias="IMAP_URL")
+    imap_sent: str | None = Field(default=None, alias="IMAP_SENT")
+    imap_since: str = Field(default=str(DEFAULT_IMAP_SINCE_DAYS), alias="IMAP_SINCE")
+    imap_poll_seconds: float = Field(
+        default=DEFAULT_IMAP_POLL_SECONDS, gt=0, le=86_400, alias="IMAP_POLL_SECONDS"
+    )
 
     @field_validator("digest_at")
     @classmethod
@@ -163,6 +175,32 @@ class Settings(BaseSettings):
         if not _HOST.match(value.strip()):
             raise ValueError("must be an address to listen on: 127.0.0.1 (this machine) or 0.0.0.0 (all)")
         return value.strip()
+
+    @field_validator("imap_url")
+    @classmethod
+    def _imap_url_is_imap(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        from store.mailbox_url import MailboxUrlError, parse_mailbox_url
+
+        try:
+            parse_mailbox_url(value.get_secret_value().strip())
+        except MailboxUrlError as exc:
+            raise ValueError(str(exc)) from None
+        return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("imap_since")
+    @classmethod
+    def _imap_since_is_days_or_date(cls, value: str) -> str:
+        from store.mailbox_url import since_date
+
+        since_date(value)  # raises ValueError naming the accepted forms
+        return value.strip()
+
+    @field_validator("imap_sent")
+    @classmethod
+    def _blank_sent_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() if value and value.strip() else None
 
     @field_validator("crm_webhook_url")
     @classmethod

@@ -68,6 +68,7 @@ _LEAD = frozenset(
 )
 READ_FIELDS: dict[str, frozenset[str]] = {
     "message.received": _MESSAGE,
+    "message.sent": _MESSAGE,
     "lead.created": _LEAD,
     "lead.quiet": _LEAD,
     "invoice.created": _INVOICE,

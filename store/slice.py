@@ -19,7 +19,14 @@ from store.identity import normalise_name
 from store.state import MemoryState, ProjectionState, SqlState
 
 RECENT_EVENTS = 10
-TOUCH_TYPES = ("message.received", "lead.created", "note.added", "invoice.overdue", "invoice.paid")
+TOUCH_TYPES = (
+    "message.received",
+    "message.sent",
+    "lead.created",
+    "note.added",
+    "invoice.overdue",
+    "invoice.paid",
+)
 # The escape character of customer search's LIKE patterns (the same on SQLite and Postgres).
 LIKE_ESCAPE = "\\"
 

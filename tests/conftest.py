@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from store.db import make_engine, migrate
 from store.settings import Settings, load_settings
 from store.uow import EventStore
+from tests.standins.dovecot import Dovecot, DovecotMissing, running_dovecot
 
 PG_ADMIN_DSN = os.environ.get("CRM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("CRM_TEST_REDIS", "redis://127.0.0.1:6379/13")
@@ -114,3 +115,13 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
 
 class SettingsFactory:  # for type hints only
     def __call__(self, **values: object) -> Settings: ...
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Dovecot]:
+    """A real Dovecot IMAP server on loopback for the whole session (each test takes its own user)."""
+    try:
+        with running_dovecot() as server:
+            yield server
+    except DovecotMissing as exc:
+        pytest.fail(str(exc))

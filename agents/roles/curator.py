@@ -19,7 +19,9 @@ from agents.roles.base import Role
 
 SUMMARY_AFTER = 12  # touches since the last summary; fewer are still readable as they are
 SUMMARY_PREFIX = "Summary:"
-TOUCHES = frozenset({"message.received", "lead.created", "note.added", "invoice.overdue", "invoice.paid"})
+TOUCHES = frozenset(
+    {"message.received", "message.sent", "lead.created", "note.added", "invoice.overdue", "invoice.paid"}
+)
 # A merge is only as sure as the identity rule that flagged it; a person confirms it.
 MERGE_CONFIDENCE = 0.6
 # How store.identity words a possible duplicate that shares only the company domain.

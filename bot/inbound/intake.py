@@ -7,18 +7,19 @@ routes `accept` (answer once staged); everything else `record`s (answer once in 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from bot.inbound.errors import InvalidSignal
-from store.events import CustomerRef, Signal
+from bot.inbound.errors import InboundRefused, InvalidSignal
+from store.events import CustomerRef, Signal, utcnow
 from store.identity import IdentityError, normalise_email, normalise_phone
-from store.intake import Staged, sequence, stage
+from store.intake import Staged, sequence, stage, stage_all, staging_row
 from store.storable import MAX_EMAIL, unstorable
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
 
     from bot.bootstrap import App
     from store.intake import AsyncStager
@@ -64,6 +65,47 @@ def record(container: App, inbound: InboundSignal) -> Accepted:
     if staged.row_id is not None:
         sequence(container.store, rows=[staged.row_id])
     return Accepted(staged.event_id, staged.duplicate, inbound.type, inbound.source, _warnings(inbound))
+
+
+def record_all(
+    container: App, inbounds: Sequence[InboundSignal], *, along: Callable[[Connection], None]
+) -> list[Accepted | InboundRefused]:
+    """Record a batch now, as `record` does each: the outcome per signal, in order.
+
+    A signal `record` would refuse is not staged and its refusal is returned in its place. The rest are
+    staged in one transaction that also runs `along` (the mailbox watch stores how far it has read), so
+    both commit or neither does; then they are sequenced into the log together, after anything staged
+    before them. A crash between the two leaves them staged: the next batch, the sequencing job or the
+    relay (jobs.relay) moves them, as for any accepted signal.
+    """
+    outcomes: list[Accepted | InboundRefused | None] = []
+    rows, kept = [], []
+    for inbound in inbounds:
+        try:
+            check_storable(container, inbound)
+        except InboundRefused as exc:
+            outcomes.append(exc)
+            continue
+        kept.append((len(outcomes), inbound))
+        outcomes.append(None)
+        rows.append(
+            staging_row(
+                inbound.type,
+                inbound.signal,
+                inbound.key,
+                source=inbound.source,
+                occurred_at=inbound.occurred_at,
+            )
+        )
+    with container.engine.begin() as connection:
+        staged = stage_all(connection, rows)
+        along(connection)
+    if any(one.row_id is not None for one in staged):
+        # Everything staged until now, in staging order: a batch a crash left staged goes first.
+        sequence(container.store, staged_before=utcnow())
+    for (at, inbound), one in zip(kept, staged, strict=True):
+        outcomes[at] = Accepted(one.event_id, one.duplicate, inbound.type, inbound.source, _warnings(inbound))
+    return [outcome for outcome in outcomes if outcome is not None]
 
 
 def accept(container: App, inbound: InboundSignal) -> Accepted:

@@ -46,6 +46,7 @@ _STATE_MARK = {
     "failed": ":warning:",
     "uncertain": ":warning:",
     "expired": ":zzz:",
+    "withdrawn": ":email:",
     "snoozed": ":zzz:",
     "undone": ":leftwards_arrow_with_hook:",
     "closed": ":ballot_box_with_check:",

@@ -54,6 +54,7 @@ _STATE_MARK = {
     "failed": "⚠️",
     "uncertain": "⚠️",
     "expired": "💤",
+    "withdrawn": "📧",
     "snoozed": "💤",
     "undone": "↩️",
     "closed": "☑️",

@@ -1,4 +1,4 @@
-"""What GET /healthz reports: whether the database, the queue and the memory can be reached."""
+"""What GET /healthz reports: whether the database, the queue, the memory and the mailbox can be reached."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class Check:
 
 def check_health(container: App) -> list[Check]:
     """One check per dependency, in a fixed order (blocking: run it off the event loop)."""
-    return [_database(container), _queue(container), _memory(container)]
+    return [_database(container), _queue(container), _memory(container), _mailbox(container)]
 
 
 def _database(container: App) -> Check:
@@ -67,3 +67,24 @@ def _memory(container: App) -> Check:
     if response.status_code != 200:
         return Check("memory", False, f"Chroma at CHROMA_URL answered {response.status_code}")
     return Check("memory", True, "Chroma server at CHROMA_URL")
+
+
+def _mailbox(container: App) -> Check:
+    """How the watch on IMAP_URL is going, from whichever process runs it (the status rows it keeps)."""
+    from store.mailbox_positions import statuses
+    from store.mailbox_url import parse_mailbox_url
+
+    url = container.settings.imap_url
+    if url is None:
+        return Check("mailbox", True, "not configured (IMAP_URL unset)")
+    config = parse_mailbox_url(url.get_secret_value())
+    try:
+        found = statuses(container.engine, config.account)
+    except SQLAlchemyError:
+        return Check("mailbox", False, "unknown: the database is unreachable")
+    if not found:
+        return Check(
+            "mailbox", True, f"{config.where}: not watched yet (`crm mail`, `crm bot` or `crm run` do)"
+        )
+    detail = "; ".join(f"{s.folder}: {s.state} ({s.detail})" for s in found)
+    return Check("mailbox", all(s.ok for s in found), detail)

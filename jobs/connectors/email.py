@@ -13,12 +13,14 @@ SMTP_URL forms: `smtp://[user:pass@]host[:port]` (STARTTLS when the server offer
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import smtplib
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
+from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from jobs.connectors.base import (
@@ -29,6 +31,8 @@ from jobs.connectors.base import (
     PermanentError,
     TransientError,
 )
+
+log = logging.getLogger(__name__)
 
 # Long enough for a slow but healthy server, short enough that a hung one frees the worker well
 # inside the action lease.
@@ -146,15 +150,22 @@ def message_ids(values: object) -> list[str]:
     return found
 
 
+class SentCopies(Protocol):
+    """Where a copy of each sent email goes so the operator's mail client shows it (their Sent folder)."""
+
+    def append(self, message: bytes, message_id: str) -> str: ...
+
+
 class EmailConnector:
-    """send_email over SMTP."""
+    """send_email over SMTP; with `sent_copies` (IMAP_URL), a copy of each sent email lands in Sent."""
 
     name = "smtp"
     dedupes = False
 
-    def __init__(self, smtp_url: str | None, mail_from: str) -> None:
+    def __init__(self, smtp_url: str | None, mail_from: str, sent_copies: SentCopies | None = None) -> None:
         self.config = SmtpConfig.from_url(smtp_url) if smtp_url else None
         self.mail_from = mail_from
+        self.sent_copies = sent_copies
 
     def run(self, request: ActionRequest, handover: Handover) -> ActionResult:
         """Send the email; its Message-ID is the reference."""
@@ -168,7 +179,20 @@ class EmailConnector:
             self._data(client, message)
         finally:
             _close(client)
+        self._copy_to_sent(message)
         return ActionResult(reference=str(message["Message-ID"]))
+
+    def _copy_to_sent(self, message: EmailMessage) -> None:
+        """The email is sent whatever happens here: a copy that cannot be filed is logged, not retried
+        by resending (the connector cannot take an email back)."""
+        if self.sent_copies is None:
+            return
+        try:
+            folder = self.sent_copies.append(message.as_bytes(), str(message["Message-ID"]))
+        except Exception as exc:  # IMAP down, no Sent folder: the reply went out all the same
+            log.warning("sent %s, but could not file a copy in Sent: %s", message["Message-ID"], exc)
+            return
+        log.info("filed a copy of %s in %s", message["Message-ID"], folder)
 
     def _connect(self) -> smtplib.SMTP:
         config = self.config

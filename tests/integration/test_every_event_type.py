@@ -50,6 +50,7 @@ SAMPLES: list[tuple[str, str, ev.Payload]] = [
     ("lead.created", CUSTOMER, ev.LeadCreated(customer=REF, text="Interested in the pro plan")),
     ("lead.quiet", CUSTOMER, ev.LeadCreated(customer=REF)),
     ("message.received", CUSTOMER, ev.MessageReceived(customer=REF, text="How do I export?")),
+    ("message.sent", CUSTOMER, ev.MessageSent(customer=REF, text="Use Settings, then Export.")),
     ("invoice.created", CUSTOMER, ev.InvoiceSignal(customer=REF, data={"invoice_id": "INV-1", "amount": 49})),
     ("invoice.overdue", CUSTOMER, ev.InvoiceSignal(customer=REF, data={"invoice_id": "INV-1", "amount": 49})),
     ("invoice.paid", CUSTOMER, ev.InvoiceSignal(customer=REF, data={"invoice_id": "INV-1", "amount": 49})),
@@ -104,6 +105,7 @@ SAMPLES: list[tuple[str, str, ev.Payload]] = [
     ("action.executed", PROPOSAL, sp.ActionExecuted(attempt=3, reference="<m1@every.example>")),
     ("proposal.undone", PROPOSAL, sp.ProposalUndone(how="compensated", **BY)),
     ("proposal.expired", PROPOSAL, sp.ProposalExpired()),
+    ("proposal.withdrawn", PROPOSAL, sp.ProposalWithdrawn(reason="answered outside", message_event_id="e1")),
     (
         "correction.recorded",
         CUSTOMER,

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, select, update
 from store import events as ev
 from store import tables as t
 from store.db import make_engine
-from store.intake import MAX_ATTEMPTS, AsyncStager, backlog, sequence, stage
+from store.intake import MAX_ATTEMPTS, AsyncStager, backlog, sequence, stage, stage_all, staging_row
 from store.uow import EventStore
 from tests.integration.web_harness import DEAD_PORT
 
@@ -54,6 +54,26 @@ def test_a_staged_signal_reaches_the_log_under_the_promised_id(store: EventStore
     assert backlog(store.engine) == {"waiting": 0, "failed": 0}
     assert outbox == [staged.event_id] and customers == ["Ada"]
     assert sequence(store) == 0, "sequencing again moves nothing"
+
+
+def test_a_batch_stages_in_the_callers_transaction_in_order_and_knows_repeats(store: EventStore) -> None:
+    known = stage(store.engine, "lead.created", lead(), "signals:known", source="signals")
+    sequence(store)
+    keys = ["signals:b1", "signals:known", "signals:b2", "signals:b1"]
+    rows = [staging_row("lead.created", lead(text=key), key, source="signals") for key in keys]
+    with pytest.raises(RuntimeError), store.engine.begin() as connection:
+        stage_all(connection, rows)
+        raise RuntimeError("the rest of the transaction failed")
+    assert backlog(store.engine)["waiting"] == 0, "nothing is staged unless the transaction commits"
+
+    rows = [staging_row("lead.created", lead(text=key), key, source="signals") for key in keys]
+    with store.engine.begin() as connection:
+        staged = stage_all(connection, rows)
+    assert [one.duplicate for one in staged] == [False, True, False, True]
+    assert staged[1].event_id == known.event_id and staged[3].event_id == staged[0].event_id
+    assert sequence(store) == 2
+    moved = [row["idempotency_key"] for row in staged_rows(store.engine)]
+    assert moved == ["signals:known", "signals:b1", "signals:b2"]
 
 
 def test_a_redelivery_answers_the_first_id_before_and_after_sequencing(store: EventStore) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from email import policy
 
 import pytest
 
-from bot.inbound.email import MAX_TEXT, parse_email
+from bot.inbound.email import MAX_TEXT, parse_email, parse_with
 from bot.inbound.errors import InvalidSignal, MalformedBody
-from tests.inbound_support import email
+from tests.inbound_support import EMAILS, email
 
 
 def test_multipart_alternative_prefers_the_plain_part_and_decodes_encoded_headers() -> None:
@@ -128,3 +130,27 @@ def test_hostile_content_is_made_storable_and_bounded() -> None:
     assert len(inbound.signal.text or "") <= MAX_TEXT
     assert len(inbound.key) <= 255
     assert inbound.occurred_at is None  # an impossible Date is ignored, not fatal
+
+
+def _outcome(parse: Callable[[], object]) -> object:
+    """What a parse gives: the signal, or the refusal's type and words."""
+    try:
+        return parse()
+    except (MalformedBody, InvalidSignal) as exc:
+        return type(exc), str(exc), getattr(exc, "errors", None)
+
+
+EVERY_FIXTURE = sorted(p for p in EMAILS.rglob("*") if p.is_file())
+MALFORMED_HEADERS = [
+    b"From: a@b.co\r\nTo: ,,,@\r\nCc: <<>>\r\nDate: yesterday\r\nMessage-ID: <no-end\r\n\r\nbody",
+    b'From: "Ada" <a@b.co>\r\nContent-Type: text/plain; charset="\r\nSubject: =?x?q?bad?=\r\n\r\nhi',
+    b"From: a@b.co\r\nContent-Type: multipart/mixed\r\n\r\nno boundary at all",
+]
+
+
+@pytest.mark.parametrize("sent", [False, True])
+def test_the_memoised_header_parsing_reads_every_message_as_the_stdlib_policy_does(sent: bool) -> None:
+    samples = [path.read_bytes() for path in EVERY_FIXTURE] + MALFORMED_HEADERS
+    for raw in samples * 2:  # the second round reads every header from the memo
+        expected = _outcome(lambda raw=raw: parse_with(raw, policy.default, sent=sent))
+        assert _outcome(lambda raw=raw: parse_email(raw, sent=sent)) == expected
