@@ -86,6 +86,10 @@ class Transaction:
     phone_region: str = "US"
     appended: list[ev.Event] = field(default_factory=list)
     dispatched: list[ev.Event] = field(default_factory=list)  # those with an outbox row
+    # The core projections' applied position, once read: the append lock keeps every other writer
+    # (appends, replay) out until this transaction ends, so only `project` below moves it meanwhile.
+    _applied: int | None = field(default=None, init=False, repr=False)
+    _applied_known: bool = field(default=False, init=False, repr=False)
 
     def find(self, idempotency_key: str) -> ev.Event | None:
         return log.find_by_key(self.connection, idempotency_key)
@@ -109,11 +113,15 @@ class Transaction:
 
     def project(self, event: ev.Event) -> None:
         """Apply the event to the core projections unless they have already applied its position."""
-        applied = self.connection.execute(_APPLIED).scalar_one_or_none()
+        if not self._applied_known:
+            self._applied = self.connection.execute(_APPLIED).scalar_one_or_none()
+            self._applied_known = True
+        applied = self._applied
         if applied is not None and event.position <= applied:
             return
         projector.apply(event, SqlState(self.connection))
         self.connection.execute(_SET_APPLIED if applied is None else _MOVE_APPLIED, {"p": event.position})
+        self._applied = event.position
 
     def record_signal(
         self,
