@@ -69,7 +69,7 @@ def take_all(
     """
     read = [_read(container, kind, one, own_address) for one in fetched]
     if kind == "sent":
-        read = _without_the_bots_own(container, read)
+        read = _to_customers_only(container, _without_the_bots_own(container, read))
     accepted = iter(record_all(container, [one for one in read if not isinstance(one, Taken)], along=along))
     taken = []
     for one, item in zip(fetched, read, strict=True):
@@ -85,15 +85,12 @@ def take_all(
 
 
 def _read(container: App, kind: str, fetched: Fetched, own_address: str) -> InboundSignal | Taken:
-    """The message parsed, or what becomes of it unrecorded (not the CRM's to record, unreadable)."""
-    sent = kind == "sent"
+    """The message parsed, or what becomes of it unrecorded (the operator's own, unreadable)."""
     try:
-        inbound = parse_email(fetched.raw, sent=sent)
+        inbound = parse_email(fetched.raw, sent=kind == "sent")
     except InboundRefused as exc:
         return _unreadable(container, fetched.where, exc.message)
-    if sent:
-        return inbound if _is_customer(container, inbound.signal.customer.email) else Taken.NOT_A_CUSTOMER
-    if _same_address(inbound.signal.customer.email, own_address):
+    if kind != "sent" and _same_address(inbound.signal.customer.email, own_address):
         return Taken.OURS
     return inbound
 
@@ -104,6 +101,16 @@ def _without_the_bots_own(container: App, read: list[InboundSignal | Taken]) -> 
     ours = _sent_by_the_bot(container, {str(one) for one in ids}) if ids else set()
     return [
         Taken.OURS if isinstance(one, InboundSignal) and _message_id(one) in ours else one for one in read
+    ]
+
+
+def _to_customers_only(container: App, read: list[InboundSignal | Taken]) -> list[InboundSignal | Taken]:
+    """Sent mail to someone who is not a customer is NOT_A_CUSTOMER (none of the CRM's business)."""
+    return [
+        Taken.NOT_A_CUSTOMER
+        if isinstance(one, InboundSignal) and not _is_customer(container, one.signal.customer.email)
+        else one
+        for one in read
     ]
 
 
