@@ -6,36 +6,24 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
-from bot.bootstrap import App, StartupError, bootstrap
+from bot.bootstrap import App
+from bot.cli_base import app_or_exit, console, errors
 from jobs.queue import JobInfo
 from store import tables as t
-from store.settings import SettingsError
 
 jobs_app = typer.Typer(
     help="Failed jobs (list, show, retry) and the outbox backlog.", invoke_without_command=True
 )
-console = Console()
-errors = Console(stderr=True)
 
 # How much of an error `crm jobs` shows per row; `crm jobs show` prints all of it.
 ERROR_PREVIEW_CHARS = 80
 
 
-def container_or_exit() -> App:
-    """The App from the settings, or exit 2 with one line naming what is wrong."""
-    try:
-        return bootstrap()
-    except (SettingsError, StartupError) as exc:
-        errors.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
 def _redis_container() -> App:
-    container = container_or_exit()
+    container = app_or_exit()
     if not container.settings.redis_url:
         errors.print(
             "[red]error:[/red] no REDIS_URL: jobs run in the `crm run` process and its failed jobs "

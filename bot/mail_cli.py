@@ -11,14 +11,10 @@ import threading
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from bot.jobs_cli import container_or_exit
+from bot.cli_base import app_or_exit, errors
 from jobs.connectors.imap import MailboxRefused
-
-# One line per message whatever the width: a log collector reads lines, not a terminal.
-errors = Console(stderr=True, soft_wrap=True)
 
 
 def mail(
@@ -31,7 +27,7 @@ def mail(
     ] = False,
 ) -> None:
     """Watch the IMAP mailbox: customers' mail becomes signals, your own replies are seen."""
-    container = container_or_exit()
+    container = app_or_exit()
     mailbox = container.mailbox
     if mailbox is None:
         container.close()
