@@ -125,6 +125,9 @@ def stream_all(engine: Engine, until: int, batch: int = 10_000) -> Iterator[Even
     with engine.connect() as connection:
         driver = connection.connection.driver_connection
         assert driver is not None
+        # Timestamps then arrive in UTC already (psycopg gives `timezone.utc` for a 'UTC' session, a
+        # zone object to convert for 'Etc/UTC'): no conversion per row.
+        driver.execute("SET LOCAL TIME ZONE 'UTC'")
         with driver.cursor(name="crm_replay") as cursor:
             cursor.itersize = batch
             cursor.execute(_STREAM, (0, until))
@@ -147,8 +150,8 @@ def _from_stream_row(row: tuple[Any, ...]) -> Event:
         confidence=confidence,
         correlation_id=correlation_id,
         causation_id=causation_id,
-        occurred_at=occurred.astimezone(UTC),
-        recorded_at=recorded.astimezone(UTC),
+        occurred_at=occurred if occurred.tzinfo is UTC else occurred.astimezone(UTC),
+        recorded_at=recorded if recorded.tzinfo is UTC else recorded.astimezone(UTC),
         idempotency_key=key,
     )
 
