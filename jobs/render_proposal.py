@@ -16,7 +16,21 @@ DRAFT_PREVIEW_CHARS = 700
 # Params that repeat the draft (agents put the text in both): edited through the draft's fields.
 DRAFT_MIRRORS = {"subject": "subject", "body": "body", "text": "body"}
 # Params that are plumbing, not something a person should retype.
-_HIDDEN_PARAMS = frozenset({"in_reply_to", "references", "json", "window_key", "surface", "chat_id"})
+# Params for the machine, not the operator: threading headers, keys, and bookkeeping the card says in
+# words already (an escalation's reason names its rules; a note's verdict and sources are in Why?).
+_HIDDEN_PARAMS = frozenset(
+    {
+        "in_reply_to",
+        "references",
+        "json",
+        "window_key",
+        "surface",
+        "chat_id",
+        "rules",
+        "lead_verdict",
+        "summary_of",
+    }
+)
 
 _LABELS = {
     "send_email": "Send email",
@@ -79,7 +93,7 @@ def body_of(row: dict[str, Any]) -> list[str]:
         lines.append(text if len(text) <= DRAFT_PREVIEW_CHARS else text[:DRAFT_PREVIEW_CHARS] + "…")
     shown = {k: v for k, v in params.items() if k not in _HIDDEN_PARAMS and k != "to"}
     if shown and row["kind"] != "send_email":
-        lines.append(", ".join(f"{k}: {v}" for k, v in shown.items()))
+        lines.append(", ".join(f"{k}: {_plain(v)}" for k, v in shown.items()))
     proposed = row["proposed"]
     lines.append(f"Why: {proposed.get('rationale', '')} (confidence {proposed.get('confidence', 0):.0%})")
     cost = proposed.get("cost") or {}
@@ -93,6 +107,13 @@ def body_of(row: dict[str, Any]) -> list[str]:
     if row["decision"] == "edited":
         lines.append("Edited by the operator before approval.")
     return lines
+
+
+def _plain(value: Any) -> str:
+    """A param value as a person reads it: lists joined, not Python's repr."""
+    if isinstance(value, list | tuple):
+        return ", ".join(str(item) for item in value)
+    return str(value)
 
 
 def status_of(row: dict[str, Any]) -> str | None:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 DEMO_UNDO_WINDOW_S = 5.0
 # Seconds between the morning's beats, so each one's cards show before the next arrives.
 SIGNAL_INTERVAL_S = 2.0
+# How much of an arriving message the demo's "signal in" line quotes: enough to know what it is about.
+SAID_CHARS = 90
 
 
 def free_port() -> int:
@@ -132,9 +134,11 @@ def morning(container: App, now: datetime) -> list[Callable[[], str]]:
 
     def arrives(signal_type: str, key: str, body: dict[str, Any]) -> Callable[[], str]:
         def beat() -> str:
-            accepted = accept_signal(container, json.dumps({"type": signal_type, **body}).encode(), key)
+            accept_signal(container, json.dumps({"type": signal_type, **body}).encode(), key)
             who = body["customer"].get("name") or body["customer"].get("email")
-            return f"signal in: {signal_type} from {who} (event {accepted.event_id})"
+            text = " ".join(str(body.get("text") or "").split())
+            said = f': "{text[:SAID_CHARS]}{"…" if len(text) > SAID_CHARS else ""}"' if text else ""
+            return f"signal in: {signal_type} from {who}{said}"
 
         return beat
 

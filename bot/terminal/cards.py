@@ -33,6 +33,11 @@ class ShownCards:
             self._last[view.id] = key
             return True
 
+    def shown(self, proposal_id: str) -> bool:
+        """Whether some card of this proposal has been printed."""
+        with self._lock:
+            return proposal_id in self._last
+
     def record(self, view: ProposalView) -> None:
         """Note a card printed regardless (a listing the operator asked for)."""
         with self._lock:

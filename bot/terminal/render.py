@@ -17,7 +17,14 @@ def proposal_panel(view: ProposalView) -> Panel:
         actions = dict.fromkeys(b.action for b in view.buttons)  # in order, once each
         choices = [f"{action} {view.handle}" + (" 1h" if action == "snooze" else "") for action in actions]
         lines += ["", "[dim]" + escape("  ·  ".join(choices)) + "[/dim]"]
-    return Panel("\n".join(lines), title=escape(f"#{view.id} · {view.state}"), expand=False)
+    # The body's first line carries the handle to type (#12); the border names the proposal's id.
+    return Panel("\n".join(lines), title=escape(f"{view.id} · {view.state}"), expand=False)
+
+
+def state_line(view: ProposalView) -> str:
+    """One line for a card already on screen whose state moved on with nothing left to act on."""
+    handle = f"#{view.number}" if view.number is not None else view.id
+    return f"{handle} {view.title} · {view.state}" + (f" — {view.status}" if view.status else "")
 
 
 def render_reply(

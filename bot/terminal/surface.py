@@ -12,7 +12,7 @@ from rich.panel import Panel
 
 from bot.commands import ProposalView
 from bot.terminal.cards import ShownCards
-from bot.terminal.render import proposal_panel
+from bot.terminal.render import proposal_panel, state_line
 from jobs.notify import MessageRef
 
 TERMINAL_CHAT = "-"
@@ -41,7 +41,13 @@ class TerminalSurface:
             return MessageRef(surface=self.name, chat_id=TERMINAL_CHAT, message_id=str(self._counter))
 
     def update_proposal(self, ref: MessageRef, view: ProposalView) -> None:
-        if self.cards.first_showing(view):  # the console may have printed this very card already
+        on_screen = self.cards.shown(view.id)
+        if not self.cards.first_showing(view):  # the console may have printed this very card already
+            return
+        if on_screen and not view.buttons:
+            # approved → executed and the like: the card is above; one line says what became of it
+            self._print(escape(state_line(view)))
+        else:
             self._print(proposal_panel(view))
 
     def send_reply(self, chat_id: str, text: str, *, idempotency_key: str) -> str:

@@ -17,7 +17,7 @@ from tests.inbound_support import SIGNALS_SECRET, signal_body, signed_headers
 from tests.standins.smtp import SmtpStandin, free_port
 
 CRM = [sys.executable, "-c", "from bot.cli import main; main()"]
-PROPOSAL_ID = re.compile(r"#(prp_[0-9a-f]+) · pending")
+PROPOSAL_ID = re.compile(r"(prp_[0-9a-f]+) · pending")
 
 
 class Process:

@@ -43,7 +43,7 @@ def test_at_a_terminal_background_cards_land_above_the_prompt_and_each_card_prin
         screen = tty.screen()
         assert screen[-1] == "crm> /pend", "\n".join(screen)
         assert tty.prompt_lines() == ["crm> /help", "crm> /pend"], "\n".join(screen)
-        card_top = next(i for i, line in enumerate(screen) if f"#{pid} · pending" in line)
+        card_top = next(i for i, line in enumerate(screen) if f"{pid} · pending" in line)
         assert card_top < len(screen) - 1, "the card is drawn above the line being typed"
 
         tty.type("ing\r")
@@ -52,7 +52,7 @@ def test_at_a_terminal_background_cards_land_above_the_prompt_and_each_card_prin
         tty.wait_for(r"Approved\. Sending at")
         tty.wait_for(r"crm>$")
         tty.pump(1.0)
-        assert tty.transcript().count(f"#{pid} · approved") == 1, tty.transcript()[-4000:]
+        assert tty.transcript().count(f"{pid} · approved") == 1, tty.transcript()[-4000:]
     finally:
         status = tty.close()
     assert status == 0, tty.transcript()[-3000:]
@@ -78,7 +78,7 @@ def test_at_a_terminal_edit_takes_a_text_ending_with_a_dot_and_a_yes(tmp_path: P
         tty.wait_for(r"Approve the edited version\?")
         tty.wait_for(re.escape("[y/N]") + "$")
         tty.type("y\r")
-        tty.wait_for(rf"#{pid} · approved")
+        tty.wait_for(rf"{pid} · approved")
         assert "Settings [Billing] has an Export button." in tty.transcript()
     finally:
         status = tty.close()
@@ -94,4 +94,4 @@ def test_through_a_pipe_an_approved_card_prints_once(tmp_path: Path) -> None:
     run.send(f"approve {pid}")
     run.wait_for("Approved")
     assert run.finish() == 0, run.text
-    assert run.text.count(f"#{pid} · approved") == 1, run.text
+    assert run.text.count(f"{pid} · approved") == 1, run.text

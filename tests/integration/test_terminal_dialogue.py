@@ -113,8 +113,8 @@ def test_an_approved_card_is_printed_once_though_the_reply_and_the_update_both_c
     terminal.loop(StreamReader([f"approve {pid}", "pending"]))
 
     shown = out.getvalue()
-    assert shown.count(f"#{pid} · pending") == 1, shown
-    assert shown.count(f"#{pid} · approved") == 1, shown
+    assert shown.count(f"{pid} · pending") == 1, shown
+    assert shown.count(f"{pid} · approved") == 1, shown
     assert "Approved" in shown
 
 
@@ -128,7 +128,7 @@ def test_show_prints_a_card_again_when_asked(container: App) -> None:
         StreamReader(["pending", f"show {pid}"])
     )
 
-    assert out.getvalue().count(f"#{pid} · pending") == 2, "posted, then shown on request"
+    assert out.getvalue().count(f"{pid} · pending") == 2, "posted, then shown on request"
 
 
 def test_help_shows_its_square_brackets(container: App) -> None:
