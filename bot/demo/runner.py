@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 DEMO_UNDO_WINDOW_S = 5.0
 # Seconds between the morning's beats, so each one's cards show before the next arrives.
 SIGNAL_INTERVAL_S = 2.0
+# The scans catch up on the rest of the day no sooner than this after the start: the morning's story
+# stays on screen for its first half minute, not pushed away by a page of invoice reminders.
+CATCH_UP_AFTER_S = 40.0
 # How much of an arriving message the demo's "signal in" line quotes: enough to know what it is about.
 SAID_CHARS = 90
 
@@ -103,9 +106,14 @@ def play_signals(container: App, console: Console, interval: float = SIGNAL_INTE
     def play() -> None:
         from store.events import utcnow
 
-        now = utcnow()
-        for beat in morning(container, now):
+        now, started = utcnow(), time.monotonic()
+        beats = morning(container, now)
+        for index, beat in enumerate(beats):
             time.sleep(interval)
+            if index == len(beats) - 1:  # the catch-up
+                time.sleep(
+                    max(0.0, started + CATCH_UP_AFTER_S * interval / SIGNAL_INTERVAL_S - time.monotonic())
+                )
             console.print(f"[dim]{escape(beat())}[/dim]")
 
     thread = threading.Thread(target=play, name="demo-signals", daemon=True)

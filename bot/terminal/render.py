@@ -37,7 +37,9 @@ def render_reply(
     """
     if reply.lines:
         text = escape(reply.text)
-        console.print(text if reply.ok else f"[red]{text}[/red]", highlight=False)
+        # Piped (`printf '/help' | crm run`, a script): each line stays one line, at any width.
+        soft_wrap = not console.is_terminal
+        console.print(text if reply.ok else f"[red]{text}[/red]", highlight=False, soft_wrap=soft_wrap)
     for view in reply.proposals:
         if cards is None:
             console.print(proposal_panel(view))

@@ -109,6 +109,8 @@ def test_crm_run_signal_in_proposal_out_approve_email_sent(tmp_path: Path) -> No
         run.wait_for("chatops-crm is running")
         run.send("/help")
         run.wait_for("approve")
+        # Piped, a reply line stays one line however long (nothing wraps it at 80 columns)
+        run.wait_for(r"audit \[customer\] \[days\] — [^\n]*\(default 7 days\)")
         body = signal_body(
             "message.received",
             customer={"name": "Ada Lovelace", "email": "ada@analytical.io"},
