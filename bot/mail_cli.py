@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 
 from bot.cli_base import app_or_exit, errors
+from bot.inbound.errors import SurfaceFailed
 from jobs.connectors.imap import MailboxRefused
 
 
@@ -49,5 +50,8 @@ def mail(
     except MailboxRefused as exc:
         errors.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
+    except SurfaceFailed as exc:  # the watch ended on an unexpected error (logged with its traceback)
+        errors.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
     finally:
         container.close()

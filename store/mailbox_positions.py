@@ -39,9 +39,9 @@ mailbox_status = Table(
     Column("at", DateTime(timezone=True), nullable=False),
 )
 
-# States that need attention: the login refused (fix IMAP_URL), the server unreachable. A watch that
-# stopped with its process (a deploy) is reported, not failed.
-FAILING_STATES = frozenset({"refused", "reconnecting"})
+# States that need attention: the login refused (fix IMAP_URL), the server unreachable, the watch
+# ended by an unexpected error. A watch that stopped with its process (a deploy) is reported, not failed.
+FAILING_STATES = frozenset({"refused", "reconnecting", "crashed"})
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,9 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.inbound.errors import SurfaceFailed
 from bot.mailbox.watcher import BACKOFF_FIRST_S, BACKOFF_MAX_S, RETRIED, FolderWatcher, Say
 from jobs.connectors.imap import MailboxRefused, sent_folder, session
 from jobs.scheduler import LeaderLock, leader_lock_for
@@ -35,6 +38,7 @@ class Mailbox:
         self.config = config
         self.say: Say = say or (lambda line: log.info("%s", line))
         self.refused: str | None = None
+        self.crashed: str | None = None  # an unexpected error that ended a folder's watch
         self.watchers: list[FolderWatcher] = []
 
     @classmethod
@@ -89,6 +93,8 @@ class Mailbox:
             thread.join()
         if self.refused:
             raise MailboxRefused(self.refused)
+        if self.crashed:  # the process running the watch says so and ends, rather than carry on deaf
+            raise SurfaceFailed(self.crashed)
 
     def _guarded(self, watcher: FolderWatcher, stop: threading.Event) -> None:
         try:
@@ -96,8 +102,15 @@ class Mailbox:
         except MailboxRefused as exc:
             self.refused = str(exc)
             stop.set()
-        except Exception:  # an unexpected failure stops the watch loudly rather than half of it
+        except Exception as exc:  # an unexpected failure stops the watch loudly rather than half of it
             log.exception("mailbox watcher for %s stopped", watcher.folder)
+            self.crashed = f"mailbox {self.config.where}: the watch of {watcher.folder} stopped: {exc}"
+            try:  # /healthz fails on it, whichever process serves it
+                positions.set_status(
+                    self.container.engine, self.config.account, watcher.folder, "crashed", str(exc)
+                )
+            except SQLAlchemyError:
+                log.warning("could not record that the watch of %s stopped", watcher.folder)
             stop.set()
 
     def _find_sent(self, stop: threading.Event) -> str | None:

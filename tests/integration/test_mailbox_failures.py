@@ -95,6 +95,29 @@ def _crm_mail(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPro
     )
 
 
+def test_a_watch_ended_by_an_unexpected_error_is_said_and_fails_health_never_goes_deaf(
+    dovecot: Dovecot, db_url: str, make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.inbound.errors import SurfaceFailed
+    from bot.mailbox.watcher import FolderWatcher
+
+    def bug(self: FolderWatcher) -> None:  # fault injection: a bug inside the watch loop
+        raise RuntimeError("a bug in the watch")
+
+    monkeypatch.setattr(FolderWatcher, "run", bug)
+    app = mailbox_app(make_settings, db_url, dovecot.url(dovecot.new_user()))
+    try:
+        run = Watching(app).start()
+        run.thread.join(timeout=15)
+        assert not run.thread.is_alive(), "the watch ends rather than carrying on deaf"
+        assert isinstance(run.error, SurfaceFailed) and "a bug in the watch" in str(run.error)
+        assert run.state() == "crashed"
+        health = {check.name: check for check in check_health(app)}
+        assert health["mailbox"].ok is False and "INBOX: crashed" in health["mailbox"].detail
+    finally:
+        app.close()
+
+
 def test_crm_mail_exits_2_with_one_line_for_a_refused_login_or_no_imap_url(
     dovecot: Dovecot, tmp_path: Path
 ) -> None:
