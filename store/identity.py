@@ -202,6 +202,11 @@ def resolve(ref: CustomerRef, lookup: IdentityLookup, region: str = "US") -> Res
     return resolution
 
 
+# How a possible duplicate that shares only the company domain is worded (the curator reads it: such a
+# pair is usually two colleagues, not one person).
+SAME_DOMAIN_ONLY = "same company domain"
+
+
 def weak_matches(
     ref: CustomerRef, keys: Iterable[ContactPoint], lookup: IdentityLookup
 ) -> list[tuple[str, str]]:
@@ -218,7 +223,7 @@ def weak_matches(
                 if other in found:
                     found[other] += f" and company domain {domain}"
                 else:
-                    found[other] = f"same company domain {domain}"
+                    found[other] = f"{SAME_DOMAIN_ONLY} {domain}"
     return sorted((other, _clip(reason, REASON_LENGTH)) for other, reason in found.items())
 
 

@@ -16,6 +16,7 @@ from agents.context import AgentContext, RecentEvent
 from agents.model import AgentModel, Tier, fallback_note
 from agents.proposal import ActionKind, Cost, Proposal, Source
 from agents.roles.base import Role
+from store.identity import SAME_DOMAIN_ONLY
 
 SUMMARY_AFTER = 12  # touches since the last summary; fewer are still readable as they are
 SUMMARY_PREFIX = "Summary:"
@@ -24,8 +25,6 @@ TOUCHES = frozenset(
 )
 # A merge is only as sure as the identity rule that flagged it; a person confirms it.
 MERGE_CONFIDENCE = 0.6
-# How store.identity words a possible duplicate that shares only the company domain.
-DOMAIN_ONLY = "same company domain"
 
 
 class SummaryOut(BaseModel):
@@ -56,7 +55,7 @@ class MemoryCurator(Role):
         if other not in {str(d.get("other_id")) for d in context.customer.possible_duplicates}:
             return []  # merged or dismissed since it was flagged: nothing left to ask
         reason = str(context.trigger.payload.get("reason") or "flagged as a possible duplicate")
-        if reason.startswith(DOMAIN_ONLY):
+        if reason.startswith(SAME_DOMAIN_ONLY):
             # Colleagues at one company share its domain and are different people: asking to merge
             # them would be a proposal the operator learns to ignore. The pair stays flagged on the
             # customer (and `/merge A B` is there); only a shared name is put to the operator.
