@@ -135,7 +135,7 @@ class CommandBase:
         }[decision]
         if row["not_before"]:
             line += f" Sending at {stamp(row['not_before'])}; Undo until then."
-        return reply(line, proposals=self._views(pid), proposal_id=pid)
+        return reply(line, proposals=self._views_of(row), proposal_id=pid)
 
     def _load(self, proposal_id: str) -> dict[str, Any] | None:
         with self.store.engine.connect() as connection:
@@ -162,6 +162,11 @@ class CommandBase:
     def _views(self, proposal_id: str) -> tuple[ProposalView, ...]:
         view = self._view(proposal_id)
         return (view,) if view else ()
+
+    def _views_of(self, row: dict[str, Any]) -> tuple[ProposalView, ...]:
+        """_views for a row just read (a decision's compare-and-set returns it): no second read."""
+        with self.store.engine.connect() as connection:
+            return (view_of(row, lc.customer_name(connection, row["customer_id"])),)
 
     def _after_change(self, proposal_id: str) -> None:
         if self.notifier is not None:

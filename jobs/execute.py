@@ -42,7 +42,7 @@ from store import lifecycle as lc
 from store import proposals as sp
 from store import tables as t
 from store.log import to_event
-from store.slice import group_of
+from store.slice import group_query
 from store.uow import EventStore
 
 log = logging.getLogger(__name__)
@@ -285,10 +285,9 @@ class Executor:
         """The customer's last inbound email, to thread the reply onto."""
         e = t.events.c
         with self.store.engine.connect() as connection:
-            streams = group_of(connection, row["customer_id"])
             found = connection.execute(
                 select(t.events)
-                .where(e.stream.in_(streams), e.type == "message.received")
+                .where(e.stream.in_(group_query(row["customer_id"])), e.type == "message.received")
                 .order_by(e.position.desc())
                 .limit(20)
             ).all()

@@ -7,7 +7,19 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, RowMapping, Text, bindparam, cast, func, insert, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    RowMapping,
+    Text,
+    bindparam,
+    cast,
+    exists,
+    func,
+    insert,
+    select,
+)
 
 from store import tables as t
 from store.events import Event, NewEvent, parse_payload, parse_stored, payload_model, utcnow
@@ -26,6 +38,21 @@ def lock_for_append(connection: Connection) -> None:
 # Built once: a fresh statement per append costs more to build and cache-key than to run.
 _FIND_BY_KEY = select(t.events).where(t.events.c.idempotency_key == bindparam("key"))
 _INSERT = insert(t.events).returning(t.events.c.position)
+_COLUMNS = tuple(column.name for column in t.events.c if column.name != "position")
+# The insert for a key not looked up first: it writes nothing when the log holds the key (one round
+# trip instead of a lookup and an insert). It is an INSERT … SELECT … WHERE NOT EXISTS rather than
+# ON CONFLICT DO NOTHING so a known key draws no position from the sequence (no gap); the append
+# lock keeps anyone from adding the key between the check and the insert.
+_INSERT_UNLESS_KNOWN = (
+    insert(t.events)
+    .from_select(
+        list(_COLUMNS),
+        select(*(bindparam(name, type_=t.events.c[name].type) for name in _COLUMNS)).where(
+            ~exists().where(t.events.c.idempotency_key == bindparam("idempotency_key"))
+        ),
+    )
+    .returning(t.events.c.position)
+)
 
 
 # The idempotency_key column's width. Keys are source + external id, and derived keys add a suffix
@@ -48,6 +75,19 @@ def find_by_key(connection: Connection, idempotency_key: str) -> Event | None:
 
 def insert_event(connection: Connection, new: NewEvent, recorded_at: datetime | None = None) -> Event:
     """Insert one event; the caller holds the append lock and has checked the key."""
+    event = _insert(connection, new, recorded_at, _INSERT)
+    assert event is not None
+    return event
+
+
+def insert_unless_known(connection: Connection, new: NewEvent) -> Event | None:
+    """Insert one event unless the log holds its key (then None); the caller holds the append lock."""
+    return _insert(connection, new, None, _INSERT_UNLESS_KNOWN)
+
+
+def _insert(
+    connection: Connection, new: NewEvent, recorded_at: datetime | None, statement: Any
+) -> Event | None:
     payload = new.payload.model_dump(mode="json", exclude_defaults=False)
     # A row that its type's model cannot read back (unknown type, another model's payload) would stop
     # every replay; refuse it before it is written. Raises UnknownEventType or ValidationError.
@@ -70,7 +110,9 @@ def insert_event(connection: Connection, new: NewEvent, recorded_at: datetime | 
         "recorded_at": recorded,
         "idempotency_key": storable_key(new.idempotency_key),
     }
-    position = connection.execute(_INSERT, values).scalar_one()
+    position = connection.execute(statement, values).scalar_one_or_none()
+    if position is None:
+        return None
     return Event(position=position, **{**values, "payload": model})
 
 

@@ -224,7 +224,8 @@ def _action(state: ProjectionState, event: ev.Event, attempt: int) -> dict[str, 
 def _started(event: ev.Event, state: ProjectionState) -> None:
     p = event.payload
     assert isinstance(p, ActionStarted)
-    previous = _action(state, event, p.attempt - 1)
+    # A first attempt has nothing before it to take over (and the lookup would cost a read per action).
+    previous = _action(state, event, p.attempt - 1) if p.attempt > 1 else None
     if previous is not None and previous["state"] in {"started", "handover"}:
         # taken over after its worker died; it provably sent nothing (else it would be "uncertain")
         previous.update(state="abandoned", finished_at=event.occurred_at)
@@ -264,20 +265,14 @@ def _started(event: ev.Event, state: ProjectionState) -> None:
 def _handover(event: ev.Event, state: ProjectionState) -> None:
     p = event.payload
     assert isinstance(p, ActionHandover)
-    action = _action(state, event, p.attempt)
-    if action is not None:
-        action["state"] = "handover"
-        state.put("actions", action)
+    state.update("actions", {"state": "handover"}, id=f"{event.stream}:{p.attempt}")
     row = _row(state, event)
     if row is not None:
         _save(state, event, row, phase="handover")
 
 
 def _finish_action(target: ProjectionState, event: ev.Event, attempt: int, /, **changes: Any) -> None:
-    action = _action(target, event, attempt)
-    if action is not None:
-        action.update(changes, finished_at=event.occurred_at)
-        target.put("actions", action)
+    target.update("actions", {**changes, "finished_at": event.occurred_at}, id=f"{event.stream}:{attempt}")
 
 
 @handles("action.executed")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from psycopg import sql
-from sqlalchemy import JSON, Connection, Table, and_, bindparam, delete, insert, select
+from sqlalchemy import JSON, Connection, Table, and_, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from store import tables as t
@@ -41,6 +41,10 @@ class ProjectionState(Protocol):
     def get(self, table: str, **key: Any) -> Row | None: ...
 
     def put(self, table: str, row: Row) -> None: ...
+
+    def update(self, table: str, changes: Row, **key: Any) -> None:
+        """Change some columns of the row with this primary key, if there is one."""
+        ...
 
     def scan(self, table: str, **equal: Any) -> list[Row]: ...
 
@@ -77,6 +81,11 @@ class MemoryState:
             index.setdefault(row.get(column), {})[pk] = None
         rows[pk] = dict(row)
 
+    def update(self, table: str, changes: Row, **key: Any) -> None:
+        row = self.get(table, **key)
+        if row is not None:
+            self.put(table, {**row, **changes})
+
     def scan(self, table: str, **equal: Any) -> list[Row]:
         rows = self.rows[table]
         if not equal:
@@ -108,8 +117,10 @@ class SqlState:
     """Projection rows in their tables, read and written inside the caller's transaction.
 
     With remember=True (one log transaction, which holds the append lock), a row read by primary key
-    is kept until it is written: a proposal's transition reads the row, then its projector reads it
-    again to change it, and the second read need not go to the database. Writes always do.
+    is kept, and so is a whole row written: a proposal's transition reads the row, its projector reads
+    it again to change it, and the transition reads the result — only the first read goes to the
+    database. A row written with some columns left out is forgotten (the database fills those in).
+    Writes always go to the database.
     """
 
     def __init__(self, connection: Connection, *, remember: bool = False) -> None:
@@ -131,8 +142,22 @@ class SqlState:
 
     def put(self, table: str, row: Row) -> None:
         self.connection.execute(_upsert(self._dialect, table, tuple(row)), row)
-        if self._read:
-            self._read.pop((table, tuple(row.get(name) for name in primary_key(table))), None)
+        if self._remember:
+            cache_key = (table, tuple(row.get(name) for name in primary_key(table)))
+            if len(row) == len(TABLES[table].columns):
+                self._read[cache_key] = dict(row)
+            else:
+                self._read.pop(cache_key, None)
+
+    def update(self, table: str, changes: Row, **key: Any) -> None:
+        """One UPDATE, without reading the row first (a finished action changes three columns)."""
+        values = {f"set_{name}": value for name, value in changes.items()}
+        values.update({f"key_{name}": value for name, value in key.items()})
+        self.connection.execute(_update(table, tuple(key), tuple(changes)), values)
+        cache_key = self._cache_key(table, key)
+        known = self._read.get(cache_key) if cache_key is not None else None
+        if known is not None:
+            known.update(changes)
 
     def scan(self, table: str, **equal: Any) -> list[Row]:
         rows = self.connection.execute(_select(table, tuple(equal)), equal)
@@ -157,6 +182,21 @@ def _select(table: str, columns: tuple[str, ...]) -> Any:
     if stmt is None:
         target = TABLES[table]
         stmt = select(target).where(and_(*(target.c[name] == bindparam(name) for name in columns)))
+        _STATEMENTS[cache_key] = stmt
+    return stmt
+
+
+def _update(table: str, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+    cache_key = ("update", table, *keys, "set", *columns)
+    stmt = _STATEMENTS.get(cache_key)
+    if stmt is None:
+        target = TABLES[table]
+        # Parameters are renamed: SQLAlchemy keeps a column's own name for its VALUES/SET clause.
+        stmt = (
+            update(target)
+            .where(and_(*(target.c[name] == bindparam(f"key_{name}") for name in keys)))
+            .values({name: bindparam(f"set_{name}") for name in columns})
+        )
         _STATEMENTS[cache_key] = stmt
     return stmt
 

@@ -118,14 +118,19 @@ class Transaction:
 
     def append(self, new: ev.NewEvent, dispatch: bool = True) -> Appended:
         """Append unless the key is known (then return the original); project it; queue it for work."""
-        existing = self.find(new.idempotency_key)
-        if existing is not None:
+        event = log.insert_unless_known(self.connection, new)
+        if event is None:
+            existing = self.find(new.idempotency_key)
+            assert existing is not None  # the append lock keeps the key from vanishing meanwhile
             return Appended(existing, duplicate=True)
-        return self._append_new(new, dispatch)
+        return self._appended(event, dispatch)
 
     def _append_new(self, new: ev.NewEvent, dispatch: bool) -> Appended:
         """append() for an event whose key the caller has just looked up, in this transaction."""
-        event = log.insert_event(self.connection, new)
+        return self._appended(log.insert_event(self.connection, new), dispatch)
+
+    def _appended(self, event: ev.Event, dispatch: bool) -> Appended:
+        """Project a just-inserted event and give it its outbox row when it is work for the workers."""
         self.project(event)
         if dispatch:
             self.connection.execute(

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from jobs.connectors.base import ActionRequest, ActionResult, Handover
+from jobs.execute import Executor
 from jobs.notify import Notifier
-from jobs.proposal_service import expire_due, wake_due
+from jobs.proposal_service import Decider, decide, expire_due, wake_due
 from store import events as ev
 from store import lifecycle as lc
 from store.proposal_metrics import lifecycle_metrics
@@ -152,3 +157,34 @@ def test_the_metrics_endpoint_reports_lifecycle_figures(make_settings, tmp_path:
         assert 'crm_decision_rate{decision="rejected"} 1.0' in body
     finally:
         container.close()
+
+
+class _Sent:
+    name = "sent"
+    dedupes = True
+
+    def run(self, request: ActionRequest, handover: Handover) -> ActionResult:
+        return ActionResult(reference="ref-1")
+
+
+def test_a_transition_returns_the_row_the_database_holds(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The row a compare-and-set hands back comes from what its own transaction wrote, not from a
+    # second read: on every step of the lifecycle it must equal what a fresh read returns.
+    pid = record(store, email_proposal(make_customer(store)))
+    ops = Decider("terminal:ops", "Ops", "terminal")
+    decided = decide(store, pid, "approved", ops, undo_window_seconds=0, now=ev.utcnow())
+    assert decided.won and decided.row == row(store, pid)
+    seen: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
+    original = lc.transition
+
+    def watching(*args: Any, **kwargs: Any) -> lc.Transition:
+        result = original(*args, **kwargs)
+        seen.append((result.row, row(store, pid)))
+        return result
+
+    monkeypatch.setattr(lc, "transition", watching)
+    assert Executor(store, {"send_email": _Sent()}).execute(pid).status == "executed"
+    assert [fresh["state"] for _, fresh in seen] == ["executing", "executed"]
+    assert all(returned == fresh for returned, fresh in seen)
