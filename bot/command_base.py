@@ -15,6 +15,7 @@ from jobs.views import ProposalView
 from store import events as ev
 from store import lifecycle as lc
 from store import proposals as sp
+from store.db import reading
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class CommandBase:
         return reply(line, proposals=self._views_of(row), proposal_id=pid)
 
     def _load(self, proposal_id: str) -> dict[str, Any] | None:
-        with self.store.engine.connect() as connection:
+        with reading(self.store.engine) as connection:
             return lc.find_proposal(connection, proposal_id)
 
     def _missing(self, typed: str) -> Reply:
@@ -155,7 +156,7 @@ class CommandBase:
         return fail("not_found", f"No proposal {typed}. `pending` lists them with their numbers.")
 
     def _view(self, proposal_id: str) -> ProposalView | None:
-        with self.store.engine.connect() as connection:
+        with reading(self.store.engine) as connection:
             row = lc.get_proposal(connection, proposal_id)
             return view_of(row, lc.customer_name(connection, row["customer_id"])) if row else None
 
@@ -165,7 +166,7 @@ class CommandBase:
 
     def _views_of(self, row: dict[str, Any]) -> tuple[ProposalView, ...]:
         """_views for a row just read (a decision's compare-and-set returns it): no second read."""
-        with self.store.engine.connect() as connection:
+        with reading(self.store.engine) as connection:
             return (view_of(row, lc.customer_name(connection, row["customer_id"])),)
 
     def _after_change(self, proposal_id: str) -> None:

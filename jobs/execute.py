@@ -41,6 +41,7 @@ from store import events as ev
 from store import lifecycle as lc
 from store import proposals as sp
 from store import tables as t
+from store.db import reading
 from store.log import to_event
 from store.slice import group_query
 from store.uow import EventStore
@@ -212,7 +213,7 @@ class Executor:
         )
 
     def _handed_over(self, pid: str, attempt: int) -> bool:
-        with self.store.engine.connect() as connection:
+        with reading(self.store.engine) as connection:
             action = connection.execute(
                 select(t.actions.c.state).where(t.actions.c.id == f"{pid}:{attempt}")
             ).scalar_one_or_none()
@@ -284,7 +285,7 @@ class Executor:
     def _context(self, row: dict[str, Any]) -> dict[str, Any]:
         """The customer's last inbound email, to thread the reply onto."""
         e = t.events.c
-        with self.store.engine.connect() as connection:
+        with reading(self.store.engine) as connection:
             found = connection.execute(
                 select(t.events)
                 .where(e.stream.in_(group_query(row["customer_id"])), e.type == "message.received")
@@ -336,7 +337,7 @@ def schedule_execution(ctx: JobContext, proposal_id: str, *, again: bool = False
     whichever process took the tap. Returns the job id, or None when the queue is unreachable (the
     sweep, jobs.proposal_service.recover_stalled, queues it again).
     """
-    with ctx.store.engine.connect() as connection:
+    with reading(ctx.store.engine) as connection:
         row = lc.get_proposal(connection, proposal_id)
     not_before = row["not_before"] if row else None
     # One job id per attempt: the tap's process and the executor handler (which the outbox relay runs

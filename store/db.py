@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_KEY = 0x63726D6D6967  # "crmmig"
+# A pooled Postgres connection unused for longer than this is pinged before it is handed out (a server
+# restart or an idle timeout may have dropped it). One in steady use is not: pinging on every checkout
+# is a round trip more on every read and every transaction. A connection dropped while in steady use
+# fails its statement like any outage would, and SQLAlchemy then replaces every pooled connection.
+PING_AFTER_IDLE_SECONDS = 1.0
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -22,14 +31,70 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
         _sqlite_transactions(engine)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    ping_when_idle = kwargs.pop("pool_pre_ping", True)
     # Connections past pool_size are closed when returned, so a burst above it pays for a new Postgres
     # backend per request; keep enough for a web app's concurrent requests (its thread pool queues the
     # rest, which is cheaper than connecting), and few enough that every process of a deployment
     # stays under Postgres's default of 100 connections.
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 5)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if ping_when_idle:
+        _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """pool_pre_ping, but only for a connection that sat in the pool past PING_AFTER_IDLE_SECONDS."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(str(exc)) from exc  # the pool replaces it and checks out again
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads on a hot path: in autocommit on Postgres, so a read is one round trip,
+    without a BEGIN before it and a ROLLBACK after. Each statement sees what was committed when it
+    began, as under READ COMMITTED; nothing written through it is kept."""
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield connection
+
+
+@contextmanager
+def pipelined(connection: Connection) -> Iterator[None]:
+    """Statements executed inside go to Postgres together, in one round trip (psycopg's pipeline mode).
+
+    Only for statements whose results nobody reads (writes without RETURNING, a lock): their errors
+    surface when the block ends, raised as SQLAlchemy's own exceptions like any other statement's.
+    Elsewhere (SQLite) the statements simply run one by one.
+    """
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        with driver.pipeline():
+            yield
+    except dbapi.Error as exc:
+        lost = connection.dialect.is_disconnect(exc, driver, None)
+        if lost:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(None, None, exc, dbapi.Error, connection_invalidated=lost) from exc
 
 
 def _sqlite_transactions(engine: Engine) -> None:

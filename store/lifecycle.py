@@ -60,6 +60,9 @@ def transition(
         planned = plan(row)
         if planned is None:
             return Transition(False, row)
+        # From here on the transaction reads the tables only through its state: the projection's
+        # writes can wait and go to the database together, at commit.
+        state.defer()
         appended = [tx.append(new, dispatch=dispatch) for new, dispatch in planned]
         if not appended or appended[0].duplicate:
             return Transition(False, state.get("proposals", id=proposal_id))

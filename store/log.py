@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 
 from store import tables as t
+from store.db import pipelined
 from store.events import Event, NewEvent, parse_payload, parse_stored, payload_model, utcnow
 
 # pg_advisory_xact_lock key for appends: one writer at a time keeps positions gap-free and in commit
@@ -32,7 +33,8 @@ APPEND_LOCK_KEY = 0x63726D6C6F67  # "crmlog"
 def lock_for_append(connection: Connection) -> None:
     """Serialise appenders until this transaction ends (SQLite's BEGIN IMMEDIATE already does)."""
     if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})")
+        with pipelined(connection):  # the transaction's BEGIN and the lock in one round trip
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})")
 
 
 # Built once: a fresh statement per append costs more to build and cache-key than to run.

@@ -15,6 +15,7 @@ from sqlalchemy import JSON, Connection, Table, and_, bindparam, delete, insert,
 from sqlalchemy.dialects import postgresql, sqlite
 
 from store import tables as t
+from store.db import pipelined
 
 Row = dict[str, Any]
 TABLES: dict[str, Table] = {table.name: table for table in t.PROJECTION_TABLES}
@@ -128,12 +129,40 @@ class SqlState:
         self._dialect = connection.dialect.name
         self._remember = remember
         self._read: dict[tuple[str, tuple[Any, ...]], Row | None] = {}
+        # Writes held back by defer(), sent together by flush().
+        self._deferring = False
+        self._writes: list[tuple[Any, Row]] = []
+
+    def defer(self) -> None:
+        """Hold writes back until flush() (or a read that is not remembered), then send them together.
+
+        Only for a caller that reads the projection tables through this state alone until it flushes:
+        another read on the connection would not see the held writes.
+        """
+        self._deferring = True
+
+    def write(self, statement: Any, params: Row) -> None:
+        """Run a statement whose result nobody reads: now, or at flush() while deferring."""
+        if self._deferring:
+            self._writes.append((statement, params))
+        else:
+            self.connection.execute(statement, params)
+
+    def flush(self) -> None:
+        """Send the held writes, in order, in one round trip on Postgres."""
+        if not self._writes:
+            return
+        writes, self._writes = self._writes, []
+        with pipelined(self.connection):
+            for statement, params in writes:
+                self.connection.execute(statement, params)
 
     def get(self, table: str, **key: Any) -> Row | None:
         cache_key = self._cache_key(table, key)
         if cache_key in self._read:
             known = self._read[cache_key]
             return dict(known) if known is not None else None
+        self.flush()
         found = self.connection.execute(_select(table, tuple(key)), key).first()
         row = dict(found._mapping) if found is not None else None
         if cache_key is not None:
@@ -141,7 +170,7 @@ class SqlState:
         return row
 
     def put(self, table: str, row: Row) -> None:
-        self.connection.execute(_upsert(self._dialect, table, tuple(row)), row)
+        self.write(_upsert(self._dialect, table, tuple(row)), row)
         if self._remember:
             cache_key = (table, tuple(row.get(name) for name in primary_key(table)))
             if len(row) == len(TABLES[table].columns):
@@ -153,13 +182,14 @@ class SqlState:
         """One UPDATE, without reading the row first (a finished action changes three columns)."""
         values = {f"set_{name}": value for name, value in changes.items()}
         values.update({f"key_{name}": value for name, value in key.items()})
-        self.connection.execute(_update(table, tuple(key), tuple(changes)), values)
+        self.write(_update(table, tuple(key), tuple(changes)), values)
         cache_key = self._cache_key(table, key)
         known = self._read.get(cache_key) if cache_key is not None else None
         if known is not None:
             known.update(changes)
 
     def scan(self, table: str, **equal: Any) -> list[Row]:
+        self.flush()
         rows = self.connection.execute(_select(table, tuple(equal)), equal)
         return [dict(row._mapping) for row in rows]
 

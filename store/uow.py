@@ -8,8 +8,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, tuple_, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 
 from store import events as ev
 from store import log, projector
@@ -84,17 +86,23 @@ class SqlLookup:
         return list(self.connection.execute(query).scalars())
 
 
-# The core projection's position statements, built once (they run on every append).
+# The core projection's position statements, built once (they run on every transaction).
 _POSITIONS = t.projection_positions
 _APPLIED = select(_POSITIONS.c.position).where(_POSITIONS.c.name == CORE_PROJECTION)
-_SET_APPLIED = insert(_POSITIONS).values(name=CORE_PROJECTION, position=bindparam("p"))
-_MOVE_APPLIED = update(_POSITIONS).where(_POSITIONS.c.name == CORE_PROJECTION).values(position=bindparam("p"))
-# Moves the position only forward: one statement says both "not applied yet" and records it.
-_ADVANCE_APPLIED = (
-    update(_POSITIONS)
-    .where(_POSITIONS.c.name == CORE_PROJECTION, _POSITIONS.c.position < bindparam("p"))
-    .values(position=bindparam("p"))
-)
+
+
+def _save_applied(dialect: Any) -> Any:
+    """Sets the position, or moves it forward only: one statement whether or not the row exists yet."""
+    stmt = dialect.insert(_POSITIONS).values(name=CORE_PROJECTION, position=bindparam("p"))
+    return stmt.on_conflict_do_update(
+        index_elements=["name"],
+        set_={"position": stmt.excluded.position},
+        where=_POSITIONS.c.position < stmt.excluded.position,
+    )
+
+
+_SAVE_APPLIED = {"postgresql": _save_applied(postgresql), "sqlite": _save_applied(sqlite)}
+_OUTBOX = insert(t.outbox)
 
 
 @dataclass
@@ -105,8 +113,8 @@ class Transaction:
     phone_region: str = "US"
     appended: list[ev.Event] = field(default_factory=list)
     dispatched: list[ev.Event] = field(default_factory=list)  # those with an outbox row
-    # The core projection's position as this transaction knows it (None until the first append), and
-    # whether it moved since it was written: it is written once, at commit, however many events.
+    # The core projection's position as this transaction knows it (None until it applies an event),
+    # and whether it moved since it was written: it is written once, at commit, however many events.
     applied: int | None = None
     applied_unsaved: bool = False
 
@@ -131,40 +139,44 @@ class Transaction:
 
     def _appended(self, event: ev.Event, dispatch: bool) -> Appended:
         """Project a just-inserted event and give it its outbox row when it is work for the workers."""
-        self.project(event)
+        # No need to ask whether the projections applied it: its position was drawn under the append
+        # lock, after every committed event's, and the projections never run ahead of the log.
+        projector.apply(event, self.state)
+        self._applied_up_to(event.position)
         if dispatch:
-            self.connection.execute(
-                insert(t.outbox).values(
-                    position=event.position, event_id=event.id, created_at=event.recorded_at, attempts=0
-                )
+            self.state.write(
+                _OUTBOX,
+                {
+                    "position": event.position,
+                    "event_id": event.id,
+                    "created_at": event.recorded_at,
+                    "attempts": 0,
+                },
             )
             self.dispatched.append(event)
         self.appended.append(event)
         return Appended(event, duplicate=False)
 
     def project(self, event: ev.Event) -> None:
-        """Apply the event to the core projections unless they have already applied its position."""
+        """Apply an event read back from the log unless the core projections have applied its position."""
         if self.applied is None:
-            if self.connection.execute(_ADVANCE_APPLIED, {"p": event.position}).rowcount:
-                self.applied = event.position
-                projector.apply(event, self.state)
-                return
-            self.applied = self.connection.execute(_APPLIED).scalar_one_or_none()
-            if self.applied is None:  # a new log
-                self.connection.execute(_SET_APPLIED, {"p": event.position})
-                self.applied = event.position
-                projector.apply(event, self.state)
-            return  # otherwise the position is at or past this event: already applied
+            self.applied = self.connection.execute(_APPLIED).scalar_one_or_none() or 0
         if event.position <= self.applied:
             return
         projector.apply(event, self.state)
-        self.applied, self.applied_unsaved = event.position, True
+        self._applied_up_to(event.position)
+
+    def _applied_up_to(self, position: int) -> None:
+        self.applied = max(self.applied or 0, position)
+        self.applied_unsaved = True
 
     def save_position(self) -> None:
-        """Write the projection's position once for the whole transaction (called before commit)."""
+        """Write the projection's position once for the whole transaction, with every held write
+        (called before commit)."""
         if self.applied_unsaved:
-            self.connection.execute(_MOVE_APPLIED, {"p": self.applied})
+            self.state.write(_SAVE_APPLIED[self.connection.dialect.name], {"p": self.applied})
             self.applied_unsaved = False
+        self.state.flush()
 
     def record_signal(
         self,

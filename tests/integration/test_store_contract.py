@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import Engine, func, insert, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from store import events as ev
 from store import log, replay
@@ -165,6 +165,38 @@ def test_a_known_key_draws_no_position_so_positions_stay_gap_free(store: EventSt
         assert store.append(note("cus_a", "k:1", body="again")).duplicate
     second = store.append(note("cus_a", "k:2"))
     assert second.event.position == first.event.position + 1
+
+
+def test_held_writes_are_seen_by_the_states_reads_and_reach_the_tables_at_commit(
+    store: EventStore, engine: Engine
+) -> None:
+    with store.transaction() as tx:
+        tx.state.defer()
+        tx.append(note("cus_a", "held:1", body="first"))
+        tx.append(note("cus_a", "held:2", body="second"))
+        if engine.dialect.name == "postgresql":  # SQLite's writer lock keeps other connections out
+            assert count(engine, t.notes) == 0  # nothing written yet
+        assert sorted(row["text"] for row in tx.state.scan("notes", customer_id="cus_a")) == [
+            "first",
+            "second",
+        ]
+    assert count(engine, t.notes) == 2 and count(engine, t.outbox) == 2
+    with engine.connect() as connection:
+        applied = connection.execute(
+            select(t.projection_positions.c.position).where(t.projection_positions.c.name == "core")
+        ).scalar_one()
+    assert applied == max(event.position for event in store.read_all())
+
+
+def test_a_held_write_that_fails_raises_at_commit_and_leaves_nothing(
+    store: EventStore, engine: Engine
+) -> None:
+    with pytest.raises(IntegrityError), store.transaction() as tx:
+        tx.state.defer()
+        tx.append(note("cus_a", "held:bad"))
+        tx.state.write(insert(t.counters), {"name": "twice", "value": 1})
+        tx.state.write(insert(t.counters), {"name": "twice", "value": 2})
+    assert count(engine, t.events) == 0 and count(engine, t.notes) == 0 and count(engine, t.counters) == 0
 
 
 def test_a_key_appended_earlier_in_the_same_transaction_is_a_duplicate(store: EventStore) -> None:
