@@ -266,6 +266,11 @@ class App:
         memory = built.get("memory")
         if memory is not None:
             memory.close()
+        executor = built.get("executor")
+        for connector in set(executor.connectors.values()) if executor is not None else ():
+            close = getattr(connector, "close", None)  # those that keep a connection open (SMTP)
+            if close is not None:
+                close()
         for surface in built.get("surfaces", ()):
             close = getattr(surface, "close", None)
             if close is not None:

@@ -5,6 +5,9 @@ before DATA. A failure before it provably sent nothing (retried); a server's exp
 data also sent nothing; anything else after it (a dropped connection, a timeout waiting for 250) is
 `OutcomeUnknown`, which the executor shows to the operator as "may have been sent".
 
+The SMTP session stays open between sends (jobs.connectors.smtp_sessions): a kept session the server
+has closed meanwhile fails at MAIL FROM, before handover, and the email goes on over a new session.
+
 SMTP_URL forms: `smtp://[user:pass@]host[:port]` (STARTTLS when the server offers it),
 `smtp+starttls://…` (STARTTLS required), `smtps://…` (TLS from the first byte). Query options:
 `timeout=<seconds>`, `cafile=<path>` (trust a private CA, e.g. in tests).
@@ -31,6 +34,7 @@ from jobs.connectors.base import (
     PermanentError,
     TransientError,
 )
+from jobs.connectors.smtp_sessions import SessionPool, close_session
 
 log = logging.getLogger(__name__)
 
@@ -166,29 +170,57 @@ class EmailConnector:
         self.config = SmtpConfig.from_url(smtp_url) if smtp_url else None
         self.mail_from = mail_from
         self.sent_copies = sent_copies
+        self.sessions = SessionPool(self._connect)
 
     def run(self, request: ActionRequest, handover: Handover) -> ActionResult:
         """Send the email; its Message-ID is the reference."""
         if self.config is None:
             raise PermanentError("SMTP_URL is not set; configure it to send email")
         message = build_message(request, self.mail_from)
-        client = self._connect()
+        content = message.as_bytes()
+        client = self._open_transaction(message)
         try:
-            self._envelope(client, message)
             handover()
-            self._data(client, message)
-        finally:
-            _close(client)
-        self._copy_to_sent(message)
+            self._data(client, content)
+        except BaseException:
+            close_session(client)
+            raise
+        self.sessions.give_back(client)
+        self._copy_to_sent(message, content)
         return ActionResult(reference=str(message["Message-ID"]))
 
-    def _copy_to_sent(self, message: EmailMessage) -> None:
+    def close(self) -> None:
+        """Close the kept SMTP sessions (at shutdown)."""
+        self.sessions.close()
+
+    def _open_transaction(self, message: EmailMessage) -> smtplib.SMTP:
+        """A session with MAIL FROM and RCPT TO accepted for message, ready for DATA."""
+        client, kept = self.sessions.take()
+        try:
+            return self._envelope_on(client, message)
+        except TransientError:
+            if not kept:
+                raise
+        # The kept session was closed by the server (idle timeout, restart) or is closing (421);
+        # nothing was sent on it, so the email goes on over a new one.
+        return self._envelope_on(self._connect(), message)
+
+    def _envelope_on(self, client: smtplib.SMTP, message: EmailMessage) -> smtplib.SMTP:
+        """client, with the envelope accepted; closed when it was not."""
+        try:
+            self._envelope(client, message)
+        except BaseException:
+            close_session(client)
+            raise
+        return client
+
+    def _copy_to_sent(self, message: EmailMessage, content: bytes) -> None:
         """The email is sent whatever happens here: a copy that cannot be filed is logged, not retried
         by resending (the connector cannot take an email back)."""
         if self.sent_copies is None:
             return
         try:
-            folder = self.sent_copies.append(message.as_bytes(), str(message["Message-ID"]))
+            folder = self.sent_copies.append(content, str(message["Message-ID"]))
         except Exception as exc:  # IMAP down, no Sent folder: the reply went out all the same
             log.warning("sent %s, but could not file a copy in Sent: %s", message["Message-ID"], exc)
             return
@@ -231,9 +263,9 @@ class EmailConnector:
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             raise TransientError(f"SMTP connection lost before sending: {exc}") from None
 
-    def _data(self, client: smtplib.SMTP, message: EmailMessage) -> None:
+    def _data(self, client: smtplib.SMTP, content: bytes) -> None:
         try:
-            code, reply = client.data(message.as_bytes())
+            code, reply = client.data(content)
         except smtplib.SMTPDataError as exc:  # the server answered: it did not take the message
             _refused("message", exc.smtp_code, exc.smtp_error)
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
@@ -247,10 +279,3 @@ def _refused(what: str, code: int, reply: bytes | str) -> None:
     if 400 <= code < 500:
         raise TransientError(f"SMTP server deferred the {what}: {code} {text}")
     raise PermanentError(f"SMTP server refused the {what}: {code} {text}")
-
-
-def _close(client: smtplib.SMTP) -> None:
-    try:
-        client.quit()
-    except (smtplib.SMTPException, OSError):
-        client.close()

@@ -1,10 +1,13 @@
 """A real SMTP server on loopback (aiosmtpd) for the connector and crash tests.
 
 Options: STARTTLS with a throwaway certificate, AUTH with one user, a delay before answering DATA
-(slow server), and a pause on DATA that holds the answer until the test releases it (the executor can
-be killed in the middle of the transaction). A message counts as received only once the server's 250
-could be sent: when the client vanished while the server was paused, it never heard 250, and the
-stand-in behaves like a server that drops such a message.
+(slow server), a pause on DATA that holds the answer until the test releases it (the executor can
+be killed in the middle of the transaction), a connection cut while DATA is under way, and an idle
+timeout after which the server closes a quiet connection. A message counts as received only once the
+server's 250 could be sent: when the client vanished while the server was paused, it never heard 250,
+and the stand-in behaves like a server that drops such a message. `connections` counts the SMTP
+sessions clients opened and `quits` those they ended with QUIT; a stand-in given the `port` of a
+stopped one is that server restarted.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 def free_port() -> int:
@@ -62,14 +65,22 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 class _Handler:
     data_delay: float = 0.0
     pause_on_data: bool = False
+    drop_on_data: bool = False
     messages: list[Message] = field(default_factory=list)
     dropped: int = 0
+    connections: int = 0
+    quits: int = 0
     data_started: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.data_started.set()
+        if self.drop_on_data:
+            server.transport.abort()
+            with self.lock:
+                self.dropped += 1
+            return "451 connection cut"
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
         if self.pause_on_data:
@@ -88,6 +99,21 @@ class _Handler:
             self.messages.append(email.message_from_bytes(envelope.original_content or envelope.content))
         return "250 OK queued"
 
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.quits += 1
+        return "221 Bye"
+
+
+class _CountingController(Controller):
+    """Counts the connections clients open (aiosmtpd builds one SMTP instance per connection)."""
+
+    def factory(self) -> SMTP:
+        handler: _Handler = self.handler
+        with handler.lock:
+            handler.connections += 1
+        return super().factory()
+
 
 class SmtpStandin:
     """Start with `with SmtpStandin(...) as smtp:`; `smtp.url` is an SMTP_URL for the connector."""
@@ -99,12 +125,15 @@ class SmtpStandin:
         auth: tuple[str, str] | None = None,
         data_delay: float = 0.0,
         pause_on_data: bool = False,
+        drop_on_data: bool = False,
+        idle_timeout: float = 300.0,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.cert = cert
         self.auth = auth
-        self.handler = _Handler(data_delay=data_delay, pause_on_data=pause_on_data)
-        kwargs: dict[str, Any] = {}
+        self.handler = _Handler(data_delay=data_delay, pause_on_data=pause_on_data, drop_on_data=drop_on_data)
+        kwargs: dict[str, Any] = {"timeout": idle_timeout}
         if cert is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(str(cert[0]), str(cert[1]))
@@ -113,7 +142,7 @@ class SmtpStandin:
             kwargs.update(
                 authenticator=self._authenticate, auth_required=True, auth_require_tls=cert is not None
             )
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **kwargs)
+        self.controller = _CountingController(self.handler, hostname="127.0.0.1", port=self.port, **kwargs)
 
     def _authenticate(
         self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
@@ -133,11 +162,18 @@ class SmtpStandin:
         with self.handler.lock:
             return list(self.handler.messages)
 
+    @property
+    def connections(self) -> int:
+        with self.handler.lock:
+            return self.handler.connections
+
     def message_ids(self) -> list[str]:
         return [str(m["Message-ID"]) for m in self.messages]
 
     def __enter__(self) -> SmtpStandin:
         self.controller.start()
+        with self.handler.lock:
+            self.handler.connections = 0  # start() checks the server with a connection of its own
         return self
 
     def __exit__(self, *exc: object) -> None:
