@@ -284,14 +284,8 @@ class Executor:
 
     def _context(self, row: dict[str, Any]) -> dict[str, Any]:
         """The customer's last inbound email, to thread the reply onto."""
-        e = t.events.c
         with reading(self.store.engine) as connection:
-            found = connection.execute(
-                select(t.events)
-                .where(e.stream.in_(group_query(row["customer_id"])), e.type == "message.received")
-                .order_by(e.position.desc())
-                .limit(20)
-            ).all()
+            found = connection.execute(_LAST_INBOUND, {"customer_id": row["customer_id"]}).all()
         for found_row in found:
             payload = to_event(found_row._mapping).payload
             data = payload.data if isinstance(payload, ev.Signal) else {}
@@ -299,6 +293,15 @@ class Executor:
                 references = list(data.get("references") or [])
                 return {"last_message_id": data["message_id"], "references": references}
         return {}
+
+
+# The customer's (and their merged duplicates') latest emails, newest first: built once, it runs per send.
+_LAST_INBOUND = (
+    select(t.events)
+    .where(t.events.c.stream.in_(group_query()), t.events.c.type == "message.received")
+    .order_by(t.events.c.position.desc())
+    .limit(20)
+)
 
 
 def default_connectors(

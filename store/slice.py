@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, Select, func, literal, or_, select
+from sqlalchemy import Connection, Select, String, bindparam, func, or_, select
 
 from store import events as ev
 from store import log, projector
@@ -178,10 +178,11 @@ def group_of(connection: Connection, customer_id: str) -> list[str]:
     return group
 
 
-def group_query(customer_id: str) -> Select[Any]:
-    """group_of as a subquery, for a read that wants the group's rows in the same round trip."""
+def group_query() -> Select[Any]:
+    """group_of as a subquery over the bound parameter "customer_id", for a read that wants the
+    group's rows in the same round trip."""
     c = t.customers.c
-    group = select(literal(customer_id).label("id")).cte("customer_group", recursive=True)
+    group = select(bindparam("customer_id", type_=String).label("id")).cte("customer_group", recursive=True)
     # UNION, not UNION ALL: a cycle of merges (which should never be) ends instead of looping.
     group = group.union(select(c.id).where(c.merged_into == group.c.id))
     return select(group.c.id)
