@@ -458,6 +458,25 @@ def test_a_signal_carrying_keys_of_two_customers_merges_them_with_all_their_cont
     assert again.event.stream == ann
 
 
+def test_the_merge_group_query_finds_what_group_of_finds_through_a_chain(
+    store: EventStore, engine: Engine
+) -> None:
+    from store.slice import group_of, group_query
+
+    ann = store.record_signal("lead.created", lead(email="ann@acme.com"), "a", source="t").event.stream
+    bob = store.record_signal("lead.created", lead(phone="(415) 555-2671"), "b", source="t").event.stream
+    cy = store.record_signal("lead.created", lead(slack="U7"), "c", source="t").event.stream
+    store.record_signal("message.received", lead(phone="+14155552671", slack="U7"), "bc", source="t")
+    store.record_signal("message.received", lead(email="ann@acme.com", slack="U7"), "ac", source="t")
+    with engine.connect() as connection:
+        for customer in (ann, bob, cy):
+            found = connection.execute(group_query(), {"customer_id": customer}).scalars().all()
+            assert sorted(found) == sorted(group_of(connection, customer))
+        assert sorted(connection.execute(group_query(), {"customer_id": ann}).scalars()) == sorted(
+            [ann, bob, cy]
+        )
+
+
 def test_a_retried_signal_that_merged_writes_no_second_merge(store: EventStore, engine: Engine) -> None:
     store.record_signal("lead.created", lead(email="ann@acme.com"), "a", source="t")
     store.record_signal("lead.created", lead(phone="(415) 555-2671"), "b", source="t")
