@@ -328,6 +328,7 @@ class EventStore:
 
     def append(self, new: ev.NewEvent, dispatch: bool = True) -> Appended:
         with self.transaction() as tx:
+            tx.state.defer()  # one event: its projection reads go through the state, its writes wait
             return tx.append(new, dispatch=dispatch)
 
     def record_signal(
