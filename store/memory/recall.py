@@ -1,7 +1,8 @@
 """Hybrid recall: a deterministic filter first (customer, kinds, time range), then semantic ranking.
 
-The filter is Chroma's `where`, applied before ranking, so a recall for one customer can only ever
-rank that customer's memories; the results are checked against the filter again on the way out.
+The filter is applied before ranking, so a recall for one customer can only ever rank that customer's
+memories; the results are checked against the filter again on the way out. A customer's memories are
+fetched by id (the log names them) and filtered here; Chroma's `where` serves the rest.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from store.memory.records import RAW_KINDS, Kind, MemoryRecord, Recalled, epoch_seconds
+from store.memory.records import RAW_KINDS, Kind, MemoryRecord, Recalled, epoch_seconds, memory_id
 
 if TYPE_CHECKING:
     from store.memory.service import Memory
@@ -29,6 +30,8 @@ CONTEXT_CANDIDATES = 8
 # of the graph (measured: 92 ms p50 for 100 of 50,000 memories, against 11 ms exact), and exact
 # ranking also never misses a match the approximate index would skip.
 EXACT_MAX = 2_000
+# Ids per Chroma `get`: Chroma caps the size of one request.
+PAGE = 1_000
 # Marks text shortened to fit a context budget (the stored memory is never shortened).
 ELLIPSIS = " …"
 
@@ -56,6 +59,68 @@ def where_filter(
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
+def _passes(
+    meta: dict[str, Any],
+    allowed: set[str],
+    kinds: Sequence[Kind] | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> bool:
+    """The test `where_filter` asks Chroma for, on one record's metadata."""
+    ts = int(meta["occurred_ts"])
+    return (
+        meta["customer_id"] in allowed
+        and (not kinds or meta["kind"] in kinds)
+        and (since is None or ts >= epoch_seconds(since))
+        and (until is None or ts <= epoch_seconds(until))
+    )
+
+
+def customer_memories(
+    memory: Memory,
+    customer_ids: Sequence[str],
+    kinds: Sequence[Kind] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    *,
+    include: Sequence[str] = (),
+    cap: int | None = None,
+) -> dict[str, list[Any]]:
+    """The hot memories of these customers that pass the filter, as Chroma's `get` columns.
+
+    Returns "ids" and the include columns; stops early once more than cap pass. With a database the
+    ids come from the log and Chroma looks them up by id, because its metadata filter scans the
+    collection (at 100,000 memories, on a loaded machine: 73 ms p50 for one customer's ids, 12 ms by id).
+    """
+    first = memory.written_ids(customer_ids)
+    if first is None:
+        where = where_filter(customer_ids, kinds, since, until)
+        found = memory.hot.get(where=where, include=list(include), limit=None if cap is None else cap + 1)
+        return {key: list(found[key]) for key in ("ids", *include)}
+    # The filter reads the metadata, so it is fetched whether asked for or not.
+    columns = list(dict.fromkeys(["metadatas", *include]))
+    allowed = set(customer_ids)
+    kept: dict[str, list[Any]] = {key: [] for key in ("ids", *include)}
+    pending = first
+    while pending:
+        later: list[str] = []
+        for start in range(0, len(pending), PAGE):
+            found = memory.hot.get(ids=pending[start : start + PAGE], include=columns)
+            for row, meta in enumerate(found["metadatas"]):
+                # The projection writes, archives and forgets an event's chunks together, and
+                # chunk 0 says how many there are.
+                if int(meta.get("chunk", 0)) == 0:
+                    event_id = str(meta["event_id"])
+                    later.extend(memory_id(event_id, c) for c in range(1, int(meta.get("chunks", 1))))
+                if _passes(meta, allowed, kinds, since, until):
+                    for key, values in kept.items():
+                        values.append(found[key][row])
+            if cap is not None and len(kept["ids"]) > cap:
+                return kept
+        pending = later
+    return kept
+
+
 def recall(
     memory: Memory,
     query: str,
@@ -76,13 +141,17 @@ def recall(
     customer_ids = memory.aliases(customer_id) if customer_id is not None else None
     raw = query_embedding if query_embedding is not None else memory.embedder([query])[0]
     embedding = [float(x) for x in raw]
-    where = where_filter(customer_ids, kinds, since, until)
-    ranked = _exact(memory, embedding, where, limit) if customer_ids is not None else None
+    ranked = None
+    if customer_ids is not None:
+        candidates = customer_memories(
+            memory, customer_ids, kinds, since, until, include=["embeddings"], cap=EXACT_MAX
+        )
+        ranked = _exact(memory, embedding, candidates, limit)
     if ranked is None:
         found = memory.hot.query(
             query_embeddings=[embedding],
             n_results=limit,
-            where=where,
+            where=where_filter(customer_ids, kinds, since, until),
             include=["documents", "metadatas", "distances"],
         )
         # Cosine distance is 1 - cosine similarity; the score is the similarity.
@@ -100,7 +169,7 @@ def recall(
     results = []
     for record, score in ranked:
         if allowed is not None and record.customer_id not in allowed:
-            # Unreachable while Chroma honours `where`; if it ever did not, drop rather than leak.
+            # Unreachable while the filter holds; if it ever did not, drop rather than leak.
             logger.error(
                 "recall for %s got %s's memory %s; dropped", customer_id, record.customer_id, record.id
             )
@@ -110,10 +179,9 @@ def recall(
 
 
 def _exact(
-    memory: Memory, embedding: Sequence[float], where: dict[str, Any] | None, limit: int
+    memory: Memory, embedding: Sequence[float], candidates: dict[str, list[Any]], limit: int
 ) -> list[tuple[MemoryRecord, float]] | None:
     """Rank the filtered set exactly when it is small (None when it is too big: use the index)."""
-    candidates = memory.hot.get(where=where, include=["embeddings"], limit=EXACT_MAX + 1)
     ids = candidates["ids"]
     if len(ids) > EXACT_MAX:
         return None
@@ -135,9 +203,7 @@ def _exact(
 
 def latest_summary(memory: Memory, customer_ids: Sequence[str]) -> MemoryRecord | None:
     """The newest roll-up of these customers (exact filter, no embedding)."""
-    found = memory.hot.get(
-        where=where_filter(customer_ids, kinds=["summary"]), include=["documents", "metadatas"]
-    )
+    found = customer_memories(memory, customer_ids, kinds=["summary"], include=["documents", "metadatas"])
     records = [
         MemoryRecord.from_chroma(i, d, m)
         for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
@@ -176,12 +242,11 @@ def context_memories(memory: Memory, customer_id: str, query: str, budget_chars:
 
 
 def _most_recent(memory: Memory, customer_ids: Sequence[str], limit: int) -> list[Recalled]:
-    found = memory.hot.get(
-        where=where_filter(customer_ids, kinds=RAW_KINDS), include=["documents", "metadatas"]
-    )
+    found = customer_memories(memory, customer_ids, kinds=RAW_KINDS, include=["documents", "metadatas"])
     records = [
         MemoryRecord.from_chroma(i, d, m)
         for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
     ]
-    records.sort(key=lambda r: (r.occurred_at, r.position), reverse=True)
+    # Chunks of one event share its time and position: first chunk first, whatever the storage order.
+    records.sort(key=lambda r: (r.occurred_at, r.position, -r.chunk), reverse=True)
     return [Recalled.of(r, 0.0) for r in records[:limit]]
