@@ -7,6 +7,7 @@ fetched by id (the log names them) and filtered here; Chroma's `where` serves th
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -14,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from store.memory.records import RAW_KINDS, Kind, MemoryRecord, Recalled, epoch_seconds, memory_id
+from store.memory.records import (
+    RAW_KINDS,
+    Kind,
+    MemoryRecord,
+    Recalled,
+    epoch_seconds,
+    memory_id,
+)
 
 if TYPE_CHECKING:
     from store.memory.service import Memory
@@ -76,6 +84,31 @@ def _passes(
     )
 
 
+def held(memory: Memory, first: Sequence[str], include: Sequence[str]) -> dict[str, list[Any]]:
+    """Those of these chunk-0 ids that the hot collection holds, with every further chunk of theirs.
+
+    The projection writes, archives and forgets an event's chunks together, so chunk k+1 is looked for
+    only where chunk k was found: id lookups, no metadata needed. Chunks 0 and 1 are asked for at once
+    because a request costs more than the ids of one-chunk memories that are not there.
+    """
+    found: dict[str, list[Any]] = {key: [] for key in ("ids", *include)}
+    pending = [*first, *(_next_chunk(i) for i in first)]
+    while pending:
+        present: list[str] = []
+        for start in range(0, len(pending), PAGE):
+            page = memory.hot.get(ids=pending[start : start + PAGE], include=list(include))
+            for key, values in found.items():
+                values.extend(page[key])
+            present.extend(page["ids"])
+        pending = [_next_chunk(i) for i in present if not i.endswith("#0")]
+    return found
+
+
+def _next_chunk(record_id: str) -> str:
+    event_id, chunk = record_id.rsplit("#", 1)
+    return memory_id(event_id, int(chunk) + 1)
+
+
 def customer_memories(
     memory: Memory,
     customer_ids: Sequence[str],
@@ -84,41 +117,23 @@ def customer_memories(
     until: datetime | None = None,
     *,
     include: Sequence[str] = (),
-    cap: int | None = None,
 ) -> dict[str, list[Any]]:
-    """The hot memories of these customers that pass the filter, as Chroma's `get` columns.
+    """The hot memories of these customers that pass the filter, as Chroma's `get` columns (ids and
+    the include columns).
 
-    Returns "ids" and the include columns; stops early once more than cap pass. With a database the
-    ids come from the log and Chroma looks them up by id, because its metadata filter scans the
-    collection (at 100,000 memories, on a loaded machine: 73 ms p50 for one customer's ids, 12 ms by id).
+    With a database the ids come from the log and Chroma looks them up by id, because its metadata
+    filter scans the collection (at 100,000 memories, on a loaded machine: 73 ms p50 for one customer's
+    ids, 12 ms by id).
     """
     first = memory.written_ids(customer_ids)
     if first is None:
-        where = where_filter(customer_ids, kinds, since, until)
-        found = memory.hot.get(where=where, include=list(include), limit=None if cap is None else cap + 1)
+        found = memory.hot.get(where=where_filter(customer_ids, kinds, since, until), include=list(include))
         return {key: list(found[key]) for key in ("ids", *include)}
     # The filter reads the metadata, so it is fetched whether asked for or not.
-    columns = list(dict.fromkeys(["metadatas", *include]))
+    found = held(memory, first, list(dict.fromkeys(["metadatas", *include])))
     allowed = set(customer_ids)
-    kept: dict[str, list[Any]] = {key: [] for key in ("ids", *include)}
-    pending = first
-    while pending:
-        later: list[str] = []
-        for start in range(0, len(pending), PAGE):
-            found = memory.hot.get(ids=pending[start : start + PAGE], include=columns)
-            for row, meta in enumerate(found["metadatas"]):
-                # The projection writes, archives and forgets an event's chunks together, and
-                # chunk 0 says how many there are.
-                if int(meta.get("chunk", 0)) == 0:
-                    event_id = str(meta["event_id"])
-                    later.extend(memory_id(event_id, c) for c in range(1, int(meta.get("chunks", 1))))
-                if _passes(meta, allowed, kinds, since, until):
-                    for key, values in kept.items():
-                        values.append(found[key][row])
-            if cap is not None and len(kept["ids"]) > cap:
-                return kept
-        pending = later
-    return kept
+    rows = [row for row, meta in enumerate(found["metadatas"]) if _passes(meta, allowed, kinds, since, until)]
+    return {key: [found[key][row] for row in rows] for key in ("ids", *include)}
 
 
 def recall(
@@ -143,10 +158,7 @@ def recall(
     embedding = [float(x) for x in raw]
     ranked = None
     if customer_ids is not None:
-        candidates = customer_memories(
-            memory, customer_ids, kinds, since, until, include=["embeddings"], cap=EXACT_MAX
-        )
-        ranked = _exact(memory, embedding, candidates, limit)
+        ranked = _exact(memory, embedding, customer_ids, kinds, since, until, limit)
     if ranked is None:
         found = memory.hot.query(
             query_embeddings=[embedding],
@@ -179,26 +191,54 @@ def recall(
 
 
 def _exact(
-    memory: Memory, embedding: Sequence[float], candidates: dict[str, list[Any]], limit: int
+    memory: Memory,
+    embedding: Sequence[float],
+    customer_ids: Sequence[str],
+    kinds: Sequence[Kind] | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
 ) -> list[tuple[MemoryRecord, float]] | None:
-    """Rank the filtered set exactly when it is small (None when it is too big: use the index)."""
+    """Rank the customers' memories exactly when they are few (None when too many: use the index).
+
+    By id, every memory of the customers is ranked on its vector alone and the filter is tested on the
+    metadata of the best ones only, which spares reading the metadata of them all.
+    """
+    first = memory.written_ids(customer_ids)
+    if first is None or len(first) > EXACT_MAX:
+        where = where_filter(customer_ids, kinds, since, until)
+        candidates = memory.hot.get(where=where, include=["embeddings"], limit=EXACT_MAX + 1)
+        test = None
+    else:
+        candidates = held(memory, first, ["embeddings"])
+        allowed = set(customer_ids)
+        test = functools.partial(_passes, allowed=allowed, kinds=kinds, since=since, until=until)
     ids = candidates["ids"]
     if len(ids) > EXACT_MAX:
         return None
     if not ids:
         return []
-    vectors = np.asarray(candidates["embeddings"], dtype=np.float32)
-    query = np.asarray(embedding, dtype=np.float32)
+    # float64, so a memory's rounded score does not depend on which others are ranked with it: float32
+    # products differ in the 7th digit with the shape of the matrix, enough to change the 6th decimal.
+    vectors = np.asarray(candidates["embeddings"], dtype=np.float64)
+    query = np.asarray(embedding, dtype=np.float64)
     scores = vectors @ (query / max(float(np.linalg.norm(query)), 1e-12))
     # Highest score first; ties by id so the order never depends on storage order.
-    order = sorted(range(len(ids)), key=lambda i: (-float(scores[i]), ids[i]))[:limit]
-    top = [ids[i] for i in order]
-    found = memory.hot.get(ids=top, include=["documents", "metadatas"])
-    by_id = {
-        i: MemoryRecord.from_chroma(i, d, m)
-        for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
-    }
-    return [(by_id[ids[i]], float(scores[i])) for i in order if ids[i] in by_id]
+    order = sorted(range(len(ids)), key=lambda i: (-float(scores[i]), ids[i]))
+    ranked: list[tuple[MemoryRecord, float]] = []
+    start, size = 0, limit
+    # The best few usually pass the filter; read further, in growing slices, only when they do not.
+    while start < len(order) and len(ranked) < limit:
+        part = [ids[i] for i in order[start : start + size]]
+        found = memory.hot.get(ids=part, include=["documents", "metadatas"])
+        by_id = {
+            i: (d, m) for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
+        }
+        for i in order[start : start + size]:
+            if ids[i] in by_id and (test is None or test(by_id[ids[i]][1])):
+                ranked.append((MemoryRecord.from_chroma(ids[i], *by_id[ids[i]]), float(scores[i])))
+        start, size = start + size, min(size * 4, PAGE)
+    return ranked[:limit]
 
 
 def latest_summary(memory: Memory, customer_ids: Sequence[str]) -> MemoryRecord | None:
