@@ -14,7 +14,7 @@ from store import tables as t
 from store.memory import client as chroma
 from store.memory.embeddings import Embedder, MiniLMEmbedding, OpenAIEmbedding
 from store.memory.projection import MemoryProjection
-from store.memory.records import Kind, MemoryRecord, Recalled
+from store.memory.records import Kind, MemoryRecord, Recalled, memory_id
 from store.settings import Settings
 
 if TYPE_CHECKING:
@@ -198,6 +198,20 @@ class Memory:
                 ]
                 found.extend(frontier)
         return found
+
+    def written_ids(self, customer_ids: Sequence[str]) -> list[str] | None:
+        """Ids of the first chunk of every memory these customers can have (None without a database).
+
+        The projection writes an event's memory under the event's stream, keyed by the event's id, so
+        the log's events on these streams name them all; events that left no memory, or whose memory
+        was archived or forgotten, name ids Chroma does not hold.
+        """
+        if self.engine is None:
+            return None
+        e = t.events.c
+        with self.engine.connect() as connection:
+            found = connection.execute(select(e.id).where(e.stream.in_(list(customer_ids))))
+            return [memory_id(event_id) for event_id in found.scalars()]
 
     def by_event(self, event_id: str, *, archived: bool = False) -> list[MemoryRecord]:
         """The memory (all chunks, in order) written for an event: an exact lookup, no embedding."""

@@ -105,8 +105,10 @@ def memory_factory_fixture(
     namespace = f"t{uuid.uuid4().hex[:10]}_"
     built: list[Memory] = []
 
-    def factory(engine: Engine | None = None, embedding: MiniLMEmbedding | None = None) -> Memory:
-        memory = Memory(
+    def factory(
+        engine: Engine | None = None, embedding: MiniLMEmbedding | None = None, kind: type[Memory] = Memory
+    ) -> Memory:
+        memory = kind(
             data_dir=tmp_path / "data",
             chroma_url=url,
             embedder=embedding or embedder,
@@ -124,7 +126,12 @@ def memory_factory_fixture(
 
 
 class MemoryFactory:  # for type hints only
-    def __call__(self, engine: Engine | None = None, embedding: MiniLMEmbedding | None = None) -> Memory: ...
+    def __call__(
+        self,
+        engine: Engine | None = None,
+        embedding: MiniLMEmbedding | None = None,
+        kind: type[Memory] = Memory,
+    ) -> Memory: ...
 
 
 def at(year: int, month: int, day: int) -> datetime:
