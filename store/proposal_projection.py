@@ -39,10 +39,11 @@ def _row(state: ProjectionState, event: ev.Event) -> dict[str, Any] | None:
 
 
 def _save(target: ProjectionState, event: ev.Event, row: dict[str, Any], /, **changes: Any) -> None:
+    """Change a proposal row that exists: only the changed columns are written (a whole row is 36
+    columns, two of them JSON documents)."""
+    changes.update(updated_at=event.occurred_at, position=event.position)
     row.update(changes)
-    row["updated_at"] = event.occurred_at
-    row["position"] = event.position
-    target.put("proposals", row)
+    target.update("proposals", changes, id=row["id"])
 
 
 @handles("proposal.recorded")

@@ -83,7 +83,7 @@ class MemoryState:
         rows[pk] = dict(row)
 
     def update(self, table: str, changes: Row, **key: Any) -> None:
-        row = self.get(table, **key)
+        row = self.rows[table].get(tuple(key[name] for name in self._keys[table]))
         if row is not None:
             self.put(table, {**row, **changes})
 
