@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, or_, select, tuple_
+from sqlalchemy import insert, or_, select
 
 from store import events as ev
 from store import log
@@ -123,12 +123,16 @@ class BatchTransaction(Transaction):
             )
 
     def _contact_rows(self, wanted: set[tuple[Any, str]]) -> list[dict[str, Any]]:
-        """Every contact point of the customers holding any of these keys."""
+        """Every contact point of the customers holding any of these keys (and maybe of a few more).
+
+        Asked as kind IN … AND value IN … rather than (kind, value) IN …, which Postgres plans several
+        times slower for a batch's hundreds of pairs; a pair it matches that was not asked for (an
+        email's value under another kind) only loads one more customer's rows, all of them."""
         if not wanted:
             return []
-        holders = select(_CONTACTS.customer_id).where(
-            tuple_(_CONTACTS.kind, _CONTACTS.value).in_(sorted(wanted))
-        )
+        kinds = sorted({kind for kind, _ in wanted})
+        values = sorted({value for _, value in wanted})
+        holders = select(_CONTACTS.customer_id).where(_CONTACTS.kind.in_(kinds), _CONTACTS.value.in_(values))
         query = select(t.contact_points).where(_CONTACTS.customer_id.in_(holders.scalar_subquery()))
         return [dict(row._mapping) for row in self.connection.execute(query)]
 
