@@ -27,9 +27,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from store import tables as t
+from store.batch import BatchTransaction
 from store.events import SIGNAL_TYPES, Signal, new_id, utcnow
 from store.log import storable_key
-from store.uow import EventStore
+from store.uow import EventStore, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ def sequence(
         if not ids:
             return moved
         try:
-            moved += _sequence_rows(store, ids)
+            done, refused = _sequence_rows(store, ids)
         except UNREACHABLE:
             raise
         except Exception as exc:
@@ -275,6 +276,11 @@ def sequence(
             else:
                 _count_failure(store.engine, ids[0], exc)
             skip.update(ids)
+            continue
+        moved += done
+        for row_id, error in refused.items():
+            _count_failure(store.engine, row_id, error)
+        skip.update(refused)
 
 
 def _pending(
@@ -295,13 +301,31 @@ def _pending(
         return list(connection.execute(query.order_by(_IN.id).limit(batch)).scalars())
 
 
-def _sequence_rows(store: EventStore, ids: list[int]) -> int:
-    with store.transaction() as tx:
+def _sequence_rows(store: EventStore, ids: list[int]) -> tuple[int, dict[int, Exception]]:
+    """Record these rows in one transaction: how many, and the rows left out as unrecordable, with why.
+
+    One row is recorded as any signal is; more as a batch (store.batch), which leaves out a row it
+    can tell will fail rather than fail them all.
+    """
+    with store.transaction(Transaction if len(ids) == 1 else BatchTransaction) as tx:
         # Read again under the lock: a sequencer in another process may have moved some meanwhile.
         query = select(t.intake).where(_IN.id.in_(ids), _IN.position.is_(None)).order_by(_IN.id)
-        marks = []
+        staged, refused = [], {}
         for row in tx.connection.execute(query).mappings().all():
-            signal = SIGNAL_TYPES[row["type"]].model_validate(row["signal"])
+            try:
+                signal = SIGNAL_TYPES[row["type"]].model_validate(row["signal"])
+                if isinstance(tx, BatchTransaction):
+                    tx.check(signal)
+            except Exception as exc:
+                if not isinstance(tx, BatchTransaction):
+                    raise
+                refused[row["id"]] = exc
+                continue
+            staged.append((row, signal))
+        if isinstance(tx, BatchTransaction):
+            tx.prepare([(row["idempotency_key"], signal) for row, signal in staged])
+        marks = []
+        for row, signal in staged:
             appended = tx.record_signal(
                 row["type"],
                 signal,
@@ -316,7 +340,7 @@ def _sequence_rows(store: EventStore, ids: list[int]) -> int:
             marks.append({"row": row["id"], "at": appended.event.position, "event": appended.event.id})
         if marks:
             tx.connection.execute(_MARK, marks)
-    return len(marks)
+    return len(marks), refused
 
 
 def _count_failure(engine: Engine, row_id: int, exc: Exception) -> None:

@@ -19,11 +19,12 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
 )
 
 from store import tables as t
 from store.db import pipelined
-from store.events import Event, NewEvent, parse_payload, parse_stored, payload_model, utcnow
+from store.events import Event, NewEvent, Payload, parse_payload, parse_stored, payload_model, utcnow
 
 # pg_advisory_xact_lock key for appends: one writer at a time keeps positions gap-free and in commit
 # order, which is what lets projections and readers trust "everything up to position N".
@@ -90,6 +91,15 @@ def insert_unless_known(connection: Connection, new: NewEvent) -> Event | None:
 def _insert(
     connection: Connection, new: NewEvent, recorded_at: datetime | None, statement: Any
 ) -> Event | None:
+    values, model = event_row(new, recorded_at)
+    position = connection.execute(statement, values).scalar_one_or_none()
+    if position is None:
+        return None
+    return Event(position=position, **{**values, "payload": model})
+
+
+def event_row(new: NewEvent, recorded_at: datetime | None = None) -> tuple[dict[str, Any], Payload]:
+    """The log row of a new event (all but its position), and its payload as its type's model."""
     payload = new.payload.model_dump(mode="json", exclude_defaults=False)
     # A row that its type's model cannot read back (unknown type, another model's payload) would stop
     # every replay; refuse it before it is written. Raises UnknownEventType or ValidationError.
@@ -112,10 +122,32 @@ def _insert(
         "recorded_at": recorded,
         "idempotency_key": storable_key(new.idempotency_key),
     }
-    position = connection.execute(statement, values).scalar_one_or_none()
-    if position is None:
-        return None
-    return Event(position=position, **{**values, "payload": model})
+    return values, model
+
+
+# Appending a batch: the events are written together at the end of the transaction, so their positions
+# are given out in order before they are written, from where the log would put the next one (Postgres:
+# its serial's sequence, which a rolled-back append also moved on; SQLite: one past the highest rowid).
+# Nothing else appends meanwhile: the caller holds the append lock.
+_SEQUENCE = "pg_get_serial_sequence('events', 'position')"
+_NEXT_POSITION = {
+    "postgresql": text(f"SELECT coalesce(pg_sequence_last_value({_SEQUENCE}::regclass), 0) + 1"),
+    "sqlite": text("SELECT coalesce(max(position), 0) + 1 FROM events"),
+}
+_SET_SEQUENCE = text(f"SELECT setval({_SEQUENCE}, :last)")
+_INSERT_AT = insert(t.events)
+
+
+def next_position(connection: Connection) -> int:
+    """The position the next event appended gets; the caller holds the append lock."""
+    return int(connection.execute(_NEXT_POSITION[connection.dialect.name]).scalar_one())
+
+
+def insert_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert event_rows at the positions given them (consecutive, from next_position)."""
+    connection.execute(_INSERT_AT, rows)
+    if connection.dialect.name == "postgresql":
+        connection.execute(_SET_SEQUENCE, {"last": rows[-1]["position"]})
 
 
 def to_event(row: RowMapping) -> Event:

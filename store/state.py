@@ -7,7 +7,7 @@ round-trips to the database per event, and is then written back in bulk.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from psycopg import sql
@@ -288,3 +288,127 @@ def _copy(connection: Connection, table: Table, rows: list[Row]) -> None:
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row([row[name] for name in names])
+
+
+class BatchState(SqlState):
+    """SqlState for one transaction that appends a batch: rows loaded in bulk up front, read from memory,
+    written once per table at the end (`flush`), or earlier when a read needs the table itself.
+
+    Reads answer what SqlState would at the same point of the transaction. A row read by primary key
+    comes from memory when known (loaded, read before, or put whole in this batch; or known absent),
+    else from the table. A scan on one column comes from memory when every row with that value is
+    known (`load` was told so, a scan of the table found them, or `complete` says none exist yet);
+    otherwise the pending writes are flushed and the table answers. Writes to one row are merged into
+    one upsert: an upsert of the merged columns leaves the row as the upserts one after the other would.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        super().__init__(connection)
+        self._known: dict[str, dict[tuple[Any, ...], Row | None]] = {name: {} for name in TABLES}
+        self._pending: dict[str, dict[tuple[Any, ...], Row]] = {name: {} for name in TABLES}
+        # (table, column) -> value -> primary keys of the known rows holding it; and the (table, column,
+        # value) triples for which those are all the rows there are.
+        self._index: dict[tuple[str, str], dict[Any, set[tuple[Any, ...]]]] = {}
+        self._complete: set[tuple[str, str, Any]] = set()
+
+    def load(
+        self,
+        table: str,
+        rows: Iterable[Row],
+        complete: Iterable[tuple[str, Any]] = (),
+        absent: Iterable[tuple[Any, ...]] = (),
+    ) -> None:
+        """Know these rows of table; that they are all the rows with each (column, value) of `complete`;
+        and that no row has any of the primary keys in `absent`."""
+        for row in rows:
+            self._keep(table, row)
+        for pk in absent:
+            self._known[table].setdefault(pk, None)
+        for column, value in complete:
+            self.complete(table, **{column: value})
+
+    def complete(self, table: str, **equal: Any) -> None:
+        """Know that the rows already known are all the rows with this column's value."""
+        ((column, value),) = equal.items()
+        self._index_of(table, column)
+        self._complete.add((table, column, value))
+
+    def get(self, table: str, **key: Any) -> Row | None:
+        pk = tuple(key[name] for name in primary_key(table))
+        known = self._known[table]
+        if pk not in known:
+            if pk in self._pending[table]:  # written in part: the table has the whole row
+                self.flush()
+            found = self.connection.execute(_select(table, tuple(key)), key).first()
+            known[pk] = None
+            if found is not None:
+                self._keep(table, dict(found._mapping))
+        row = known[pk]
+        return dict(row) if row is not None else None
+
+    def put(self, table: str, row: Row) -> None:
+        pk = tuple(row[name] for name in primary_key(table))
+        pending = self._pending[table]
+        pending[pk] = {**pending[pk], **row} if pk in pending else dict(row)
+        if len(row) == len(TABLES[table].columns):
+            self._keep(table, row)
+        else:
+            self._forget(table, pk)
+
+    def update(self, table: str, changes: Row, **key: Any) -> None:
+        row = self.get(table, **key)
+        if row is not None:
+            self.put(table, {**row, **changes})
+
+    def scan(self, table: str, **equal: Any) -> list[Row]:
+        (column, value), *rest = equal.items()
+        if (table, column, value) in self._complete:
+            known = self._known[table]
+            rows = (known[pk] for pk in self._index[(table, column)].get(value, ()))
+            return [dict(row) for row in rows if row is not None and all(row[k] == v for k, v in rest)]
+        self.flush()
+        found = super().scan(table, **equal)
+        for row in found:
+            self._keep(table, row)
+        if not rest:
+            self.complete(table, **equal)
+        return found
+
+    def flush(self) -> None:
+        """Write every pending row (an executemany per table and set of columns), then what SqlState holds."""
+        for table, pending in self._pending.items():
+            groups: dict[tuple[str, ...], list[Row]] = {}
+            for row in pending.values():
+                groups.setdefault(tuple(row), []).append(row)
+            for columns, rows in groups.items():
+                self.connection.execute(_upsert(self._dialect, table, columns), rows)
+            pending.clear()
+        super().flush()
+
+    def _keep(self, table: str, row: Row) -> None:
+        pk = tuple(row[name] for name in primary_key(table))
+        old = self._known[table].get(pk)
+        for (indexed, column), index in self._index.items():
+            if indexed == table:
+                if old is not None:
+                    index[old[column]].discard(pk)
+                index.setdefault(row[column], set()).add(pk)
+        self._known[table][pk] = dict(row)
+
+    def _forget(self, table: str, pk: tuple[Any, ...]) -> None:
+        """A row no longer known whole (written in part): it, and every scan of its table, is read from
+        the table again. No projector writes part of a row today."""
+        old = self._known[table].pop(pk, None)
+        for (indexed, column), index in self._index.items():
+            if indexed == table and old is not None:
+                index[old[column]].discard(pk)
+        self._complete = {triple for triple in self._complete if triple[0] != table}
+
+    def _index_of(self, table: str, column: str) -> dict[Any, set[tuple[Any, ...]]]:
+        index = self._index.get((table, column))
+        if index is None:
+            index = self._index[(table, column)] = {}
+            for pk, row in self._known[table].items():
+                if row is not None:
+                    index.setdefault(row[column], set()).add(pk)
+        return index

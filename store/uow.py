@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from store import events as ev
 from store import log, projector
 from store import tables as t
-from store.identity import company_domain, resolve
+from store.identity import IdentityLookup, company_domain, resolve
 from store.state import SqlState
 from store.storable import check_storable
 
@@ -178,6 +178,10 @@ class Transaction:
             self.applied_unsaved = False
         self.state.flush()
 
+    def lookup(self) -> IdentityLookup:
+        """What identity resolution reads customers through in this transaction."""
+        return SqlLookup(self.connection)
+
     def record_signal(
         self,
         signal_type: str,
@@ -238,7 +242,7 @@ class Transaction:
 
         Every event written here is keyed off key_base, so retrying the same signal writes nothing new.
         """
-        resolution = resolve(ref, SqlLookup(self.connection), self.phone_region)
+        resolution = resolve(ref, self.lookup(), self.phone_region)
 
         def emit(
             suffix: str,
@@ -317,10 +321,11 @@ class EventStore:
         self.after_commit = after_commit
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self, kind: type[Transaction] = Transaction) -> Iterator[Transaction]:
+        """A write transaction on the log; `kind` a Transaction subclass (store.batch's, for a batch)."""
         with self.engine.begin() as connection:
             log.lock_for_append(connection)
-            tx = Transaction(connection, self.phone_region)
+            tx = kind(connection, self.phone_region)
             yield tx
             tx.save_position()
         if tx.dispatched and self.after_commit is not None:
