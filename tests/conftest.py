@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from store.db import make_engine, migrate
 from store.settings import Settings, load_settings
 from store.uow import EventStore
+from tests.policies import without_quiet_hours
 from tests.standins.dovecot import Dovecot, DovecotMissing, running_dovecot
 
 PG_ADMIN_DSN = os.environ.get("CRM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -104,10 +105,12 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> SettingsFactory:
-    """Settings for a test: isolated data dir, no `.env`, nothing from the developer's environment."""
+    """Settings for a test: isolated data dir, no `.env`, nothing from the developer's environment, and the
+    shipped policy without quiet hours (a test that approves an email must not fail at night)."""
 
     def factory(**values: object) -> Settings:
         values.setdefault("CRM_DATA_DIR", str(tmp_path / "data"))
+        values.setdefault("CRM_POLICY_FILE", str(without_quiet_hours(tmp_path)))
         return load_settings(_env_file=None, **values)
 
     return factory

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from agents.policy import DEFAULT_POLICY_PATH
 from tests.inbound_support import SIGNALS_SECRET, signal_body, signed_headers
+from tests.policies import without_quiet_hours
 from tests.standins.smtp import SmtpStandin, free_port
 
 CRM = [sys.executable, "-c", "from bot.cli import main; main()"]
@@ -75,13 +75,7 @@ class Process:
 def offline_env(tmp_path: Path, **values: str) -> dict[str, str]:
     """A clean environment: no proxies to the outside, no developer settings, a fresh data dir."""
     keep = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH"}}
-    policy = tmp_path / "policy.yaml"
-    # Quiet hours off (start == end), so the test does not depend on the time of day it runs at.
-    policy.write_text(
-        DEFAULT_POLICY_PATH.read_text()
-        .replace('start: "21:00"', 'start: "00:00"')
-        .replace('end: "08:00"', 'end: "00:00"')
-    )
+    policy = without_quiet_hours(tmp_path)
     return {
         **keep,
         "CRM_DATA_DIR": str(tmp_path / "data"),
