@@ -159,8 +159,8 @@ def run_mode(mode: str, n: int, rate: float) -> dict[str, Any]:
         app.__dict__["executor"] = executor  # the bench's connectors, not the settings'
         install(app)
 
-        def schedule(pid: str) -> None:
-            schedule_execution(app, pid)
+        def schedule(pid: str, row: dict[str, Any] | None = None) -> None:
+            schedule_execution(app, pid, row=row)
 
         # Latency: steady decisions below saturation.
         latency_pids = proposals(store, n, f"{mode}-lat")
@@ -177,7 +177,7 @@ def run_mode(mode: str, n: int, rate: float) -> dict[str, Any]:
         # Throughput: approve everything first, then queue all at once.
         burst_pids = proposals(store, n, f"{mode}-burst")
         held: list[str] = []
-        holding = Commands(store, settings, schedule_execution=held.append)
+        holding = Commands(store, settings, schedule_execution=lambda pid, _row: held.append(pid))
         for pid in burst_pids:
             assert holding.approve(OPERATOR, pid).ok
         began = time.time()

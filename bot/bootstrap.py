@@ -137,10 +137,13 @@ class App:
         from bot.commands import Commands
         from jobs.execute import schedule_execution
 
+        def schedule(proposal_id: str, row: dict[str, Any] | None) -> None:
+            schedule_execution(self, proposal_id, row=row)
+
         return Commands(
             self.store,
             self.settings,
-            schedule_execution=lambda pid: schedule_execution(self, pid),
+            schedule_execution=schedule,
             notifier=self.notifier,
             memory=lambda: self.memory,
             queue=self.queue,

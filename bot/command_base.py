@@ -34,7 +34,7 @@ class CommandBase:
         store: Any,
         settings: Any,
         *,
-        schedule_execution: Callable[[str], object] | None,
+        schedule_execution: Callable[[str, dict[str, Any] | None], object] | None,
         notifier: Any,
         clock: Callable[[], datetime] | None,
         memory: Callable[[], Any] | None = None,
@@ -126,7 +126,7 @@ class CommandBase:
         if not result.won:
             return self._lost(result.row, pid)
         if decision != "rejected":
-            self._schedule(pid)
+            self._schedule(pid, result.row)
         self._after_change(pid)
         row = result.row or row
         line = {
@@ -173,9 +173,10 @@ class CommandBase:
         if self.notifier is not None:
             self.notifier.refresh(proposal_id)
 
-    def _schedule(self, proposal_id: str) -> None:
+    def _schedule(self, proposal_id: str, row: dict[str, Any] | None) -> None:
+        """Queue the proposal's execution; `row` is it as the decision left it (not read again)."""
         if self.schedule_execution is not None:
-            self.schedule_execution(proposal_id)
+            self.schedule_execution(proposal_id, row)
 
     def _lost(self, row: dict[str, Any] | None, proposal_id: str) -> Reply:
         """Tell the loser of a race (or a late tap) what happened first."""

@@ -149,7 +149,7 @@ class CommandImpl(ReadCommands, MergeCommands, AuditCommands):
         if not result.won:
             return self._lost(result.row, pid)
         if choice != "keep":
-            self._schedule(pid)
+            self._schedule(pid, result.row)
         self._after_change(pid)
         line = {"retry": "Retrying.", "resend": "Sending again.", "keep": "Left as it is; not resent."}[
             choice

@@ -43,8 +43,9 @@ __all__ = [
 class Commands:
     """The commands, bound to one store, settings, execution scheduler and notify fan-out.
 
-    `schedule_execution(proposal_id)` enqueues `execute(proposal_id)` (the job pipeline's queue with
-    priority "decisions", or the in-process executor); `notifier` is `jobs.notify.Notifier`.
+    `schedule_execution(proposal_id, row)` enqueues `execute(proposal_id)` (the job pipeline's queue
+    with priority "decisions", or the in-process executor); `row` is the proposal as the decision left
+    it, or None. `notifier` is `jobs.notify.Notifier`.
     """
 
     def __init__(
@@ -52,7 +53,7 @@ class Commands:
         store: Any,
         settings: Any,
         *,
-        schedule_execution: Callable[[str], object] | None = None,
+        schedule_execution: Callable[[str, dict[str, Any] | None], object] | None = None,
         notifier: Any = None,
         clock: Callable[[], datetime] | None = None,
         memory: Callable[[], Any] | None = None,

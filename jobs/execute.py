@@ -101,7 +101,13 @@ class Executor:
     # ---- entry points ----------------------------------------------------------------------------
     def execute(self, proposal_id: str) -> Outcome:
         """Start (or take over) the proposal's action and run it; never acts twice."""
-        started = lc.transition(self.store, proposal_id, {"approved", "executing"}, self._plan_start)
+        # The start need not wait for the disk: nothing irreversible happens before the next durable
+        # commit, which flushes the start with it (the write-ahead log is flushed in order). A
+        # connector that cannot deduplicate records its handover, durably, before the irreversible
+        # step; one that can runs again under the same idempotency key if Postgres loses the start.
+        started = lc.transition(
+            self.store, proposal_id, {"approved", "executing"}, self._plan_start, durable=False
+        )
         row = started.row
         if row is None:
             return Outcome("nothing", "no such proposal")
@@ -333,15 +339,19 @@ def execute(proposal_id: str) -> str:
     return current().executor.wait_and_execute(proposal_id, MAX_JOB_WAIT_SECONDS).status
 
 
-def schedule_execution(ctx: JobContext, proposal_id: str, *, again: bool = False) -> str | None:
+def schedule_execution(
+    ctx: JobContext, proposal_id: str, *, again: bool = False, row: Mapping[str, Any] | None = None
+) -> str | None:
     """Queue execute(proposal_id) at the "decisions" priority, to run when its undo window ends.
 
     The delay rides on the queue (RQ's scheduled registry with REDIS_URL), so any worker runs it
-    whichever process took the tap. Returns the job id, or None when the queue is unreachable (the
+    whichever process took the tap. `row` is the proposal as the decision left it, when the caller
+    has it (it is not read again). Returns the job id, or None when the queue is unreachable (the
     sweep, jobs.proposal_service.recover_stalled, queues it again).
     """
-    with reading(ctx.store.engine) as connection:
-        row = lc.get_proposal(connection, proposal_id)
+    if row is None or row["id"] != proposal_id:
+        with reading(ctx.store.engine) as connection:
+            row = lc.get_proposal(connection, proposal_id)
     not_before = row["not_before"] if row else None
     # One job id per attempt: the tap's process and the executor handler (which the outbox relay runs
     # should the first job be lost) queue the same job, so the queue keeps one. A retry or a resend

@@ -47,12 +47,15 @@ def transition(
     proposal_id: str,
     allowed: Collection[str],
     plan: Callable[[dict[str, Any]], Iterable[Planned] | None],
+    *,
+    durable: bool = True,
 ) -> Transition:
     """Append what `plan(row)` returns if the proposal is in one of `allowed` states; else lose.
 
     `plan` may return None to decline after looking at the row (e.g. a lease still running).
+    `durable=False`: the commit does not wait for the disk (EventStore.transaction).
     """
-    with store.transaction() as tx:
+    with store.transaction(durable=durable) as tx:
         state = tx.state
         row = state.get("proposals", id=proposal_id)
         if row is None or row["state"] not in allowed:

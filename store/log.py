@@ -31,11 +31,18 @@ from store.events import Event, NewEvent, Payload, parse_payload, parse_stored, 
 APPEND_LOCK_KEY = 0x63726D6C6F67  # "crmlog"
 
 
-def lock_for_append(connection: Connection) -> None:
-    """Serialise appenders until this transaction ends (SQLite's BEGIN IMMEDIATE already does)."""
+def lock_for_append(connection: Connection, *, durable: bool = True) -> None:
+    """Serialise appenders until this transaction ends (SQLite's BEGIN IMMEDIATE already does).
+
+    `durable=False`: the commit does not wait for Postgres to flush it to disk (`synchronous_commit
+    off` for this transaction only). The next durable commit flushes it too, since the write-ahead
+    log is flushed in order; a crash of Postgres before then loses it, nothing else.
+    """
     if connection.dialect.name == "postgresql":
         with pipelined(connection):  # the transaction's BEGIN and the lock in one round trip
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})")
+            if not durable:
+                connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
 
 # Built once: a fresh statement per append costs more to build and cache-key than to run.

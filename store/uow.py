@@ -321,10 +321,16 @@ class EventStore:
         self.after_commit = after_commit
 
     @contextmanager
-    def transaction(self, kind: type[Transaction] = Transaction) -> Iterator[Transaction]:
-        """A write transaction on the log; `kind` a Transaction subclass (store.batch's, for a batch)."""
+    def transaction(
+        self, kind: type[Transaction] = Transaction, *, durable: bool = True
+    ) -> Iterator[Transaction]:
+        """A write transaction on the log; `kind` a Transaction subclass (store.batch's, for a batch).
+
+        `durable=False` only where losing the commit to a crash of Postgres is harmless (see
+        store.log.lock_for_append): its commit returns without waiting for the disk.
+        """
         with self.engine.begin() as connection:
-            log.lock_for_append(connection)
+            log.lock_for_append(connection, durable=durable)
             tx = kind(connection, self.phone_region)
             yield tx
             tx.save_position()

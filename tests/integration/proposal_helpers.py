@@ -129,7 +129,13 @@ def commands(store: EventStore, settings: Settings, **kwargs: Any) -> tuple[Comm
     scheduled: list[str] = []
     notifier = kwargs.pop("notifier", None) or Notifier(store)
     return (
-        Commands(store, settings, schedule_execution=scheduled.append, notifier=notifier, **kwargs),
+        Commands(
+            store,
+            settings,
+            schedule_execution=lambda pid, _row: scheduled.append(pid),
+            notifier=notifier,
+            **kwargs,
+        ),
         scheduled,
         notifier,
     )

@@ -164,7 +164,7 @@ def install_recording_commands(container: App) -> list[str]:
     container.__dict__["commands"] = Commands(
         container.store,
         container.settings,
-        schedule_execution=scheduled.append,
+        schedule_execution=lambda pid, _row: scheduled.append(pid),
         notifier=container.notifier,
     )
     return scheduled

@@ -47,7 +47,7 @@ def test_held_proposal_is_pending_and_approval_waits_for_the_morning(
     commands = Commands(
         store,
         settings_for(tmp_path, UNDO_WINDOW_SECONDS=30),
-        schedule_execution=scheduled.append,
+        schedule_execution=lambda pid, _row: scheduled.append(pid),
         clock=lambda: NOW,
     )
     reply = commands.approve(OPERATOR, pid)
@@ -60,7 +60,9 @@ def test_held_proposal_is_pending_and_approval_waits_for_the_morning(
 
 def test_rejecting_a_held_proposal_sends_nothing(store: EventStore, tmp_path: Path) -> None:
     pid = _record(store, then="approval")
-    commands = Commands(store, settings_for(tmp_path), schedule_execution=lambda _: None, clock=lambda: NOW)
+    commands = Commands(
+        store, settings_for(tmp_path), schedule_execution=lambda _pid, _row: None, clock=lambda: NOW
+    )
     assert commands.reject(OPERATOR, pid, "not now").ok
     assert _row(store, pid)["state"] == "rejected"
 
