@@ -10,6 +10,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from psycopg.pq import PipelineStatus
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
@@ -77,8 +78,9 @@ def reading(engine: Engine) -> Iterator[Connection]:
 def pipelined(connection: Connection) -> Iterator[None]:
     """Statements executed inside go to Postgres together, in one round trip (psycopg's pipeline mode).
 
-    Only for statements whose results nobody reads (writes without RETURNING, a lock): their errors
-    surface when the block ends, raised as SQLAlchemy's own exceptions like any other statement's.
+    Only for statements whose results nobody reads (writes without RETURNING, a lock, COMMIT): their
+    errors surface when the block ends, raised as SQLAlchemy's own exceptions like any other
+    statement's. Inside another pipelined block, statements join the outer one's round trip.
     Elsewhere (SQLite) the statements simply run one by one.
     """
     if connection.dialect.name != "postgresql":
@@ -86,6 +88,9 @@ def pipelined(connection: Connection) -> Iterator[None]:
         return
     driver = connection.connection.driver_connection
     assert driver is not None
+    if driver.pgconn.pipeline_status != PipelineStatus.OFF:
+        yield
+        return
     dbapi = connection.dialect.loaded_dbapi
     try:
         with driver.pipeline():
