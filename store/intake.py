@@ -304,8 +304,8 @@ def _pending(
 def _sequence_rows(store: EventStore, ids: list[int]) -> tuple[int, dict[int, Exception]]:
     """Record these rows in one transaction: how many, and the rows left out as unrecordable, with why.
 
-    One row is recorded as any signal is; more as a batch (store.batch), which leaves out a row it
-    can tell will fail rather than fail them all.
+    One row is recorded as any signal is; more as a batch (store.batch). A row that `check` tells will
+    fail is left out rather than failing the others.
     """
     with store.transaction(Transaction if len(ids) == 1 else BatchTransaction) as tx:
         # Read again under the lock: a sequencer in another process may have moved some meanwhile.
@@ -314,16 +314,12 @@ def _sequence_rows(store: EventStore, ids: list[int]) -> tuple[int, dict[int, Ex
         for row in tx.connection.execute(query).mappings().all():
             try:
                 signal = SIGNAL_TYPES[row["type"]].model_validate(row["signal"])
-                if isinstance(tx, BatchTransaction):
-                    tx.check(signal)
+                tx.check(signal)
             except Exception as exc:
-                if not isinstance(tx, BatchTransaction):
-                    raise
                 refused[row["id"]] = exc
                 continue
             staged.append((row, signal))
-        if isinstance(tx, BatchTransaction):
-            tx.prepare([(row["idempotency_key"], signal) for row, signal in staged])
+        tx.prepare([(row["idempotency_key"], signal) for row, signal in staged])
         marks = []
         for row, signal in staged:
             appended = tx.record_signal(
