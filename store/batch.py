@@ -22,11 +22,12 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from sqlalchemy import Select, func, insert, or_, select
+from sqlalchemy import Select, func, or_, select
 
 from store import events as ev
 from store import log
 from store import tables as t
+from store.db import insert_rows
 from store.identity import DOMAIN_MATCHES, IdentityLookup, company_domain, normalise_name, strong_keys
 from store.log import storable_key
 from store.state import BatchState
@@ -35,7 +36,6 @@ from store.uow import Appended, Transaction
 _EVENTS = t.events.c
 _CONTACTS = t.contact_points.c
 _CUSTOMERS = t.customers.c
-_OUTBOX = insert(t.outbox)
 
 
 class BatchLookup:
@@ -215,6 +215,6 @@ class BatchTransaction(Transaction):
         if self.rows:
             log.insert_events(self.connection, self.rows)
         if self.outbox:
-            self.connection.execute(_OUTBOX, self.outbox)
+            insert_rows(self.connection, t.outbox, self.outbox)
         self.state.flush()
         super().save_position()
