@@ -85,8 +85,11 @@ class BatchLookup:
     def know_heads(self, rows: list[dict[str, Any]], domains: Iterable[str]) -> None:
         """Note the head customers of these domains, given customer rows just read from the table that
         include every head customer of each."""
-        for domain in domains:
-            at_domain = [row for row in rows if row["domain"] == domain]
+        at: dict[str, list[dict[str, Any]]] = {domain: [] for domain in domains}
+        for row in rows:
+            if row["domain"] in at:
+                at[row["domain"]].append(row)
+        for domain, at_domain in at.items():
             self.heads[domain] = self._canonical(at_domain)[:DOMAIN_MATCHES]
 
     @staticmethod

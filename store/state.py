@@ -381,8 +381,13 @@ class BatchState(SqlState):
         ((column, value),) = equal.items()
         if table in self._partly_written:
             return None
-        rows = (self._known[table].get(pk) for pk in self._index_of(table, column).get(value, ()))
-        return [dict(row) for row in rows if row is not None]
+        known = self._known[table]
+        rows = []
+        for pk in self._index_of(table, column).get(value, ()):
+            row = known.get(pk)
+            if row is not None:
+                rows.append(dict(row))
+        return rows
 
     def flush(self) -> None:
         """Write every pending row (an executemany per table and set of columns), then what SqlState holds."""
