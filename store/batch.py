@@ -6,7 +6,8 @@ one: its key looked up, the owners of its contact keys, its customer read and wr
 outbox row inserted, and more for a new customer. A BatchTransaction records the same signals with the
 same code (record_signal, resolve_customer, the projector) over what `prepare` loads for the whole batch
 in three queries (the log's events for the batch's keys; the owners of every contact key in the batch,
-with all their keys; the customers involved), and writes at commit, once each: the events, at the
+with all their keys; the customers involved: those owners, and those of the same name or among the
+oldest at the same company domain as a new customer), and writes at commit, once each: the events, at the
 positions the log would have given them one by one; their outbox rows; the projection rows
 (store.state.BatchState). Each signal sees the effects of those before it in the batch, as it would
 one by one: every read goes through the state the writes update.
@@ -18,30 +19,39 @@ of the events fails, and store.intake records the batch's rows one at a time ins
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from typing import Any
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import Select, func, or_, select
 
 from store import events as ev
 from store import log
 from store import tables as t
-from store.identity import IdentityLookup, company_domain, normalise_name, strong_keys
+from store.db import insert_rows
+from store.identity import DOMAIN_MATCHES, IdentityLookup, company_domain, normalise_name, strong_keys
 from store.log import storable_key
 from store.state import BatchState
-from store.storable import check_storable
 from store.uow import Appended, Transaction
 
 _EVENTS = t.events.c
 _CONTACTS = t.contact_points.c
 _CUSTOMERS = t.customers.c
-_OUTBOX = insert(t.outbox)
 
 
 class BatchLookup:
-    """IdentityLookup over a batch's state: what SqlLookup reads, served from memory where it can be."""
+    """IdentityLookup over a batch's state: what SqlLookup reads, served from memory where it can be.
+
+    A company domain can have thousands of customers, and a new customer is compared with its oldest
+    DOMAIN_MATCHES only, so those are all `prepare` loads of a domain: its `heads`, the ids of the oldest
+    canonical customers at the domain (all of them when fewer). The oldest `limit` canonical customers
+    known at the domain are then the table's oldest while every head customer is still canonical there:
+    a customer not known is as the table holds it, so not canonical or younger than the heads. Otherwise
+    (a head customer merged away in this batch) the table is asked.
+    """
 
     def __init__(self, state: BatchState) -> None:
         self.state = state
+        self.heads: dict[str, list[str]] = {}
 
     def owners(self, keys: tuple[ev.ContactPoint, ...]) -> dict[ev.ContactPoint, str]:
         found = {}
@@ -58,12 +68,46 @@ class BatchLookup:
     def customers_named(self, name_key: str) -> list[str]:
         return self._canonical(self.state.scan("customers", name_key=name_key))
 
-    def customers_at(self, domain: str) -> list[str]:
-        return self._canonical(self.state.scan("customers", domain=domain))
+    def customers_at(self, domain: str, limit: int) -> list[str]:
+        head = self.heads.get(domain)
+        rows = self.state.known("customers", domain=domain)
+        if head is not None and rows is not None and limit <= DOMAIN_MATCHES:
+            canonical = self._canonical(rows)
+            if len(head) < DOMAIN_MATCHES or set(head) <= set(canonical):
+                return canonical[:limit]
+        self.state.flush()
+        query = select(t.customers).where(_CUSTOMERS.id.in_(_head_ids([domain], max(limit, DOMAIN_MATCHES))))
+        found = [dict(row._mapping) for row in self.state.connection.execute(query)]
+        self.state.load("customers", found)
+        self.know_heads(found, [domain])
+        return self._canonical(found)[:limit]
+
+    def know_heads(self, rows: list[dict[str, Any]], domains: Iterable[str]) -> None:
+        """Note the head customers of these domains, given customer rows just read from the table that
+        include every head customer of each."""
+        at: dict[str, list[dict[str, Any]]] = {domain: [] for domain in domains}
+        for row in rows:
+            if row["domain"] in at:
+                at[row["domain"]].append(row)
+        for domain, at_domain in at.items():
+            self.heads[domain] = self._canonical(at_domain)[:DOMAIN_MATCHES]
 
     @staticmethod
     def _canonical(rows: list[dict[str, Any]]) -> list[str]:
         return sorted(row["id"] for row in rows if row["merged_into"] is None)
+
+
+def _head_ids(domains: Collection[str], limit: int = DOMAIN_MATCHES) -> Select[Any]:
+    """The ids of the oldest `limit` canonical customers at each of these domains, in one query."""
+    ranked = (
+        select(
+            _CUSTOMERS.id,
+            func.row_number().over(partition_by=_CUSTOMERS.domain, order_by=_CUSTOMERS.id).label("rank"),
+        )
+        .where(_CUSTOMERS.domain.in_(domains), _CUSTOMERS.merged_into.is_(None))
+        .subquery()
+    )
+    return select(ranked.c.id).where(ranked.c.rank <= limit)
 
 
 class BatchTransaction(Transaction):
@@ -71,19 +115,14 @@ class BatchTransaction(Transaction):
 
     def __post_init__(self) -> None:
         self.state: BatchState = BatchState(self.connection)
+        self.identities = BatchLookup(self.state)
         self.known: dict[str, ev.Event] = {}  # by stored key: the log's, and this batch's
         self.rows: list[dict[str, Any]] = []  # events to insert at commit
         self.outbox: list[dict[str, Any]] = []
         self.next: int | None = None  # the position of the next event
 
-    def check(self, signal: ev.Signal) -> None:
-        """Raise what record_signal would for a signal that cannot be recorded (so it is left out)."""
-        check_storable(signal)
-        strong_keys(signal.customer, self.phone_region)
-
     def prepare(self, signals: list[tuple[str, ev.Signal]]) -> None:
-        """Load what recording these (idempotency key, signal) pairs reads, in three queries; each signal
-        has passed `check`."""
+        """Load what recording these (idempotency key, signal) pairs reads, in three queries."""
         keys = [storable_key(key) for key, _ in signals]
         for row in self.connection.execute(select(t.events).where(_EVENTS.idempotency_key.in_(keys))):
             self.known[row.idempotency_key] = log.to_event(row._mapping)
@@ -110,17 +149,24 @@ class BatchTransaction(Transaction):
             for key in contacts[ref]
             if key.kind == "email" and (domain := company_domain(key.value))
         }
-        if owners or names or domains:
-            query = select(t.customers).where(
-                or_(_CUSTOMERS.id.in_(owners), _CUSTOMERS.name_key.in_(names), _CUSTOMERS.domain.in_(domains))
-            )
+        # The customers involved: the keys' owners, and those a new customer could be a duplicate of.
+        wanted_customers = []
+        if owners:
+            wanted_customers.append(_CUSTOMERS.id.in_(owners))
+        if names:
+            wanted_customers.append(_CUSTOMERS.name_key.in_(names))
+        if domains:
+            wanted_customers.append(_CUSTOMERS.id.in_(_head_ids(domains)))
+        if wanted_customers:
+            query = select(t.customers).where(or_(*wanted_customers))
             found = [dict(row._mapping) for row in self.connection.execute(query)]
             self.state.load(
                 "customers",
                 found,
-                complete=[("name_key", name) for name in names] + [("domain", domain) for domain in domains],
+                complete=[("name_key", name) for name in names],
                 absent=[(owner,) for owner in owners - {row["id"] for row in found}],
             )
+            self.identities.know_heads(found, domains)
 
     def _contact_rows(self, wanted: set[tuple[Any, str]]) -> list[dict[str, Any]]:
         """Every contact point of the customers holding any of these keys (and maybe of a few more).
@@ -147,7 +193,7 @@ class BatchTransaction(Transaction):
         return self.known.get(storable_key(idempotency_key))
 
     def lookup(self) -> IdentityLookup:
-        return BatchLookup(self.state)
+        return self.identities
 
     def _append_new(self, new: ev.NewEvent, dispatch: bool) -> Appended:
         """As Transaction's, with the event's row and its outbox row written at commit."""
@@ -172,6 +218,6 @@ class BatchTransaction(Transaction):
         if self.rows:
             log.insert_events(self.connection, self.rows)
         if self.outbox:
-            self.connection.execute(_OUTBOX, self.outbox)
+            insert_rows(self.connection, t.outbox, self.outbox)
         self.state.flush()
         super().save_position()

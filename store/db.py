@@ -10,8 +10,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from psycopg import sql
 from psycopg.pq import PipelineStatus
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event, insert
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -100,6 +101,43 @@ def pipelined(connection: Connection) -> Iterator[None]:
         if lost:
             connection.invalidate(exc)
         raise DBAPIError.instance(None, None, exc, dbapi.Error, connection_invalidated=lost) from exc
+
+
+def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows that all have the same columns: on Postgres by COPY, about twice as fast as the
+    executemany used elsewhere for a batch's hundreds of rows, with each value converted as the
+    INSERT's would be (the columns' bind processors: UTC datetimes, JSON). A column left out must have
+    no default that SQLAlchemy fills in; errors are raised as SQLAlchemy's, as `pipelined`'s are."""
+    names = list(rows[0])
+    dialect = connection.dialect
+    if dialect.name != "postgresql":
+        connection.execute(insert(table), rows)
+        return
+    assert all(column.default is None for column in table.columns if column.name not in names)
+    processors = [
+        (index, processor)
+        for index, name in enumerate(names)
+        if (processor := table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
+    ]
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, names))
+    )
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                values = [row[name] for name in names]
+                for index, processor in processors:
+                    values[index] = processor(values[index])
+                copy.write_row(values)
+    except dialect.loaded_dbapi.Error as exc:
+        lost = dialect.is_disconnect(exc, driver, None)
+        if lost:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(
+            None, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost
+        ) from exc
 
 
 def _sqlite_transactions(engine: Engine) -> None:

@@ -160,8 +160,8 @@ class IdentityLookup(Protocol):
     def customers_named(self, name_key: str) -> list[str]:
         """Canonical customers whose normalised name is name_key."""
 
-    def customers_at(self, domain: str) -> list[str]:
-        """Canonical customers with this company domain."""
+    def customers_at(self, domain: str, limit: int) -> list[str]:
+        """The oldest `limit` canonical customers with this company domain (a big company has many)."""
 
 
 @dataclass
@@ -219,7 +219,7 @@ def weak_matches(
     for key in keys:
         domain = company_domain(key.value) if key.kind == "email" else None
         if domain:
-            for other in lookup.customers_at(domain)[:DOMAIN_MATCHES]:
+            for other in lookup.customers_at(domain, DOMAIN_MATCHES):
                 if other in found:
                     found[other] += f" and company domain {domain}"
                 else:

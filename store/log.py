@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 
 from store import tables as t
-from store.db import pipelined
+from store.db import insert_rows, pipelined
 from store.events import Event, NewEvent, Payload, parse_payload, parse_stored, payload_model, utcnow
 
 # pg_advisory_xact_lock key for appends: one writer at a time keeps positions gap-free and in commit
@@ -142,7 +142,6 @@ _NEXT_POSITION = {
     "sqlite": text("SELECT coalesce(max(position), 0) + 1 FROM events"),
 }
 _SET_SEQUENCE = text(f"SELECT setval({_SEQUENCE}, :last)")
-_INSERT_AT = insert(t.events)
 
 
 def next_position(connection: Connection) -> int:
@@ -152,7 +151,7 @@ def next_position(connection: Connection) -> int:
 
 def insert_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert event_rows at the positions given them (consecutive, from next_position)."""
-    connection.execute(_INSERT_AT, rows)
+    insert_rows(connection, t.events, rows)
     if connection.dialect.name == "postgresql":
         connection.execute(_SET_SEQUENCE, {"last": rows[-1]["position"]})
 

@@ -310,6 +310,7 @@ class BatchState(SqlState):
         # value) triples for which those are all the rows there are.
         self._index: dict[tuple[str, str], dict[Any, set[tuple[Any, ...]]]] = {}
         self._complete: set[tuple[str, str, Any]] = set()
+        self._partly_written: set[str] = set()
 
     def load(
         self,
@@ -374,6 +375,20 @@ class BatchState(SqlState):
             self.complete(table, **equal)
         return found
 
+    def known(self, table: str, **equal: Any) -> list[Row] | None:
+        """The rows known to have this column's value, perhaps not all the table holds; None once a row of
+        the table was written in part (a known row may then differ from the table's)."""
+        ((column, value),) = equal.items()
+        if table in self._partly_written:
+            return None
+        known = self._known[table]
+        rows = []
+        for pk in self._index_of(table, column).get(value, ()):
+            row = known.get(pk)
+            if row is not None:
+                rows.append(dict(row))
+        return rows
+
     def flush(self) -> None:
         """Write every pending row (an executemany per table and set of columns), then what SqlState holds."""
         for table, pending in self._pending.items():
@@ -399,6 +414,7 @@ class BatchState(SqlState):
         """A row no longer known whole (written in part): it, and every scan of its table, is read from
         the table again. No projector writes part of a row today."""
         old = self._known[table].pop(pk, None)
+        self._partly_written.add(table)
         for (indexed, column), index in self._index.items():
             if indexed == table and old is not None:
                 index[old[column]].discard(pk)

@@ -17,7 +17,7 @@ from store import events as ev
 from store import log, projector
 from store import tables as t
 from store.db import pipelined
-from store.identity import IdentityLookup, company_domain, resolve
+from store.identity import IdentityLookup, company_domain, resolve, strong_keys
 from store.state import SqlState
 from store.storable import check_storable
 
@@ -81,9 +81,9 @@ class SqlLookup:
         query = select(c.id).where(c.name_key == name_key, c.merged_into.is_(None)).order_by(c.id)
         return list(self.connection.execute(query).scalars())
 
-    def customers_at(self, domain: str) -> list[str]:
+    def customers_at(self, domain: str, limit: int) -> list[str]:
         c = t.customers.c
-        query = select(c.id).where(c.domain == domain, c.merged_into.is_(None)).order_by(c.id)
+        query = select(c.id).where(c.domain == domain, c.merged_into.is_(None)).order_by(c.id).limit(limit)
         return list(self.connection.execute(query).scalars())
 
 
@@ -124,6 +124,16 @@ class Transaction:
 
     def find(self, idempotency_key: str) -> ev.Event | None:
         return log.find_by_key(self.connection, idempotency_key)
+
+    def check(self, signal: ev.Signal) -> None:
+        """Raise what record_signal would for a signal that cannot be recorded, before anything is written
+        (store.intake leaves such a signal out of its batch)."""
+        check_storable(signal)
+        strong_keys(signal.customer, self.phone_region)
+
+    def prepare(self, signals: list[tuple[str, ev.Signal]]) -> None:
+        """Load up front what recording these (idempotency key, signal) pairs reads; each has passed
+        `check`. Nothing here: this transaction reads as it goes (store.batch's loads in bulk)."""
 
     def append(self, new: ev.NewEvent, dispatch: bool = True) -> Appended:
         """Append unless the key is known (then return the original); project it; queue it for work."""

@@ -3,9 +3,11 @@
 The same staged rows go into two fresh databases of one backend; one is sequenced a row per transaction
 (`batch=1`, Transaction.record_signal), the other in one batch (BatchTransaction). The batch mixes new
 customers, known ones, keys added, merges (of customers on record and of customers the batch created),
-possible duplicates, invoices and subscriptions, a key the log already holds, and rows that cannot be
-recorded. Customer ids are made deterministic in both runs (they sort by creation time, and which of
-two customers absorbs the other depends on it); ids of derived events are random and left out.
+possible duplicates (by name; by a company domain, new or with more customers than a new one is
+compared with, before and after one of its oldest is merged away), invoices and subscriptions, a key
+the log already holds, and rows that cannot be recorded. Customer ids are made deterministic in both
+runs (they sort by creation time, and which of two customers absorbs the other depends on it); ids of
+derived events are random and left out.
 """
 
 from __future__ import annotations
@@ -58,6 +60,11 @@ ON_RECORD = [  # recorded before the batch: (key, type, signal)
     ("rec:ann", "lead.created", signal("lead.created", name="Ann Lee", email="ann@acme.com")),
     ("rec:bob", "message.received", signal("message.received", name="Bob", phone="+1 415 555 0100")),
     ("rec:cat", "lead.created", signal("lead.created", name="Cat", email="cat@beta.io")),
+    # A company domain with more customers than a new one is compared with (identity.DOMAIN_MATCHES).
+    ("rec:b1", "lead.created", signal("lead.created", name="B1", email="b1@busy.io", phone="4155550111")),
+    ("rec:b2", "lead.created", signal("lead.created", name="B2", email="b2@busy.io")),
+    ("rec:b3", "lead.created", signal("lead.created", name="B3", email="b3@busy.io")),
+    ("rec:b4", "lead.created", signal("lead.created", name="B4", email="b4@busy.io")),
 ]
 INVOICE = {"invoice_id": "inv_1", "amount": "100.00"}
 PLAN = {"subscription_id": "sub_1", "plan": "pro", "amount": "50"}
@@ -77,6 +84,16 @@ BATCH = [
     ("b:merged-key", "message.received", signal("message.received", phone="+14155550100")),
     ("b:not-email", "lead.created", signal("lead.created", email="not-an-email")),
     ("b:cancel", "subscription.cancelled", signal("subscription.cancelled", PLAN, email="fay@acme.com")),
+    # Compared with the busy domain's oldest three; then one of them is merged away, and the next new
+    # customer there is compared with the oldest three left.
+    ("b:kim", "lead.created", signal("lead.created", name="Kim", email="kim@busy.io")),
+    ("b:busy-join", "message.received", signal("message.received", email="b2@busy.io", phone="4155550111")),
+    ("b:lou", "lead.created", signal("lead.created", name="Lou", email="lou@busy.io")),
+    # Two new customers at a domain new to the log; one new email twice in a batch.
+    ("b:max", "lead.created", signal("lead.created", name="Max Müller", email="max@newco.io")),
+    ("b:ned", "lead.created", signal("lead.created", name="Ned", email="ned@newco.io")),
+    ("b:ola", "message.received", signal("message.received", name="Ola", email="ola@solo.io")),
+    ("b:ola-again", "message.received", signal("message.received", email="OLA@solo.io", phone="4155550177")),
 ]
 
 
@@ -156,7 +173,18 @@ def test_a_mixed_batch_recorded_set_based_equals_one_signal_at_a_time(
         assert as_a_batch[name] == one_by_one[name], name
     # The batch did what it says on the tin: merges, keys added, duplicates flagged, money projected.
     customers = {row["id"]: row for row in as_a_batch["customers"]}
-    assert sum(row["merged_into"] is not None for row in customers.values()) == 2
+    assert sum(row["merged_into"] is not None for row in customers.values()) == 3
+    named = {row["name"]: row["id"] for row in customers.values()}
+    flagged = {
+        (row["customer_id"], row["other_id"])
+        for row in as_a_batch["possible_duplicates"]
+        if row["status"] == "open"
+    }
+    for new, others in [("Kim", {"B1", "B2", "B3"}), ("Lou", {"B1", "B3", "B4"}), ("Ned", {"Max Müller"})]:
+        assert {other for customer, other in flagged if customer == named[new]} == {
+            named[other] for other in others
+        }, new
+    assert "ola@solo.io" not in named, "a new email's second signal found the customer its first made"
     assert {row["status"] for row in as_a_batch["possible_duplicates"]} >= {"open"}
     assert [row["status"] for row in as_a_batch["invoices"]] == ["paid"]
     assert [row["status"] for row in as_a_batch["subscriptions"]] == ["cancelled"]

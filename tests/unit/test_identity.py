@@ -59,8 +59,8 @@ class MemoryLookup:
     def customers_named(self, name_key: str) -> list[str]:
         return sorted(cid for cid, c in self.customers.items() if normalise_name(c.name) == name_key)
 
-    def customers_at(self, domain: str) -> list[str]:
-        return sorted(cid for cid, c in self.customers.items() if c.domain == domain)
+    def customers_at(self, domain: str, limit: int) -> list[str]:
+        return sorted(cid for cid, c in self.customers.items() if c.domain == domain)[:limit]
 
 
 @pytest.mark.parametrize(
