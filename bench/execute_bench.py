@@ -176,13 +176,14 @@ def run_mode(mode: str, n: int, rate: float) -> dict[str, Any]:
 
         # Throughput: approve everything first, then queue all at once.
         burst_pids = proposals(store, n, f"{mode}-burst")
-        held: list[str] = []
-        holding = Commands(store, settings, schedule_execution=lambda pid, _row: held.append(pid))
+        # Each decision's scheduling is held back with the row it hands over, as a decision does.
+        held: list[tuple[str, dict[str, Any] | None]] = []
+        holding = Commands(store, settings, schedule_execution=lambda pid, row: held.append((pid, row)))
         for pid in burst_pids:
             assert holding.approve(OPERATOR, pid).ok
         began = time.time()
-        for pid in held:
-            schedule(pid)
+        for pid, row in held:
+            schedule(pid, row)
         wait_until_done(store, burst_pids)
         _, _, last = timings(store, burst_pids)
         throughput = n / (last - began)

@@ -140,6 +140,20 @@ def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]
         ) from exc
 
 
+def end_failed_commit(connection: Connection) -> None:
+    """After a COMMIT that failed inside a pipelined block: the transaction is aborted on the server,
+    while SQLAlchemy holds it ended (it asked for the commit) and would hand the connection back to
+    the pool as it is. Roll it back; a connection that cannot be rolled back is dropped."""
+    if connection.dialect.name != "postgresql" or connection.invalidated:
+        return
+    driver = connection.connection.driver_connection
+    try:
+        assert driver is not None
+        driver.rollback()
+    except Exception:
+        connection.invalidate()
+
+
 def _sqlite_transactions(engine: Engine) -> None:
     # pysqlite's own BEGIN handling defers locks, so two writers can deadlock on upgrade; take
     # control of BEGIN (the SQLAlchemy-documented recipe) and write with BEGIN IMMEDIATE.

@@ -55,7 +55,7 @@ def transition(
     `plan` may return None to decline after looking at the row (e.g. a lease still running).
     `durable=False`: the commit does not wait for the disk (EventStore.transaction).
     """
-    with store.transaction(durable=durable) as tx:
+    with store.transaction(durable=durable, first_read=("proposals", {"id": proposal_id})) as tx:
         state = tx.state
         row = state.get("proposals", id=proposal_id)
         if row is None or row["state"] not in allowed:

@@ -129,6 +129,8 @@ class SqlState:
         self._dialect = connection.dialect.name
         self._remember = remember
         self._read: dict[tuple[str, tuple[Any, ...]], Row | None] = {}
+        # Reads sent by read_ahead() whose answers get() has not taken yet (Postgres cursors).
+        self._ahead: dict[tuple[str, tuple[Any, ...]], Any] = {}
         # Writes held back by defer(), sent together by flush().
         self._deferring = False
         self._writes: list[tuple[Any, Row]] = []
@@ -157,8 +159,27 @@ class SqlState:
             for statement, params in writes:
                 self.connection.execute(statement, params)
 
+    def read_ahead(self, table: str, **key: Any) -> None:
+        """Send the read of one row by primary key now, inside the caller's pipelined block, so it goes
+        with that round trip (after the append lock, so it sees every commit before it); `get` takes
+        its answer. Postgres with remember=True only; elsewhere `get` simply reads as usual."""
+        cache_key = self._cache_key(table, key)
+        if cache_key is None or self._dialect != "postgresql":
+            return
+        driver = self.connection.connection.driver_connection
+        assert driver is not None
+        cursor = driver.cursor()
+        cursor.execute(_driver_select(self.connection, table, tuple(key)), key)
+        self._ahead[cache_key] = cursor
+
     def get(self, table: str, **key: Any) -> Row | None:
         cache_key = self._cache_key(table, key)
+        if cache_key in self._ahead:
+            cursor = self._ahead.pop(cache_key)
+            found = cursor.fetchone()
+            names = [column.name for column in cursor.description]
+            cursor.close()
+            self._read[cache_key] = dict(zip(names, found, strict=True)) if found is not None else None
         if cache_key in self._read:
             known = self._read[cache_key]
             return dict(known) if known is not None else None
@@ -214,6 +235,16 @@ def _select(table: str, columns: tuple[str, ...]) -> Any:
         stmt = select(target).where(and_(*(target.c[name] == bindparam(name) for name in columns)))
         _STATEMENTS[cache_key] = stmt
     return stmt
+
+
+def _driver_select(connection: Connection, table: str, columns: tuple[str, ...]) -> str:
+    """_select's SQL as the driver takes it (for a read sent in a pipeline, past SQLAlchemy)."""
+    cache_key = ("driver-select", connection.dialect.name, table, *columns)
+    text = _STATEMENTS.get(cache_key)
+    if text is None:
+        text = str(_select(table, columns).compile(dialect=connection.dialect))
+        _STATEMENTS[cache_key] = text
+    return str(text)
 
 
 def _update(table: str, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:

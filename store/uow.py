@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from store import events as ev
 from store import log, projector
 from store import tables as t
-from store.db import pipelined
+from store.db import end_failed_commit, pipelined
 from store.identity import IdentityLookup, company_domain, resolve, strong_keys
 from store.state import SqlState
 from store.storable import check_storable
@@ -191,9 +191,13 @@ class Transaction:
         """Save the position, send every held write and commit: one round trip on Postgres, in which
         the lock taken at BEGIN is held for the shortest time."""
         self.save_position()
-        with pipelined(self.connection):
-            self.state.flush()
-            commit()
+        try:
+            with pipelined(self.connection):
+                self.state.flush()
+                commit()
+        except BaseException:
+            end_failed_commit(self.connection)
+            raise
 
     def lookup(self) -> IdentityLookup:
         """What identity resolution reads customers through in this transaction."""
@@ -339,16 +343,26 @@ class EventStore:
 
     @contextmanager
     def transaction(
-        self, kind: type[Transaction] = Transaction, *, durable: bool = True
+        self,
+        kind: type[Transaction] = Transaction,
+        *,
+        durable: bool = True,
+        first_read: tuple[str, dict[str, Any]] | None = None,
     ) -> Iterator[Transaction]:
         """A write transaction on the log; `kind` a Transaction subclass (store.batch's, for a batch).
 
         `durable=False` only where losing the commit to a crash of Postgres is harmless (see
-        store.log.lock_for_append): its commit returns without waiting for the disk.
+        store.log.lock_for_append): its commit returns without waiting for the disk. `first_read`
+        (table, primary key): the row the transaction reads first, read in the round trip that takes
+        the lock.
         """
         with self.engine.connect() as connection, connection.begin() as transaction:
-            log.lock_for_append(connection, durable=durable)
-            tx = kind(connection, self.phone_region)
+            with pipelined(connection):
+                log.lock_for_append(connection, durable=durable)
+                tx = kind(connection, self.phone_region)
+                if first_read is not None:
+                    table, key = first_read
+                    tx.state.read_ahead(table, **key)
             yield tx
             tx.finish(transaction.commit)
         if tx.dispatched and self.after_commit is not None:
