@@ -13,7 +13,8 @@ Standard Webhooks signed signals (a new webhook-id each; customers drawn from a 
 create a customer and some find one) for `--seconds`, alternating baseline and app for `--rounds`
 rounds so that drift in the machine's load hits both. Reported: throughput, p50 and p99 latency as
 the client saw them, the app/baseline ratio, and each process's CPU time per request answered (on a
-shared machine the rates move with the neighbours' load; CPU per request moves much less).
+shared machine the rates move with the neighbours' load; CPU per request moves less, and the app's
+against the baseline's in the same run is what compares).
 """
 
 from __future__ import annotations
