@@ -207,6 +207,12 @@ class InProcessJobQueue(JobQueue):
                 counts[job.priority] += 1
             return counts
 
+    def waiting(self, job_id: str, *, priority: str) -> bool:
+        """Whether job_id is queued and no thread has taken it yet."""
+        with self._cond:
+            job = self._known.get(job_id)
+            return job is not None and job.priority == priority and job.status == "queued"
+
     def ping(self) -> bool:
         """Always reachable."""
         return True

@@ -64,7 +64,10 @@ class IntakeKicker:
     """Queues one sequence_intake job after rows are staged, at most one per window (a daemon thread).
 
     `kick()` is cheap (it sets a flag), so a request never waits on the queue. Every row staged before
-    a kick is covered by a job queued after it: the thread clears the flag before it queues.
+    a kick is covered by a job that begins after it: the thread clears the flag, then queues a job, or
+    finds the job it queued last still waiting in the queue. Such a job has not begun, so it will read
+    every row staged before the kick: a second one would only make the worker look again (under load
+    that was a job per window, each an RQ enqueue here and a transaction in the worker).
     """
 
     def __init__(self, queue: JobQueue, window: float = KICK_WINDOW_S) -> None:
@@ -95,6 +98,7 @@ class IntakeKicker:
                 self._thread.start()
 
     def _run(self) -> None:
+        queued: str | None = None
         while True:
             self._kicked.wait()
             if self._stopping.is_set():
@@ -102,7 +106,18 @@ class IntakeKicker:
             self._stopping.wait(self.window)
             self._kicked.clear()
             try:
-                if self.queue.enqueue(SEQUENCE_INTAKE, priority=DECISIONS, retry=NO_RETRY) is None:
+                if queued is not None and self._still_waiting(queued):
+                    continue
+                queued = self.queue.enqueue(SEQUENCE_INTAKE, priority=DECISIONS, retry=NO_RETRY)
+                if queued is None:
                     log.warning("queue unreachable; staged signals wait for the relay")
             except Exception:  # the relay is the safety net; the thread must live on
                 log.exception("could not queue the intake sequencing job")
+
+    def _still_waiting(self, job_id: str) -> bool:
+        # Any doubt means queue another job: one too many costs a look, one too few a relay's delay.
+        try:
+            return self.queue.waiting(job_id, priority=DECISIONS)
+        except Exception:
+            log.exception("could not tell whether intake sequencing job %s still waits", job_id)
+            return False

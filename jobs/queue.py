@@ -126,6 +126,11 @@ class JobQueue(Protocol):
         """Jobs waiting per priority (for /metrics)."""
         ...
 
+    def waiting(self, job_id: str, *, priority: str) -> bool:
+        """Whether the job is still in its priority's queue, taken by no worker yet: it has not begun,
+        so it will see everything written before now. False when unknown, begun or unreachable."""
+        ...
+
     def ping(self) -> bool:
         """Whether the backend is reachable (for /healthz)."""
         ...

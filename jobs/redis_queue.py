@@ -205,6 +205,16 @@ class RedisJobQueue(JobQueue):
         """Jobs waiting per priority."""
         return {p: q.count for p, q in self.queues.items()}
 
+    def waiting(self, job_id: str, *, priority: str) -> bool:
+        """Whether job_id is still in the priority's RQ queue: a worker takes a job off the queue (into
+        its intermediate queue) before it starts it. One round trip; False while Redis is down."""
+        if time.monotonic() < self._down_until:
+            return False
+        try:
+            return self.connection.lpos(self.queues[check_priority(priority)].key, job_id) is not None
+        except RedisError:
+            return False
+
     def ping(self) -> bool:
         """Whether Redis answers."""
         try:

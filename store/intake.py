@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, exists, func, make_url, select, text, union_all, update
+from sqlalchemy import Connection, Engine, bindparam, exists, func, select, text, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -40,8 +40,6 @@ SEQUENCE_BATCH = 200
 # A row that fails this many sequencing attempts (a signal the log refuses) is left for a person; the
 # error is on the row and in the log, and /metrics counts such rows.
 MAX_ATTEMPTS = 5
-# Connections the async stager keeps open when idle; it grows to its max_size under load.
-ASYNC_POOL_MIN = 2
 # Failures that say the database is unreachable, not that a row is bad: stop and let the caller retry.
 UNREACHABLE = (OperationalError, InterfaceError)
 
@@ -184,72 +182,6 @@ def _known(values: dict[str, Any], event_id: str | None) -> Staged:
     if event_id is None:  # pragma: no cover - a unique key neither inserted nor found cannot happen
         raise RuntimeError(f"intake: key {values['idempotency_key']!r} neither staged nor found")
     return Staged(event_id, duplicate=True)
-
-
-class AsyncStager:
-    """`stage` for an asyncio event loop, on Postgres: the web app's requests stage with it.
-
-    Handing each request's insert to a worker thread cost more CPU than the insert itself (the thread
-    pool's hand-off and the threads' contention for the GIL): half the web process's time under load.
-    Here the statements above, compiled once, run on psycopg's async connection pool, in the loop.
-    Opened by the app's lifespan (bot.web.app), so it lives on the loop that serves the requests.
-    """
-
-    def __init__(self, url: str, *, max_size: int, timeout: float) -> None:
-        from psycopg_pool import AsyncConnectionPool
-        from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
-
-        dialect = PGDialect_psycopg()
-        self._stage_sql = str(_STAGE["postgresql"].compile(dialect=dialect))
-        self._known_sql = str(_KNOWN.compile(dialect=dialect))
-        # No check on checkout (a round trip per request, as pre-ping would be): a connection the
-        # server dropped fails its statement, and `stage` checks the pool and tries once more.
-        self.pool = AsyncConnectionPool(
-            make_url(url).set(drivername="postgresql").render_as_string(hide_password=False),
-            min_size=min(ASYNC_POOL_MIN, max_size),
-            max_size=max_size,
-            timeout=timeout,
-            kwargs={"autocommit": True},
-            open=False,
-            name="intake",
-        )
-
-    async def open(self) -> None:
-        """Start connecting in the background; a database that is down answers requests with 503."""
-        await self.pool.open(wait=False)
-
-    async def close(self) -> None:
-        await self.pool.close()
-
-    async def stage(
-        self,
-        signal_type: str,
-        signal: Signal,
-        idempotency_key: str,
-        *,
-        source: str,
-        occurred_at: datetime | None = None,
-    ) -> Staged:
-        """As `stage`: raises psycopg's OperationalError, or PoolTimeout, when the database is down."""
-        from psycopg import OperationalError as Unreachable
-
-        values = _row(signal_type, signal.model_dump_json(), idempotency_key, source, occurred_at)
-        try:
-            return await self._stage_once(values)
-        except Unreachable:
-            # A server restart leaves the idle connections dead: drop them all, then once more.
-            await self.pool.check()
-            return await self._stage_once(values)
-
-    async def _stage_once(self, values: dict[str, Any]) -> Staged:
-        async with self.pool.connection() as connection:
-            row = await (await connection.execute(self._stage_sql, values)).fetchone()
-            if row is not None:
-                return Staged(values["event_id"], duplicate=False, row_id=row[0])
-            known = await (
-                await connection.execute(self._known_sql, {"key": values["idempotency_key"]})
-            ).fetchone()
-        return _known(values, known[0] if known else None)
 
 
 def sequence(

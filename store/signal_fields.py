@@ -7,6 +7,7 @@ name when there is one ("did you mean renews_on?"), so a typo does not silently 
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,6 +82,9 @@ READ_FIELDS: dict[str, frozenset[str]] = {
 }
 # How alike a field name must be to a known one to be suggested (difflib ratio).
 SUGGEST_FROM = 0.6
+# Warnings remembered, by type and field name: a sender repeats the same unread fields in every
+# signal, and finding the nearest known name took ~20 us of each request's ~700 us under load.
+WARNINGS_CACHED = 4096
 
 
 def unread_field_warnings(signal_type: str, data: Mapping[str, Any]) -> list[str]:
@@ -88,9 +92,11 @@ def unread_field_warnings(signal_type: str, data: Mapping[str, Any]) -> list[str
     known = READ_FIELDS.get(signal_type)
     if known is None:
         return []
-    warnings = []
-    for name in sorted(set(data) - known):
-        near = difflib.get_close_matches(name, sorted(known), n=1, cutoff=SUGGEST_FROM)
-        hint = f"; did you mean {near[0]}?" if near else ""
-        warnings.append(f"data.{name} is not read for {signal_type}{hint}")
-    return warnings
+    return [_unread_field_warning(signal_type, name) for name in sorted(set(data) - known)]
+
+
+@functools.lru_cache(maxsize=WARNINGS_CACHED)
+def _unread_field_warning(signal_type: str, name: str) -> str:
+    near = difflib.get_close_matches(name, sorted(READ_FIELDS[signal_type]), n=1, cutoff=SUGGEST_FROM)
+    hint = f"; did you mean {near[0]}?" if near else ""
+    return f"data.{name} is not read for {signal_type}{hint}"

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
     from bot.bootstrap import App
-    from store.intake import AsyncStager
+    from store.intake_async import AsyncStager
 
 # Deeper than any signal needs; keeps the JSON serialisers far from Python's recursion limit.
 MAX_NESTING = 32

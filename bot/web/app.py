@@ -19,7 +19,7 @@ from bot.metrics import Metrics
 from bot.web import ops, routes
 from bot.web.guard import OpsPagesGuard
 from bot.web.openapi import install_openapi
-from store.intake import AsyncStager
+from store.intake_async import AsyncStager
 
 if TYPE_CHECKING:
     from bot.bootstrap import App

@@ -22,7 +22,7 @@ from bot.web.schemas import AcceptedOut, IgnoredOut
 
 if TYPE_CHECKING:
     from bot.bootstrap import App
-    from store.intake import AsyncStager
+    from store.intake_async import AsyncStager
 
 router = APIRouter()
 

@@ -16,7 +16,8 @@ from sqlalchemy import Engine, select, update
 from store import events as ev
 from store import tables as t
 from store.db import make_engine
-from store.intake import MAX_ATTEMPTS, AsyncStager, backlog, sequence, stage, stage_all, staging_row
+from store.intake import MAX_ATTEMPTS, backlog, sequence, stage, stage_all, staging_row
+from store.intake_async import AsyncStager
 from store.uow import EventStore
 from tests.integration.web_harness import DEAD_PORT
 
@@ -331,3 +332,89 @@ def test_a_refused_signal_is_told_to_the_operator_once_and_can_be_retried(
         )
     assert retry_refused(store.engine) == 1
     assert sequence(store) == 1 and refused(store.engine) == []
+
+
+class CountingStager(AsyncStager):
+    """The stager, noting how many rows each statement staged (to see the batch path was taken)."""
+
+    batches: list[int]
+
+    async def _stage_batch(self, connection: Any, batch: Any) -> Any:
+        self.batches.append(len(batch))
+        return await super()._stage_batch(connection, batch)
+
+
+def test_a_batch_stages_what_one_statement_per_row_stages(pg_url: str) -> None:
+    """The batch statement is a shortcut for `stage` row by row: same rows, same answers, same order."""
+    store = EventStore(make_engine(pg_url))
+    odd = lead(email="zoë@exämple.com", text="naïve café 🚀 \u202e reversed \u200b zero-width")
+    when = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    stage(store.engine, "lead.created", lead("known@example.com"), "signals:staged", source="signals")
+    stage(store.engine, "lead.created", lead("logged@example.com"), "signals:logged", source="signals")
+    sequence(store)
+    asks: list[tuple[str, ev.Signal, str, datetime | None]] = [
+        ("lead.created", lead("first@example.com"), "signals:first", None),
+        ("lead.created", odd, "signals:odd", when),
+        ("lead.created", lead("twice@example.com"), "signals:twice", None),
+        ("lead.created", lead("twice@example.com"), "signals:twice", None),  # repeated within the batch
+        ("lead.created", lead("again@example.com"), "signals:staged", None),  # staged before
+        ("lead.created", lead("again@example.com"), "signals:logged", None),  # in the log
+        ("lead.created", lead("bad@example.com"), "signals:bad", None),  # its source no column holds
+        ("message.received", lead("last@example.com"), "signals:last", None),
+    ]
+
+    async def scenario(stager: AsyncStager) -> list[Any]:
+        assert isinstance(stager, CountingStager)
+        stager.batches = []
+        answers = await asyncio.gather(
+            *(
+                stager.stage(
+                    kind, signal, key, source="x" * 65 if key == "signals:bad" else "signals", occurred_at=at
+                )
+                for kind, signal, key, at in asks
+            ),
+            return_exceptions=True,
+        )
+        assert sum(stager.batches) == len(asks) and max(stager.batches) >= len(asks) - 1, "batched"
+        return answers
+
+    async def run() -> list[Any]:
+        stager = CountingStager(pg_url, max_size=1, timeout=5.0)
+        await stager.open()
+        try:
+            return await scenario(stager)
+        finally:
+            await stager.close()
+
+    try:
+        before = {row["idempotency_key"]: row for row in staged_rows(store.engine)}
+        answers = asyncio.run(run())
+        first, odd_one, twice, twice_again, staged_before, logged, bad, last = answers
+        assert isinstance(bad, Exception) and "value too long" in str(bad), "only the bad row is refused"
+        fresh = [first, odd_one, twice, last]
+        assert all(not s.duplicate and s.row_id is not None for s in fresh)
+        assert [s.row_id for s in fresh] == sorted(s.row_id for s in fresh), "staged in the order asked"
+        assert (twice_again.event_id, twice_again.duplicate) == (twice.event_id, True)
+        assert (staged_before.event_id, staged_before.duplicate) == (
+            before["signals:staged"]["event_id"],
+            True,
+        )
+        assert (logged.event_id, logged.duplicate) == (before["signals:logged"]["event_id"], True)
+
+        # The same signals staged one statement each (the thread path) give the same rows.
+        rows = {row["idempotency_key"]: row for row in staged_rows(store.engine)}
+        for (kind, signal, key, at), answer in zip(asks, answers, strict=True):
+            if (
+                key not in {"signals:first", "signals:odd", "signals:twice", "signals:last"}
+                or answer.duplicate
+            ):
+                continue
+            stage(store.engine, kind, signal, f"slow:{key}", source="signals", occurred_at=at)
+            slow = {row["idempotency_key"]: row for row in staged_rows(store.engine)}[f"slow:{key}"]
+            batched = rows[key]
+            assert batched["event_id"] == answer.event_id and batched["id"] == answer.row_id
+            for column in ("type", "source", "occurred_at", "signal", "position", "attempts", "error"):
+                assert batched[column] == slow[column], column
+        assert sequence(store) == 8, "every staged row reaches the log"
+    finally:
+        store.engine.dispose()

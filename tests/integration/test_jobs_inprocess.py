@@ -145,3 +145,16 @@ def test_events_flow_through_the_in_process_queue_and_the_relay(
 
 def _zero() -> timedelta:
     return timedelta(0)
+
+
+def test_a_job_is_waiting_until_a_thread_takes_it(queue: InProcessJobQueue) -> None:
+    busy = queue.enqueue(wait_for_gate, priority=SIGNALS)  # occupies the single worker thread
+    time.sleep(0.1)
+    later = queue.enqueue(record, "later", priority=DECISIONS)
+    assert busy is not None and later is not None
+    assert queue.waiting(later, priority=DECISIONS)
+    assert not queue.waiting(busy, priority=SIGNALS), "taken by the thread"
+    assert not queue.waiting(later, priority=SIGNALS) and not queue.waiting("no-such-job", priority=DECISIONS)
+    gate.set()
+    assert queue.join(10)
+    assert not queue.waiting(later, priority=DECISIONS), "finished"

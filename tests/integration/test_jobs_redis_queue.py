@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -13,6 +13,7 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
 from jobs import context
+from jobs.intake import IntakeKicker
 from jobs.queue import DECISIONS, HOUSEKEEPING, SIGNALS, RetryPolicy, event_job_id
 from jobs.redis_queue import RedisJobQueue, queue_name
 from jobs.worker import project_queues
@@ -129,3 +130,39 @@ def test_queues_live_under_the_project_prefix(queue: RedisJobQueue, redis_url: s
     queue.enqueue(record, "x", priority=HOUSEKEEPING)
     client = redis_lib.Redis.from_url(redis_url)
     assert client.llen("rq:queue:crm-housekeeping") == 1
+
+
+def test_a_job_is_waiting_until_a_worker_takes_it_off_its_queue(queue: RedisJobQueue) -> None:
+    job_id = queue.enqueue(record, "x", priority=DECISIONS)
+    assert job_id is not None
+    assert queue.waiting(job_id, priority=DECISIONS)
+    assert not queue.waiting(job_id, priority=SIGNALS), "another priority's queue"
+    assert not queue.waiting("no-such-job", priority=DECISIONS)
+    _burst(queue)
+    assert ran == ["x"] and not queue.waiting(job_id, priority=DECISIONS)
+
+
+def test_the_intake_kicker_queues_no_second_job_while_its_first_still_waits(queue: RedisJobQueue) -> None:
+    decisions = queue.queues[DECISIONS]
+    kicker = IntakeKicker(queue, window=0.01)
+    try:
+        kicker.kick()
+        _wait(lambda: decisions.count == 1)
+        for _ in range(5):  # each after the window: five more chances to queue a job
+            kicker.kick()
+            time.sleep(0.05)
+        assert decisions.count == 1, "the first job, not begun yet, covers these rows"
+
+        first = queue.connection.lpop(decisions.key)  # a worker takes it: rows staged now need a job
+        kicker.kick()
+        _wait(lambda: decisions.count == 1)
+        assert decisions.get_job_ids()[0] != first.decode()
+    finally:
+        kicker.stop()
+
+
+def _wait(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)

@@ -19,3 +19,15 @@ def test_a_field_like_nothing_known_is_reported_without_a_guess() -> None:
     assert unread_field_warnings("lead.created", {"favourite_colour": "blue"}) == [
         "data.favourite_colour is not read for lead.created"
     ]
+
+
+def test_remembered_warnings_equal_freshly_computed_ones_for_every_type() -> None:
+    from store.signal_fields import READ_FIELDS, _unread_field_warning
+
+    names = ["renew_on", "favourite_colour", "chanel", "x", "invoice", "ä" * 40]
+    for signal_type in READ_FIELDS:
+        for _ in range(2):  # the second round is answered from the cache
+            for name in names:
+                assert _unread_field_warning(signal_type, name) == _unread_field_warning.__wrapped__(
+                    signal_type, name
+                )
