@@ -153,12 +153,14 @@ def recall(
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
-    customer_ids = memory.aliases(customer_id) if customer_id is not None else None
+    customer_ids, first = (
+        memory.aliases_and_written_ids(customer_id) if customer_id is not None else (None, None)
+    )
     raw = query_embedding if query_embedding is not None else memory.embedder([query])[0]
     embedding = [float(x) for x in raw]
     ranked = None
     if customer_ids is not None:
-        ranked = _exact(memory, embedding, customer_ids, kinds, since, until, limit)
+        ranked = _exact(memory, embedding, customer_ids, first, kinds, since, until, limit)
     if ranked is None:
         found = memory.hot.query(
             query_embeddings=[embedding],
@@ -194,6 +196,7 @@ def _exact(
     memory: Memory,
     embedding: Sequence[float],
     customer_ids: Sequence[str],
+    first: Sequence[str] | None,
     kinds: Sequence[Kind] | None,
     since: datetime | None,
     until: datetime | None,
@@ -201,10 +204,10 @@ def _exact(
 ) -> list[tuple[MemoryRecord, float]] | None:
     """Rank the customers' memories exactly when they are few (None when too many: use the index).
 
-    By id, every memory of the customers is ranked on its vector alone and the filter is tested on the
-    metadata of the best ones only, which spares reading the metadata of them all.
+    `first`: Memory.written_ids of the customers (None without a database). By id, every memory of the
+    customers is ranked on its vector alone and the filter is tested on the metadata of the best ones
+    only, which spares reading the metadata of them all.
     """
-    first = memory.written_ids(customer_ids)
     if first is None or len(first) > EXACT_MAX:
         where = where_filter(customer_ids, kinds, since, until)
         candidates = memory.hot.get(where=where, include=["embeddings"], limit=EXACT_MAX + 1)

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, literal, select, union_all
 
 from store import tables as t
 from store.memory import client as chroma
@@ -16,6 +16,7 @@ from store.memory.embeddings import Embedder, MiniLMEmbedding, OpenAIEmbedding
 from store.memory.projection import MemoryProjection
 from store.memory.records import Kind, MemoryRecord, Recalled, memory_id
 from store.settings import Settings
+from store.slice import group_query
 
 if TYPE_CHECKING:
     from store.uow import EventStore
@@ -198,6 +199,25 @@ class Memory:
                 ]
                 found.extend(frontier)
         return found
+
+    def aliases_and_written_ids(self, customer_id: str) -> tuple[list[str], list[str] | None]:
+        """aliases(customer_id) and written_ids of them, in one statement (recall's first read)."""
+        if self.engine is None:
+            return [customer_id], None
+        e = t.events.c
+        group = group_query().cte("memory_group")
+        both = union_all(
+            select(literal(0).label("written"), group.c.id),
+            select(literal(1), e.id).where(e.stream.in_(select(group.c.id))),
+        )
+        aliases, written = [customer_id], []
+        with self.engine.connect() as connection:
+            for is_event, value in connection.execute(both, {"customer_id": customer_id}):
+                if is_event:
+                    written.append(memory_id(value))
+                elif value != customer_id:
+                    aliases.append(value)
+        return aliases, written
 
     def written_ids(self, customer_ids: Sequence[str]) -> list[str] | None:
         """Ids of the first chunk of every memory these customers can have (None without a database).

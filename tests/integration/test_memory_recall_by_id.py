@@ -30,6 +30,9 @@ class FilterOnly(Memory):
     def written_ids(self, customer_ids: Sequence[str]) -> list[str] | None:
         return None
 
+    def aliases_and_written_ids(self, customer_id: str) -> tuple[list[str], list[str] | None]:
+        return self.aliases(customer_id), None
+
 
 def _long_email(topic: str) -> str:
     return "\n\n".join(
@@ -88,3 +91,29 @@ def test_lookup_by_id_returns_what_the_metadata_filter_returns(
     assert len({r.event_id for r in found}) < len(found)  # the long email's chunks are all there
     assert {r.kind for r in found} >= {"message", "note", "summary"}
     assert memory.recall("refund", customer_id=gone.stream) == []
+
+
+def test_aliases_and_their_memory_ids_come_in_one_read_as_they_do_in_two(
+    store: EventStore, engine: Engine, memory_factory: MemoryFactory
+) -> None:
+    ana = message(store, "ana@acme.example", "Invoices need the PO number.", at(2024, 1, 5), "a1").stream
+    note(store, ana, "Asked about refunds.", at(2024, 1, 6), "a2")
+    chain = [
+        message(store, f"m{i}@x.example", f"Hello {i}", at(2024, 2, i + 1), f"m{i}").stream for i in range(3)
+    ]
+    for absorbed, into in ((chain[2], chain[1]), (chain[1], chain[0]), (chain[0], ana)):  # ana ← 0 ← 1 ← 2
+        store.append(
+            ev.NewEvent(
+                type="customer.merged",
+                payload=ev.CustomerMerged(merged=absorbed, reason="same person"),
+                stream=into,
+                idempotency_key=f"merge-{absorbed}",
+            )
+        )
+    memory = memory_factory(engine)
+    for customer in (ana, chain[1], "cus_nobody"):
+        aliases, written = memory.aliases_and_written_ids(customer)
+        assert aliases[0] == customer and sorted(aliases) == sorted(memory.aliases(customer))
+        assert sorted(written or []) == sorted(memory.written_ids(memory.aliases(customer)) or [])
+    aliases, written = memory.aliases_and_written_ids(ana)
+    assert len(aliases) == 4 and len(written or []) >= 5
