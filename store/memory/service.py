@@ -39,6 +39,15 @@ def make_embedder(settings: Settings) -> Embedder:
     return MiniLMEmbedding()
 
 
+# Built once (a fresh statement per call costs more to build and cache-key than to run): the customer's
+# merge group, then the id of every event on its streams, marked 0 and 1.
+_GROUP = group_query().cte("memory_group")
+_GROUP_AND_IDS = union_all(
+    select(literal(0).label("written"), _GROUP.c.id),
+    select(literal(1), t.events.c.id).where(t.events.c.stream.in_(select(_GROUP.c.id))),
+)
+
+
 class Memory:
     """Customer memory on Chroma: writes from the projection, hybrid recall, retention, forgetting."""
 
@@ -204,15 +213,9 @@ class Memory:
         """aliases(customer_id) and written_ids of them, in one statement (recall's first read)."""
         if self.engine is None:
             return [customer_id], None
-        e = t.events.c
-        group = group_query().cte("memory_group")
-        both = union_all(
-            select(literal(0).label("written"), group.c.id),
-            select(literal(1), e.id).where(e.stream.in_(select(group.c.id))),
-        )
         aliases, written = [customer_id], []
         with self.engine.connect() as connection:
-            for is_event, value in connection.execute(both, {"customer_id": customer_id}):
+            for is_event, value in connection.execute(_GROUP_AND_IDS, {"customer_id": customer_id}):
                 if is_event:
                     written.append(memory_id(value))
                 elif value != customer_id:
