@@ -15,6 +15,7 @@ from jobs.scheduler import FileLeaderLock, PostgresLeaderLock, Scheduler, Task, 
 from store import events as ev
 from store import tables as t
 from store.uow import EventStore
+from tests.integration.jobs_harness import wait_for
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -217,6 +218,10 @@ def test_a_leader_whose_database_session_died_notices_and_leads_again(pg_url: st
         admin_dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
         with psycopg.connect(admin_dsn, autocommit=True) as admin:  # what a server restart does to it
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            # pg_terminate_backend only signals; the session (and its advisory lock) is gone once the
+            # backend has exited, which on a busy machine takes a moment.
+            query = "SELECT 1 FROM pg_stat_activity WHERE pid = %s"
+            wait_for(lambda: not admin.execute(query, (pid,)).fetchone(), 10, "the terminated session to end")
         assert b.try_acquire(), "the lock went with the dead session: another scheduler may lead"
         assert not a.try_acquire(), "and the old leader knows it does not lead any more"
         b.release()
