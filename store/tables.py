@@ -18,6 +18,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -404,4 +405,31 @@ telegram_edits = Table(
     Column("status", String(16), nullable=False),  # prompted | drafted | approved | cancelled
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_telegram_edits_prompt", "chat_id", "prompt_message_id", unique=True),
+)
+
+# ---- Memory (issue 19) ---------------------------------------------------------------------------
+# What a one-customer recall ranks and filters on, for every memory in a hot Chroma collection
+# (store.memory.vectors): indexed by customer, so recall reads ~100 rows instead of asking Chroma, whose
+# metadata filter scans the collection. A mirror of the collection, not a projection of the log.
+memory_vectors = Table(
+    "memory_vectors",
+    metadata,
+    Column("collection", String(63), primary_key=True),  # the Chroma collection (one per model)
+    Column("id", String(80), primary_key=True),  # memory id: event id#chunk
+    Column("customer_id", String(64), nullable=False),  # the stream the memory was written under
+    Column("kind", String(16), nullable=False),
+    Column("occurred_us", BigInteger, nullable=False),  # microseconds since 1970, UTC
+    Column("position", BigInteger, nullable=False),
+    Column("chunk", Integer, nullable=False),
+    Column("vector", LargeBinary, nullable=False),  # float32, little-endian
+    Index("ix_memory_vectors_customer", "collection", "customer_id"),
+)
+
+# Collections whose memory_vectors rows are complete (written since the collection was empty, or filled
+# from it once); recall reads the rows only for these.
+memory_vector_sets = Table(
+    "memory_vector_sets",
+    metadata,
+    Column("collection", String(63), primary_key=True),
+    Column("complete_at", DateTime(timezone=True), nullable=False),
 )

@@ -7,6 +7,7 @@ the Chroma write and the position update, or a full replay all end in the same c
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ from store.memory.records import MemoryRecord, memory_id
 if TYPE_CHECKING:
     from store.memory.service import Memory
     from store.uow import EventStore
+
+log = logging.getLogger(__name__)
 
 PROJECTION_NAME = "memory"
 # Records embedded and upserted per Chroma call: bounds the worker's memory on a long replay while
@@ -105,6 +108,7 @@ class MemoryProjection:
 
     def catch_up(self, store: EventStore) -> int:
         """Apply every event after the recorded position, in order; returns the events applied."""
+        self._mirror_vectors()
         applied = 0
         after = self.position()
         for batch in _batches(store.read_all(after=after, batch=WRITE_BATCH), WRITE_BATCH):
@@ -113,6 +117,25 @@ class MemoryProjection:
                 set_position(connection, batch[-1].position)
             applied += len(batch)
         return applied
+
+    def _mirror_vectors(self) -> None:
+        """Once, for a collection written before the rows beside the log existed: copy it there."""
+        index = self.memory.vectors
+        if index is None or index.complete():
+            return
+        if not int(self.memory.hot.count()):
+            index.mark_complete()
+            return
+        log.info("memory: copying the vectors of %s beside the log (once)", index.collection)
+        reported = [0]
+
+        def progress(copied: int) -> None:
+            if copied - reported[0] >= 50_000:
+                log.info("memory: %d vectors copied", copied)
+                reported[0] = copied
+
+        copied = self.memory.backfill_vectors(progress)
+        log.info("memory: %d vectors copied; recall reads them from now on", copied)
 
     def rebuild(self, store: EventStore) -> int:
         """Empty the collections and apply the whole log again (`crm replay --memory`)."""

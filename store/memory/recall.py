@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ from store.memory.records import (
 
 if TYPE_CHECKING:
     from store.memory.service import Memory
+    from store.memory.vectors import VectorIndex
 
 logger = logging.getLogger(__name__)
 
@@ -153,14 +154,20 @@ def recall(
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
-    customer_ids, first = (
-        memory.aliases_and_written_ids(customer_id) if customer_id is not None else (None, None)
-    )
+    index = memory.ranking_index() if customer_id is not None else None
     raw = query_embedding if query_embedding is not None else memory.embedder([query])[0]
     embedding = [float(x) for x in raw]
     ranked = None
-    if customer_ids is not None:
+    if index is not None and customer_id is not None:
+        rows = index.candidates(customer_id, kinds, since, until)
+        customer_ids: list[str] | None = rows.aliases
+        test = functools.partial(_passes, allowed=set(rows.aliases), kinds=kinds, since=since, until=until)
+        ranked = _top(memory, embedding, rows.ids, rows.vectors, test, limit)
+    elif customer_id is not None:
+        customer_ids, first = memory.aliases_and_written_ids(customer_id)
         ranked = _exact(memory, embedding, customer_ids, first, kinds, since, until, limit)
+    else:
+        customer_ids = None
     if ranked is None:
         found = memory.hot.query(
             query_embeddings=[embedding],
@@ -219,18 +226,31 @@ def _exact(
     ids = candidates["ids"]
     if len(ids) > EXACT_MAX:
         return None
+    return _top(memory, embedding, ids, candidates["embeddings"], test, limit)
+
+
+def _top(
+    memory: Memory,
+    embedding: Sequence[float],
+    ids: Sequence[str],
+    vectors: Any,
+    test: Callable[[dict[str, Any]], bool] | None,
+    limit: int,
+) -> list[tuple[MemoryRecord, float]]:
+    """The `limit` best of these memories by their vectors whose metadata passes test, with texts."""
     if not ids:
         return []
     # float64, so a memory's rounded score does not depend on which others are ranked with it: float32
     # products differ in the 7th digit with the shape of the matrix, enough to change the 6th decimal.
-    vectors = np.asarray(candidates["embeddings"], dtype=np.float64)
+    matrix = np.asarray(vectors, dtype=np.float64)
     query = np.asarray(embedding, dtype=np.float64)
-    scores = vectors @ (query / max(float(np.linalg.norm(query)), 1e-12))
+    scores = matrix @ (query / max(float(np.linalg.norm(query)), 1e-12))
     # Highest score first; ties by id so the order never depends on storage order.
     order = sorted(range(len(ids)), key=lambda i: (-float(scores[i]), ids[i]))
     ranked: list[tuple[MemoryRecord, float]] = []
     start, size = 0, limit
     # The best few usually pass the filter; read further, in growing slices, only when they do not.
+    # A memory Chroma no longer holds (archived or forgotten since its id was read) is not found.
     while start < len(order) and len(ranked) < limit:
         part = [ids[i] for i in order[start : start + size]]
         found = memory.hot.get(ids=part, include=["documents", "metadatas"])
@@ -246,6 +266,9 @@ def _exact(
 
 def latest_summary(memory: Memory, customer_ids: Sequence[str]) -> MemoryRecord | None:
     """The newest roll-up of these customers (exact filter, no embedding)."""
+    index = memory.ranking_index()
+    if index is not None:
+        return next(iter(_newest(memory, index, customer_ids, ["summary"], 1)), None)
     found = customer_memories(memory, customer_ids, kinds=["summary"], include=["documents", "metadatas"])
     records = [
         MemoryRecord.from_chroma(i, d, m)
@@ -285,6 +308,9 @@ def context_memories(memory: Memory, customer_id: str, query: str, budget_chars:
 
 
 def _most_recent(memory: Memory, customer_ids: Sequence[str], limit: int) -> list[Recalled]:
+    index = memory.ranking_index()
+    if index is not None:
+        return [Recalled.of(r, 0.0) for r in _newest(memory, index, customer_ids, RAW_KINDS, limit)]
     found = customer_memories(memory, customer_ids, kinds=RAW_KINDS, include=["documents", "metadatas"])
     records = [
         MemoryRecord.from_chroma(i, d, m)
@@ -293,3 +319,23 @@ def _most_recent(memory: Memory, customer_ids: Sequence[str], limit: int) -> lis
     # Chunks of one event share its time and position: first chunk first, whatever the storage order.
     records.sort(key=lambda r: (r.occurred_at, r.position, -r.chunk), reverse=True)
     return [Recalled.of(r, 0.0) for r in records[:limit]]
+
+
+def _newest(
+    memory: Memory, index: VectorIndex, customer_ids: Sequence[str], kinds: Sequence[Kind], limit: int
+) -> list[MemoryRecord]:
+    """The `limit` newest memories of these kinds, newest first, by the rows beside the log; asks for
+    more when Chroma no longer holds some of them (archived or forgotten since)."""
+    asked = limit
+    while True:
+        ids = index.newest(customer_ids, asked, kinds)
+        found = memory.hot.get(ids=ids, include=["documents", "metadatas"]) if ids else None
+        by_id = (
+            {i: (d, m) for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)}
+            if found
+            else {}
+        )
+        records = [MemoryRecord.from_chroma(i, *by_id[i]) for i in ids if i in by_id]
+        if len(records) >= limit or len(ids) < asked:
+            return records[:limit]
+        asked *= 4

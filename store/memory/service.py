@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,8 +13,10 @@ from sqlalchemy import Engine, literal, select, union_all
 from store import tables as t
 from store.memory import client as chroma
 from store.memory.embeddings import Embedder, MiniLMEmbedding, OpenAIEmbedding
+from store.memory.extract import EXTRACTORS
 from store.memory.projection import MemoryProjection
 from store.memory.records import Kind, MemoryRecord, Recalled, memory_id
+from store.memory.vectors import VectorIndex
 from store.settings import Settings
 from store.slice import group_query
 
@@ -70,6 +72,7 @@ class Memory:
         self.settings = settings or Settings(_env_file=None)
         self._client: Any = None
         self._collections: dict[str, Any] = {}
+        self._vectors: VectorIndex | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: Engine | None = None) -> Memory:
@@ -110,6 +113,21 @@ class Memory:
         return self.collection(chroma.ARCHIVE)
 
     @property
+    def vectors(self) -> VectorIndex | None:
+        """The hot collection's rows beside the log (store.memory.vectors); None without a database."""
+        if self.engine is None:
+            return None
+        if self._vectors is None:
+            name = chroma.collection_name(self.namespace + chroma.HOT, self.embedder.model_id)
+            self._vectors = VectorIndex(self.engine, name)
+        return self._vectors
+
+    def ranking_index(self) -> VectorIndex | None:
+        """The rows recall ranks a customer's memories on, once they mirror the whole collection."""
+        index = self.vectors
+        return index if index is not None and index.complete() else None
+
+    @property
     def projection(self) -> MemoryProjection:
         if self.engine is None:
             raise RuntimeError("the memory projection needs the database engine")
@@ -122,6 +140,8 @@ class Memory:
             if name in {c.name for c in self.client.list_collections()}:
                 self.client.delete_collection(name)
         self._collections.clear()
+        if self.vectors is not None:
+            self.vectors.clear()
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -130,18 +150,23 @@ class Memory:
         if not records:
             return
         documents = [r.text for r in records]
+        embeddings = self.embedder(documents)
         self.hot.upsert(
             ids=[r.id for r in records],
             documents=documents,
             metadatas=[r.metadata() for r in records],
-            embeddings=self.embedder(documents),
+            embeddings=embeddings,
         )
+        if self.vectors is not None:
+            self.vectors.upsert(records, embeddings)
 
     def archive_ids(self, ids: list[str]) -> int:
         """Move these memories (with their vectors) from the hot collection to the archive."""
         found = self.hot.get(ids=ids, include=["documents", "metadatas", "embeddings"])
         if not found["ids"]:
             return 0
+        if self.vectors is not None:
+            self.vectors.delete_ids(found["ids"])
         self.archive.upsert(
             ids=found["ids"],
             documents=found["documents"],
@@ -155,6 +180,8 @@ class Memory:
         """Remove every memory (hot and archived) of these customer ids; returns how many."""
         removed = 0
         where = {"customer_id": {"$in": list(customer_ids)}}
+        if self.vectors is not None:
+            self.vectors.delete_customers(customer_ids)
         for collection in (self.hot, self.archive):
             while True:
                 ids = collection.get(where=where, limit=PAGE, include=[])["ids"]
@@ -190,6 +217,46 @@ class Memory:
         if self.engine is not None:
             self.projection.catch_up(store)
         return removed
+
+    def backfill_vectors(self, progress: Callable[[int], None] | None = None) -> int:
+        """Copy what recall ranks on into the rows beside the log, for a collection written before
+        they existed, then mark them complete; returns the memories copied.
+
+        The log names every memory (the projection keys each by its event's id), so the copy walks the
+        events that can leave one and looks their ids up: a memory archived or forgotten meanwhile is
+        at worst copied after its row was removed, and recall skips a row whose text Chroma lost.
+        """
+        from store.memory.recall import held
+
+        index = self.vectors
+        if index is None or self.engine is None:
+            return 0
+        e = t.events.c
+        kinds = sorted(EXTRACTORS)
+        copied, after = 0, 0
+        while True:
+            with self.engine.connect() as connection:
+                page = connection.execute(
+                    select(e.position, e.id)
+                    .where(e.position > after, e.type.in_(kinds))
+                    .order_by(e.position)
+                    .limit(PAGE)
+                ).all()
+            if not page:
+                break
+            after = page[-1].position
+            found = held(self, [memory_id(row.id) for row in page], ["metadatas", "embeddings"])
+            if found["ids"]:
+                records = [
+                    MemoryRecord.from_chroma(i, None, m)
+                    for i, m in zip(found["ids"], found["metadatas"], strict=True)
+                ]
+                index.upsert(records, found["embeddings"])
+                copied += len(records)
+            if progress is not None:
+                progress(copied)
+        index.mark_complete()
+        return copied
 
     # -- reads ------------------------------------------------------------------------------------
 
