@@ -12,7 +12,8 @@ from alembic import command
 from alembic.config import Config
 from psycopg import sql
 from psycopg.pq import PipelineStatus
-from sqlalchemy import Connection, Engine, Table, create_engine, event, insert
+from sqlalchemy import ColumnElement, Connection, Engine, Table, any_, bindparam, create_engine, event, insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -138,6 +139,16 @@ def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]
         raise DBAPIError.instance(
             None, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost
         ) from exc
+
+
+def one_of(column: ColumnElement[Any], name: str, dialect: str) -> ColumnElement[bool]:
+    """`column IN` the list bound as `name`. On Postgres `= ANY` one array parameter: the statement's
+    SQL is the same whatever the list's length, so neither SQLAlchemy (which renders an expanding IN
+    anew for each execution) nor psycopg (which parses a long query anew, and never caches it) pays
+    per element; a batch's lists have hundreds. Elsewhere an expanding IN."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
 
 
 def end_failed_commit(connection: Connection) -> None:
