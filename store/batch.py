@@ -28,7 +28,7 @@ from store import events as ev
 from store import log
 from store import tables as t
 from store.db import insert_rows, one_of
-from store.identity import DOMAIN_MATCHES, IdentityLookup, company_domain, normalise_name, strong_keys
+from store.identity import DOMAIN_MATCHES, IdentityLookup, company_domain, normalise_name
 from store.log import storable_key
 from store.state import BatchState
 from store.uow import Appended, Transaction
@@ -158,7 +158,7 @@ class BatchTransaction(Transaction):
         refs = [
             signal.customer for key, (_, signal) in zip(keys, signals, strict=True) if key not in self.known
         ]
-        contacts = {ref: strong_keys(ref, self.phone_region) for ref in refs}
+        contacts = {ref: self.strong_keys(ref) for ref in refs}
         wanted = {(key.kind, key.value) for found in contacts.values() for key in found}
         rows = self._contact_rows(wanted)
         owners = {row["customer_id"] for row in rows}
