@@ -15,7 +15,7 @@ from sqlalchemy import JSON, Connection, Table, and_, bindparam, delete, insert,
 from sqlalchemy.dialects import postgresql, sqlite
 
 from store import tables as t
-from store.db import pipelined
+from store.db import pipelined, upsert_rows
 
 Row = dict[str, Any]
 TABLES: dict[str, Table] = {table.name: table for table in t.PROJECTION_TABLES}
@@ -421,15 +421,20 @@ class BatchState(SqlState):
         return rows
 
     def flush(self) -> None:
-        """Write every pending row (an executemany per table and set of columns), then what SqlState holds."""
-        for table, pending in self._pending.items():
-            groups: dict[tuple[str, ...], list[Row]] = {}
-            for row in pending.values():
-                groups.setdefault(tuple(row), []).append(row)
-            for columns, rows in groups.items():
-                self.connection.execute(_upsert(self._dialect, table, columns), rows)
-            pending.clear()
-        super().flush()
+        """Write every pending row (an upsert of many rows per table and set of columns; on SQLite an
+        executemany), then what SqlState holds: one round trip on Postgres."""
+        with pipelined(self.connection):
+            for table, pending in self._pending.items():
+                groups: dict[tuple[str, ...], list[Row]] = {}
+                for row in pending.values():
+                    groups.setdefault(tuple(row), []).append(row)
+                for columns, rows in groups.items():
+                    if self._dialect == "postgresql":
+                        upsert_rows(self.connection, TABLES[table], rows)
+                    else:
+                        self.connection.execute(_upsert(self._dialect, table, columns), rows)
+                pending.clear()
+            super().flush()
 
     def _keep(self, table: str, row: Row) -> None:
         pk = tuple(row[name] for name in primary_key(table))
