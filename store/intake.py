@@ -90,9 +90,20 @@ _MARK_ALL = text(
     " AS marked(row_id, at, event) WHERE intake.id = marked.row_id"
 )
 
-# Which of the rows bound as `ids` are still to be sequenced, in staging order.
+# Which of the rows bound as `ids` are still to be sequenced, in staging order: what recording them reads.
 _UNSEQUENCED = {
-    dialect: select(t.intake).where(one_of(_IN.id, "ids", dialect), _IN.position.is_(None)).order_by(_IN.id)
+    dialect: select(
+        _IN.id,
+        _IN.idempotency_key,
+        _IN.event_id,
+        _IN.type,
+        _IN.source,
+        _IN.occurred_at,
+        _IN.signal,
+        _IN.staged_at,
+    )
+    .where(one_of(_IN.id, "ids", dialect), _IN.position.is_(None))
+    .order_by(_IN.id)
     for dialect in ("postgresql", "sqlite")
 }
 
