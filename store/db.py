@@ -14,7 +14,18 @@ from alembic import command
 from alembic.config import Config
 from psycopg import sql
 from psycopg.pq import PipelineStatus
-from sqlalchemy import ColumnElement, Connection, Engine, Table, any_, bindparam, create_engine, event, insert
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    String,
+    Table,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    insert,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
@@ -205,7 +216,10 @@ def one_of(column: ColumnElement[Any], name: str, dialect: str) -> ColumnElement
     anew for each execution) nor psycopg (which parses a long query anew, and never caches it) pays
     per element; a batch's lists have hundreds. Elsewhere an expanding IN."""
     if dialect == "postgresql":
-        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+        # A string's array without the column's length: a cast to VARCHAR(n) would cut a longer value
+        # to n characters, and it could then match a row holding its first n.
+        element = String() if isinstance(column.type, String) else column.type
+        return column == any_(bindparam(name, type_=ARRAY(element)))
     return column.in_(bindparam(name, expanding=True))
 
 

@@ -1,5 +1,6 @@
-"""store.db.upsert_rows (a batch's projection rows in one multi-row statement) writes what an executemany
-of the single-row upsert (store.state, SqlState.put) writes, and fails as SQLAlchemy's statements do."""
+"""The statements a batch sends in bulk (store.db). upsert_rows (a batch's projection rows in one multi-row
+statement) writes what an executemany of the single-row upsert (store.state, SqlState.put) writes, and
+fails as SQLAlchemy's statements do; one_of (a list bound as one array on Postgres) finds what IN finds."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Connection, MetaData, String, Table, select
+from sqlalchemy import Column, Connection, MetaData, String, Table, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from store import db
 from store import tables as t
-from store.db import make_engine, pipelined, upsert_rows
+from store.db import make_engine, one_of, pipelined, upsert_rows
 from store.state import _upsert
 
 AT = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -103,3 +104,22 @@ def test_a_row_the_table_refuses_fails_the_statement_as_sqlalchemys_error(connec
         upsert_rows(connection, t.customers, [customer(1), customer(2, stage=None)])
     with connection.begin():  # the connection is usable again
         assert connection.execute(select(t.customers)).all() == []
+
+
+def test_a_list_bound_as_one_array_matches_whole_values_only(db_url: str) -> None:
+    engine = make_engine(db_url)
+    widest = "cus_" + "a" * 60  # as wide as the column
+    with engine.begin() as connection:
+        connection.execute(insert(t.customers), [customer(1, id=widest), customer(2)])
+        query = select(t.customers.c.id).where(one_of(t.customers.c.id, "ids", connection.dialect.name))
+        found = {
+            tuple(ids): sorted(connection.execute(query, {"ids": ids}).scalars())
+            for ids in ([widest], [widest + "zz"], [widest + "zz", "cus_0002"], [])
+        }
+    engine.dispose()
+    assert found == {
+        (widest,): [widest],
+        (widest + "zz",): [],  # not cut to the column's width, so not taken for the row it starts like
+        (widest + "zz", "cus_0002"): ["cus_0002"],
+        (): [],
+    }
