@@ -19,16 +19,16 @@ of the events fails, and store.intake records the batch's rows one at a time ins
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, bindparam, func, or_, select
 
 from store import events as ev
 from store import log
 from store import tables as t
-from store.db import insert_rows
-from store.identity import DOMAIN_MATCHES, IdentityLookup, company_domain, normalise_name, strong_keys
+from store.db import insert_rows, one_of
+from store.identity import DOMAIN_MATCHES, IdentityLookup, company_domain, normalise_name
 from store.log import storable_key
 from store.state import BatchState
 from store.uow import Appended, Transaction
@@ -76,8 +76,12 @@ class BatchLookup:
             if len(head) < DOMAIN_MATCHES or set(head) <= set(canonical):
                 return canonical[:limit]
         self.state.flush()
-        query = select(t.customers).where(_CUSTOMERS.id.in_(_head_ids([domain], max(limit, DOMAIN_MATCHES))))
-        found = [dict(row._mapping) for row in self.state.connection.execute(query)]
+        connection = self.state.connection
+        query = _READS[connection.dialect.name]["heads"]
+        found = [
+            dict(row._mapping)
+            for row in connection.execute(query, {"domains": [domain], "limit": max(limit, DOMAIN_MATCHES)})
+        ]
         self.state.load("customers", found)
         self.know_heads(found, [domain])
         return self._canonical(found)[:limit]
@@ -97,17 +101,41 @@ class BatchLookup:
         return sorted(row["id"] for row in rows if row["merged_into"] is None)
 
 
-def _head_ids(domains: Collection[str], limit: int = DOMAIN_MATCHES) -> Select[Any]:
-    """The ids of the oldest `limit` canonical customers at each of these domains, in one query."""
+def _head_ids(dialect: str) -> Select[Any]:
+    """The ids of the oldest `limit` canonical customers at each of the `domains`, in one query."""
     ranked = (
         select(
             _CUSTOMERS.id,
             func.row_number().over(partition_by=_CUSTOMERS.domain, order_by=_CUSTOMERS.id).label("rank"),
         )
-        .where(_CUSTOMERS.domain.in_(domains), _CUSTOMERS.merged_into.is_(None))
+        .where(one_of(_CUSTOMERS.domain, "domains", dialect), _CUSTOMERS.merged_into.is_(None))
         .subquery()
     )
-    return select(ranked.c.id).where(ranked.c.rank <= limit)
+    return select(ranked.c.id).where(ranked.c.rank <= bindparam("limit"))
+
+
+def _prepare_reads(dialect: str) -> dict[str, Select[Any]]:
+    """`prepare`'s reads, built once: the log's events with the `keys`; the contact points of every
+    customer holding one of the `kinds` with one of the `values`; the customers with an id among
+    the `owners`, a name key among the `names`, or among the head customers of the `domains`."""
+    holders = select(_CONTACTS.customer_id).where(
+        one_of(_CONTACTS.kind, "kinds", dialect), one_of(_CONTACTS.value, "values", dialect)
+    )
+    return {
+        "events": select(t.events).where(one_of(_EVENTS.idempotency_key, "keys", dialect)),
+        "contacts": select(t.contact_points).where(_CONTACTS.customer_id.in_(holders.scalar_subquery())),
+        "customers": select(t.customers).where(
+            or_(
+                one_of(_CUSTOMERS.id, "owners", dialect),
+                one_of(_CUSTOMERS.name_key, "names", dialect),
+                _CUSTOMERS.id.in_(_head_ids(dialect)),
+            )
+        ),
+        "heads": select(t.customers).where(_CUSTOMERS.id.in_(_head_ids(dialect))),
+    }
+
+
+_READS = {dialect: _prepare_reads(dialect) for dialect in ("postgresql", "sqlite")}
 
 
 class BatchTransaction(Transaction):
@@ -124,12 +152,13 @@ class BatchTransaction(Transaction):
     def prepare(self, signals: list[tuple[str, ev.Signal]]) -> None:
         """Load what recording these (idempotency key, signal) pairs reads, in three queries."""
         keys = [storable_key(key) for key, _ in signals]
-        for row in self.connection.execute(select(t.events).where(_EVENTS.idempotency_key.in_(keys))):
+        reads = _READS[self.connection.dialect.name]
+        for row in self.connection.execute(reads["events"], {"keys": keys}):
             self.known[row.idempotency_key] = log.to_event(row._mapping)
         refs = [
             signal.customer for key, (_, signal) in zip(keys, signals, strict=True) if key not in self.known
         ]
-        contacts = {ref: strong_keys(ref, self.phone_region) for ref in refs}
+        contacts = {ref: self.strong_keys(ref) for ref in refs}
         wanted = {(key.kind, key.value) for found in contacts.values() for key in found}
         rows = self._contact_rows(wanted)
         owners = {row["customer_id"] for row in rows}
@@ -150,16 +179,15 @@ class BatchTransaction(Transaction):
             if key.kind == "email" and (domain := company_domain(key.value))
         }
         # The customers involved: the keys' owners, and those a new customer could be a duplicate of.
-        wanted_customers = []
-        if owners:
-            wanted_customers.append(_CUSTOMERS.id.in_(owners))
-        if names:
-            wanted_customers.append(_CUSTOMERS.name_key.in_(names))
-        if domains:
-            wanted_customers.append(_CUSTOMERS.id.in_(_head_ids(domains)))
-        if wanted_customers:
-            query = select(t.customers).where(or_(*wanted_customers))
-            found = [dict(row._mapping) for row in self.connection.execute(query)]
+        if owners or names or domains:
+            wanted_customers = {
+                "owners": list(owners),
+                "names": list(names),
+                "domains": list(domains),
+                "limit": DOMAIN_MATCHES,
+            }
+            result = self.connection.execute(reads["customers"], wanted_customers)
+            found = [dict(row._mapping) for row in result]
             self.state.load(
                 "customers",
                 found,
@@ -178,9 +206,9 @@ class BatchTransaction(Transaction):
             return []
         kinds = sorted({kind for kind, _ in wanted})
         values = sorted({value for _, value in wanted})
-        holders = select(_CONTACTS.customer_id).where(_CONTACTS.kind.in_(kinds), _CONTACTS.value.in_(values))
-        query = select(t.contact_points).where(_CONTACTS.customer_id.in_(holders.scalar_subquery()))
-        return [dict(row._mapping) for row in self.connection.execute(query)]
+        query = _READS[self.connection.dialect.name]["contacts"]
+        result = self.connection.execute(query, {"kinds": kinds, "values": values})
+        return [dict(row._mapping) for row in result]
 
     def append(self, new: ev.NewEvent, dispatch: bool = True) -> Appended:
         """As Transaction's: the key looked up (in memory), the event written at commit."""

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from psycopg import sql
 from psycopg.pq import PipelineStatus
-from sqlalchemy import Connection, Engine, Table, create_engine, event, insert
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    String,
+    Table,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    insert,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -114,11 +128,7 @@ def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]
         connection.execute(insert(table), rows)
         return
     assert all(column.default is None for column in table.columns if column.name not in names)
-    processors = [
-        (index, processor)
-        for index, name in enumerate(names)
-        if (processor := table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
-    ]
+    processors = _bind_processors(connection, table, names)
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, names))
     )
@@ -138,6 +148,79 @@ def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]
         raise DBAPIError.instance(
             None, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost
         ) from exc
+
+
+# The most parameters Postgres takes in one statement (its wire protocol counts them in 16 bits).
+MAX_PARAMETERS = 65_535
+
+
+def upsert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Postgres: write rows that all have the same columns, each inserted or, when its primary key is
+    taken, updating that row's other columns given (INSERT … ON CONFLICT (key) DO UPDATE), in one
+    multi-row statement (per MAX_PARAMETERS), in a pipelined block. The rows' keys must differ: one
+    statement cannot update a row twice. Writes what an executemany of the single-row upsert would,
+    values converted alike (the columns' bind processors), for a fraction of its client CPU: one
+    statement with positional parameters, sent past SQLAlchemy and psycopg's query parsing, instead of
+    a statement and its parameters per row."""
+    names = tuple(rows[0])
+    processors = _bind_processors(connection, table, names)
+    per_statement = MAX_PARAMETERS // len(names)
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    with pipelined(connection), psycopg.RawCursor(driver) as cursor:
+        for start in range(0, len(rows), per_statement):
+            part = rows[start : start + per_statement]
+            parameters: list[Any] = []
+            for row in part:
+                values = [row[name] for name in names]
+                for index, processor in processors:
+                    values[index] = processor(values[index])
+                parameters += values
+            cursor.execute(_multi_row_upsert(table, names, len(part)), parameters)
+
+
+def _bind_processors(connection: Connection, table: Table, names: Sequence[str]) -> list[tuple[int, Any]]:
+    """(index in names, processor) for the columns whose values SQLAlchemy converts before sending."""
+    dialect = connection.dialect
+    return [
+        (index, processor)
+        for index, name in enumerate(names)
+        if (processor := table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
+    ]
+
+
+@functools.lru_cache(maxsize=512)
+def _multi_row_upsert(table: Table, names: tuple[str, ...], count: int) -> bytes:
+    """INSERT INTO table (names) VALUES ($1, …), … (count rows) ON CONFLICT (primary key) DO UPDATE SET
+    each other column to the value given (DO NOTHING when there is none), as psycopg's raw cursor takes it."""
+    keys = [column.name for column in table.primary_key.columns]
+    width = len(names)
+    rows = ", ".join(
+        "(" + ", ".join(f"${row * width + column}" for column in range(1, width + 1)) + ")"
+        for row in range(count)
+    )
+    updated = [name for name in names if name not in keys]
+    action = (
+        "DO UPDATE SET " + ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in updated)
+        if updated
+        else "DO NOTHING"
+    )
+    columns = ", ".join(f'"{name}"' for name in names)
+    conflict = ", ".join(f'"{name}"' for name in keys)
+    return f'INSERT INTO "{table.name}" ({columns}) VALUES {rows} ON CONFLICT ({conflict}) {action}'.encode()
+
+
+def one_of(column: ColumnElement[Any], name: str, dialect: str) -> ColumnElement[bool]:
+    """`column IN` the list bound as `name`. On Postgres `= ANY` one array parameter: the statement's
+    SQL is the same whatever the list's length, so neither SQLAlchemy (which renders an expanding IN
+    anew for each execution) nor psycopg (which parses a long query anew, and never caches it) pays
+    per element; a batch's lists have hundreds. Elsewhere an expanding IN."""
+    if dialect == "postgresql":
+        # A string's array without the column's length: a cast to VARCHAR(n) would cut a longer value
+        # to n characters, and it could then match a row holding its first n.
+        element = String() if isinstance(column.type, String) else column.type
+        return column == any_(bindparam(name, type_=ARRAY(element)))
+    return column.in_(bindparam(name, expanding=True))
 
 
 def end_failed_commit(connection: Connection) -> None:

@@ -118,8 +118,11 @@ def normalise_name(value: str | None) -> str | None:
     """Case-, accent- and space-insensitive form of a name (`José  Müller` → `jose muller`)."""
     if not value:
         return None
-    decomposed = unicodedata.normalize("NFKD", value)
-    bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    if value.isascii():  # decomposes to itself and has no accents: the common case, skipped cheaply
+        bare = value
+    else:
+        decomposed = unicodedata.normalize("NFKD", value)
+        bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     key = _SPACES.sub(" ", bare).strip().casefold()[:NAME_KEY_LENGTH].rstrip()
     return key or None
 
@@ -178,9 +181,15 @@ class Resolution:
         return self.customer_id is None
 
 
-def resolve(ref: CustomerRef, lookup: IdentityLookup, region: str = "US") -> Resolution:
-    """Apply the module's rules to one customer reference."""
-    keys = strong_keys(ref, region)
+def resolve(
+    ref: CustomerRef,
+    lookup: IdentityLookup,
+    region: str = "US",
+    keys: tuple[ContactPoint, ...] | None = None,
+) -> Resolution:
+    """Apply the module's rules to one customer reference; `keys` its strong_keys, when known already."""
+    if keys is None:
+        keys = strong_keys(ref, region)
     owners: dict[str, ContactPoint] = {}
     held = lookup.owners(keys) if keys else {}
     for key in keys:

@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from store import tables as t
 from store.batch import BatchTransaction
+from store.db import one_of
 from store.events import SIGNAL_TYPES, Signal, new_id, utcnow
 from store.log import storable_key
 from store.uow import EventStore, Transaction
@@ -88,6 +89,23 @@ _MARK_ALL = text(
     " FROM unnest(CAST(:rows AS BIGINT[]), CAST(:ats AS BIGINT[]), CAST(:events AS VARCHAR[]))"
     " AS marked(row_id, at, event) WHERE intake.id = marked.row_id"
 )
+
+# Which of the rows bound as `ids` are still to be sequenced, in staging order: what recording them reads.
+_UNSEQUENCED = {
+    dialect: select(
+        _IN.id,
+        _IN.idempotency_key,
+        _IN.event_id,
+        _IN.type,
+        _IN.source,
+        _IN.occurred_at,
+        _IN.signal,
+        _IN.staged_at,
+    )
+    .where(one_of(_IN.id, "ids", dialect), _IN.position.is_(None))
+    .order_by(_IN.id)
+    for dialect in ("postgresql", "sqlite")
+}
 
 
 def _single_statement(engine: Engine) -> AbstractContextManager[Connection]:
@@ -248,9 +266,9 @@ def _sequence_rows(store: EventStore, ids: list[int]) -> tuple[int, dict[int, Ex
     """
     with store.transaction(Transaction if len(ids) == 1 else BatchTransaction) as tx:
         # Read again under the lock: a sequencer in another process may have moved some meanwhile.
-        query = select(t.intake).where(_IN.id.in_(ids), _IN.position.is_(None)).order_by(_IN.id)
+        query = _UNSEQUENCED[tx.connection.dialect.name]
         staged, refused = [], {}
-        for row in tx.connection.execute(query).mappings().all():
+        for row in tx.connection.execute(query, {"ids": ids}).mappings().all():
             try:
                 signal = SIGNAL_TYPES[row["type"]].model_validate(row["signal"])
                 tx.check(signal)

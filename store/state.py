@@ -15,7 +15,7 @@ from sqlalchemy import JSON, Connection, Table, and_, bindparam, delete, insert,
 from sqlalchemy.dialects import postgresql, sqlite
 
 from store import tables as t
-from store.db import pipelined
+from store.db import pipelined, upsert_rows
 
 Row = dict[str, Any]
 TABLES: dict[str, Table] = {table.name: table for table in t.PROJECTION_TABLES}
@@ -340,8 +340,15 @@ class BatchState(SqlState):
         # (table, column) -> value -> primary keys of the known rows holding it; and the (table, column,
         # value) triples for which those are all the rows there are.
         self._index: dict[tuple[str, str], dict[Any, set[tuple[Any, ...]]]] = {}
+        self._indexed: dict[str, list[tuple[str, dict[Any, set[tuple[Any, ...]]]]]] = {
+            name: [] for name in TABLES
+        }
         self._complete: set[tuple[str, str, Any]] = set()
         self._partly_written: set[str] = set()
+        # Per table, looked up once here rather than on each of a batch's tens of thousands of reads and
+        # writes: its primary key's columns and how many columns a whole row has.
+        self._keys = {name: primary_key(name) for name in TABLES}
+        self._widths = {name: len(table.columns) for name, table in TABLES.items()}
 
     def load(
         self,
@@ -366,7 +373,7 @@ class BatchState(SqlState):
         self._complete.add((table, column, value))
 
     def get(self, table: str, **key: Any) -> Row | None:
-        pk = tuple(key[name] for name in primary_key(table))
+        pk = tuple([key[name] for name in self._keys[table]])
         known = self._known[table]
         if pk not in known:
             if pk in self._pending[table]:  # written in part: the table has the whole row
@@ -374,16 +381,18 @@ class BatchState(SqlState):
             found = self.connection.execute(_select(table, tuple(key)), key).first()
             known[pk] = None
             if found is not None:
-                self._keep(table, dict(found._mapping))
+                self._keep(table, dict(found._mapping), pk)
         row = known[pk]
         return dict(row) if row is not None else None
 
     def put(self, table: str, row: Row) -> None:
-        pk = tuple(row[name] for name in primary_key(table))
+        pk = tuple([row[name] for name in self._keys[table]])
         pending = self._pending[table]
-        pending[pk] = {**pending[pk], **row} if pk in pending else dict(row)
-        if len(row) == len(TABLES[table].columns):
-            self._keep(table, row)
+        # One copy serves both: neither a pending nor a known row is changed in place, only replaced.
+        kept = dict(row)
+        pending[pk] = {**pending[pk], **kept} if pk in pending else kept
+        if len(kept) == self._widths[table]:
+            self._keep(table, kept, pk, copy=False)
         else:
             self._forget(table, pk)
 
@@ -421,33 +430,41 @@ class BatchState(SqlState):
         return rows
 
     def flush(self) -> None:
-        """Write every pending row (an executemany per table and set of columns), then what SqlState holds."""
-        for table, pending in self._pending.items():
-            groups: dict[tuple[str, ...], list[Row]] = {}
-            for row in pending.values():
-                groups.setdefault(tuple(row), []).append(row)
-            for columns, rows in groups.items():
-                self.connection.execute(_upsert(self._dialect, table, columns), rows)
-            pending.clear()
-        super().flush()
+        """Write every pending row (an upsert of many rows per table and set of columns; on SQLite an
+        executemany), then what SqlState holds: one round trip on Postgres."""
+        with pipelined(self.connection):
+            for table, pending in self._pending.items():
+                groups: dict[tuple[str, ...], list[Row]] = {}
+                for row in pending.values():
+                    groups.setdefault(tuple(row), []).append(row)
+                for columns, rows in groups.items():
+                    if self._dialect == "postgresql":
+                        upsert_rows(self.connection, TABLES[table], rows)
+                    else:
+                        self.connection.execute(_upsert(self._dialect, table, columns), rows)
+                pending.clear()
+            super().flush()
 
-    def _keep(self, table: str, row: Row) -> None:
-        pk = tuple(row[name] for name in primary_key(table))
-        old = self._known[table].get(pk)
-        for (indexed, column), index in self._index.items():
-            if indexed == table:
-                if old is not None:
-                    index[old[column]].discard(pk)
-                index.setdefault(row[column], set()).add(pk)
-        self._known[table][pk] = dict(row)
+    def _keep(self, table: str, row: Row, pk: tuple[Any, ...] | None = None, *, copy: bool = True) -> None:
+        """Know this whole row (with its primary key when the caller has it; a copy unless told the
+        caller keeps no reference to change)."""
+        if pk is None:
+            pk = tuple([row[name] for name in self._keys[table]])
+        known = self._known[table]
+        old = known.get(pk)
+        for column, index in self._indexed[table]:
+            if old is not None:
+                index[old[column]].discard(pk)
+            index.setdefault(row[column], set()).add(pk)
+        known[pk] = dict(row) if copy else row
 
     def _forget(self, table: str, pk: tuple[Any, ...]) -> None:
         """A row no longer known whole (written in part): it, and every scan of its table, is read from
         the table again. No projector writes part of a row today."""
         old = self._known[table].pop(pk, None)
         self._partly_written.add(table)
-        for (indexed, column), index in self._index.items():
-            if indexed == table and old is not None:
+        for column, index in self._indexed[table]:
+            if old is not None:
                 index[old[column]].discard(pk)
         self._complete = {triple for triple in self._complete if triple[0] != table}
 
@@ -455,6 +472,7 @@ class BatchState(SqlState):
         index = self._index.get((table, column))
         if index is None:
             index = self._index[(table, column)] = {}
+            self._indexed[table].append((column, index))
             for pk, row in self._known[table].items():
                 if row is not None:
                     index.setdefault(row[column], set()).add(pk)

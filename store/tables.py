@@ -43,6 +43,8 @@ class DateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
+        if value.tzinfo is UTC:  # the common case (utcnow, and what this type reads back): as it is
+            return value
         if value.tzinfo is None:
             raise ValueError("naive datetime: pass an aware one (UTC)")
         return value.astimezone(UTC)

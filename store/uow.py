@@ -118,6 +118,10 @@ class Transaction:
     # and whether it moved since it was written: it is written once, at commit, however many events.
     applied: int | None = None
     applied_unsaved: bool = False
+    # A batch asks for a signal's strong keys up to three times (check, prepare, resolution), and
+    # checks it twice (check, record_signal): each is worked out once per transaction.
+    _keys: dict[ev.CustomerRef, tuple[ev.ContactPoint, ...]] = field(default_factory=dict, repr=False)
+    _checked: dict[int, ev.Signal] = field(default_factory=dict, repr=False)  # by id, held so ids stay unique
 
     def __post_init__(self) -> None:
         self.state = SqlState(self.connection, remember=True)
@@ -129,7 +133,15 @@ class Transaction:
         """Raise what record_signal would for a signal that cannot be recorded, before anything is written
         (store.intake leaves such a signal out of its batch)."""
         check_storable(signal)
-        strong_keys(signal.customer, self.phone_region)
+        self.strong_keys(signal.customer)
+        self._checked[id(signal)] = signal
+
+    def strong_keys(self, ref: ev.CustomerRef) -> tuple[ev.ContactPoint, ...]:
+        """store.identity.strong_keys(ref) in this transaction's phone region, normalised once."""
+        keys = self._keys.get(ref)
+        if keys is None:
+            keys = self._keys[ref] = strong_keys(ref, self.phone_region)
+        return keys
 
     def prepare(self, signals: list[tuple[str, ev.Signal]]) -> None:
         """Load up front what recording these (idempotency key, signal) pairs reads; each has passed
@@ -224,7 +236,8 @@ class Transaction:
         if existing is not None:
             return Appended(existing, duplicate=True)
         # Refused here on SQLite too, which would store what Postgres refuses (store.storable).
-        check_storable(signal)
+        if self._checked.get(id(signal)) is not signal:
+            check_storable(signal)
         customer_id = self.resolve_customer(
             signal.customer,
             idempotency_key,
@@ -263,7 +276,7 @@ class Transaction:
 
         Every event written here is keyed off key_base, so retrying the same signal writes nothing new.
         """
-        resolution = resolve(ref, self.lookup(), self.phone_region)
+        resolution = resolve(ref, self.lookup(), self.phone_region, self.strong_keys(ref))
 
         def emit(
             suffix: str,

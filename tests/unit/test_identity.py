@@ -7,12 +7,17 @@ tests/integration/test_store_contract.py and test_replay.py.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from store.events import ContactPoint, CustomerRef
 from store.identity import (
+    NAME_KEY_LENGTH,
     IdentityError,
     company_domain,
     normalise_email,
@@ -131,6 +136,19 @@ def test_what_is_not_a_phone_number_in_the_region_is_refused(raw: str, region: s
 )
 def test_names_compare_without_case_accents_or_extra_spaces(raw: str | None, key: str | None) -> None:
     assert normalise_name(raw) == key
+
+
+def _name_key_in_full(value: str) -> str | None:
+    """normalise_name without its shortcut for ASCII names: every name decomposed, accents dropped."""
+    decomposed = unicodedata.normalize("NFKD", value)
+    bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    key = re.sub(r"\s+", " ", bare).strip().casefold()[:NAME_KEY_LENGTH].rstrip()
+    return key or None
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=300))
+def test_an_ascii_name_skips_decomposition_with_the_same_key(name: str) -> None:
+    assert normalise_name(name) == (_name_key_in_full(name) if name else None)
 
 
 @pytest.mark.parametrize(
