@@ -42,7 +42,7 @@ _SETS = t.memory_vector_sets
 
 def _upsert(dialect: Any) -> Any:
     stmt = dialect.insert(_V)
-    keys = {"collection", "id"}
+    keys = {"collection", "id"}  # ux_memory_vectors_id
     return stmt.on_conflict_do_update(
         index_elements=sorted(keys),
         set_={c.name: stmt.excluded[c.name] for c in _V.c if c.name not in keys},
