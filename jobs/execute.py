@@ -62,6 +62,10 @@ UNDO_POLL_SECONDS = 0.2
 MAX_JOB_WAIT_SECONDS = 5.0
 
 
+class Superseded(Exception):
+    """A newer attempt took the proposal over (this one's lease ran out): this one must not act."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     status: Status
@@ -175,6 +179,9 @@ class Executor:
         except PermanentError as exc:
             payload = sp.ActionFailed(attempt=attempt, error=str(exc), retryable=exc.retryable)
             return self._finish(pid, attempt, "action.failed", payload)
+        except Superseded as exc:  # refused at handover: nothing was sent, the newer attempt owns it
+            log.warning("%s", exc)
+            return Outcome("nothing", str(exc))
         except TransientError as exc:
             msg = f"{exc} (gave up after {self.transient_tries} tries)"
             return self._finish(
@@ -210,12 +217,27 @@ class Executor:
         return result
 
     def _handover(self, request: ActionRequest) -> None:
+        """Record, durably, that this attempt is about to take the irreversible step — only while it
+        is still the proposal's attempt. An attempt that outlived its lease may have been taken over
+        by another worker; it is refused here (Superseded), before it can send a second copy. A retry
+        of the same attempt after a transient failure finds its handover already recorded and goes on.
+        """
         pid, attempt = request.proposal_id, request.attempt
-        self.store.append(
-            lc.on_proposal(
-                pid, "action.handover", sp.ActionHandover(attempt=attempt), f"{pid}:{attempt}:handover"
-            ),
-            dispatch=False,
+
+        def plan(row: dict[str, Any]) -> list[lc.Planned] | None:
+            if row["attempts"] != attempt:
+                return None
+            handover = sp.ActionHandover(attempt=attempt)
+            return [(lc.on_proposal(pid, "action.handover", handover, f"{pid}:{attempt}:handover"), False)]
+
+        handed = lc.transition(self.store, pid, {"executing"}, plan)
+        row = handed.row
+        if handed.won or (row is not None and row["state"] == "executing" and row["attempts"] == attempt):
+            return
+        state = row["state"] if row is not None else "gone"
+        raise Superseded(
+            f"attempt {attempt} of {pid} did not send: the proposal moved on while it waited "
+            f"(now {state}, attempt {row['attempts'] if row is not None else '?'})"
         )
 
     def _handed_over(self, pid: str, attempt: int) -> bool:

@@ -12,11 +12,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+from jobs.connectors.base import ActionRequest, ActionResult, Handover, TransientError
 from jobs.connectors.email import message_id_for
 from jobs.execute import Executor, default_connectors
 from jobs.notify import Notifier
@@ -171,3 +174,72 @@ def test_a_webhook_killed_after_delivery_is_simply_retried(
         keys = [r["key"] for r in receiver.requests]
         assert len(keys) == 2 and keys[0] == keys[1] == f"crm-{pid}"
         assert receiver.effects == [f"crm-{pid}"]
+
+
+class _Stalled:
+    """The real SMTP connector behind a gate: the worker stalls (not killed) after its start, before
+    the handover, as a process paused past its lease would."""
+
+    name = "smtp"
+    dedupes = False
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.waiting = threading.Event()
+        self.gate = threading.Event()
+
+    def run(self, request: ActionRequest, handover: Handover) -> ActionResult:
+        self.waiting.set()
+        assert self.gate.wait(30)
+        return self.inner.run(request, handover)  # type: ignore[no-any-return]
+
+
+def test_a_stalled_worker_taken_over_past_its_lease_does_not_send_a_second_copy(
+    store: EventStore, tmp_path: Path
+) -> None:
+    with SmtpStandin() as smtp:
+        pid, settings, _ = _approved_email(store, tmp_path, smtp)
+        connectors = default_connectors(store, settings, lambda name: None)
+        stalled = _Stalled(connectors["send_email"])
+        first = Executor(store, {**connectors, "send_email": stalled}, transient_tries=1)
+        outcomes: list[Any] = []
+        worker = threading.Thread(target=lambda: outcomes.append(first.execute(pid)))
+        worker.start()
+        assert stalled.waiting.wait(30)
+        assert _later_executor(store, settings).execute(pid).status == "executed"  # attempt 2 sends
+        stalled.gate.set()
+        worker.join(30)
+
+        assert outcomes[0].status == "nothing" and "did not send" in outcomes[0].detail
+        assert len(smtp.messages) == 1
+        handovers = [e.payload.attempt for e in events_of(store, pid, "action.handover")]  # type: ignore[attr-defined]
+        assert handovers == [2]
+        assert row(store, pid)["state"] == "executed" and row(store, pid)["attempts"] == 2
+
+
+def test_a_retry_after_a_transient_failure_past_the_handover_goes_on(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """The handover is a compare-and-set on the attempt, so the same attempt's second try finds its own
+    handover recorded and is let through."""
+
+    class FlakyAfterHandover:
+        name = "flaky"
+        dedupes = False
+        tries = 0
+
+        def run(self, request: ActionRequest, handover: Handover) -> ActionResult:
+            handover()
+            self.tries += 1
+            if self.tries == 1:
+                raise TransientError("the server refused the data with 451; nothing was sent")
+            return ActionResult(reference="sent-on-try-2")
+
+    with SmtpStandin() as smtp:
+        pid, _, _ = _approved_email(store, tmp_path, smtp)
+        connector = FlakyAfterHandover()
+        executor = Executor(store, {"send_email": connector}, sleep=lambda _s: None)
+        outcome = executor.execute(pid)
+        assert outcome.status == "executed" and outcome.detail == "sent-on-try-2"
+        assert connector.tries == 2
+        assert [e.payload.attempt for e in events_of(store, pid, "action.handover")] == [1]  # type: ignore[attr-defined]
