@@ -174,7 +174,10 @@ def test_odd_and_broken_messages_are_recorded_or_reported_and_the_watch_carries_
             run.wait_until("watching")
             append(dovecot, user, "INBOX", message(message_id="<after-the-odd-ones@customer.example>"))
             wait_for(lambda: "<after-the-odd-ones@customer.example>" in message_ids(app), 10, "the good one")
-            taken = dict(run.mailbox.watchers[0].taken)
+            # The watcher counts a message once its record returns, a moment after the log shows it.
+            watcher = run.mailbox.watchers[0]
+            wait_for(lambda: sum(dict(watcher.taken).values()) == len(corpus) + 1, 10, "all counted")
+            taken = dict(watcher.taken)
     finally:
         app.close()
     assert sum(taken.values()) == len(corpus) + 1, taken
