@@ -17,6 +17,11 @@ from the first enqueue to the last result.
 Baseline, in the same run: the same connector object's `run` called `--n` times by 2 threads with no
 log, no queue, no checkpoints (for SMTP: the same kept sessions, one per thread, and every email
 built and sent in full); the ratio says what exactly-once bookkeeping costs on top.
+
+A backlog is executed in batches (jobs/execute.py: up to 1 + BATCH_MORE actions started in one
+transaction); the latency phase, below saturation, runs one action at a time. The last table runs
+one worker back to back over `--n` approved proposals with no queue, the no-op connector, batches
+off (the baseline) and on, and gives the client CPU per action.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from bot.bootstrap import App
 from bot.commands import Actor, Commands
 from jobs.connectors.base import ActionRequest, ActionResult, Handover
 from jobs.context import install, uninstall
-from jobs.execute import Executor, default_connectors, schedule_execution
+from jobs.execute import BATCH_MORE, Executor, default_connectors, schedule_execution
 from jobs.inprocess import InProcessJobQueue
 from store import events as ev
 from store import lifecycle as lc
@@ -225,6 +230,32 @@ def run_mode(mode: str, n: int, rate: float) -> dict[str, Any]:
         database.drop()
 
 
+def back_to_back(n: int, batch_more: int) -> dict[str, float]:
+    """One worker executing n approved proposals in a loop, no queue: wall and CPU ms per action."""
+    database = Database()
+    engine = make_engine(database.url, pool_size=10)
+    try:
+        migrate(engine)
+        store = EventStore(engine)
+        settings = load_settings(
+            _env_file=None, DATABASE_URL=database.url, OPERATORS="terminal:bench", UNDO_WINDOW_SECONDS=0
+        )
+        executor = Executor(store, {"send_email": NoopConnector()}, batch_more=batch_more)
+        pids = proposals(store, n, "loop")
+        commands = Commands(store, settings, schedule_execution=lambda pid, row: None)
+        for pid in pids:
+            assert commands.approve(OPERATOR, pid).ok
+        began, cpu = time.perf_counter(), time.process_time()
+        for pid in pids:
+            executor.execute(pid)
+        wall, cpu = time.perf_counter() - began, time.process_time() - cpu
+        wait_until_done(store, pids, timeout=5)
+        return {"wall_ms": wall / n * 1000, "cpu_ms": cpu / n * 1000}
+    finally:
+        engine.dispose()
+        database.drop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300, help="proposals per phase and mode")
@@ -246,6 +277,15 @@ def main() -> None:
                 else ""
             )
         )
+    print()
+    print(f"One worker back to back, no-op connector, {args.n} actions, no queue:")
+    print("| batches | wall ms per action | client CPU ms per action |")
+    print("|---|---|---|")
+    rows = {more: back_to_back(args.n, more) for more in (0, BATCH_MORE)}
+    for more, r in rows.items():
+        label = "off (one at a time, the baseline)" if more == 0 else f"on (up to {more + 1})"
+        print(f"| {label} | {r['wall_ms']:.2f} | {r['cpu_ms']:.2f} |")
+    print(f"CPU ratio batched / one at a time: {rows[BATCH_MORE]['cpu_ms'] / rows[0]['cpu_ms']:.2f}")
 
 
 if __name__ == "__main__":

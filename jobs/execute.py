@@ -8,19 +8,28 @@ The checkpoints, each an event appended with a compare-and-set on the proposal's
 A worker that finds an attempt whose lease ran out (its worker died) takes over: if the attempt never
 reached handover, or the connector deduplicates, it simply runs again; otherwise the outcome is unknown
 and the proposal becomes "uncertain" — shown to the operator, who chooses to resend or not.
+
+A backlog is worked in batches: an attempt that starts also starts up to BATCH_MORE other approved
+proposals whose undo window is over, in the same transaction, runs them one after another, and records
+their results together — at the end, or with the next handover, which must commit before its send
+anyway. Each start, handover and result is still its own compare-and-set on its own proposal. The
+batched proposals' own jobs find them taken and return after one read. A batch stops starting
+connectors once it has run for a quarter of the lease; the attempts it started and did not run are
+taken over when their lease ends (jobs.proposal_service.recover_stalled), as a dead worker's are.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from jobs.connectors.base import (
@@ -60,6 +69,18 @@ UNDO_POLL_SECONDS = 0.2
 # A job never holds a worker longer than this waiting for an undo window: the scheduler queues the
 # job when the window ends, so a job only waits out the last moments (timer skew).
 MAX_JOB_WAIT_SECONDS = 5.0
+# Other approved proposals an attempt starts with its own when they wait (a backlog): one transaction
+# starts them all and one records their results, instead of two per action.
+BATCH_MORE = 15
+# Proposals this process started in a batch whose own job has not run yet, remembered at most.
+CLAIMED_MEMORY = 10_000
+
+
+_STATUS_OF: dict[str, Status] = {
+    "action.executed": "executed",
+    "action.failed": "failed",
+    "action.uncertain": "uncertain",
+}
 
 
 class Superseded(Exception):
@@ -71,6 +92,50 @@ class Outcome:
     status: Status
     detail: str = ""
     until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class _Result:
+    """An attempt's result, not yet recorded."""
+
+    pid: str
+    attempt: int
+    event_type: str
+    payload: ev.Payload
+    effects: tuple[ev.NewEvent, ...] = ()
+
+    def step(self) -> lc.Step:
+        def plan(row: dict[str, Any]) -> list[lc.Planned] | None:
+            if row["attempts"] != self.attempt:
+                return None  # a newer attempt took over after our lease ran out
+            result = lc.on_proposal(
+                self.pid, self.event_type, self.payload, f"{self.pid}:{self.attempt}:result"
+            )
+            return [(result, False), *((effect, True) for effect in self.effects)]
+
+        return self.pid, {"executing"}, plan
+
+    @property
+    def status(self) -> Status:
+        return _STATUS_OF[self.event_type]
+
+    @property
+    def detail(self) -> str:
+        payload = self.payload
+        found = (
+            getattr(payload, "error", None)
+            or getattr(payload, "note", None)
+            or getattr(payload, "reference", "")
+        )
+        return str(found or "")
+
+
+class _Batch:
+    """One execute() call's attempts: results waiting to be recorded, and the outcomes recorded."""
+
+    def __init__(self) -> None:
+        self.pending: list[_Result] = []
+        self.outcomes: dict[str, Outcome] = {}
 
 
 def action_key(proposal_id: str) -> str:
@@ -92,6 +157,8 @@ class Executor:
         sleep: Callable[[float], None] = time.sleep,
         transient_tries: int = TRANSIENT_TRIES,
         backoff_seconds: float = 1.0,
+        batch_more: int = BATCH_MORE,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.connectors = dict(connectors)
@@ -101,32 +168,104 @@ class Executor:
         self.sleep = sleep
         self.transient_tries = transient_tries
         self.backoff_seconds = backoff_seconds
+        self.batch_more = batch_more
+        self.monotonic = monotonic
+        self._claimed: dict[str, None] = {}  # started by a batch here; their own jobs look before locking
+        self._running: set[str] = set()  # started by a batch here that has not recorded their results
+        self._claimed_lock = threading.Lock()
 
     # ---- entry points ----------------------------------------------------------------------------
     def execute(self, proposal_id: str) -> Outcome:
-        """Start (or take over) the proposal's action and run it; never acts twice."""
+        """Start (or take over) the proposal's action and run it, with any backlog; never acts twice."""
+        taken = self._taken_by_a_batch(proposal_id)
+        if taken is not None:
+            return taken
         # The start need not wait for the disk: nothing irreversible happens before the next durable
         # commit, which flushes the start with it (the write-ahead log is flushed in order). A
         # connector that cannot deduplicate records its handover, durably, before the irreversible
         # step; one that can runs again under the same idempotency key if Postgres loses the start.
-        started = lc.transition(
-            self.store, proposal_id, {"approved", "executing"}, self._plan_start, durable=False
+        first, *others = lc.start_batch(
+            self.store,
+            proposal_id,
+            {"approved", "executing"},
+            self._plan_start,
+            more=self.batch_more,
+            now=self.clock(),
+            durable=False,
         )
-        row = started.row
+        row = first.row
         if row is None:
             return Outcome("nothing", "no such proposal")
-        if not started.won:
+        if not first.won:
             if row["state"] == "approved" and row["not_before"] and row["not_before"] > self.clock():
                 return Outcome("deferred", "inside the undo window", row["not_before"])
             if row["state"] == "executing":
                 return Outcome("busy", "another worker holds the lease")
             return Outcome("nothing", f"proposal is {row['state']}")
-        event = started.events[0]
-        if event.type == "action.uncertain":
+        self._remember_claimed(other.row["id"] for other in others if other.row is not None)
+        batch = _Batch()
+        started = [first, *others] if first.events[0].type == "action.started" else others
+        if first.events[0].type == "action.uncertain":
             self._after(row, "uncertain")
-            return Outcome("uncertain", "a crashed attempt may have sent it")
-        assert isinstance(event.payload, sp.ActionStarted)
-        return self._run(row, event.payload.attempt, self.connectors.get(row["kind"]))
+            batch.outcomes[proposal_id] = Outcome("uncertain", "a crashed attempt may have sent it")
+        self._run_all(batch, started)
+        return batch.outcomes.get(proposal_id) or Outcome("busy", "started, not run: left to the sweep")
+
+    def _taken_by_a_batch(self, proposal_id: str) -> Outcome | None:
+        """For a proposal a batch of this process started: what its own job should return, read without
+        the lock (None: go on as usual, e.g. it was approved again since, or its lease ran out)."""
+        with self._claimed_lock:
+            if proposal_id in self._running:  # its batch runs in this process, under a live lease
+                return Outcome("busy", "a batch of this worker is running it")
+            if proposal_id not in self._claimed:
+                return None
+            del self._claimed[proposal_id]
+        with reading(self.store.engine) as connection:
+            found = connection.execute(_STATE_AND_LEASE, {"id": proposal_id}).first()
+        if found is None:
+            return Outcome("nothing", "no such proposal")
+        state, lease_until = found
+        if state == "executing" and lease_until is not None and lease_until > self.clock():
+            return Outcome("busy", "a batch holds the lease")
+        if state not in {"approved", "executing"}:
+            return Outcome("nothing", f"proposal is {state}")
+        return None
+
+    def _remember_claimed(self, ids: Iterable[str]) -> None:
+        with self._claimed_lock:
+            for pid in ids:
+                self._claimed[pid] = None
+                self._running.add(pid)
+            while len(self._claimed) > CLAIMED_MEMORY:
+                self._claimed.pop(next(iter(self._claimed)))
+
+    def _no_longer_running(self, ids: Iterable[str]) -> None:
+        with self._claimed_lock:
+            self._running.difference_update(ids)
+
+    def _run_all(self, batch: _Batch, started: list[lc.Transition]) -> None:
+        """Run each started attempt's connector in turn and record the results (see the module's doc)."""
+        try:
+            self._run_in_turn(batch, started)
+        finally:
+            self._no_longer_running(t.row["id"] for t in started if t.row is not None)
+
+    def _run_in_turn(self, batch: _Batch, started: list[lc.Transition]) -> None:
+        began = self.monotonic()
+        budget = self.lease.total_seconds() / 4
+        for n, transition in enumerate(started):
+            row = transition.row
+            assert row is not None
+            if n and self.monotonic() - began > budget:
+                left = [t.row["id"] for t in started[n:] if t.row is not None]
+                log.warning(
+                    "batch ran %.0fs; %d started actions left to the sweep: %s", budget, len(left), left
+                )
+                break
+            payload = transition.events[0].payload
+            assert isinstance(payload, sp.ActionStarted)
+            self._run(batch, row, payload.attempt, self.connectors.get(row["kind"]))
+        self._record(batch)
 
     def wait_and_execute(self, proposal_id: str, max_wait: float | None = None) -> Outcome:
         """execute(), first waiting out the undo window (returns early if the proposal is undone).
@@ -165,44 +304,44 @@ class Executor:
         )
         return [(lc.on_proposal(pid, "action.started", started, f"{pid}:{attempt}:started"), False)]
 
-    def _run(self, row: dict[str, Any], attempt: int, connector: Connector | None) -> Outcome:
+    def _run(self, batch: _Batch, row: dict[str, Any], attempt: int, connector: Connector | None) -> None:
+        """Run one attempt's connector; its result waits in the batch to be recorded."""
         pid = row["id"]
         try:
             if connector is None:
                 raise PermanentError(f"no connector acts on {row['kind']}", retryable=False)
             request = self._request(row, attempt)
-            result = self._with_retries(connector, request)
+            result = self._with_retries(connector, request, batch)
         except OutcomeUnknown as exc:
-            return self._finish(
-                pid, attempt, "action.uncertain", sp.ActionUncertain(attempt=attempt, note=str(exc))
-            )
+            payload: ev.Payload = sp.ActionUncertain(attempt=attempt, note=str(exc))
+            batch.pending.append(_Result(pid, attempt, "action.uncertain", payload))
         except PermanentError as exc:
             payload = sp.ActionFailed(attempt=attempt, error=str(exc), retryable=exc.retryable)
-            return self._finish(pid, attempt, "action.failed", payload)
+            batch.pending.append(_Result(pid, attempt, "action.failed", payload))
         except Superseded as exc:  # refused at handover: nothing was sent, the newer attempt owns it
             log.warning("%s", exc)
-            return Outcome("nothing", str(exc))
+            batch.outcomes[pid] = Outcome("nothing", str(exc))
         except TransientError as exc:
             msg = f"{exc} (gave up after {self.transient_tries} tries)"
-            return self._finish(
-                pid, attempt, "action.failed", sp.ActionFailed(attempt=attempt, error=msg, retryable=True)
-            )
+            payload = sp.ActionFailed(attempt=attempt, error=msg, retryable=True)
+            batch.pending.append(_Result(pid, attempt, "action.failed", payload))
         except Exception as exc:  # a bug or an unexpected library error: unknown if it acted
             log.exception("connector for %s crashed", pid)
             handed = self._handed_over(pid, attempt)
             if handed and not (connector and connector.dedupes):
                 note = f"unexpected error after handover: {exc}"
-                return self._finish(
-                    pid, attempt, "action.uncertain", sp.ActionUncertain(attempt=attempt, note=note)
-                )
-            payload = sp.ActionFailed(attempt=attempt, error=f"unexpected error: {exc}", retryable=True)
-            return self._finish(pid, attempt, "action.failed", payload)
-        executed = sp.ActionExecuted(
-            attempt=attempt, reference=result.reference, compensation=result.compensation
-        )
-        return self._finish(pid, attempt, "action.executed", executed, effects=result.effects)
+                payload = sp.ActionUncertain(attempt=attempt, note=note)
+                batch.pending.append(_Result(pid, attempt, "action.uncertain", payload))
+            else:
+                payload = sp.ActionFailed(attempt=attempt, error=f"unexpected error: {exc}", retryable=True)
+                batch.pending.append(_Result(pid, attempt, "action.failed", payload))
+        else:
+            executed = sp.ActionExecuted(
+                attempt=attempt, reference=result.reference, compensation=result.compensation
+            )
+            batch.pending.append(_Result(pid, attempt, "action.executed", executed, result.effects))
 
-    def _with_retries(self, connector: Connector, request: ActionRequest) -> ActionResult:
+    def _with_retries(self, connector: Connector, request: ActionRequest, batch: _Batch) -> ActionResult:
         retrying = Retrying(
             stop=stop_after_attempt(self.transient_tries),
             wait=wait_exponential(multiplier=self.backoff_seconds, max=BACKOFF_MAX_SECONDS),
@@ -211,16 +350,17 @@ class Executor:
             reraise=True,
         )
         try:
-            result: ActionResult = retrying(connector.run, request, lambda: self._handover(request))
+            result: ActionResult = retrying(connector.run, request, lambda: self._handover(request, batch))
         except RetryError as exc:  # reraise=True makes this rare; keep the last error's message
             raise TransientError(str(exc.last_attempt.exception())) from None
         return result
 
-    def _handover(self, request: ActionRequest) -> None:
+    def _handover(self, request: ActionRequest, batch: _Batch) -> None:
         """Record, durably, that this attempt is about to take the irreversible step — only while it
         is still the proposal's attempt. An attempt that outlived its lease may have been taken over
         by another worker; it is refused here (Superseded), before it can send a second copy. A retry
         of the same attempt after a transient failure finds its handover already recorded and goes on.
+        The batch's results so far are recorded in the same transaction.
         """
         pid, attempt = request.proposal_id, request.attempt
 
@@ -230,7 +370,8 @@ class Executor:
             handover = sp.ActionHandover(attempt=attempt)
             return [(lc.on_proposal(pid, "action.handover", handover, f"{pid}:{attempt}:handover"), False)]
 
-        handed = lc.transition(self.store, pid, {"executing"}, plan)
+        handed = self._record(batch, (pid, {"executing"}, plan))
+        assert handed is not None
         row = handed.row
         if handed.won or (row is not None and row["state"] == "executing" and row["attempts"] == attempt):
             return
@@ -247,34 +388,30 @@ class Executor:
             ).scalar_one_or_none()
         return action == "handover"
 
-    def _finish(
-        self,
-        pid: str,
-        attempt: int,
-        event_type: str,
-        payload: ev.Payload,
-        effects: tuple[ev.NewEvent, ...] = (),
-    ) -> Outcome:
-        def plan(row: dict[str, Any]) -> list[lc.Planned] | None:
-            if row["attempts"] != attempt:
-                return None  # a newer attempt took over after our lease ran out
-            result = lc.on_proposal(pid, event_type, payload, f"{pid}:{attempt}:result")
-            return [(result, False), *((effect, True) for effect in effects)]
-
-        finished = lc.transition(self.store, pid, {"executing"}, plan)
-        status: Status = {"action.executed": "executed", "action.failed": "failed"}.get(
-            event_type, "uncertain"
-        )  # type: ignore[assignment]
-        if not finished.won or finished.row is None:
-            log.warning("result of %s attempt %s not recorded: the proposal moved on", pid, attempt)
-            return Outcome("nothing", "the proposal moved on while this attempt ran")
-        self._after(finished.row, status)
-        detail = (
-            getattr(payload, "error", None)
-            or getattr(payload, "note", None)
-            or getattr(payload, "reference", "")
-        )
-        return Outcome(status, str(detail or ""))
+    def _record(self, batch: _Batch, then: lc.Step | None = None) -> lc.Transition | None:
+        """Record the batch's pending results (and `then`, a handover) in one durable transaction; show
+        each recorded result. Returns `then`'s transition."""
+        results, batch.pending = batch.pending, []
+        steps = [result.step() for result in results] + ([then] if then is not None else [])
+        if not steps:
+            return None
+        try:
+            recorded = lc.transition_each(self.store, steps)
+        except BaseException:  # nothing was recorded: the results wait for the batch's next record
+            batch.pending[:0] = results
+            raise
+        for result, finished in zip(results, recorded, strict=False):
+            if not finished.won or finished.row is None:
+                log.warning(
+                    "result of %s attempt %s not recorded: the proposal moved on", result.pid, result.attempt
+                )
+                batch.outcomes[result.pid] = Outcome(
+                    "nothing", "the proposal moved on while this attempt ran"
+                )
+                continue
+            self._after(finished.row, result.status)
+            batch.outcomes[result.pid] = Outcome(result.status, result.detail)
+        return recorded[-1] if then is not None else None
 
     def _after(self, row: dict[str, Any], status: str) -> None:
         """Show the proposal's new state; say so when it failed or may have been sent."""
@@ -322,6 +459,11 @@ class Executor:
                 return {"last_message_id": data["message_id"], "references": references}
         return {}
 
+
+# What a batched proposal's own job looks at before anything else: two columns, no lock.
+_STATE_AND_LEASE = select(t.proposals.c.state, t.proposals.c.lease_until).where(
+    t.proposals.c.id == bindparam("id")
+)
 
 # The customer's (and their merged duplicates') latest emails, newest first: built once, it runs per send.
 _LAST_INBOUND = (

@@ -217,6 +217,9 @@ class BatchTransaction(Transaction):
             return Appended(existing, duplicate=True)
         return self._append_new(new, dispatch)
 
+    def append_all(self, news: list[tuple[ev.NewEvent, bool]]) -> list[Appended]:
+        return [self.append(new, dispatch) for new, dispatch in news]
+
     def find(self, idempotency_key: str) -> ev.Event | None:
         return self.known.get(storable_key(idempotency_key))
 

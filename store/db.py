@@ -128,7 +128,7 @@ def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]
         connection.execute(insert(table), rows)
         return
     assert all(column.default is None for column in table.columns if column.name not in names)
-    processors = _bind_processors(connection, table, names)
+    processors = bind_processors(connection, table, names)
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, names))
     )
@@ -163,7 +163,7 @@ def upsert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]
     statement with positional parameters, sent past SQLAlchemy and psycopg's query parsing, instead of
     a statement and its parameters per row."""
     names = tuple(rows[0])
-    processors = _bind_processors(connection, table, names)
+    processors = bind_processors(connection, table, names)
     per_statement = MAX_PARAMETERS // len(names)
     driver = connection.connection.driver_connection
     assert driver is not None
@@ -179,7 +179,7 @@ def upsert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]
             cursor.execute(_multi_row_upsert(table, names, len(part)), parameters)
 
 
-def _bind_processors(connection: Connection, table: Table, names: Sequence[str]) -> list[tuple[int, Any]]:
+def bind_processors(connection: Connection, table: Table, names: Sequence[str]) -> list[tuple[int, Any]]:
     """(index in names, processor) for the columns whose values SQLAlchemy converts before sending."""
     dialect = connection.dialect
     return [

@@ -10,12 +10,12 @@ past the state check could not record a second decision.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from store import events as ev
@@ -23,10 +23,12 @@ from store import log
 from store import proposals as sp
 from store import tables as t
 from store.state import SqlState
-from store.uow import EventStore
+from store.uow import EventStore, Transaction
 
 # (event, dispatch?) — dispatch puts it in the outbox for the workers (memory reads corrections).
 Planned = tuple[ev.NewEvent, bool]
+# (proposal id, the states it may be in, what to append given its row): one compare-and-set.
+Step = tuple[str, Collection[str], Callable[[dict[str, Any]], Iterable[Planned] | None]]
 
 
 @dataclass(frozen=True)
@@ -55,21 +57,102 @@ def transition(
     `plan` may return None to decline after looking at the row (e.g. a lease still running).
     `durable=False`: the commit does not wait for the disk (EventStore.transaction).
     """
-    with store.transaction(durable=durable, first_read=("proposals", {"id": proposal_id})) as tx:
-        state = tx.state
-        row = state.get("proposals", id=proposal_id)
-        if row is None or row["state"] not in allowed:
-            return Transition(False, row)
-        planned = plan(row)
+    return transition_each(store, [(proposal_id, allowed, plan)], durable=durable)[0]
+
+
+def transition_each(store: EventStore, steps: Sequence[Step], *, durable: bool = True) -> list[Transition]:
+    """transition() for each (proposal id, allowed states, plan) in one log transaction, each won or
+    lost on its own: the executor records a batch's results, or one result with the next handover,
+    under one lock and one commit. The proposals are read in one statement."""
+    ids = [proposal_id for proposal_id, _, _ in steps]
+    if len(set(ids)) != len(ids):
+        raise ValueError("one step per proposal in a transaction")
+    with store.transaction(durable=durable, first_read=("proposals", {"id": ids[0]})) as tx:
+        tx.state.read_many("proposals", "id", ids[1:])
+        rows = [tx.state.get("proposals", id=proposal_id) for proposal_id in ids]
+        plans = [_plan(row, allowed, plan) for row, (_, allowed, plan) in zip(rows, steps, strict=True)]
+        return _append_plans(tx, ids, rows, plans)
+
+
+def start_batch(
+    store: EventStore,
+    proposal_id: str,
+    allowed: Collection[str],
+    plan: Callable[[dict[str, Any]], Iterable[Planned] | None],
+    *,
+    more: int,
+    now: datetime,
+    durable: bool = True,
+) -> list[Transition]:
+    """transition() of proposal_id and, when it wins, the same plan for up to `more` other approved
+    proposals whose undo window is over (the oldest decisions first), in one log transaction: how the
+    executor starts a backlog. Only the transitions won by the others are returned after the first.
+    The others are read in the round trip that takes the lock, so a lone proposal costs nothing more.
+    """
+    claim = ("claim", "proposals", _CLAIM, {"id": proposal_id, "now": now, "n": more, "state": "approved"})
+    with store.transaction(
+        durable=durable, first_read=("proposals", {"id": proposal_id}), rows_read=claim if more else None
+    ) as tx:
+        row = tx.state.get("proposals", id=proposal_id)
+        others = tx.state.rows_ahead("claim")
+        first = _plan(row, allowed, plan)
+        if first is None:
+            others = []
+        ids = [proposal_id, *(other["id"] for other in others)]
+        rows = [row, *others]
+        plans = [first, *(_plan(other, allowed, plan) for other in others)]
+        won = _append_plans(tx, ids, rows, plans)
+        return [won[0], *(transition for transition in won[1:] if transition.won)]
+
+
+def _plan(
+    row: dict[str, Any] | None,
+    allowed: Collection[str],
+    plan: Callable[[dict[str, Any]], Iterable[Planned] | None],
+) -> list[Planned] | None:
+    if row is None or row["state"] not in allowed:
+        return None
+    planned = plan(row)
+    return list(planned) if planned is not None else None
+
+
+def _append_plans(
+    tx: Transaction,
+    ids: list[str],
+    rows: list[dict[str, Any] | None],
+    plans: list[list[Planned] | None],
+) -> list[Transition]:
+    # Every read is done: from here on the transaction reads the tables only through its state, so the
+    # projection's writes can wait and go to the database together, at commit.
+    state = tx.state
+    state.defer()
+    inserted = iter(tx.append_all([event for planned in plans if planned for event in planned]))
+    results = []
+    for proposal_id, row, planned in zip(ids, rows, plans, strict=True):
         if planned is None:
-            return Transition(False, row)
-        # From here on the transaction reads the tables only through its state: the projection's
-        # writes can wait and go to the database together, at commit.
-        state.defer()
-        appended = [tx.append(new, dispatch=dispatch) for new, dispatch in planned]
+            results.append(Transition(False, row))
+            continue
+        appended = [next(inserted) for _ in planned]
         if not appended or appended[0].duplicate:
-            return Transition(False, state.get("proposals", id=proposal_id))
-        return Transition(True, state.get("proposals", id=proposal_id), tuple(a.event for a in appended))
+            results.append(Transition(False, state.get("proposals", id=proposal_id)))
+            continue
+        events = tuple(a.event for a in appended)
+        results.append(Transition(True, state.get("proposals", id=proposal_id), events))
+    return results
+
+
+# Approved proposals whose undo window is over, oldest decision first: a backlog the executor starts
+# together (store/lifecycle.start_batch). Built once; it runs in the round trip that takes the lock.
+_CLAIM = (
+    select(t.proposals)
+    .where(
+        t.proposals.c.state == bindparam("state"),
+        or_(t.proposals.c.not_before.is_(None), t.proposals.c.not_before <= bindparam("now")),
+        t.proposals.c.id != bindparam("id"),
+    )
+    .order_by(t.proposals.c.decided_at, t.proposals.c.id)
+    .limit(bindparam("n"))
+)
 
 
 def on_proposal(proposal_id: str, event_type: str, payload: ev.Payload, key: str, **kw: Any) -> ev.NewEvent:

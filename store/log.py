@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import (
     Connection,
     Engine,
     Row,
     RowMapping,
+    String,
     Text,
     bindparam,
     cast,
@@ -23,7 +26,7 @@ from sqlalchemy import (
 )
 
 from store import tables as t
-from store.db import insert_rows, pipelined
+from store.db import bind_processors, insert_rows, pipelined
 from store.events import Event, NewEvent, Payload, parse_payload, parse_stored, payload_model, utcnow
 
 # pg_advisory_xact_lock key for appends: one writer at a time keeps positions gap-free and in commit
@@ -93,6 +96,57 @@ def insert_event(connection: Connection, new: NewEvent, recorded_at: datetime | 
 def insert_unless_known(connection: Connection, new: NewEvent) -> Event | None:
     """Insert one event unless the log holds its key (then None); the caller holds the append lock."""
     return _insert(connection, new, None, _INSERT_UNLESS_KNOWN)
+
+
+def insert_all_unless_known(connection: Connection, news: list[NewEvent]) -> list[Event | None]:
+    """insert_unless_known for each event, in one statement and one round trip on Postgres: positions
+    are drawn in the given order, and none for a known key (None in its place). Events sharing a key
+    (the second would be known once the first is in) are inserted one by one, as elsewhere. The caller
+    holds the append lock."""
+    keys = [storable_key(new.idempotency_key) for new in news]
+    if connection.dialect.name != "postgresql" or len(news) < 2 or len(set(keys)) != len(keys):
+        return [insert_unless_known(connection, new) for new in news]
+    made = [event_row(new) for new in news]
+    processors = bind_processors(connection, t.events, _COLUMNS)
+    parameters: list[Any] = []
+    for values, _ in made:
+        row = [values[name] for name in _COLUMNS]
+        for index, processor in processors:
+            row[index] = processor(row[index])
+        parameters += row
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    with pipelined(connection), psycopg.RawCursor(driver) as cursor:
+        cursor.execute(_insert_all_sql(connection.dialect, len(news)), parameters)
+        positions = dict((key, position) for position, key in cursor.fetchall())
+    return [
+        Event(position=positions[key], **{**values, "payload": model}) if key in positions else None
+        for key, (values, model) in zip(keys, made, strict=True)
+    ]
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_all_sql(dialect: Any, count: int) -> bytes:
+    """INSERT INTO events … SELECT … FROM (VALUES …) WHERE the key is not in the log, in the rows' order
+    (the order positions are drawn in), for psycopg's raw cursor. Each value is cast to its column's
+    type, so the VALUES list's types do not depend on which values are NULL; strings to VARCHAR without
+    a length, which would cut a longer value instead of refusing it as the column does."""
+    width = len(_COLUMNS)
+    types = [
+        "VARCHAR" if isinstance(column.type, String) else column.type.compile(dialect=dialect)
+        for column in (t.events.c[name] for name in _COLUMNS)
+    ]
+    rows = ", ".join(
+        "(" + ", ".join(f"${row * width + n + 1}::{types[n]}" for n in range(width)) + f", {row})"
+        for row in range(count)
+    )
+    names = ", ".join(f'"{name}"' for name in _COLUMNS)
+    picked = ", ".join(f'v."{name}"' for name in _COLUMNS)
+    return (
+        f"INSERT INTO events ({names}) SELECT {picked} FROM (VALUES {rows}) AS v({names}, ord)"
+        " WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.idempotency_key = v.idempotency_key)"
+        " ORDER BY v.ord RETURNING position, idempotency_key"
+    ).encode()
 
 
 def _insert(

@@ -15,7 +15,7 @@ from sqlalchemy import JSON, Connection, Table, and_, bindparam, delete, insert,
 from sqlalchemy.dialects import postgresql, sqlite
 
 from store import tables as t
-from store.db import pipelined, upsert_rows
+from store.db import one_of, pipelined, upsert_rows
 
 Row = dict[str, Any]
 TABLES: dict[str, Table] = {table.name: table for table in t.PROJECTION_TABLES}
@@ -131,6 +131,8 @@ class SqlState:
         self._read: dict[tuple[str, tuple[Any, ...]], Row | None] = {}
         # Reads sent by read_ahead() whose answers get() has not taken yet (Postgres cursors).
         self._ahead: dict[tuple[str, tuple[Any, ...]], Any] = {}
+        # Reads of several rows sent by read_ahead_rows(), by name: (table, cursor or statement and params).
+        self._ahead_rows: dict[str, tuple[str, Any]] = {}
         # Writes held back by defer(), sent together by flush().
         self._deferring = False
         self._writes: list[tuple[Any, Row]] = []
@@ -171,6 +173,55 @@ class SqlState:
         cursor = driver.cursor()
         cursor.execute(_driver_select(self.connection, table, tuple(key)), key)
         self._ahead[cache_key] = cursor
+
+    def read_ahead_rows(self, name: str, table: str, statement: Any, params: Row) -> None:
+        """Send a read of whole rows of `table` now, as read_ahead does (Postgres; elsewhere it runs
+        when taken); `rows_ahead(name)` takes them, each remembered by primary key."""
+        if self._dialect == "postgresql":
+            driver = self.connection.connection.driver_connection
+            assert driver is not None
+            cursor = driver.cursor()
+            cursor.execute(_driver_sql(self.connection, statement), params)
+            self._ahead_rows[name] = (table, cursor)
+        else:
+            self._ahead_rows[name] = (table, (statement, params))
+
+    def rows_ahead(self, name: str) -> list[Row]:
+        """The rows read_ahead_rows(name, …) sent, remembered by primary key (none if it was not sent)."""
+        found = self._ahead_rows.pop(name, None)
+        if found is None:
+            return []
+        table, source = found
+        if isinstance(source, tuple):
+            statement, params = source
+            rows = [dict(row._mapping) for row in self.connection.execute(statement, params)]
+        else:
+            names = [column.name for column in source.description]
+            rows = [dict(zip(names, values, strict=True)) for values in source.fetchall()]
+            source.close()
+        self.remember_rows(table, rows)
+        return rows
+
+    def read_many(self, table: str, column: str, values: Iterable[Any]) -> None:
+        """Read the rows whose one-column primary key is among `values` in one statement and remember
+        them (and those not found), so get() by that key reads nothing more."""
+        wanted = [value for value in dict.fromkeys(values) if (table, (value,)) not in self._read]
+        if not wanted or not self._remember or primary_key(table) != (column,):
+            return
+        self.flush()
+        found = self.connection.execute(_select_many(table, column, self._dialect), {"values": wanted})
+        rows = [dict(row._mapping) for row in found]
+        for value in wanted:
+            self._read[(table, (value,))] = None
+        self.remember_rows(table, rows)
+
+    def remember_rows(self, table: str, rows: Iterable[Row]) -> None:
+        """Keep whole rows read by the caller in this transaction, as if get() had read them."""
+        if not self._remember:
+            return
+        names = primary_key(table)
+        for row in rows:
+            self._read[(table, tuple(row[name] for name in names))] = dict(row)
 
     def get(self, table: str, **key: Any) -> Row | None:
         cache_key = self._cache_key(table, key)
@@ -239,12 +290,27 @@ def _select(table: str, columns: tuple[str, ...]) -> Any:
 
 def _driver_select(connection: Connection, table: str, columns: tuple[str, ...]) -> str:
     """_select's SQL as the driver takes it (for a read sent in a pipeline, past SQLAlchemy)."""
-    cache_key = ("driver-select", connection.dialect.name, table, *columns)
-    text = _STATEMENTS.get(cache_key)
-    if text is None:
-        text = str(_select(table, columns).compile(dialect=connection.dialect))
-        _STATEMENTS[cache_key] = text
-    return str(text)
+    return _driver_sql(connection, _select(table, columns))
+
+
+def _driver_sql(connection: Connection, statement: Any) -> str:
+    """A statement's SQL as the driver takes it, compiled once per statement and dialect."""
+    cache_key = ("driver-sql", connection.dialect.name, str(id(statement)))
+    found = _STATEMENTS.get(cache_key)
+    if found is None:
+        # The statement is kept beside its SQL so its id cannot be reused by another statement.
+        found = _STATEMENTS[cache_key] = (str(statement.compile(dialect=connection.dialect)), statement)
+    return str(found[0])
+
+
+def _select_many(table: str, column: str, dialect: str) -> Any:
+    cache_key = ("select-many", dialect, table, column)
+    stmt = _STATEMENTS.get(cache_key)
+    if stmt is None:
+        target = TABLES[table]
+        stmt = select(target).where(one_of(target.c[column], "values", dialect))
+        _STATEMENTS[cache_key] = stmt
+    return stmt
 
 
 def _update(table: str, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:

@@ -156,6 +156,20 @@ class Transaction:
             return Appended(existing, duplicate=True)
         return self._appended(event, dispatch)
 
+    def append_all(self, news: list[tuple[ev.NewEvent, bool]]) -> list[Appended]:
+        """append() for each (event, dispatch?), the events inserted together: one round trip on Postgres
+        for a batch of actions' checkpoints (store.log.insert_all_unless_known)."""
+        inserted = log.insert_all_unless_known(self.connection, [new for new, _ in news])
+        appended = []
+        for (new, dispatch), event in zip(news, inserted, strict=True):
+            if event is None:
+                existing = self.find(new.idempotency_key)
+                assert existing is not None  # the append lock keeps the key from vanishing meanwhile
+                appended.append(Appended(existing, duplicate=True))
+            else:
+                appended.append(self._appended(event, dispatch))
+        return appended
+
     def _append_new(self, new: ev.NewEvent, dispatch: bool) -> Appended:
         """append() for an event whose key the caller has just looked up, in this transaction."""
         return self._appended(log.insert_event(self.connection, new), dispatch)
@@ -361,13 +375,15 @@ class EventStore:
         *,
         durable: bool = True,
         first_read: tuple[str, dict[str, Any]] | None = None,
+        rows_read: tuple[str, str, Any, dict[str, Any]] | None = None,
     ) -> Iterator[Transaction]:
         """A write transaction on the log; `kind` a Transaction subclass (store.batch's, for a batch).
 
         `durable=False` only where losing the commit to a crash of Postgres is harmless (see
         store.log.lock_for_append): its commit returns without waiting for the disk. `first_read`
         (table, primary key): the row the transaction reads first, read in the round trip that takes
-        the lock.
+        the lock. `rows_read` (name, table, statement, parameters): a read of whole rows sent in that
+        round trip too, taken with `tx.state.rows_ahead(name)`.
         """
         with self.engine.connect() as connection, connection.begin() as transaction:
             with pipelined(connection):
@@ -376,6 +392,8 @@ class EventStore:
                 if first_read is not None:
                     table, key = first_read
                     tx.state.read_ahead(table, **key)
+                if rows_read is not None:
+                    tx.state.read_ahead_rows(*rows_read)
             yield tx
             tx.finish(transaction.commit)
         if tx.dispatched and self.after_commit is not None:

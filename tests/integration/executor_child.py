@@ -1,7 +1,8 @@
 """An executor in its own process, for the crash tests: `python -m tests.integration.executor_child
 DB_URL SMTP_URL PROPOSAL_ID PAUSE MARKER`. PAUSE is "before" (stop after the checkpoint, before the
-SMTP transaction), "after" (stop after the server's 250, before the result is written) or "none".
-On reaching the pause it writes MARKER and waits to be killed.
+SMTP transaction), "after" (stop after the server's 250, before the result is written), "after#N"
+(stop after the Nth action the process runs: a batch's) or "none". On reaching the pause it writes
+MARKER and waits to be killed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Pausing:
     def __init__(self, inner: Any, pause: str, marker: Path) -> None:
         self.inner, self.pause, self.marker = inner, pause, marker
         self.name, self.dedupes = inner.name, inner.dedupes
+        self.runs = 0
 
     def _stop(self) -> None:
         self.marker.write_text("paused")
@@ -33,7 +35,8 @@ class Pausing:
         if self.pause == "before":
             self._stop()
         result = self.inner.run(request, handover)
-        if self.pause == "after":
+        self.runs += 1
+        if self.pause == "after" or self.pause == f"after#{self.runs}":
             self._stop()
         return result  # type: ignore[no-any-return]
 

@@ -171,20 +171,29 @@ def test_a_transition_returns_the_row_the_database_holds(
     store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The row a compare-and-set hands back comes from what its own transaction wrote, not from a
-    # second read: on every step of the lifecycle it must equal what a fresh read returns.
-    pid = record(store, email_proposal(make_customer(store)))
+    # second read: on every step of the lifecycle it must equal what a fresh read returns — also for
+    # a proposal a batch started from the rows it read beside the first.
+    customer = make_customer(store)
+    pids = [record(store, email_proposal(customer)) for _ in range(2)]
     ops = Decider("terminal:ops", "Ops", "terminal")
-    decided = decide(store, pid, "approved", ops, undo_window_seconds=0, now=ev.utcnow())
-    assert decided.won and decided.row == row(store, pid)
+    for pid in pids:
+        decided = decide(store, pid, "approved", ops, undo_window_seconds=0, now=ev.utcnow())
+        assert decided.won and decided.row == row(store, pid)
     seen: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
-    original = lc.transition
 
-    def watching(*args: Any, **kwargs: Any) -> lc.Transition:
-        result = original(*args, **kwargs)
-        seen.append((result.row, row(store, pid)))
-        return result
+    def watch(name: str) -> None:
+        original = getattr(lc, name)
 
-    monkeypatch.setattr(lc, "transition", watching)
-    assert Executor(store, {"send_email": _Sent()}).execute(pid).status == "executed"
-    assert [fresh["state"] for _, fresh in seen] == ["executing", "executed"]
+        def watching(*args: Any, **kwargs: Any) -> list[lc.Transition]:
+            results: list[lc.Transition] = original(*args, **kwargs)
+            seen.extend((result.row, row(store, result.row["id"])) for result in results if result.row)
+            return results
+
+        monkeypatch.setattr(lc, name, watching)
+
+    watch("start_batch")
+    watch("transition_each")
+    assert Executor(store, {"send_email": _Sent()}).execute(pids[0]).status == "executed"
+    assert [fresh["state"] for _, fresh in seen] == ["executing", "executing", "executed", "executed"]
+    assert [fresh["id"] for _, fresh in seen] == [*pids, *pids]
     assert all(returned == fresh for returned, fresh in seen)

@@ -167,6 +167,32 @@ def test_a_known_key_draws_no_position_so_positions_stay_gap_free(store: EventSt
     assert second.event.position == first.event.position + 1
 
 
+def test_appending_several_at_once_writes_what_appending_one_by_one_does(store: EventStore) -> None:
+    # append_all inserts its events in one statement on Postgres (a batch of actions' checkpoints):
+    # positions in the given order and gap-free, a known key drawing none, every column as append()'s.
+    known = store.append(note("cus_a", "all:known")).event
+    odd = "zero\u200bwidth, RTL \u202e, emoji 🧾, NUL-free \\x00 text " * 40
+    news = [
+        note("cus_a", "all:1", body=odd, confidence=0.25, correlation_id="corr-1", causation_id=known.id),
+        note("cus_b", "all:known", body="again"),
+        note("cus_b", "all:2", actor="agent:x", source="lifecycle"),  # NULL confidence and ids
+        note("cus_c", "a" * 300),  # a key longer than the column is stored as its hash
+    ]
+    with store.transaction() as tx:
+        appended = tx.append_all([(new, n % 2 == 0) for n, new in enumerate(news)])
+    assert [a.duplicate for a in appended] == [False, True, False, False]
+    assert appended[1].event.id == known.id
+    positions = [a.event.position for n, a in enumerate(appended) if n != 1]
+    assert positions == [known.position + 1, known.position + 2, known.position + 3]
+    stored = {event.position: event for event in store.read_all()}
+    for n, a in enumerate(appended):
+        assert stored[a.event.position] == a.event, n
+    assert stored[positions[0]].payload.text == odd  # type: ignore[attr-defined]
+    assert stored[positions[-1]].idempotency_key == log.storable_key("a" * 300)
+    assert count(store.engine, t.outbox) == 3  # the known one, and the first and third here
+    assert store.append(note("cus_a", "all:after")).event.position == known.position + 4
+
+
 def test_held_writes_are_seen_by_the_states_reads_and_reach_the_tables_at_commit(
     store: EventStore, engine: Engine
 ) -> None:
