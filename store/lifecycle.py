@@ -22,6 +22,7 @@ from store import events as ev
 from store import log
 from store import proposals as sp
 from store import tables as t
+from store.db import one_of
 from store.state import SqlState
 from store.uow import EventStore, Transaction
 
@@ -63,12 +64,13 @@ def transition(
 def transition_each(store: EventStore, steps: Sequence[Step], *, durable: bool = True) -> list[Transition]:
     """transition() for each (proposal id, allowed states, plan) in one log transaction, each won or
     lost on its own: the executor records a batch's results, or one result with the next handover,
-    under one lock and one commit. The proposals are read in one statement."""
+    under one lock and one commit. The proposals are read in the round trip that takes the lock."""
     ids = [proposal_id for proposal_id, _, _ in steps]
     if len(set(ids)) != len(ids):
         raise ValueError("one step per proposal in a transaction")
-    with store.transaction(durable=durable, first_read=("proposals", {"id": ids[0]})) as tx:
-        tx.state.read_many("proposals", "id", ids[1:])
+    others = ("others", "proposals", _BY_ID[store.engine.dialect.name], {"ids": ids[1:]}) if ids[1:] else None
+    with store.transaction(durable=durable, first_read=("proposals", {"id": ids[0]}), rows_read=others) as tx:
+        tx.state.rows_ahead("others")
         rows = [tx.state.get("proposals", id=proposal_id) for proposal_id in ids]
         plans = [_plan(row, allowed, plan) for row, (_, allowed, plan) in zip(rows, steps, strict=True)]
         return _append_plans(tx, ids, rows, plans)
@@ -140,6 +142,12 @@ def _append_plans(
         results.append(Transition(True, state.get("proposals", id=proposal_id), events))
     return results
 
+
+# Proposals by id, for transition_each: one statement per dialect, built once.
+_BY_ID = {
+    dialect: select(t.proposals).where(one_of(t.proposals.c.id, "ids", dialect))
+    for dialect in ("postgresql", "sqlite")
+}
 
 # Approved proposals whose undo window is over, oldest decision first: a backlog the executor starts
 # together (store/lifecycle.start_batch). Built once; it runs in the round trip that takes the lock.

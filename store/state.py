@@ -15,7 +15,7 @@ from sqlalchemy import JSON, Connection, Table, and_, bindparam, delete, insert,
 from sqlalchemy.dialects import postgresql, sqlite
 
 from store import tables as t
-from store.db import one_of, pipelined, upsert_rows
+from store.db import pipelined, upsert_rows
 
 Row = dict[str, Any]
 TABLES: dict[str, Table] = {table.name: table for table in t.PROJECTION_TABLES}
@@ -202,19 +202,6 @@ class SqlState:
         self.remember_rows(table, rows)
         return rows
 
-    def read_many(self, table: str, column: str, values: Iterable[Any]) -> None:
-        """Read the rows whose one-column primary key is among `values` in one statement and remember
-        them (and those not found), so get() by that key reads nothing more."""
-        wanted = [value for value in dict.fromkeys(values) if (table, (value,)) not in self._read]
-        if not wanted or not self._remember or primary_key(table) != (column,):
-            return
-        self.flush()
-        found = self.connection.execute(_select_many(table, column, self._dialect), {"values": wanted})
-        rows = [dict(row._mapping) for row in found]
-        for value in wanted:
-            self._read[(table, (value,))] = None
-        self.remember_rows(table, rows)
-
     def remember_rows(self, table: str, rows: Iterable[Row]) -> None:
         """Keep whole rows read by the caller in this transaction, as if get() had read them."""
         if not self._remember:
@@ -301,16 +288,6 @@ def _driver_sql(connection: Connection, statement: Any) -> str:
         # The statement is kept beside its SQL so its id cannot be reused by another statement.
         found = _STATEMENTS[cache_key] = (str(statement.compile(dialect=connection.dialect)), statement)
     return str(found[0])
-
-
-def _select_many(table: str, column: str, dialect: str) -> Any:
-    cache_key = ("select-many", dialect, table, column)
-    stmt = _STATEMENTS.get(cache_key)
-    if stmt is None:
-        target = TABLES[table]
-        stmt = select(target).where(one_of(target.c[column], "values", dialect))
-        _STATEMENTS[cache_key] = stmt
-    return stmt
 
 
 def _update(table: str, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
