@@ -252,11 +252,7 @@ def _top(
     # The best few usually pass the filter; read further, in growing slices, only when they do not.
     # A memory Chroma no longer holds (archived or forgotten since its id was read) is not found.
     while start < len(order) and len(ranked) < limit:
-        part = [ids[i] for i in order[start : start + size]]
-        found = memory.hot.get(ids=part, include=["documents", "metadatas"])
-        by_id = {
-            i: (d, m) for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
-        }
+        by_id = _texts(memory, [ids[i] for i in order[start : start + size]])
         for i in order[start : start + size]:
             if ids[i] in by_id and (test is None or test(by_id[ids[i]][1])):
                 ranked.append((MemoryRecord.from_chroma(ids[i], *by_id[ids[i]]), float(scores[i])))
@@ -269,11 +265,7 @@ def latest_summary(memory: Memory, customer_ids: Sequence[str]) -> MemoryRecord 
     index = memory.ranking_index()
     if index is not None:
         return next(iter(_newest(memory, index, customer_ids, ["summary"], 1)), None)
-    found = customer_memories(memory, customer_ids, kinds=["summary"], include=["documents", "metadatas"])
-    records = [
-        MemoryRecord.from_chroma(i, d, m)
-        for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
-    ]
+    records = _records(customer_memories(memory, customer_ids, kinds=["summary"], include=TEXTS))
     return max(records, key=lambda r: (r.occurred_at, r.position, -r.chunk), default=None)
 
 
@@ -311,11 +303,7 @@ def _most_recent(memory: Memory, customer_ids: Sequence[str], limit: int) -> lis
     index = memory.ranking_index()
     if index is not None:
         return [Recalled.of(r, 0.0) for r in _newest(memory, index, customer_ids, RAW_KINDS, limit)]
-    found = customer_memories(memory, customer_ids, kinds=RAW_KINDS, include=["documents", "metadatas"])
-    records = [
-        MemoryRecord.from_chroma(i, d, m)
-        for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
-    ]
+    records = _records(customer_memories(memory, customer_ids, kinds=RAW_KINDS, include=TEXTS))
     # Chunks of one event share its time and position: first chunk first, whatever the storage order.
     records.sort(key=lambda r: (r.occurred_at, r.position, -r.chunk), reverse=True)
     return [Recalled.of(r, 0.0) for r in records[:limit]]
@@ -329,13 +317,28 @@ def _newest(
     asked = limit
     while True:
         ids = index.newest(customer_ids, asked, kinds)
-        found = memory.hot.get(ids=ids, include=["documents", "metadatas"]) if ids else None
-        by_id = (
-            {i: (d, m) for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)}
-            if found
-            else {}
-        )
+        by_id = _texts(memory, ids)
         records = [MemoryRecord.from_chroma(i, *by_id[i]) for i in ids if i in by_id]
         if len(records) >= limit or len(ids) < asked:
             return records[:limit]
         asked *= 4
+
+
+# What a memory's text is read with.
+TEXTS = ("documents", "metadatas")
+
+
+def _texts(memory: Memory, ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """(text, metadata) of those of these memories the hot collection still holds, by id."""
+    if not ids:
+        return {}
+    found = memory.hot.get(ids=list(ids), include=list(TEXTS))
+    return {i: (d, m) for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)}
+
+
+def _records(found: dict[str, list[Any]]) -> list[MemoryRecord]:
+    """The records of what Chroma returned with TEXTS."""
+    return [
+        MemoryRecord.from_chroma(i, d, m)
+        for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
+    ]
