@@ -137,10 +137,7 @@ def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]
     try:
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
-                values = [row[name] for name in names]
-                for index, processor in processors:
-                    values[index] = processor(values[index])
-                copy.write_row(values)
+                copy.write_row(bound_values(row, names, processors))
     except dialect.loaded_dbapi.Error as exc:
         lost = dialect.is_disconnect(exc, driver, None)
         if lost:
@@ -172,11 +169,16 @@ def upsert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]
             part = rows[start : start + per_statement]
             parameters: list[Any] = []
             for row in part:
-                values = [row[name] for name in names]
-                for index, processor in processors:
-                    values[index] = processor(values[index])
-                parameters += values
+                parameters += bound_values(row, names, processors)
             cursor.execute(_multi_row_upsert(table, names, len(part)), parameters)
+
+
+def bound_values(row: dict[str, Any], names: Sequence[str], processors: list[tuple[int, Any]]) -> list[Any]:
+    """A row's values in the order of names, converted as SQLAlchemy would before sending them."""
+    values = [row[name] for name in names]
+    for index, processor in processors:
+        values[index] = processor(values[index])
+    return values
 
 
 def bind_processors(connection: Connection, table: Table, names: Sequence[str]) -> list[tuple[int, Any]]:

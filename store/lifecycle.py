@@ -68,9 +68,9 @@ def transition_each(store: EventStore, steps: Sequence[Step], *, durable: bool =
     ids = [proposal_id for proposal_id, _, _ in steps]
     if len(set(ids)) != len(ids):
         raise ValueError("one step per proposal in a transaction")
-    others = ("others", "proposals", _BY_ID[store.engine.dialect.name], {"ids": ids[1:]}) if ids[1:] else None
+    others = ("proposals", _BY_ID[store.engine.dialect.name], {"ids": ids[1:]}) if ids[1:] else None
     with store.transaction(durable=durable, first_read=("proposals", {"id": ids[0]}), rows_read=others) as tx:
-        tx.state.rows_ahead("others")
+        tx.state.rows_ahead()
         rows = [tx.state.get("proposals", id=proposal_id) for proposal_id in ids]
         plans = [_plan(row, allowed, plan) for row, (_, allowed, plan) in zip(rows, steps, strict=True)]
         return _append_plans(tx, ids, rows, plans)
@@ -91,12 +91,12 @@ def start_batch(
     executor starts a backlog. Only the transitions won by the others are returned after the first.
     The others are read in the round trip that takes the lock, so a lone proposal costs nothing more.
     """
-    claim = ("claim", "proposals", _CLAIM, {"id": proposal_id, "now": now, "n": more, "state": "approved"})
+    claim = ("proposals", _CLAIM, {"id": proposal_id, "now": now, "n": more, "state": "approved"})
     with store.transaction(
         durable=durable, first_read=("proposals", {"id": proposal_id}), rows_read=claim if more else None
     ) as tx:
         row = tx.state.get("proposals", id=proposal_id)
-        others = tx.state.rows_ahead("claim")
+        others = tx.state.rows_ahead()
         first = _plan(row, allowed, plan)
         if first is None:
             others = []

@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 
 from store import tables as t
-from store.db import bind_processors, insert_rows, pipelined
+from store.db import MAX_PARAMETERS, bind_processors, bound_values, insert_rows, pipelined
 from store.events import Event, NewEvent, Payload, parse_payload, parse_stored, payload_model, utcnow
 
 # pg_advisory_xact_lock key for appends: one writer at a time keeps positions gap-free and in commit
@@ -101,19 +101,17 @@ def insert_unless_known(connection: Connection, new: NewEvent) -> Event | None:
 def insert_all_unless_known(connection: Connection, news: list[NewEvent]) -> list[Event | None]:
     """insert_unless_known for each event, in one statement and one round trip on Postgres: positions
     are drawn in the given order, and none for a known key (None in its place). Events sharing a key
-    (the second would be known once the first is in) are inserted one by one, as elsewhere. The caller
-    holds the append lock."""
+    (the second would be known once the first is in), or too many for one statement's parameters, are
+    inserted one by one, as elsewhere. The caller holds the append lock."""
     keys = [storable_key(new.idempotency_key) for new in news]
-    if connection.dialect.name != "postgresql" or len(news) < 2 or len(set(keys)) != len(keys):
+    one_statement = 2 <= len(news) <= MAX_PARAMETERS // len(_COLUMNS) and len(set(keys)) == len(keys)
+    if connection.dialect.name != "postgresql" or not one_statement:
         return [insert_unless_known(connection, new) for new in news]
     made = [event_row(new) for new in news]
     processors = bind_processors(connection, t.events, _COLUMNS)
     parameters: list[Any] = []
     for values, _ in made:
-        row = [values[name] for name in _COLUMNS]
-        for index, processor in processors:
-            row[index] = processor(row[index])
-        parameters += row
+        parameters += bound_values(values, _COLUMNS, processors)
     driver = connection.connection.driver_connection
     assert driver is not None
     with pipelined(connection), psycopg.RawCursor(driver) as cursor:

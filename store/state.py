@@ -131,8 +131,8 @@ class SqlState:
         self._read: dict[tuple[str, tuple[Any, ...]], Row | None] = {}
         # Reads sent by read_ahead() whose answers get() has not taken yet (Postgres cursors).
         self._ahead: dict[tuple[str, tuple[Any, ...]], Any] = {}
-        # Reads of several rows sent by read_ahead_rows(), by name: (table, cursor or statement and params).
-        self._ahead_rows: dict[str, tuple[str, Any]] = {}
+        # A read of several rows sent by read_ahead_rows(): (table, cursor or statement and params).
+        self._ahead_rows: tuple[str, Any] | None = None
         # Writes held back by defer(), sent together by flush().
         self._deferring = False
         self._writes: list[tuple[Any, Row]] = []
@@ -174,21 +174,21 @@ class SqlState:
         cursor.execute(_driver_select(self.connection, table, tuple(key)), key)
         self._ahead[cache_key] = cursor
 
-    def read_ahead_rows(self, name: str, table: str, statement: Any, params: Row) -> None:
+    def read_ahead_rows(self, table: str, statement: Any, params: Row) -> None:
         """Send a read of whole rows of `table` now, as read_ahead does (Postgres; elsewhere it runs
-        when taken); `rows_ahead(name)` takes them, each remembered by primary key."""
+        when taken); `rows_ahead()` takes them, each remembered by primary key."""
         if self._dialect == "postgresql":
             driver = self.connection.connection.driver_connection
             assert driver is not None
             cursor = driver.cursor()
             cursor.execute(_driver_sql(self.connection, statement), params)
-            self._ahead_rows[name] = (table, cursor)
+            self._ahead_rows = (table, cursor)
         else:
-            self._ahead_rows[name] = (table, (statement, params))
+            self._ahead_rows = (table, (statement, params))
 
-    def rows_ahead(self, name: str) -> list[Row]:
-        """The rows read_ahead_rows(name, …) sent, remembered by primary key (none if it was not sent)."""
-        found = self._ahead_rows.pop(name, None)
+    def rows_ahead(self) -> list[Row]:
+        """The rows read_ahead_rows() sent, remembered by primary key (none if it was not sent)."""
+        found, self._ahead_rows = self._ahead_rows, None
         if found is None:
             return []
         table, source = found

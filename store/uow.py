@@ -149,26 +149,24 @@ class Transaction:
 
     def append(self, new: ev.NewEvent, dispatch: bool = True) -> Appended:
         """Append unless the key is known (then return the original); project it; queue it for work."""
-        event = log.insert_unless_known(self.connection, new)
-        if event is None:
-            existing = self.find(new.idempotency_key)
-            assert existing is not None  # the append lock keeps the key from vanishing meanwhile
-            return Appended(existing, duplicate=True)
-        return self._appended(event, dispatch)
+        return self._appended_unless_known(new, log.insert_unless_known(self.connection, new), dispatch)
 
     def append_all(self, news: list[tuple[ev.NewEvent, bool]]) -> list[Appended]:
         """append() for each (event, dispatch?), the events inserted together: one round trip on Postgres
         for a batch of actions' checkpoints (store.log.insert_all_unless_known)."""
         inserted = log.insert_all_unless_known(self.connection, [new for new, _ in news])
-        appended = []
-        for (new, dispatch), event in zip(news, inserted, strict=True):
-            if event is None:
-                existing = self.find(new.idempotency_key)
-                assert existing is not None  # the append lock keeps the key from vanishing meanwhile
-                appended.append(Appended(existing, duplicate=True))
-            else:
-                appended.append(self._appended(event, dispatch))
-        return appended
+        return [
+            self._appended_unless_known(new, event, dispatch)
+            for (new, dispatch), event in zip(news, inserted, strict=True)
+        ]
+
+    def _appended_unless_known(self, new: ev.NewEvent, event: ev.Event | None, dispatch: bool) -> Appended:
+        """The insert's result: the event inserted, projected; or None, the log's event under that key."""
+        if event is None:
+            existing = self.find(new.idempotency_key)
+            assert existing is not None  # the append lock keeps the key from vanishing meanwhile
+            return Appended(existing, duplicate=True)
+        return self._appended(event, dispatch)
 
     def _append_new(self, new: ev.NewEvent, dispatch: bool) -> Appended:
         """append() for an event whose key the caller has just looked up, in this transaction."""
@@ -375,15 +373,15 @@ class EventStore:
         *,
         durable: bool = True,
         first_read: tuple[str, dict[str, Any]] | None = None,
-        rows_read: tuple[str, str, Any, dict[str, Any]] | None = None,
+        rows_read: tuple[str, Any, dict[str, Any]] | None = None,
     ) -> Iterator[Transaction]:
         """A write transaction on the log; `kind` a Transaction subclass (store.batch's, for a batch).
 
         `durable=False` only where losing the commit to a crash of Postgres is harmless (see
         store.log.lock_for_append): its commit returns without waiting for the disk. `first_read`
         (table, primary key): the row the transaction reads first, read in the round trip that takes
-        the lock. `rows_read` (name, table, statement, parameters): a read of whole rows sent in that
-        round trip too, taken with `tx.state.rows_ahead(name)`.
+        the lock. `rows_read` (table, statement, parameters): a read of whole rows sent in that round
+        trip too, taken with `tx.state.rows_ahead()`.
         """
         with self.engine.connect() as connection, connection.begin() as transaction:
             with pipelined(connection):
