@@ -5,7 +5,10 @@ Run by hand:  /work/venv/bin/python -m bench.execute_bench [--n 300] [--rate 15]
 What runs: a fresh Postgres database, the real command layer (`Commands.approve`, the compare-and-set
 decision), the real scheduler and in-process job queue with 2 worker threads, and the real executor
 (checkpoint → connector → result, each an appended event). Two connectors:
-- noop: a connector that does nothing, so the figures are the lifecycle's own cost;
+- noop: a connector that does nothing, so the figures are the lifecycle's own cost for an action on
+  the outside world (a start checkpoint before the connector, the result after);
+- internal: the real internal connector adding a note, an action that acts only through the log and
+  so is started, run and recorded in one transaction (jobs/execute.py);
 - smtp: the real EmailConnector against aiosmtpd on loopback, keeping its SMTP sessions open between
   emails as it does in production (the server's count of connections is printed beside the result).
 The undo window is 0 here: it is a deliberate wait, not a cost.
@@ -86,15 +89,16 @@ class Database:
             admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
-def proposals(store: EventStore, n: int, tag: str) -> list[str]:
+def proposals(store: EventStore, n: int, tag: str, kind: str = "send_email") -> list[str]:
     signal = ev.LeadCreated(customer=ev.CustomerRef(name="Ada Lovelace", email=f"ada+{tag}@acme.test"))
     customer = store.record_signal("lead.created", signal, f"bench:{tag}", source="bench").event.stream
+    email = {"subject": "Hello", "body": "Hi Ada,\n\nJust checking in.\n\nBest"}
     payload = {
         "agent": "bench",
-        "kind": "send_email",
+        "kind": kind,
         "customer_id": customer,
-        "params": {"to": "ada@acme.test", "subject": "Hello", "body": "Hi Ada,\n\nJust checking in.\n\nBest"},
-        "draft": {"subject": "Hello", "body": "Hi Ada,\n\nJust checking in.\n\nBest"},
+        "params": {"to": "ada@acme.test", **email} if kind == "send_email" else {"text": "Prefers calls"},
+        "draft": email if kind == "send_email" else None,
         "rationale": "bench",
         "sources": [],
         "confidence": 0.9,
@@ -156,8 +160,9 @@ def run_mode(mode: str, n: int, rate: float) -> dict[str, Any]:
             MAIL_FROM="ops@example.test",
         )
         connectors: dict[str, Any] = default_connectors(store, settings, lambda name: None)
-        connector = NoopConnector() if mode == "noop" else connectors["send_email"]
-        connectors["send_email"] = connector
+        kind = "add_note" if mode == "internal" else "send_email"
+        connector = NoopConnector() if mode == "noop" else connectors[kind]
+        connectors[kind] = connector
         executor = Executor(store, connectors)
         queue = InProcessJobQueue(threads=WORKERS)
         app = App(settings=settings, engine=engine, store=store, queue=queue, handlers={})
@@ -168,7 +173,7 @@ def run_mode(mode: str, n: int, rate: float) -> dict[str, Any]:
             schedule_execution(app, pid, row=row)
 
         # Latency: steady decisions below saturation.
-        latency_pids = proposals(store, n, f"{mode}-lat")
+        latency_pids = proposals(store, n, f"{mode}-lat", kind)
         commands = Commands(store, settings, schedule_execution=schedule)
         start = time.monotonic()
         for i, pid in enumerate(latency_pids):
@@ -180,7 +185,7 @@ def run_mode(mode: str, n: int, rate: float) -> dict[str, Any]:
         latencies, _, _ = timings(store, latency_pids)
 
         # Throughput: approve everything first, then queue all at once.
-        burst_pids = proposals(store, n, f"{mode}-burst")
+        burst_pids = proposals(store, n, f"{mode}-burst", kind)
         # Each decision's scheduling is held back with the row it hands over, as a decision does.
         held: list[tuple[str, dict[str, Any] | None]] = []
         holding = Commands(store, settings, schedule_execution=lambda pid, row: held.append((pid, row)))
@@ -196,10 +201,10 @@ def run_mode(mode: str, n: int, rate: float) -> dict[str, Any]:
         # Baseline: the bare connector, same concurrency, no bookkeeping.
         request = ActionRequest(
             proposal_id="prp_bench",
-            kind="send_email",
+            kind=kind,
             agent="bench",
             customer_id="c",
-            params={"to": "ada@acme.test"},
+            params={"to": "ada@acme.test", "text": "Prefers calls"},
             draft={"subject": "Hello", "body": "Hi"},
             idempotency_key="crm-bench",
             attempt=1,
@@ -265,7 +270,7 @@ def main() -> None:
     print(f"{WORKERS} workers, Postgres, n={args.n} per phase, latency phase at {args.rate}/s")
     print("| connector | decision → executed p50 | p99 | executed/s (2 workers) | bare connector/s | ratio |")
     print("|---|---|---|---|---|---|")
-    for mode in ("noop", "smtp"):
+    for mode in ("noop", "internal", "smtp"):
         r = run_mode(mode, args.n, args.rate)
         print(
             f"| {mode} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['throughput']:.1f} | "

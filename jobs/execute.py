@@ -9,6 +9,11 @@ A worker that finds an attempt whose lease ran out (its worker died) takes over:
 reached handover, or the connector deduplicates, it simply runs again; otherwise the outcome is unknown
 and the proposal becomes "uncertain" — shown to the operator, who chooses to resend or not.
 
+An action that acts only through the log (an internal update: its whole effect is the events its
+connector returns) needs no checkpoint before it, since there is nothing outside to have happened
+twice: its connector runs while the start is planned, and the start, the effect events and the result
+are one transaction — one compare-and-set, committed or not at all.
+
 A backlog is worked in batches: an attempt that starts also starts up to BATCH_MORE other approved
 proposals whose undo window is over, in the same transaction, runs them one after another, and records
 their results together — at the end, or with the next handover, which must commit before its send
@@ -53,6 +58,7 @@ from store import tables as t
 from store.db import reading
 from store.log import to_event
 from store.slice import group_query
+from store.state import SqlState
 from store.uow import EventStore
 
 log = logging.getLogger(__name__)
@@ -104,16 +110,25 @@ class _Result:
     payload: ev.Payload
     effects: tuple[ev.NewEvent, ...] = ()
 
+    @classmethod
+    def executed(cls, pid: str, attempt: int, result: ActionResult) -> _Result:
+        payload = sp.ActionExecuted(
+            attempt=attempt, reference=result.reference, compensation=result.compensation
+        )
+        return cls(pid, attempt, "action.executed", payload, result.effects)
+
     def step(self) -> lc.Step:
         def plan(row: dict[str, Any]) -> list[lc.Planned] | None:
             if row["attempts"] != self.attempt:
                 return None  # a newer attempt took over after our lease ran out
-            result = lc.on_proposal(
-                self.pid, self.event_type, self.payload, f"{self.pid}:{self.attempt}:result"
-            )
-            return [(result, False), *((effect, True) for effect in self.effects)]
+            return self.planned()
 
         return self.pid, {"executing"}, plan
+
+    def planned(self) -> list[lc.Planned]:
+        """The result event and the effect events (which go through the outbox) to append."""
+        result = lc.on_proposal(self.pid, self.event_type, self.payload, f"{self.pid}:{self.attempt}:result")
+        return [(result, False), *((effect, True) for effect in self.effects)]
 
     @property
     def status(self) -> Status:
@@ -121,13 +136,15 @@ class _Result:
 
     @property
     def detail(self) -> str:
-        payload = self.payload
-        found = (
-            getattr(payload, "error", None)
-            or getattr(payload, "note", None)
-            or getattr(payload, "reference", "")
-        )
-        return str(found or "")
+        return _detail(self.payload)
+
+
+def _detail(payload: ev.Payload) -> str:
+    """What a result says in a line: the error, the note or the far side's reference."""
+    found = (
+        getattr(payload, "error", None) or getattr(payload, "note", None) or getattr(payload, "reference", "")
+    )
+    return str(found or "")
 
 
 class _Batch:
@@ -202,13 +219,13 @@ class Executor:
             if row["state"] == "executing":
                 return Outcome("busy", "another worker holds the lease")
             return Outcome("nothing", f"proposal is {row['state']}")
-        self._remember_claimed(other.row["id"] for other in others if other.row is not None)
+        claimed = [other.row["id"] for other in others if other.row is not None]
+        self._remember_claimed(claimed)
         batch = _Batch()
-        started = [first, *others] if first.events[0].type == "action.started" else others
-        if first.events[0].type == "action.uncertain":
-            self._after(row, "uncertain")
-            batch.outcomes[proposal_id] = Outcome("uncertain", "a crashed attempt may have sent it")
-        self._run_all(batch, started)
+        try:
+            self._run_in_turn(batch, self._ended_at_start(batch, [first, *others]))
+        finally:
+            self._no_longer_running(claimed)
         return batch.outcomes.get(proposal_id) or Outcome("busy", "started, not run: left to the sweep")
 
     def _taken_by_a_batch(self, proposal_id: str) -> Outcome | None:
@@ -243,14 +260,24 @@ class Executor:
         with self._claimed_lock:
             self._running.difference_update(ids)
 
-    def _run_all(self, batch: _Batch, started: list[lc.Transition]) -> None:
-        """Run each started attempt's connector in turn and record the results (see the module's doc)."""
-        try:
-            self._run_in_turn(batch, started)
-        finally:
-            self._no_longer_running(t.row["id"] for t in started if t.row is not None)
+    def _ended_at_start(self, batch: _Batch, transitions: list[lc.Transition]) -> list[lc.Transition]:
+        """Show the attempts whose start transaction also recorded their result (an action that acts
+        only through the log, or a dead worker's handed-over attempt found uncertain); the others,
+        started, are returned to be run."""
+        started = []
+        for transition in transitions:
+            ended = next((e for e in transition.events if e.type in sp.RESULTS), None)
+            if ended is None:
+                started.append(transition)
+                continue
+            assert transition.row is not None
+            status = _STATUS_OF[ended.type]
+            self._after(transition.row, status)
+            batch.outcomes[transition.row["id"]] = Outcome(status, _detail(ended.payload))
+        return started
 
     def _run_in_turn(self, batch: _Batch, started: list[lc.Transition]) -> None:
+        """Run each started attempt's connector in turn and record the results (see the module's doc)."""
         began = self.monotonic()
         budget = self.lease.total_seconds() / 4
         for n, transition in enumerate(started):
@@ -282,7 +309,7 @@ class Executor:
             self.sleep(min(max(remaining, 0.0), UNDO_POLL_SECONDS))
 
     # ---- steps -----------------------------------------------------------------------------------
-    def _plan_start(self, row: dict[str, Any]) -> list[lc.Planned] | None:
+    def _plan_start(self, row: dict[str, Any], state: SqlState) -> list[lc.Planned] | None:
         now = self.clock()
         pid, attempt = row["id"], row["attempts"]
         connector = self.connectors.get(row["kind"])
@@ -302,7 +329,10 @@ class Executor:
             idempotency_key=action_key(pid),
             lease_until=now + self.lease,
         )
-        return [(lc.on_proposal(pid, "action.started", started, f"{pid}:{attempt}:started"), False)]
+        planned = [(lc.on_proposal(pid, "action.started", started, f"{pid}:{attempt}:started"), False)]
+        if isinstance(connector, InternalConnector):  # acts only through the log: runs as it starts
+            planned += self._run_in_log(row, attempt, connector, state).planned()
+        return planned
 
     def _run(self, batch: _Batch, row: dict[str, Any], attempt: int, connector: Connector | None) -> None:
         """Run one attempt's connector; its result waits in the batch to be recorded."""
@@ -336,10 +366,26 @@ class Executor:
                 payload = sp.ActionFailed(attempt=attempt, error=f"unexpected error: {exc}", retryable=True)
                 batch.pending.append(_Result(pid, attempt, "action.failed", payload))
         else:
-            executed = sp.ActionExecuted(
-                attempt=attempt, reference=result.reference, compensation=result.compensation
-            )
-            batch.pending.append(_Result(pid, attempt, "action.executed", executed, result.effects))
+            batch.pending.append(_Result.executed(pid, attempt, result))
+
+    def _run_in_log(
+        self, row: dict[str, Any], attempt: int, connector: InternalConnector, state: SqlState
+    ) -> _Result:
+        """Plan the effects of an action that acts only through the log, reading through `state`, the
+        transaction that starts its attempt and appends them (nothing here is retried while the log's
+        lock is held)."""
+        pid = row["id"]
+        try:
+            result = connector.plan(self._request(row, attempt), state)
+        except (PermanentError, TransientError) as exc:
+            retryable = getattr(exc, "retryable", True)
+            failed = sp.ActionFailed(attempt=attempt, error=str(exc), retryable=retryable)
+            return _Result(pid, attempt, "action.failed", failed)
+        except Exception as exc:  # a bug, or a read that failed: nothing was appended, so try again
+            log.exception("connector for %s crashed", pid)
+            failed = sp.ActionFailed(attempt=attempt, error=f"unexpected error: {exc}", retryable=True)
+            return _Result(pid, attempt, "action.failed", failed)
+        return _Result.executed(pid, attempt, result)
 
     def _with_retries(self, connector: Connector, request: ActionRequest, batch: _Batch) -> ActionResult:
         retrying = Retrying(

@@ -80,7 +80,7 @@ def start_batch(
     store: EventStore,
     proposal_id: str,
     allowed: Collection[str],
-    plan: Callable[[dict[str, Any]], Iterable[Planned] | None],
+    plan: Callable[[dict[str, Any], SqlState], Iterable[Planned] | None],
     *,
     more: int,
     now: datetime,
@@ -90,6 +90,9 @@ def start_batch(
     proposals whose undo window is over (the oldest decisions first), in one log transaction: how the
     executor starts a backlog. Only the transitions won by the others are returned after the first.
     The others are read in the round trip that takes the lock, so a lone proposal costs nothing more.
+    `plan(row, state)` may read the projection through `state`, the transaction's own, and may record
+    a result as well (an action that acts only through the log runs as it starts): the commit then
+    waits for the disk whatever `durable` says, since the operator is shown the result.
     """
     claim = ("proposals", _CLAIM, {"id": proposal_id, "now": now, "n": more, "state": "approved"})
     with store.transaction(
@@ -97,13 +100,19 @@ def start_batch(
     ) as tx:
         row = tx.state.get("proposals", id=proposal_id)
         others = tx.state.rows_ahead()
-        first = _plan(row, allowed, plan)
+
+        def planned(current: dict[str, Any]) -> Iterable[Planned] | None:
+            return plan(current, tx.state)
+
+        first = _plan(row, allowed, planned)
         if first is None:
             others = []
         ids = [proposal_id, *(other["id"] for other in others)]
         rows = [row, *others]
-        plans = [first, *(_plan(other, allowed, plan) for other in others)]
+        plans = [first, *(_plan(other, allowed, planned) for other in others)]
         won = _append_plans(tx, ids, rows, plans)
+        if any(event.type in sp.RESULTS for transition in won for event in transition.events):
+            tx.wait_for_disk()
         return [won[0], *(transition for transition in won[1:] if transition.won)]
 
 

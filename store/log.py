@@ -45,7 +45,13 @@ def lock_for_append(connection: Connection, *, durable: bool = True) -> None:
         with pipelined(connection):  # the transaction's BEGIN and the lock in one round trip
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})")
             if not durable:
-                connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                connection.exec_driver_sql(_NO_WAIT)
+
+
+# Set at BEGIN for a commit that need not wait for the disk, and set back by one that finds, later in
+# the transaction, that it must (store.uow.Transaction.wait_for_disk).
+_NO_WAIT = "SET LOCAL synchronous_commit = off"
+WAIT = text("SET LOCAL synchronous_commit = on")
 
 
 # Built once: a fresh statement per append costs more to build and cache-key than to run.

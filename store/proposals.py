@@ -204,5 +204,8 @@ EVENT_MODELS: dict[str, type[ev.Payload]] = {
     "task.cancelled": TaskCancelled,
 }
 
+# The events that end an attempt: what the operator is shown as its outcome.
+RESULTS = frozenset({"action.executed", "action.failed", "action.uncertain"})
+
 for _table in (t.proposals, t.counters, t.proposal_messages, t.actions, t.agent_pauses):
     register_table(_table)

@@ -211,6 +211,12 @@ class Transaction:
             self.state.write(_SAVE_APPLIED[self.connection.dialect.name], {"p": self.applied})
             self.applied_unsaved = False
 
+    def wait_for_disk(self) -> None:
+        """Make the commit wait for the disk, though the transaction began as one that need not
+        (EventStore.transaction(durable=False)); sent with the held writes."""
+        if self.connection.dialect.name == "postgresql":
+            self.state.write(log.WAIT, {})
+
     def finish(self, commit: Callable[[], None]) -> None:
         """Save the position, send every held write and commit: one round trip on Postgres, in which
         the lock taken at BEGIN is held for the shortest time."""

@@ -44,13 +44,19 @@ class InternalConnector:
 
     def run(self, request: ActionRequest, handover: Handover) -> ActionResult:
         """Plan the effect events and how to compensate them."""
+        with self.store.engine.connect() as connection:
+            return self.plan(request, SqlState(connection))
+
+    def plan(self, request: ActionRequest, state: SqlState) -> ActionResult:
+        """run(), reading the customers through `state`: the executor passes the transaction that starts
+        the attempt, so the effects are planned on what that transaction sees and appended in it."""
         params = request.params
         author = request.approved_by or f"agent:{request.agent}"
         if request.kind == "change_stage":
             stage = str(params.get("stage") or "")
             if stage not in ev.STAGES:
                 raise PermanentError(f"unknown stage {stage!r}", retryable=False)
-            previous = self._stage_of(request.customer_id)
+            previous = _stage_of(state, request.customer_id)
             effect = _effect(
                 request, "stage.changed", ev.StageChanged(stage=stage, reason=params.get("reason"))
             )
@@ -81,7 +87,7 @@ class InternalConnector:
                 raise PermanentError("a merge needs two different customers", retryable=False)
             reason = str(params.get("reason") or "approved merge")
             compensation = {"into": into, "merged": merged}
-            if self._merged_into(merged) == into:  # identity resolution merged them already
+            if _merged_into(state, merged) == into:  # identity resolution merged them already
                 return ActionResult(f"{merged} is part of {into}", compensation, ())
             effect = _effect(
                 request, "customer.merged", ev.CustomerMerged(merged=merged, reason=reason), into
@@ -89,15 +95,15 @@ class InternalConnector:
             return ActionResult(f"merged {merged} into {into}", compensation, (effect,))
         raise PermanentError(f"no connector acts on {request.kind}; do it by hand", retryable=False)
 
-    def _merged_into(self, customer_id: str) -> str | None:
-        with self.store.engine.connect() as connection:
-            row = SqlState(connection).get("customers", id=customer_id)
-        return str(row["merged_into"]) if row and row["merged_into"] else None
 
-    def _stage_of(self, customer_id: str) -> str:
-        with self.store.engine.connect() as connection:
-            row = SqlState(connection).get("customers", id=customer_id)
-        return str(row["stage"]) if row else "lead"
+def _merged_into(state: SqlState, customer_id: str) -> str | None:
+    row = state.get("customers", id=customer_id)
+    return str(row["merged_into"]) if row and row["merged_into"] else None
+
+
+def _stage_of(state: SqlState, customer_id: str) -> str:
+    row = state.get("customers", id=customer_id)
+    return str(row["stage"]) if row else "lead"
 
 
 def compensate(
