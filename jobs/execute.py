@@ -187,7 +187,9 @@ class Executor:
         self.backoff_seconds = backoff_seconds
         self.batch_more = batch_more
         self.monotonic = monotonic
-        self._claimed: dict[str, None] = {}  # started by a batch here; their own jobs look before locking
+        # Started by a batch here: their own jobs look before locking. The value is what the batch
+        # recorded when that is final ("executed": nothing runs a proposal again after it), else None.
+        self._claimed: dict[str, Status | None] = {}
         self._running: set[str] = set()  # started by a batch here that has not recorded their results
         self._claimed_lock = threading.Lock()
 
@@ -225,7 +227,7 @@ class Executor:
         try:
             self._run_in_turn(batch, self._ended_at_start(batch, [first, *others]))
         finally:
-            self._no_longer_running(claimed)
+            self._no_longer_running(claimed, batch.outcomes)
         return batch.outcomes.get(proposal_id) or Outcome("busy", "started, not run: left to the sweep")
 
     def _taken_by_a_batch(self, proposal_id: str) -> Outcome | None:
@@ -236,7 +238,8 @@ class Executor:
                 return Outcome("busy", "a batch of this worker is running it")
             if proposal_id not in self._claimed:
                 return None
-            del self._claimed[proposal_id]
+            if self._claimed.pop(proposal_id) == "executed":
+                return Outcome("nothing", "proposal is executed")
         with reading(self.store.engine) as connection:
             found = connection.execute(_STATE_AND_LEASE, {"id": proposal_id}).first()
         if found is None:
@@ -256,9 +259,13 @@ class Executor:
             while len(self._claimed) > CLAIMED_MEMORY:
                 self._claimed.pop(next(iter(self._claimed)))
 
-    def _no_longer_running(self, ids: Iterable[str]) -> None:
+    def _no_longer_running(self, ids: list[str], outcomes: Mapping[str, Outcome]) -> None:
         with self._claimed_lock:
             self._running.difference_update(ids)
+            for pid in ids:
+                outcome = outcomes.get(pid)
+                if outcome is not None and outcome.status == "executed" and pid in self._claimed:
+                    self._claimed[pid] = "executed"
 
     def _ended_at_start(self, batch: _Batch, transitions: list[lc.Transition]) -> list[lc.Transition]:
         """Show the attempts whose start transaction also recorded their result (an action that acts

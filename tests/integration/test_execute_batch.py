@@ -185,6 +185,25 @@ def test_a_failed_batched_action_retried_by_the_operator_runs_again(
     # The retry's job reaches a proposal the batch took earlier: it looks, finds it approved again, runs.
     assert executor.execute(pids[1]).status == "executed"
     assert Counter(connector.ran) == Counter({pids[0]: 1, pids[1]: 2, pids[2]: 1})
+    # The executed one's own job is answered from memory (executed is final), without a statement.
+    with _statements(store.engine) as sent:
+        assert executor.execute(pids[2]).status == "nothing"
+    assert sent == []
+    assert Counter(connector.ran) == Counter({pids[0]: 1, pids[1]: 2, pids[2]: 1})
+
+
+@contextmanager
+def _statements(engine: Engine) -> Iterator[list[str]]:
+    sent: list[str] = []
+
+    def on_statement(_conn: Any, _cursor: Any, text: str, *_args: Any) -> None:
+        sent.append(text)
+
+    event.listen(engine, "before_cursor_execute", on_statement)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", on_statement)
 
 
 @pytest.mark.parametrize("dedupes", [True, False])
