@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import bindparam, select
+from sqlalchemy.exc import SQLAlchemyError
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from jobs.connectors.base import (
@@ -203,11 +204,16 @@ class Executor:
         # commit, which flushes the start with it (the write-ahead log is flushed in order). A
         # connector that cannot deduplicate records its handover, durably, before the irreversible
         # step; one that can runs again under the same idempotency key if Postgres loses the start.
+        touched: set[str] = set()  # the customers this batch's internal updates are planned on
+
+        def plan(row: dict[str, Any], state: SqlState) -> list[lc.Planned] | None:
+            return self._plan_start(row, state, touched)
+
         first, *others = lc.start_batch(
             self.store,
             proposal_id,
             {"approved", "executing"},
-            self._plan_start,
+            plan,
             more=self.batch_more,
             now=self.clock(),
             durable=False,
@@ -224,9 +230,15 @@ class Executor:
         claimed = [other.row["id"] for other in others if other.row is not None]
         self._remember_claimed(claimed)
         batch = _Batch()
+        started: list[lc.Transition] = []
+        ended: list[lc.Transition] = []
+        for transition in (first, *others):
+            done = any(event.type in sp.RESULTS for event in transition.events)
+            (ended if done else started).append(transition)
         try:
-            self._run_in_turn(batch, self._ended_at_start(batch, [first, *others]))
+            self._run_in_turn(batch, started)
         finally:
+            self._show_ended_at_start(batch, ended)  # after the sends: their leases run meanwhile
             self._no_longer_running(claimed, batch.outcomes)
         return batch.outcomes.get(proposal_id) or Outcome("busy", "started, not run: left to the sweep")
 
@@ -267,21 +279,15 @@ class Executor:
                 if outcome is not None and outcome.status == "executed" and pid in self._claimed:
                     self._claimed[pid] = "executed"
 
-    def _ended_at_start(self, batch: _Batch, transitions: list[lc.Transition]) -> list[lc.Transition]:
+    def _show_ended_at_start(self, batch: _Batch, ended: list[lc.Transition]) -> None:
         """Show the attempts whose start transaction also recorded their result (an action that acts
-        only through the log, or a dead worker's handed-over attempt found uncertain); the others,
-        started, are returned to be run."""
-        started = []
-        for transition in transitions:
-            ended = next((e for e in transition.events if e.type in sp.RESULTS), None)
-            if ended is None:
-                started.append(transition)
-                continue
+        only through the log, or a dead worker's handed-over attempt found uncertain)."""
+        for transition in ended:
             assert transition.row is not None
-            status = _STATUS_OF[ended.type]
+            result = next(e for e in transition.events if e.type in sp.RESULTS)
+            status = _STATUS_OF[result.type]
+            batch.outcomes[transition.row["id"]] = Outcome(status, _detail(result.payload))
             self._after(transition.row, status)
-            batch.outcomes[transition.row["id"]] = Outcome(status, _detail(ended.payload))
-        return started
 
     def _run_in_turn(self, batch: _Batch, started: list[lc.Transition]) -> None:
         """Run each started attempt's connector in turn and record the results (see the module's doc)."""
@@ -316,7 +322,7 @@ class Executor:
             self.sleep(min(max(remaining, 0.0), UNDO_POLL_SECONDS))
 
     # ---- steps -----------------------------------------------------------------------------------
-    def _plan_start(self, row: dict[str, Any], state: SqlState) -> list[lc.Planned] | None:
+    def _plan_start(self, row: dict[str, Any], state: SqlState, touched: set[str]) -> list[lc.Planned] | None:
         now = self.clock()
         pid, attempt = row["id"], row["attempts"]
         connector = self.connectors.get(row["kind"])
@@ -338,6 +344,13 @@ class Executor:
         )
         planned = [(lc.on_proposal(pid, "action.started", started, f"{pid}:{attempt}:started"), False)]
         if isinstance(connector, InternalConnector):  # acts only through the log: runs as it starts
+            if row["kind"] in PLANNED_ON_STATE:
+                customers = {row["customer_id"], *(str(v) for k, v in _params(row).items() if k in MERGED)}
+                if customers & touched:
+                    # It would be planned on what this batch has not appended yet (the stage another
+                    # one changes, a merge): left to its own job, which runs after this one commits.
+                    return None
+                touched |= customers
             planned += self._run_in_log(row, attempt, connector, state).planned()
         return planned
 
@@ -388,7 +401,9 @@ class Executor:
             retryable = getattr(exc, "retryable", True)
             failed = sp.ActionFailed(attempt=attempt, error=str(exc), retryable=retryable)
             return _Result(pid, attempt, "action.failed", failed)
-        except Exception as exc:  # a bug, or a read that failed: nothing was appended, so try again
+        except SQLAlchemyError:  # the transaction is lost with it: nothing is appended, the job fails
+            raise
+        except Exception as exc:  # a bug: nothing was appended, so a Retry may work once it is fixed
             log.exception("connector for %s crashed", pid)
             failed = sp.ActionFailed(attempt=attempt, error=f"unexpected error: {exc}", retryable=True)
             return _Result(pid, attempt, "action.failed", failed)
@@ -484,9 +499,8 @@ class Executor:
 
     def _request(self, row: dict[str, Any], attempt: int) -> ActionRequest:
         approved = row["approved"] or {}
-        proposed = row["proposed"]
-        params = dict(approved.get("params") or proposed.get("params") or {})
-        draft = approved.get("draft") if approved else proposed.get("draft")
+        params = _params(row)
+        draft = approved.get("draft") if approved else row["proposed"].get("draft")
         return ActionRequest(
             proposal_id=row["id"],
             kind=row["kind"],
@@ -511,6 +525,18 @@ class Executor:
                 references = list(data.get("references") or [])
                 return {"last_message_id": data["message_id"], "references": references}
         return {}
+
+
+# Internal updates planned on the customer's state (the stage to restore on Undo, whether a merge is
+# already made), and the params of a merge that name customers besides the proposal's own.
+PLANNED_ON_STATE = frozenset({"change_stage", "merge_customers"})
+MERGED = frozenset({"into", "merged"})
+
+
+def _params(row: dict[str, Any]) -> dict[str, Any]:
+    """The params the action runs with: the approved (maybe edited) version, else as proposed."""
+    approved = row["approved"] or {}
+    return dict(approved.get("params") or row["proposed"].get("params") or {})
 
 
 # What a batched proposal's own job looks at before anything else: two columns, no lock.

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
 
 from jobs.connectors.internal import InternalConnector
 from jobs.execute import Executor, default_connectors
@@ -117,6 +118,56 @@ def test_the_previous_stage_is_read_in_the_transaction_that_changes_it(
     assert picture is not None and picture.stage == "qualified"
 
 
+def test_stage_changes_of_one_customer_in_a_backlog_each_see_the_one_before(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """Two stage changes waiting together: the second is not planned in the transaction that appends
+    the first (it would see the stage from before both); it runs after that one commits. A note on
+    the same customer reads nothing and goes with the first."""
+    settings = settings_for(tmp_path, UNDO_WINDOW_SECONDS=0)
+    cmds, _, _ = commands(store, settings)
+    customer = make_customer(store)
+    pids = [
+        record(store, proposal(customer, "change_stage", {"stage": "qualified"})),
+        record(store, proposal(customer, "add_note", {"text": "met at the fair"})),
+        record(store, proposal(customer, "change_stage", {"stage": "customer"})),
+    ]
+    for pid in pids:
+        assert cmds.approve(OPERATOR, pid).ok
+    executor = Executor(store, default_connectors(store, settings, lambda name: None))
+    assert executor.execute(pids[0]).status == "executed"
+    assert [row(store, pid)["state"] for pid in pids] == ["executed", "executed", "approved"]
+    assert executor.execute(pids[2]).status == "executed"  # its own job
+    assert row(store, pids[2])["compensation"] == {"stage": "qualified"}
+    assert row(store, pids[2])["result_ref"] == "stage qualified → customer"
+    assert cmds.undo(OPERATOR, pids[2]).ok
+    with store.engine.connect() as connection:
+        picture = build_slice(connection, customer)
+    assert picture is not None and picture.stage == "qualified"
+
+
+def test_a_database_error_while_planning_fails_the_job_and_appends_nothing(
+    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed read loses the transaction on Postgres, so no failure can be recorded in it: the job
+    fails (the queue shows it, the sweep queues it again) and the proposal is still approved."""
+    _, pid = _approved(store, tmp_path, "change_stage", {"stage": "qualified"})
+    executor = Executor(store, default_connectors(store, settings_for(tmp_path), lambda name: None))
+
+    def broken_read(state: Any, customer_id: str) -> str:
+        state.connection.exec_driver_sql("SELECT no_such_column FROM customers")
+        return "lead"
+
+    monkeypatch.setattr("jobs.connectors.internal._stage_of", broken_read)
+    before = sum(1 for _ in store.read_all())
+    with pytest.raises(DBAPIError):
+        executor.execute(pid)
+    assert sum(1 for _ in store.read_all()) == before
+    assert row(store, pid)["state"] == "approved"
+    monkeypatch.undo()
+    assert executor.execute(pid).status == "executed"
+
+
 def test_a_worker_killed_inside_the_transaction_leaves_nothing_and_the_sweep_runs_it_once(
     store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -146,8 +197,9 @@ def test_a_worker_killed_inside_the_transaction_leaves_nothing_and_the_sweep_run
     assert picture is not None and [t["title"] for t in picture.open_tasks] == ["Call Ada back"]
 
 
+@pytest.mark.parametrize("batch_more", [0, 3])
 def test_two_workers_racing_on_internal_updates_append_each_effect_once(
-    store: EventStore, tmp_path: Path
+    store: EventStore, tmp_path: Path, batch_more: int
 ) -> None:
     settings = settings_for(tmp_path, UNDO_WINDOW_SECONDS=0)
     cmds, _, _ = commands(store, settings)
@@ -155,9 +207,9 @@ def test_two_workers_racing_on_internal_updates_append_each_effect_once(
     pids = [record(store, proposal(customer, "add_note", {"text": f"note {i}"})) for i in range(6)]
     for pid in pids:
         assert cmds.approve(OPERATOR, pid).ok
-    # One action per execute() (no batches), so both workers try every proposal.
+    # Without batches both workers try every proposal; with them, batches overlap as well.
     workers = [
-        Executor(store, default_connectors(store, settings, lambda name: None), batch_more=0)
+        Executor(store, default_connectors(store, settings, lambda name: None), batch_more=batch_more)
         for _ in range(2)
     ]
     outcomes: Counter[str] = Counter()
@@ -179,7 +231,8 @@ def test_two_workers_racing_on_internal_updates_append_each_effect_once(
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert outcomes["executed"] == len(pids)  # each once, by whichever worker won it
+    if batch_more == 0:
+        assert outcomes["executed"] == len(pids)  # each once, by whichever worker won it
     assert set(outcomes) <= {"executed", "nothing", "busy"}
     assert sorted(e.payload.text for e in events_typed(store, "note.added")) == [  # type: ignore[attr-defined]
         f"note {i}" for i in range(6)
