@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -58,7 +58,7 @@ from store import proposals as sp
 from store import tables as t
 from store.db import reading
 from store.log import to_event
-from store.slice import group_query
+from store.slice import groups_query
 from store.state import SqlState
 from store.uow import EventStore
 
@@ -291,6 +291,7 @@ class Executor:
 
     def _run_in_turn(self, batch: _Batch, started: list[lc.Transition]) -> None:
         """Run each started attempt's connector in turn and record the results (see the module's doc)."""
+        threads = self._threads(t.row for t in started if t.row is not None)
         began = self.monotonic()
         budget = self.lease.total_seconds() / 4
         for n, transition in enumerate(started):
@@ -304,7 +305,7 @@ class Executor:
                 break
             payload = transition.events[0].payload
             assert isinstance(payload, sp.ActionStarted)
-            self._run(batch, row, payload.attempt, self.connectors.get(row["kind"]))
+            self._run(batch, row, payload.attempt, self.connectors.get(row["kind"]), threads)
         self._record(batch)
 
     def wait_and_execute(self, proposal_id: str, max_wait: float | None = None) -> Outcome:
@@ -354,13 +355,20 @@ class Executor:
             planned += self._run_in_log(row, attempt, connector, state).planned()
         return planned
 
-    def _run(self, batch: _Batch, row: dict[str, Any], attempt: int, connector: Connector | None) -> None:
+    def _run(
+        self,
+        batch: _Batch,
+        row: dict[str, Any],
+        attempt: int,
+        connector: Connector | None,
+        threads: Mapping[str, dict[str, Any]],
+    ) -> None:
         """Run one attempt's connector; its result waits in the batch to be recorded."""
         pid = row["id"]
         try:
             if connector is None:
                 raise PermanentError(f"no connector acts on {row['kind']}", retryable=False)
-            request = self._request(row, attempt)
+            request = self._request(row, attempt, threads)
             result = self._with_retries(connector, request, batch)
         except OutcomeUnknown as exc:
             payload: ev.Payload = sp.ActionUncertain(attempt=attempt, note=str(exc))
@@ -396,7 +404,7 @@ class Executor:
         lock is held)."""
         pid = row["id"]
         try:
-            result = connector.plan(self._request(row, attempt), state)
+            result = connector.plan(self._request(row, attempt, {}), state)
         except (PermanentError, TransientError) as exc:
             retryable = getattr(exc, "retryable", True)
             failed = sp.ActionFailed(attempt=attempt, error=str(exc), retryable=retryable)
@@ -497,7 +505,10 @@ class Executor:
         elif status == "failed":
             self.notifier.notice([f"{row['kind']} for {row['customer_id']} failed ({pid}): {row['error']}"])
 
-    def _request(self, row: dict[str, Any], attempt: int) -> ActionRequest:
+    def _request(
+        self, row: dict[str, Any], attempt: int, threads: Mapping[str, dict[str, Any]]
+    ) -> ActionRequest:
+        """What the connector is given; `threads` is _threads() of the batch (emails only)."""
         approved = row["approved"] or {}
         params = _params(row)
         draft = approved.get("draft") if approved else row["proposed"].get("draft")
@@ -511,20 +522,31 @@ class Executor:
             idempotency_key=action_key(row["id"]),
             attempt=attempt,
             approved_by=row["decided_by"],
-            context=self._context(row) if row["kind"] == "send_email" else {},
+            context=threads.get(row["customer_id"], {}) if row["kind"] == "send_email" else {},
         )
 
-    def _context(self, row: dict[str, Any]) -> dict[str, Any]:
-        """The customer's last inbound email, to thread the reply onto."""
-        with reading(self.store.engine) as connection:
-            found = connection.execute(_LAST_INBOUND, {"customer_id": row["customer_id"]}).all()
-        for found_row in found:
-            payload = to_event(found_row._mapping).payload
-            data = payload.data if isinstance(payload, ev.Signal) else {}
-            if data.get("message_id"):
-                references = list(data.get("references") or [])
-                return {"last_message_id": data["message_id"], "references": references}
-        return {}
+    def _threads(self, rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """For the emails among rows, each customer's last inbound email to thread the reply onto, by
+        customer: one read for a whole batch."""
+        customers = sorted({row["customer_id"] for row in rows if row["kind"] == "send_email"})
+        if not customers:
+            return {}
+        engine = self.store.engine
+        with reading(engine) as connection:
+            found = connection.execute(_LAST_INBOUND[engine.dialect.name], {"customer_ids": customers})
+            threads: dict[str, dict[str, Any]] = {}
+            for found_row in found:  # each customer's newest first
+                if found_row.root in threads:
+                    continue
+                payload = to_event(found_row._mapping).payload
+                data = payload.data if isinstance(payload, ev.Signal) else {}
+                if data.get("message_id"):
+                    references = list(data.get("references") or [])
+                    threads[found_row.root] = {
+                        "last_message_id": data["message_id"],
+                        "references": references,
+                    }
+        return threads
 
 
 # Internal updates planned on the customer's state (the stage to restore on Undo, whether a merge is
@@ -544,13 +566,28 @@ _STATE_AND_LEASE = select(t.proposals.c.state, t.proposals.c.lease_until).where(
     t.proposals.c.id == bindparam("id")
 )
 
-# The customer's (and their merged duplicates') latest emails, newest first: built once, it runs per send.
-_LAST_INBOUND = (
-    select(t.events)
-    .where(t.events.c.stream.in_(group_query()), t.events.c.type == "message.received")
-    .order_by(t.events.c.position.desc())
-    .limit(20)
-)
+
+def _last_inbound(dialect: str) -> Any:
+    """Each customer's (and their merged duplicates') latest 20 emails, newest first, by customer (as
+    `root`) for the bound list "customer_ids"."""
+    groups, e = groups_query(dialect), t.events.c
+    newest = func.row_number().over(partition_by=groups.c.root, order_by=e.position.desc())
+    ranked = (
+        select(groups.c.root, e.position, newest.label("n"))
+        .join_from(groups, t.events, e.stream == groups.c.id)
+        .where(e.type == "message.received")
+        .subquery()
+    )
+    return (
+        select(ranked.c.root, t.events)
+        .join_from(ranked, t.events, e.position == ranked.c.position)
+        .where(ranked.c.n <= 20)
+        .order_by(ranked.c.root, e.position.desc())
+    )
+
+
+# Built once per dialect: it runs per batch of sends.
+_LAST_INBOUND = {dialect: _last_inbound(dialect) for dialect in ("postgresql", "sqlite")}
 
 
 def default_connectors(

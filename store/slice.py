@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Select, String, bindparam, func, or_, select
 from store import events as ev
 from store import log, projector
 from store import tables as t
+from store.db import one_of
 from store.identity import normalise_name
 from store.state import MemoryState, ProjectionState, SqlState
 
@@ -186,6 +187,15 @@ def group_query() -> Select[Any]:
     # UNION, not UNION ALL: a cycle of merges (which should never be) ends instead of looping.
     group = group.union(select(c.id).where(c.merged_into == group.c.id))
     return select(group.c.id)
+
+
+def groups_query(dialect: str) -> Any:
+    """group_query for several customers at once, over the bound list "customer_ids": a CTE of (root,
+    id), each root with itself and every customer merged into it, transitively."""
+    c = t.customers.c
+    roots = select(c.id.label("root"), c.id.label("id")).where(one_of(c.id, "customer_ids", dialect))
+    group = roots.cte("customer_groups", recursive=True)
+    return group.union(select(group.c.root, c.id).where(c.merged_into == group.c.id))
 
 
 def _ever_merged_into(connection: Connection, group: list[str]) -> list[str]:

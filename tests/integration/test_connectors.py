@@ -67,6 +67,39 @@ def test_email_over_starttls_with_auth_is_threaded_onto_the_customers_last_messa
         assert row(store, pid)["result_ref"] == message["Message-ID"]
 
 
+def test_a_backlog_of_emails_threads_each_onto_its_own_customers_last_message(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """The batch reads every customer's thread at once: each email still gets its own customer's
+    (a merged duplicate's mail counts; a chat message without a Message-ID does not)."""
+
+    def inbound(email: str, key: str, **data: Any) -> None:
+        signal = ev.MessageReceived(customer=ev.CustomerRef(email=email), text="hi", data=data)
+        store.record_signal("message.received", signal, key, source="email")
+
+    with SmtpStandin() as smtp:
+        settings = settings_for(tmp_path, SMTP_URL=smtp.url, UNDO_WINDOW_SECONDS=0)
+        ann, cy = make_customer(store, "Ann", "ann@acme.test"), make_customer(store, "Cy", "cy@gamma.test")
+        dan, eve = make_customer(store, "Dan", "dan@gamma.test"), make_customer(store, "Eve", "eve@eps.test")
+        inbound("ann@acme.test", "mail:a1", message_id="<a1@acme.test>", subject="price")
+        inbound("ann@acme.test", "chat:a2", subject="a chat message carries no Message-ID")
+        inbound("cy@gamma.test", "mail:c1", message_id="<c1@gamma.test>", subject="trial")
+        inbound("dan@gamma.test", "mail:d1", message_id="<d1@gamma.test>", references=["<c1@gamma.test>"])
+        merge = _approve(store, settings, proposal(cy, "merge_customers", {"into": cy, "merged": dan}))
+        assert _executor(store, settings).execute(merge).status == "executed"
+        pids = {
+            who: _approve(store, settings, email_proposal(who, to=f"{who}@x.test")) for who in (ann, cy, eve)
+        }
+        assert _executor(store, settings).execute(pids[ann]).status == "executed"  # the batch takes all three
+        sent = {message["Message-ID"]: message for message in smtp.messages}
+        assert len(sent) == 3
+        replies = {who: sent[row(store, pid)["result_ref"]] for who, pid in pids.items()}
+        assert replies[ann]["In-Reply-To"] == "<a1@acme.test>"
+        assert replies[cy]["In-Reply-To"] == "<d1@gamma.test>"  # Dan's mail: he is part of Cy now
+        assert replies[cy]["References"] == "<c1@gamma.test> <d1@gamma.test>"
+        assert replies[eve]["In-Reply-To"] is None and replies[eve]["References"] is None
+
+
 def test_a_customer_whose_subject_and_message_ids_carry_line_breaks_can_be_replied_to(
     store: EventStore, tmp_path: Path
 ) -> None:
