@@ -109,6 +109,7 @@ def run_sequencer(dsn: str, redis_url: str) -> None:
     import redis
     from rq import Queue
 
+    from jobs.intake import SEQUENCE_LINGER_S
     from jobs.queue import DECISIONS
     from jobs.redis_queue import queue_name
     from store.intake import sequence
@@ -120,7 +121,7 @@ def run_sequencer(dsn: str, redis_url: str) -> None:
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
     while True:
         if connection.blpop([kicks], timeout=1) is not None:
-            sequence(store)
+            sequence(store, linger=SEQUENCE_LINGER_S)
 
 
 def backlog_of(dsn: str) -> int:

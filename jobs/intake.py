@@ -22,6 +22,11 @@ SEQUENCE_INTAKE = "jobs.intake.sequence_intake"
 # How long a kick waits for more rows before queueing its job: a burst of deliveries costs one job per
 # window instead of one per request, and a lone signal waits no longer than this for its job.
 KICK_WINDOW_S = 0.02
+# How long the job waits between two partial batches while signals keep arriving (store.intake.sequence's
+# `linger`): under a burst each transaction then records more signals, and the sequencer's CPU per signal
+# fell by about a third, which the web process on the same cores gets back (docs/benchmarks.md). A signal
+# waits at most this much longer to reach the log; a lone one does not wait.
+SEQUENCE_LINGER_S = 0.05
 
 
 def sequence_intake() -> int:
@@ -31,7 +36,7 @@ def sequence_intake() -> int:
     """
     ctx = current()
     try:
-        moved = sequence(ctx.store)
+        moved = sequence(ctx.store, linger=SEQUENCE_LINGER_S)
     except UNREACHABLE as exc:
         log.warning("database unreachable, staged signals wait for the relay: %s", exc)
         return 0

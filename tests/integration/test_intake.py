@@ -182,6 +182,46 @@ def test_concurrent_sequencers_record_every_row_exactly_once(store: EventStore) 
     assert all(row["position"] is not None for row in staged_rows(store.engine))
 
 
+def test_under_a_burst_the_sequencer_waits_between_partial_batches(store: EventStore) -> None:
+    def stage_n(first: int, n: int) -> list[str]:
+        signals = [(f"signals:b{i}", lead(f"b{i}@example.com")) for i in range(first, first + n)]
+        return [stage(store.engine, "message.received", s, key, source="x").event_id for key, s in signals]
+
+    promised = stage_n(0, 3)
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:  # signals keep arriving while the sequencer waits
+        waits.append(seconds)
+        if len(waits) == 1:
+            promised.extend(stage_n(3, 4))
+
+    assert sequence(store, batch=10, linger=0.02, sleep=sleep) == 7
+    assert waits == [0.02, 0.02], "a wait after the batch of 3 and after the batch of 4 it gathered"
+    with store.engine.connect() as connection:
+        ids = connection.execute(select(t.events.c.id).where(t.events.c.type == "message.received"))
+        assert sorted(ids.scalars()) == sorted(promised)
+    assert backlog(store.engine) == {"waiting": 0, "failed": 0}
+
+
+def test_the_sequencer_does_not_wait_for_a_lone_signal_a_full_batch_or_given_rows(store: EventStore) -> None:
+    waits: list[float] = []
+    one = stage(store.engine, "lead.created", lead("one@example.com"), "signals:one", source="x")
+    assert sequence(store, linger=0.02, sleep=waits.append) == 1
+    for n in range(5):
+        stage(store.engine, "lead.created", lead(f"f{n}@example.com"), f"signals:f{n}", source="x")
+    assert sequence(store, batch=5, linger=0.02, sleep=waits.append) == 5, "one full batch"
+    picked = [
+        stage(store.engine, "lead.created", lead(f"p{n}@example.com"), f"signals:p{n}", source="x").row_id
+        for n in range(3)
+    ]
+    assert sequence(store, rows=[r for r in picked if r], linger=0.02, sleep=waits.append) == 3
+    for n in range(3):
+        stage(store.engine, "lead.created", lead(f"s{n}@example.com"), f"signals:s{n}", source="x")
+    assert sequence(store, staged_before=datetime.now(UTC), linger=0.02, sleep=waits.append) == 3
+    assert waits == [], "nothing more is coming for a lone signal, a full backlog or a chosen set"
+    assert events_keyed(store.engine, "signals:one")[0]["id"] == one.event_id
+
+
 def test_sequencing_only_rows_staged_before_a_time(store: EventStore) -> None:
     stage(store.engine, "lead.created", lead(), "signals:old-row", source="signals")
     cutoff = datetime.now(UTC)
