@@ -220,9 +220,10 @@ def sequence(
     an attempt and is skipped for the rest of this call. Raises only when the database is unreachable.
 
     `linger` (seconds; open-ended calls only, the sequencing job's): after a batch of more than one row
-    but less than a full one, wait that long before looking again. Signals then arrive faster than
-    batches are recorded, and a transaction's fixed cost (the lock, the reads of keys, the writes per
-    table) is shared by more of them; a lone signal, or a full backlog, goes on at once.
+    but less than a full one, wait that long before looking again. Such a batch says signals arrive
+    faster than one transaction records them; waiting lets more of them share the next transaction's
+    fixed cost (the lock, the reads of keys, a write per table). A lone signal, or a full backlog, goes
+    on at once.
     """
     moved = 0
     skip: set[int] = set()
