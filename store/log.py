@@ -42,15 +42,21 @@ def lock_for_append(connection: Connection, *, durable: bool = True) -> None:
     log is flushed in order; a crash of Postgres before then loses it, nothing else.
     """
     if connection.dialect.name == "postgresql":
-        with pipelined(connection):  # the transaction's BEGIN and the lock in one round trip
-            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})")
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        # The transaction's BEGIN and the lock in one round trip; sent by the driver itself, as the
+        # reads that follow in the same round trip are (nothing here needs SQLAlchemy's execution).
+        with pipelined(connection):
+            cursor = driver.cursor()
+            cursor.execute(_LOCK)
             if not durable:
-                connection.exec_driver_sql(_NO_WAIT)
+                cursor.execute(_NO_WAIT)
 
 
 # Set at BEGIN for a commit that need not wait for the disk, and set back by one that finds, later in
 # the transaction, that it must (store.uow.Transaction.wait_for_disk).
-_NO_WAIT = "SET LOCAL synchronous_commit = off"
+_NO_WAIT = b"SET LOCAL synchronous_commit = off"
+_LOCK = f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})".encode()
 WAIT = text("SET LOCAL synchronous_commit = on")
 
 

@@ -7,7 +7,7 @@ round-trips to the database per event, and is then written back in bulk.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from psycopg import sql
@@ -15,7 +15,7 @@ from sqlalchemy import JSON, Connection, Table, and_, bindparam, delete, insert,
 from sqlalchemy.dialects import postgresql, sqlite
 
 from store import tables as t
-from store.db import pipelined, upsert_rows
+from store.db import commit_with, pipelined, upsert_rows
 
 Row = dict[str, Any]
 TABLES: dict[str, Table] = {table.name: table for table in t.PROJECTION_TABLES}
@@ -161,6 +161,18 @@ class SqlState:
             for statement, params in writes:
                 self.connection.execute(statement, params)
 
+    def flush_and_commit(self, commit: Callable[[], None]) -> None:
+        """Send the held writes and commit, in one round trip on Postgres: as one simple query where
+        every write allows it (store.db.commit_with), else pipelined. `commit` is the caller's commit,
+        run after (SQLAlchemy's; a no-op for the server once the query has committed)."""
+        if commit_with(self.connection, self._writes):
+            self._writes = []
+            commit()
+            return
+        with pipelined(self.connection):
+            self.flush()
+            commit()
+
     def read_ahead(self, table: str, **key: Any) -> None:
         """Send the read of one row by primary key now, inside the caller's pipelined block, so it goes
         with that round trip (after the append lock, so it sees every commit before it); `get` takes
@@ -170,9 +182,10 @@ class SqlState:
             return
         driver = self.connection.connection.driver_connection
         assert driver is not None
+        query, names = _driver_sql(self.connection, _select(table, tuple(key)))
         cursor = driver.cursor()
-        cursor.execute(_driver_select(self.connection, table, tuple(key)), key)
-        self._ahead[cache_key] = cursor
+        cursor.execute(query, key)
+        self._ahead[cache_key] = (cursor, names)
 
     def read_ahead_rows(self, table: str, statement: Any, params: Row) -> None:
         """Send a read of whole rows of `table` now, as read_ahead does (Postgres; elsewhere it runs
@@ -180,9 +193,10 @@ class SqlState:
         if self._dialect == "postgresql":
             driver = self.connection.connection.driver_connection
             assert driver is not None
+            query, names = _driver_sql(self.connection, statement)
             cursor = driver.cursor()
-            cursor.execute(_driver_sql(self.connection, statement), params)
-            self._ahead_rows = (table, cursor)
+            cursor.execute(query, params)
+            self._ahead_rows = (table, (cursor, names))
         else:
             self._ahead_rows = (table, (statement, params))
 
@@ -191,13 +205,11 @@ class SqlState:
         found, self._ahead_rows = self._ahead_rows, None
         if found is None:
             return []
-        table, source = found
-        if isinstance(source, tuple):
-            statement, params = source
-            rows = [dict(row._mapping) for row in self.connection.execute(statement, params)]
+        table, (source, given) = found
+        if self._dialect != "postgresql":
+            rows = [dict(row._mapping) for row in self.connection.execute(source, given)]
         else:
-            names = [column.name for column in source.description]
-            rows = [dict(zip(names, values, strict=True)) for values in source.fetchall()]
+            rows = [dict(zip(given, values, strict=True)) for values in source.fetchall()]
             source.close()
         self.remember_rows(table, rows)
         return rows
@@ -213,9 +225,8 @@ class SqlState:
     def get(self, table: str, **key: Any) -> Row | None:
         cache_key = self._cache_key(table, key)
         if cache_key in self._ahead:
-            cursor = self._ahead.pop(cache_key)
+            cursor, names = self._ahead.pop(cache_key)
             found = cursor.fetchone()
-            names = [column.name for column in cursor.description]
             cursor.close()
             self._read[cache_key] = dict(zip(names, found, strict=True)) if found is not None else None
         if cache_key in self._read:
@@ -275,19 +286,18 @@ def _select(table: str, columns: tuple[str, ...]) -> Any:
     return stmt
 
 
-def _driver_select(connection: Connection, table: str, columns: tuple[str, ...]) -> str:
-    """_select's SQL as the driver takes it (for a read sent in a pipeline, past SQLAlchemy)."""
-    return _driver_sql(connection, _select(table, columns))
-
-
-def _driver_sql(connection: Connection, statement: Any) -> str:
-    """A statement's SQL as the driver takes it, compiled once per statement and dialect."""
+def _driver_sql(connection: Connection, statement: Any) -> tuple[str, tuple[str, ...]]:
+    """A select's SQL as the driver takes it (for a read sent in a pipeline, past SQLAlchemy) and the
+    names of the columns it reads, in order (asking the cursor builds an object per column, per read):
+    worked out once per statement and dialect."""
     cache_key = ("driver-sql", connection.dialect.name, str(id(statement)))
     found = _STATEMENTS.get(cache_key)
     if found is None:
+        sql = str(statement.compile(dialect=connection.dialect))
+        names = tuple(column.name for column in statement.selected_columns)
         # The statement is kept beside its SQL so its id cannot be reused by another statement.
-        found = _STATEMENTS[cache_key] = (str(statement.compile(dialect=connection.dialect)), statement)
-    return str(found[0])
+        found = _STATEMENTS[cache_key] = (sql, names, statement)
+    return found[0], found[1]
 
 
 def _update(table: str, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
@@ -487,6 +497,12 @@ class BatchState(SqlState):
                         self.connection.execute(_upsert(self._dialect, table, columns), rows)
                 pending.clear()
             super().flush()
+
+    def flush_and_commit(self, commit: Callable[[], None]) -> None:
+        """A batch's writes are rows in bulk (multi-row upserts, COPY): pipelined, then the commit."""
+        with pipelined(self.connection):
+            self.flush()
+            commit()
 
     def _keep(self, table: str, row: Row, pk: tuple[Any, ...] | None = None, *, copy: bool = True) -> None:
         """Know this whole row (with its primary key when the caller has it; a copy unless told the

@@ -218,13 +218,11 @@ class Transaction:
             self.state.write(log.WAIT, {})
 
     def finish(self, commit: Callable[[], None]) -> None:
-        """Save the position, send every held write and commit: one round trip on Postgres, in which
-        the lock taken at BEGIN is held for the shortest time."""
+        """Save the position, send every held write and commit: one round trip on Postgres (see
+        SqlState.flush_and_commit), in which the lock taken at BEGIN is held for the shortest time."""
         self.save_position()
         try:
-            with pipelined(self.connection):
-                self.state.flush()
-                commit()
+            self.state.flush_and_commit(commit)
         except BaseException:
             end_failed_commit(self.connection)
             raise

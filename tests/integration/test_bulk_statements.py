@@ -1,6 +1,7 @@
 """The statements a batch sends in bulk (store.db). upsert_rows (a batch's projection rows in one multi-row
 statement) writes what an executemany of the single-row upsert (store.state, SqlState.put) writes, and
-fails as SQLAlchemy's statements do; one_of (a list bound as one array on Postgres) finds what IN finds."""
+fails as SQLAlchemy's statements do; one_of (a list bound as one array on Postgres) finds what IN finds;
+commit_with (a transaction's writes and COMMIT as one query) writes what SQLAlchemy's statements write."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Connection, MetaData, String, Table, insert, select
+from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from store import db
+from store import db, log, uow
 from store import tables as t
 from store.db import make_engine, one_of, pipelined, upsert_rows
-from store.state import _upsert
+from store.state import _update, _upsert
 
 AT = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 PARIS = timezone(timedelta(hours=1))
@@ -123,3 +124,103 @@ def test_a_list_bound_as_one_array_matches_whole_values_only(db_url: str) -> Non
         (widest + "zz", "cus_0002"): ["cus_0002"],
         (): [],
     }
+
+
+# ---- a transaction's writes and its COMMIT in one query (store.db.commit_with) --------------------
+
+TRICKY = (
+    'it\'s; 50% off %(name)s \\ "quoted" \N{SNOWMAN}\N{ZERO WIDTH JOINER}\N{PILE OF POO} -- not a comment'
+)
+
+
+def the_writes() -> list[tuple[Any, dict[str, Any]]]:
+    """What log transactions write (a whole row's upsert, a partial update, the position's upsert with a
+    constant of its own, an event with a JSON payload, the wait for the disk), with awkward values."""
+    whole = customer(1, notes=TRICKY, company="O'Brien; Sons")
+    event = {
+        "id": "ev-1",
+        "stream": "cus_0001",
+        "type": "note.added",
+        "version": 1,
+        "payload": {"text": TRICKY, "nested": {"list": [1, 2.5, None, True], "empty": {}}},
+        "actor": "operator",
+        "source": "test",
+        "confidence": None,
+        "correlation_id": None,
+        "causation_id": None,
+        "occurred_at": AT.astimezone(PARIS),
+        "recorded_at": AT,
+        "idempotency_key": "k;1",
+    }
+    changes = {
+        "set_name": TRICKY,
+        "set_updated_at": AT.astimezone(PARIS) + timedelta(hours=1),
+        "key_id": "cus_0001",
+    }
+    return [
+        (_upsert("postgresql", "customers", tuple(whole)), whole),
+        (_upsert("postgresql", "customers", tuple(customer(2))), customer(2)),
+        (_update("customers", ("id",), ("name", "updated_at")), changes),
+        (insert(t.events), event),
+        (uow._SAVE_APPLIED["postgresql"], {"p": 7}),
+        (uow._SAVE_APPLIED["postgresql"], {"p": 5}),  # moves forward only: stays at 7
+        (log.WAIT, {}),
+    ]
+
+
+def tables_now(connection: Connection) -> list[Any]:
+    with connection.begin():
+        return [
+            connection.execute(select(table).order_by(*table.primary_key.columns)).all()
+            for table in (t.customers, t.events, t.projection_positions)
+        ]
+
+
+def test_writes_sent_with_the_commit_in_one_query_write_what_sqlalchemy_writes(
+    connection: Connection, other_pg_url: str
+) -> None:
+    connection.begin()
+    assert db.commit_with(connection, the_writes())
+    connection.commit()  # SQLAlchemy's end of the transaction the query committed: sends nothing more
+    one_query = tables_now(connection)
+    engine = make_engine(other_pg_url)
+    with engine.connect() as other:
+        with other.begin():
+            for statement, params in the_writes():
+                other.execute(statement, params)
+        assert one_query == tables_now(other)
+    engine.dispose()
+    customers, events, positions = one_query
+    assert [row.name for row in customers] == [TRICKY, "Person 2"] and customers[0].notes == TRICKY
+    assert events[0].payload["text"] == TRICKY and events[0].idempotency_key == "k;1"
+    assert [tuple(row) for row in positions] == [("core", 7)]
+
+
+def test_a_write_refused_in_the_query_fails_as_sqlalchemys_error_and_commits_nothing(
+    connection: Connection,
+) -> None:
+    first, second, *_ = the_writes()
+    refused = (second[0], {**second[1], "stage": None})  # NOT NULL
+    transaction = connection.begin()
+    with pytest.raises(IntegrityError):
+        db.commit_with(connection, [first, refused, first])
+    db.end_failed_commit(connection)
+    transaction.rollback()
+    assert tables_now(connection)[0] == []  # not even the write before it
+
+
+def test_what_the_query_cannot_carry_is_left_to_sqlalchemy(connection: Connection, sqlite_url: str) -> None:
+    defaulted = Table(
+        "test_defaulted",
+        MetaData(),
+        Column("a", String(8), primary_key=True),
+        Column("n", Integer, default=1),
+    )
+    connection.begin()
+    assert not db.commit_with(connection, [(insert(defaulted), {"a": "x"})])  # SQLAlchemy fills `n` in
+    assert connection.exec_driver_sql("SELECT 1").scalar_one() == 1  # nothing was sent: still usable
+    connection.rollback()
+    engine = make_engine(sqlite_url)
+    with engine.connect() as lite, lite.begin():
+        assert not db.commit_with(lite, [(log.WAIT, {})])
+    engine.dispose()

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import event
+from psycopg.pq import TransactionStatus
 
 from jobs.connectors.base import ActionRequest, ActionResult, Handover
 from jobs.execute import Executor, default_connectors
@@ -22,6 +23,27 @@ from tests.integration.proposal_helpers import (
     settings_for,
 )
 from tests.integration.test_store_contract import note
+
+
+def sent_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement the driver is asked to send from now on, in order, whichever way it goes (one by
+    one, pipelined, or several in one query, split at `;`), and "COMMIT" for a commit it sends."""
+    sent: list[str] = []
+    execute, commit = psycopg.Cursor.execute, psycopg.Connection.commit
+
+    def watched(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        text = query.decode() if isinstance(query, bytes) else str(query)
+        sent.extend(part.strip() for part in text.split(";") if part.strip())
+        return execute(cursor, query, *args, **kwargs)
+
+    def committed(connection: Any) -> None:
+        if connection.pgconn.transaction_status != TransactionStatus.IDLE:  # else it sends nothing
+            sent.append("COMMIT")
+        commit(connection)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", watched)
+    monkeypatch.setattr(psycopg.Connection, "commit", committed)
+    return sent
 
 
 def setting(tx: Any) -> str:
@@ -60,31 +82,26 @@ class Recording:
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
-def test_only_the_start_of_an_attempt_commits_without_waiting(store: EventStore, tmp_path: Path) -> None:
+def test_only_the_start_of_an_attempt_commits_without_waiting(
+    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = settings_for(tmp_path, UNDO_WINDOW_SECONDS=0)
     cmds, _, _ = commands(store, settings)
     pid = record(store, email_proposal(make_customer(store)))
     assert cmds.approve(OPERATOR, pid).ok
-    seen: list[str] = []
     connectors = default_connectors(store, settings, lambda name: None)
-    connectors["send_email"] = Recording(seen)
+    sent = sent_statements(monkeypatch)
+    connectors["send_email"] = Recording(sent)  # "ACT" joins the statements, in its place
+    assert Executor(store, connectors).execute(pid).status == "executed"
 
-    @event.listens_for(store.engine, "before_cursor_execute")
-    def statement(conn: Any, cursor: Any, text: str, *args: Any) -> None:
-        if "synchronous_commit" in text:
-            seen.append("NO-WAIT")
-        elif text.startswith("INSERT INTO events"):
-            seen.append("EVENT")
+    def kind(statement: str) -> str | None:
+        if "synchronous_commit" in statement:
+            return "NO-WAIT"
+        if statement.startswith("INSERT INTO events"):
+            return "EVENT"
+        return statement if statement in {"COMMIT", "ACT"} else None
 
-    @event.listens_for(store.engine, "commit")
-    def commit(conn: Any) -> None:
-        seen.append("COMMIT")
-
-    try:
-        assert Executor(store, connectors).execute(pid).status == "executed"
-    finally:
-        event.remove(store.engine, "before_cursor_execute", statement)
-        event.remove(store.engine, "commit", commit)
+    seen = [found for found in map(kind, sent) if found]
     # started (not waited for), handover (waited for, before the act), executed (waited for)
     assert seen == ["NO-WAIT", "EVENT", "COMMIT", "EVENT", "COMMIT", "ACT", "EVENT", "COMMIT"]
     assert row(store, pid)["state"] == "executed"

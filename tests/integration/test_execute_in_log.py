@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 
 from jobs.connectors.internal import InternalConnector
@@ -39,6 +38,7 @@ from tests.integration.proposal_helpers import (
     row,
     settings_for,
 )
+from tests.integration.test_commit_durability import sent_statements
 from tests.integration.test_execute_batch import _commits
 from tests.standins.smtp import SmtpStandin
 
@@ -273,25 +273,14 @@ def test_internal_updates_in_a_backlog_of_emails_are_done_as_they_start(
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
-def test_the_transaction_that_records_a_result_waits_for_the_disk(store: EventStore, tmp_path: Path) -> None:
+def test_the_transaction_that_records_a_result_waits_for_the_disk(
+    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A start alone need not wait (the next durable commit flushes it); one that also records the
     result does, since the operator is shown it."""
     _, pid = _approved(store, tmp_path, "add_note", {"text": "durable"})
-    seen: list[str] = []
-
-    @event.listens_for(store.engine, "before_cursor_execute")
-    def statement(conn: Any, cursor: Any, text: str, *args: Any) -> None:
-        if "synchronous_commit" in text:
-            seen.append(text.rsplit(" ", 1)[-1])
-
-    @event.listens_for(store.engine, "commit")
-    def commit(conn: Any) -> None:
-        seen.append("COMMIT")
-
-    try:
-        executor = Executor(store, default_connectors(store, settings_for(tmp_path), lambda name: None))
-        assert executor.execute(pid).status == "executed"
-    finally:
-        event.remove(store.engine, "before_cursor_execute", statement)
-        event.remove(store.engine, "commit", commit)
-    assert seen == ["off", "on", "COMMIT"]
+    sent = sent_statements(monkeypatch)
+    executor = Executor(store, default_connectors(store, settings_for(tmp_path), lambda name: None))
+    assert executor.execute(pid).status == "executed"
+    said = [s.rsplit(" ", 1)[-1] for s in sent if "synchronous_commit" in s or s == "COMMIT"]
+    assert said == ["off", "on", "COMMIT"]
