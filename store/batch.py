@@ -217,7 +217,8 @@ class BatchTransaction(Transaction):
             return Appended(existing, duplicate=True)
         return self._append_new(new, dispatch)
 
-    def append_all(self, news: list[tuple[ev.NewEvent, bool]]) -> list[Appended]:
+    def append_all(self, news: list[tuple[ev.NewEvent, bool]], *, new_keys: bool = False) -> list[Appended]:
+        """As Transaction's; every event is written at commit here anyway, its key looked up in memory."""
         return [self.append(new, dispatch) for new, dispatch in news]
 
     def find(self, idempotency_key: str) -> ev.Event | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from psycopg.errors import UniqueViolation
 from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -68,12 +69,30 @@ def transition_each(store: EventStore, steps: Sequence[Step], *, durable: bool =
     ids = [proposal_id for proposal_id, _, _ in steps]
     if len(set(ids)) != len(ids):
         raise ValueError("one step per proposal in a transaction")
+    if store.engine.dialect.name == "postgresql":
+        # Each event's key names its proposal, attempt and step, so the log holds it only when the
+        # step was recorded before (a retry after a transient failure): bet it does not, and write the
+        # events with the projection's writes, at commit, in one round trip (Transaction.append_all).
+        # A lost bet commits nothing; the steps are then planned again on what the log holds.
+        try:
+            return _transition_each(store, ids, steps, durable, new_keys=True)
+        except IntegrityError as exc:
+            if not isinstance(exc.orig, UniqueViolation):
+                raise
+    return _transition_each(store, ids, steps, durable, new_keys=False)
+
+
+def _transition_each(
+    store: EventStore, ids: list[str], steps: Sequence[Step], durable: bool, *, new_keys: bool
+) -> list[Transition]:
     others = ("proposals", _BY_ID[store.engine.dialect.name], {"ids": ids[1:]}) if ids[1:] else None
-    with store.transaction(durable=durable, first_read=("proposals", {"id": ids[0]}), rows_read=others) as tx:
+    with store.transaction(
+        durable=durable, first_read=("proposals", {"id": ids[0]}), rows_read=others, positions_ahead=new_keys
+    ) as tx:
         tx.state.rows_ahead()
         rows = [tx.state.get("proposals", id=proposal_id) for proposal_id in ids]
         plans = [_plan(row, allowed, plan) for row, (_, allowed, plan) in zip(rows, steps, strict=True)]
-        return _append_plans(tx, ids, rows, plans)
+        return _append_plans(tx, ids, rows, plans, new_keys=new_keys)
 
 
 def start_batch(
@@ -132,12 +151,15 @@ def _append_plans(
     ids: list[str],
     rows: list[dict[str, Any] | None],
     plans: list[list[Planned] | None],
+    *,
+    new_keys: bool = False,
 ) -> list[Transition]:
     # Every read is done: from here on the transaction reads the tables only through its state, so the
     # projection's writes can wait and go to the database together, at commit.
     state = tx.state
     state.defer()
-    inserted = iter(tx.append_all([event for planned in plans if planned for event in planned]))
+    planned_events = [event for planned in plans if planned for event in planned]
+    inserted = iter(tx.append_all(planned_events, new_keys=new_keys))
     results = []
     for proposal_id, row, planned in zip(ids, rows, plans, strict=True):
         if planned is None:

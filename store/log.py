@@ -201,11 +201,16 @@ def event_row(new: NewEvent, recorded_at: datetime | None = None) -> tuple[dict[
 # its serial's sequence, which a rolled-back append also moved on; SQLite: one past the highest rowid).
 # Nothing else appends meanwhile: the caller holds the append lock.
 _SEQUENCE = "pg_get_serial_sequence('events', 'position')"
+NEXT_POSITION_SQL = f"SELECT coalesce(pg_sequence_last_value({_SEQUENCE}::regclass), 0) + 1"
 _NEXT_POSITION = {
-    "postgresql": text(f"SELECT coalesce(pg_sequence_last_value({_SEQUENCE}::regclass), 0) + 1"),
+    "postgresql": text(NEXT_POSITION_SQL),
     "sqlite": text("SELECT coalesce(max(position), 0) + 1 FROM events"),
 }
-_SET_SEQUENCE = text(f"SELECT setval({_SEQUENCE}, :last)")
+SET_SEQUENCE = text(f"SELECT setval({_SEQUENCE}, :last)")
+# A transaction that sends its appends with its other writes, at commit (store.uow, Transaction.append_all
+# with new_keys), reads the next position with the lock (NEXT_POSITION_SQL, by the driver), inserts the
+# events at the positions it gives them, and moves the sequence past the last (SET_SEQUENCE).
+INSERT_AT = insert(t.events)
 
 
 def next_position(connection: Connection) -> int:
@@ -217,7 +222,7 @@ def insert_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert event_rows at the positions given them (consecutive, from next_position)."""
     insert_rows(connection, t.events, rows)
     if connection.dialect.name == "postgresql":
-        connection.execute(_SET_SEQUENCE, {"last": rows[-1]["position"]})
+        connection.execute(SET_SEQUENCE, {"last": rows[-1]["position"]})
 
 
 def to_event(row: RowMapping) -> Event:

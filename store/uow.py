@@ -122,6 +122,9 @@ class Transaction:
     # checks it twice (check, record_signal): each is worked out once per transaction.
     _keys: dict[ev.CustomerRef, tuple[ev.ContactPoint, ...]] = field(default_factory=dict, repr=False)
     _checked: dict[int, ev.Signal] = field(default_factory=dict, repr=False)  # by id, held so ids stay unique
+    # The next position to give an event appended at commit: the cursor that reads it until it is read
+    # (read_positions_ahead), None when it was not read ahead.
+    _next_position: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.state = SqlState(self.connection, remember=True)
@@ -151,9 +154,17 @@ class Transaction:
         """Append unless the key is known (then return the original); project it; queue it for work."""
         return self._appended_unless_known(new, log.insert_unless_known(self.connection, new), dispatch)
 
-    def append_all(self, news: list[tuple[ev.NewEvent, bool]]) -> list[Appended]:
+    def append_all(self, news: list[tuple[ev.NewEvent, bool]], *, new_keys: bool = False) -> list[Appended]:
         """append() for each (event, dispatch?), the events inserted together: one round trip on Postgres
-        for a batch of actions' checkpoints (store.log.insert_all_unless_known)."""
+        for a batch of actions' checkpoints (store.log.insert_all_unless_known).
+
+        `new_keys`: the caller bets that the log holds none of the keys, in a transaction that read the
+        next position with its lock (EventStore.transaction's positions_ahead) and holds its writes
+        back: the events are then written with those writes, at commit, at positions given here, and
+        this costs no round trip. A key the log does hold fails the commit (IntegrityError, a unique
+        violation): nothing is written, and the caller appends again without the bet."""
+        if new_keys and self._next_position is not None:
+            return [self._appended(self._append_at_commit(new), dispatch) for new, dispatch in news]
         inserted = log.insert_all_unless_known(self.connection, [new for new, _ in news])
         return [
             self._appended_unless_known(new, event, dispatch)
@@ -171,6 +182,29 @@ class Transaction:
     def _append_new(self, new: ev.NewEvent, dispatch: bool) -> Appended:
         """append() for an event whose key the caller has just looked up, in this transaction."""
         return self._appended(log.insert_event(self.connection, new), dispatch)
+
+    def read_positions_ahead(self) -> None:
+        """Send the read of the next position now, inside the caller's pipelined block (Postgres; see
+        append_all's new_keys); elsewhere nothing."""
+        if self.connection.dialect.name != "postgresql":
+            return
+        driver = self.connection.connection.driver_connection
+        assert driver is not None
+        cursor = driver.cursor()
+        cursor.execute(log.NEXT_POSITION_SQL)
+        self._next_position = cursor
+
+    def _append_at_commit(self, new: ev.NewEvent) -> ev.Event:
+        """The event at the next position, its insert held back with the transaction's other writes."""
+        if not isinstance(self._next_position, int):
+            found = self._next_position.fetchone()
+            self._next_position.close()
+            self._next_position = int(found[0])
+        values, model = log.event_row(new)
+        values["position"] = self._next_position
+        self._next_position += 1
+        self.state.write(log.INSERT_AT, values)
+        return ev.Event(**{**values, "payload": model})
 
     def _appended(self, event: ev.Event, dispatch: bool) -> Appended:
         """Project a just-inserted event and give it its outbox row when it is work for the workers."""
@@ -210,6 +244,8 @@ class Transaction:
         if self.applied_unsaved:
             self.state.write(_SAVE_APPLIED[self.connection.dialect.name], {"p": self.applied})
             self.applied_unsaved = False
+        if isinstance(self._next_position, int):  # events were given positions: move the sequence on
+            self.state.write(log.SET_SEQUENCE, {"last": self._next_position - 1})
 
     def wait_for_disk(self) -> None:
         """Make the commit wait for the disk, though the transaction began as one that need not
@@ -378,6 +414,7 @@ class EventStore:
         durable: bool = True,
         first_read: tuple[str, dict[str, Any]] | None = None,
         rows_read: tuple[str, Any, dict[str, Any]] | None = None,
+        positions_ahead: bool = False,
     ) -> Iterator[Transaction]:
         """A write transaction on the log; `kind` a Transaction subclass (store.batch's, for a batch).
 
@@ -385,7 +422,8 @@ class EventStore:
         store.log.lock_for_append): its commit returns without waiting for the disk. `first_read`
         (table, primary key): the row the transaction reads first, read in the round trip that takes
         the lock. `rows_read` (table, statement, parameters): a read of whole rows sent in that round
-        trip too, taken with `tx.state.rows_ahead()`.
+        trip too, taken with `tx.state.rows_ahead()`. `positions_ahead`: the next position is read
+        in it as well, for appends at commit (Transaction.append_all's new_keys).
         """
         with self.engine.connect() as connection, connection.begin() as transaction:
             with pipelined(connection):
@@ -396,6 +434,8 @@ class EventStore:
                     tx.state.read_ahead(table, **key)
                 if rows_read is not None:
                     tx.state.read_ahead_rows(*rows_read)
+                if positions_ahead:
+                    tx.read_positions_ahead()
             yield tx
             tx.finish(transaction.commit)
         if tx.dispatched and self.after_commit is not None:

@@ -25,6 +25,7 @@ from jobs.execute import Executor, default_connectors
 from jobs.proposal_service import recover_stalled
 from store import events as ev
 from store import lifecycle as lc
+from store import proposals as sp
 from store.uow import EventStore
 from tests.integration.proposal_helpers import (
     OPERATOR,
@@ -278,3 +279,41 @@ def test_results_waiting_for_a_handover_that_could_not_be_written_are_recorded_a
     assert (first["state"], first["result_ref"]) == ("executed", f"ref-{pids[0]}")
     assert second["state"] == "failed" and "server closed the connection" in second["error"]
     assert second["retryable"] is True
+
+
+def test_a_step_whose_event_the_log_already_holds_loses_and_the_others_still_win(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """On Postgres transition_each bets that the log holds none of its events' keys and writes them with
+    the commit; a lost bet commits nothing of that try, and the steps are planned again on the log."""
+    customer = make_customer(store)
+    first, second = (record(store, proposal(customer, "add_note", {"text": n})) for n in ("one", "two"))
+    expires = ev.utcnow() + timedelta(days=1)
+    planned: list[str] = []
+
+    def remind(pid: str) -> lc.Step:
+        def plan(_row: dict[str, Any]) -> list[lc.Planned]:
+            planned.append(pid)
+            reminded = sp.ProposalReminded(expires_at=expires)
+            return [(lc.on_proposal(pid, "proposal.reminded", reminded, f"{pid}:reminded"), False)]
+
+        return pid, {"pending"}, plan
+
+    [alone] = lc.transition_each(store, [remind(second)])
+    assert alone.won
+    head = log_head(store)
+    won_first, lost_second = lc.transition_each(store, [remind(first), remind(second)])
+    assert won_first.won and not lost_second.won
+    assert lost_second.row is not None and lost_second.row["reminded_at"] == row(store, second)["reminded_at"]
+    reminders = [e for e in store.read_all() if e.type == "proposal.reminded"]
+    assert [e.stream for e in reminders] == [second, first]
+    assert reminders[-1].position == head + 1  # written once, next in the log
+    assert row(store, first)["reminded_at"] is not None and row(store, first)["position"] == head + 1
+    bet = 2 if store.engine.dialect.name == "postgresql" else 1  # planned again after the lost bet
+    assert planned == [second] + [first, second] * bet
+    lc.set_paused(store, "triage", True, "op")  # drawn from the sequence, which moved past those given
+    assert [e.position for e in store.read_all()][-1] == head + 2
+
+
+def log_head(store: EventStore) -> int:
+    return max(e.position for e in store.read_all())
