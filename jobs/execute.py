@@ -204,10 +204,12 @@ class Executor:
         # commit, which flushes the start with it (the write-ahead log is flushed in order). A
         # connector that cannot deduplicate records its handover, durably, before the irreversible
         # step; one that can runs again under the same idempotency key if Postgres loses the start.
-        touched: set[str] = set()  # the customers this batch's internal updates are planned on
+        # The customers this batch's internal updates are planned on, by transaction: one that loses
+        # its bet is tried again in a new one (store.lifecycle.start_batch), which plans afresh.
+        touched: dict[SqlState, set[str]] = {}
 
         def plan(row: dict[str, Any], state: SqlState) -> list[lc.Planned] | None:
-            return self._plan_start(row, state, touched)
+            return self._plan_start(row, state, touched.setdefault(state, set()))
 
         first, *others = lc.start_batch(
             self.store,

@@ -111,11 +111,36 @@ def start_batch(
     The others are read in the round trip that takes the lock, so a lone proposal costs nothing more.
     `plan(row, state)` may read the projection through `state`, the transaction's own, and may record
     a result as well (an action that acts only through the log runs as it starts): the commit then
-    waits for the disk whatever `durable` says, since the operator is shown the result.
+    waits for the disk whatever `durable` says, since the operator is shown the result. On Postgres a
+    lost bet (see transition_each) plans again, in a new transaction: `plan` must not carry anything
+    from one transaction over to the next.
     """
+    if store.engine.dialect.name == "postgresql":  # the same bet as transition_each's
+        try:
+            return _start_batch(store, proposal_id, allowed, plan, more, now, durable, new_keys=True)
+        except IntegrityError as exc:
+            if not isinstance(exc.orig, UniqueViolation):
+                raise
+    return _start_batch(store, proposal_id, allowed, plan, more, now, durable, new_keys=False)
+
+
+def _start_batch(
+    store: EventStore,
+    proposal_id: str,
+    allowed: Collection[str],
+    plan: Callable[[dict[str, Any], SqlState], Iterable[Planned] | None],
+    more: int,
+    now: datetime,
+    durable: bool,
+    *,
+    new_keys: bool,
+) -> list[Transition]:
     claim = ("proposals", _CLAIM, {"id": proposal_id, "now": now, "n": more, "state": "approved"})
     with store.transaction(
-        durable=durable, first_read=("proposals", {"id": proposal_id}), rows_read=claim if more else None
+        durable=durable,
+        first_read=("proposals", {"id": proposal_id}),
+        rows_read=claim if more else None,
+        positions_ahead=new_keys,
     ) as tx:
         row = tx.state.get("proposals", id=proposal_id)
         others = tx.state.rows_ahead()
@@ -129,7 +154,7 @@ def start_batch(
         ids = [proposal_id, *(other["id"] for other in others)]
         rows = [row, *others]
         plans = [first, *(_plan(other, allowed, planned) for other in others)]
-        won = _append_plans(tx, ids, rows, plans)
+        won = _append_plans(tx, ids, rows, plans, new_keys=new_keys)
         if any(event.type in sp.RESULTS for transition in won for event in transition.events):
             tx.wait_for_disk()
         return [won[0], *(transition for transition in won[1:] if transition.won)]

@@ -317,3 +317,35 @@ def test_a_step_whose_event_the_log_already_holds_loses_and_the_others_still_win
 
 def log_head(store: EventStore) -> int:
     return max(e.position for e in store.read_all())
+
+
+def test_a_batch_start_whose_event_the_log_holds_is_planned_again_in_a_new_transaction(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """start_batch makes the same bet: lost, it plans every proposal again, in a new transaction."""
+    cmds, _, _ = commands(store, settings_for(tmp_path, UNDO_WINDOW_SECONDS=0))
+    customer = make_customer(store)
+    pids = [record(store, proposal(customer, "add_note", {"text": f"note {n}"})) for n in range(3)]
+    for pid in pids:
+        assert cmds.approve(OPERATOR, pid).ok
+    taken = f"{pids[1]}:reminded"
+    [alone] = lc.transition_each(store, [(pids[1], {"approved"}, lambda _row: [reminder(pids[1], taken)])])
+    assert alone.won
+    seen: list[tuple[str, Any]] = []  # (proposal, the state it was planned on), held: no id is reused
+
+    def plan(row: dict[str, Any], state: Any) -> list[lc.Planned]:
+        seen.append((row["id"], state))
+        return [reminder(row["id"], f"{row['id']}:reminded")]  # the second one's is in the log
+
+    first, *others = lc.start_batch(store, pids[0], {"approved"}, plan, more=5, now=ev.utcnow())
+    assert first.won and [o.row["id"] for o in others if o.row] == [pids[2]]
+    reminded = [e.stream for e in store.read_all() if e.type == "proposal.reminded"]
+    assert reminded == [pids[1], pids[0], pids[2]]
+    tries = 2 if store.engine.dialect.name == "postgresql" else 1
+    assert [pid for pid, _ in seen] == pids * tries
+    assert len({id(state) for _, state in seen}) == tries  # each try planned in its own transaction
+
+
+def reminder(pid: str, key: str) -> lc.Planned:
+    reminded = sp.ProposalReminded(expires_at=ev.utcnow() + timedelta(days=1))
+    return lc.on_proposal(pid, "proposal.reminded", reminded, key), False
