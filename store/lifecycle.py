@@ -69,17 +69,24 @@ def transition_each(store: EventStore, steps: Sequence[Step], *, durable: bool =
     ids = [proposal_id for proposal_id, _, _ in steps]
     if len(set(ids)) != len(ids):
         raise ValueError("one step per proposal in a transaction")
+    return _betting_keys_are_new(
+        store, lambda new_keys: _transition_each(store, ids, steps, durable, new_keys=new_keys)
+    )
+
+
+def _betting_keys_are_new(store: EventStore, run: Callable[[bool], list[Transition]]) -> list[Transition]:
+    """`run(new_keys)`, a transition's transaction. Each event's key names its proposal, attempt and
+    step, so the log holds it only when the step was recorded before (a retry after a transient
+    failure): on Postgres, bet it does not, and write the events with the projection's writes, at
+    commit, in one round trip (Transaction.append_all). A lost bet commits nothing; the transition is
+    then run again, planned on what the log holds."""
     if store.engine.dialect.name == "postgresql":
-        # Each event's key names its proposal, attempt and step, so the log holds it only when the
-        # step was recorded before (a retry after a transient failure): bet it does not, and write the
-        # events with the projection's writes, at commit, in one round trip (Transaction.append_all).
-        # A lost bet commits nothing; the steps are then planned again on what the log holds.
         try:
-            return _transition_each(store, ids, steps, durable, new_keys=True)
+            return run(True)
         except IntegrityError as exc:
             if not isinstance(exc.orig, UniqueViolation):
                 raise
-    return _transition_each(store, ids, steps, durable, new_keys=False)
+    return run(False)
 
 
 def _transition_each(
@@ -112,16 +119,14 @@ def start_batch(
     `plan(row, state)` may read the projection through `state`, the transaction's own, and may record
     a result as well (an action that acts only through the log runs as it starts): the commit then
     waits for the disk whatever `durable` says, since the operator is shown the result. On Postgres a
-    lost bet (see transition_each) plans again, in a new transaction: `plan` must not carry anything
+    lost bet (_betting_keys_are_new) plans again, in a new transaction: `plan` must not carry anything
     from one transaction over to the next.
     """
-    if store.engine.dialect.name == "postgresql":  # the same bet as transition_each's
-        try:
-            return _start_batch(store, proposal_id, allowed, plan, more, now, durable, new_keys=True)
-        except IntegrityError as exc:
-            if not isinstance(exc.orig, UniqueViolation):
-                raise
-    return _start_batch(store, proposal_id, allowed, plan, more, now, durable, new_keys=False)
+
+    def run(new_keys: bool) -> list[Transition]:
+        return _start_batch(store, proposal_id, allowed, plan, more, now, durable, new_keys=new_keys)
+
+    return _betting_keys_are_new(store, run)
 
 
 def _start_batch(
