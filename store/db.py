@@ -14,7 +14,7 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 from psycopg import sql
-from psycopg.pq import PipelineStatus
+from psycopg.pq import ExecStatus, PipelineStatus
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -107,11 +107,19 @@ def pipelined(connection: Connection) -> Iterator[None]:
     if driver.pgconn.pipeline_status != PipelineStatus.OFF:
         yield
         return
+    with driver_errors(connection), driver.pipeline():
+        yield
+
+
+@contextmanager
+def driver_errors(connection: Connection) -> Iterator[None]:
+    """Errors of statements sent by the driver itself (past SQLAlchemy's execution) raised as SQLAlchemy's
+    own exceptions, as its statements' are; a lost connection is invalidated, as SQLAlchemy does."""
     dbapi = connection.dialect.loaded_dbapi
     try:
-        with driver.pipeline():
-            yield
+        yield
     except dbapi.Error as exc:
+        driver = connection.connection.driver_connection
         lost = connection.dialect.is_disconnect(exc, driver, None)
         if lost:
             connection.invalidate(exc)
@@ -135,23 +143,57 @@ def commit_with(connection: Connection, writes: Sequence[tuple[Any, dict[str, An
     prepared = [_simple(dialect, statement, tuple(params)) for statement, params in writes]
     if any(found is None for found in prepared):
         return False
-    driver = connection.connection.driver_connection
-    assert driver is not None
-    dbapi = dialect.loaded_dbapi
-    try:
-        with psycopg.ClientCursor(driver) as cursor:
-            parts = []
-            for found, (_, params) in zip(prepared, writes, strict=True):
-                assert found is not None
-                parts.append(cursor.mogrify(found.sql, found.values(params)))
-            parts.append("COMMIT")
-            cursor.execute("; ".join(parts))
-    except dbapi.Error as exc:
-        lost = dialect.is_disconnect(exc, driver, None)
-        if lost:
-            connection.invalidate(exc)
-        raise DBAPIError.instance(None, None, exc, dbapi.Error, connection_invalidated=lost) from exc
+    sent = SentTogether(connection)
+    for found, (_, params) in zip(prepared, writes, strict=True):
+        assert found is not None
+        sent.add(found.sql, found.values(params))
+    sent.add("COMMIT")
+    sent.send()
     return True
+
+
+class SentTogether:
+    """Statements sent to Postgres as one simple query: one message and one round trip, without the
+    client work of psycopg's pipeline mode or of SQLAlchemy's execution. psycopg binds the values
+    client-side (its ClientCursor, quoting as the server's rules say); the caller converts them first
+    where SQLAlchemy would. A failed statement aborts the ones after it and the transaction, raised as
+    SQLAlchemy's error. Each statement's rows are taken by the index `add` gave it, once sent."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._queries: list[str] = []
+        self._params: list[Any] = []
+        self._rows: list[list[tuple[Any, ...]]] | None = None
+
+    def add(self, query: str, params: Any = None) -> int:
+        """Queue a statement (psycopg's `%(name)s` placeholders when params are given); its index."""
+        self._queries.append(query)
+        self._params.append(params)
+        return len(self._queries) - 1
+
+    def send(self) -> None:
+        driver = self.connection.connection.driver_connection
+        assert driver is not None and self._rows is None
+        rows: list[list[tuple[Any, ...]]] = []
+        with driver_errors(self.connection), psycopg.ClientCursor(driver) as cursor:
+            cursor.execute(
+                "; ".join(
+                    query if params is None else cursor.mogrify(query, params)
+                    for query, params in zip(self._queries, self._params, strict=True)
+                )
+            )
+            while True:
+                result = cursor.pgresult
+                returned = result is not None and result.status == ExecStatus.TUPLES_OK
+                rows.append(cursor.fetchall() if returned else [])
+                if not cursor.nextset():
+                    break
+        self._rows = rows
+
+    def rows(self, index: int) -> list[tuple[Any, ...]]:
+        """The rows the statement at `index` returned (none for a command)."""
+        assert self._rows is not None, "not sent yet"
+        return self._rows[index]
 
 
 @dataclass(frozen=True)
@@ -218,17 +260,9 @@ def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]
     )
     driver = connection.connection.driver_connection
     assert driver is not None
-    try:
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(bound_values(row, names, processors))
-    except dialect.loaded_dbapi.Error as exc:
-        lost = dialect.is_disconnect(exc, driver, None)
-        if lost:
-            connection.invalidate(exc)
-        raise DBAPIError.instance(
-            None, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost
-        ) from exc
+    with driver_errors(connection), driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(bound_values(row, names, processors))
 
 
 # The most parameters Postgres takes in one statement (its wire protocol counts them in 16 bits).

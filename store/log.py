@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 
 from store import tables as t
-from store.db import MAX_PARAMETERS, bind_processors, bound_values, insert_rows, pipelined
+from store.db import MAX_PARAMETERS, SentTogether, bind_processors, bound_values, insert_rows, pipelined
 from store.events import Event, NewEvent, Payload, parse_payload, parse_stored, payload_model, utcnow
 
 # pg_advisory_xact_lock key for appends: one writer at a time keeps positions gap-free and in commit
@@ -34,29 +34,33 @@ from store.events import Event, NewEvent, Payload, parse_payload, parse_stored, 
 APPEND_LOCK_KEY = 0x63726D6C6F67  # "crmlog"
 
 
-def lock_for_append(connection: Connection, *, durable: bool = True) -> None:
+def lock_for_append(
+    connection: Connection, *, durable: bool = True, sent: SentTogether | None = None
+) -> None:
     """Serialise appenders until this transaction ends (SQLite's BEGIN IMMEDIATE already does).
 
     `durable=False`: the commit does not wait for Postgres to flush it to disk (`synchronous_commit
     off` for this transaction only). The next durable commit flushes it too, since the write-ahead
     log is flushed in order; a crash of Postgres before then loses it, nothing else.
+    `sent`: the statements join those (Postgres), to go with the reads that follow them.
     """
-    if connection.dialect.name == "postgresql":
-        driver = connection.connection.driver_connection
-        assert driver is not None
-        # The transaction's BEGIN and the lock in one round trip; sent by the driver itself, as the
-        # reads that follow in the same round trip are (nothing here needs SQLAlchemy's execution).
-        with pipelined(connection):
-            cursor = driver.cursor()
-            cursor.execute(_LOCK)
-            if not durable:
-                cursor.execute(_NO_WAIT)
+    if connection.dialect.name != "postgresql":
+        return
+    if sent is not None:
+        sent.add(_LOCK)
+        if not durable:
+            sent.add(_NO_WAIT)
+        return
+    with pipelined(connection):  # the transaction's BEGIN and the lock in one round trip
+        connection.exec_driver_sql(_LOCK)
+        if not durable:
+            connection.exec_driver_sql(_NO_WAIT)
 
 
 # Set at BEGIN for a commit that need not wait for the disk, and set back by one that finds, later in
 # the transaction, that it must (store.uow.Transaction.wait_for_disk).
-_NO_WAIT = b"SET LOCAL synchronous_commit = off"
-_LOCK = f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})".encode()
+_NO_WAIT = "SET LOCAL synchronous_commit = off"
+_LOCK = f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})"
 WAIT = text("SET LOCAL synchronous_commit = on")
 
 

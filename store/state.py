@@ -15,7 +15,7 @@ from sqlalchemy import JSON, Connection, Table, and_, bindparam, delete, insert,
 from sqlalchemy.dialects import postgresql, sqlite
 
 from store import tables as t
-from store.db import commit_with, pipelined, upsert_rows
+from store.db import SentTogether, commit_with, pipelined, upsert_rows
 
 Row = dict[str, Any]
 TABLES: dict[str, Table] = {table.name: table for table in t.PROJECTION_TABLES}
@@ -129,9 +129,10 @@ class SqlState:
         self._dialect = connection.dialect.name
         self._remember = remember
         self._read: dict[tuple[str, tuple[Any, ...]], Row | None] = {}
-        # Reads sent by read_ahead() whose answers get() has not taken yet (Postgres cursors).
+        # Reads asked for by read_ahead() whose answers get() has not taken yet: (sent, index, names).
         self._ahead: dict[tuple[str, tuple[Any, ...]], Any] = {}
-        # A read of several rows sent by read_ahead_rows(): (table, cursor or statement and params).
+        # A read of several rows asked for by read_ahead_rows(): (table, (sent, index, names) or
+        # (statement, params)).
         self._ahead_rows: tuple[str, Any] | None = None
         # Writes held back by defer(), sent together by flush().
         self._deferring = False
@@ -173,44 +174,37 @@ class SqlState:
             self.flush()
             commit()
 
-    def read_ahead(self, table: str, **key: Any) -> None:
-        """Send the read of one row by primary key now, inside the caller's pipelined block, so it goes
-        with that round trip (after the append lock, so it sees every commit before it); `get` takes
-        its answer. Postgres with remember=True only; elsewhere `get` simply reads as usual."""
+    def read_ahead(self, sent: SentTogether | None, table: str, **key: Any) -> None:
+        """Add the read of one row by primary key to `sent` (Postgres with remember=True), so it goes
+        with the round trip that takes the append lock (after it, so it sees every commit before it);
+        `get` takes its answer. Elsewhere `get` simply reads as usual."""
         cache_key = self._cache_key(table, key)
-        if cache_key is None or self._dialect != "postgresql":
+        if cache_key is None or sent is None:
             return
-        driver = self.connection.connection.driver_connection
-        assert driver is not None
         query, names = _driver_sql(self.connection, _select(table, tuple(key)))
-        cursor = driver.cursor()
-        cursor.execute(query, key)
-        self._ahead[cache_key] = (cursor, names)
+        self._ahead[cache_key] = (sent, sent.add(query, key), names)
 
-    def read_ahead_rows(self, table: str, statement: Any, params: Row) -> None:
-        """Send a read of whole rows of `table` now, as read_ahead does (Postgres; elsewhere it runs
-        when taken); `rows_ahead()` takes them, each remembered by primary key."""
-        if self._dialect == "postgresql":
-            driver = self.connection.connection.driver_connection
-            assert driver is not None
+    def read_ahead_rows(self, sent: SentTogether | None, table: str, statement: Any, params: Row) -> None:
+        """A read of whole rows of `table` added to `sent`, as read_ahead's (without: it runs when
+        taken); `rows_ahead()` takes them, each remembered by primary key."""
+        if sent is not None:
             query, names = _driver_sql(self.connection, statement)
-            cursor = driver.cursor()
-            cursor.execute(query, params)
-            self._ahead_rows = (table, (cursor, names))
+            self._ahead_rows = (table, (sent, sent.add(query, params), names))
         else:
             self._ahead_rows = (table, (statement, params))
 
     def rows_ahead(self) -> list[Row]:
-        """The rows read_ahead_rows() sent, remembered by primary key (none if it was not sent)."""
+        """The rows read_ahead_rows() asked for, remembered by primary key (none if it was not asked)."""
         found, self._ahead_rows = self._ahead_rows, None
         if found is None:
             return []
-        table, (source, given) = found
-        if self._dialect != "postgresql":
-            rows = [dict(row._mapping) for row in self.connection.execute(source, given)]
+        table, source = found
+        if len(source) == 2:
+            statement, params = source
+            rows = [dict(row._mapping) for row in self.connection.execute(statement, params)]
         else:
-            rows = [dict(zip(given, values, strict=True)) for values in source.fetchall()]
-            source.close()
+            sent, index, names = source
+            rows = [dict(zip(names, values, strict=True)) for values in sent.rows(index)]
         self.remember_rows(table, rows)
         return rows
 
@@ -225,10 +219,9 @@ class SqlState:
     def get(self, table: str, **key: Any) -> Row | None:
         cache_key = self._cache_key(table, key)
         if cache_key in self._ahead:
-            cursor, names = self._ahead.pop(cache_key)
-            found = cursor.fetchone()
-            cursor.close()
-            self._read[cache_key] = dict(zip(names, found, strict=True)) if found is not None else None
+            sent, index, names = self._ahead.pop(cache_key)
+            found = sent.rows(index)
+            self._read[cache_key] = dict(zip(names, found[0], strict=True)) if found else None
         if cache_key in self._read:
             known = self._read[cache_key]
             return dict(known) if known is not None else None

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from store import events as ev
 from store import log, projector
 from store import tables as t
-from store.db import end_failed_commit, pipelined
+from store.db import SentTogether, end_failed_commit
 from store.identity import IdentityLookup, company_domain, resolve, strong_keys
 from store.state import SqlState
 from store.storable import check_storable
@@ -122,8 +122,8 @@ class Transaction:
     # checks it twice (check, record_signal): each is worked out once per transaction.
     _keys: dict[ev.CustomerRef, tuple[ev.ContactPoint, ...]] = field(default_factory=dict, repr=False)
     _checked: dict[int, ev.Signal] = field(default_factory=dict, repr=False)  # by id, held so ids stay unique
-    # The next position to give an event appended at commit: the cursor that reads it until it is read
-    # (read_positions_ahead), None when it was not read ahead.
+    # The next position to give an event appended at commit: where to read it until it is read
+    # (read_positions_ahead's (sent, index)), None when it was not read ahead.
     _next_position: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -183,23 +183,16 @@ class Transaction:
         """append() for an event whose key the caller has just looked up, in this transaction."""
         return self._appended(log.insert_event(self.connection, new), dispatch)
 
-    def read_positions_ahead(self) -> None:
-        """Send the read of the next position now, inside the caller's pipelined block (Postgres; see
-        append_all's new_keys); elsewhere nothing."""
-        if self.connection.dialect.name != "postgresql":
-            return
-        driver = self.connection.connection.driver_connection
-        assert driver is not None
-        cursor = driver.cursor()
-        cursor.execute(log.NEXT_POSITION_SQL)
-        self._next_position = cursor
+    def read_positions_ahead(self, sent: SentTogether) -> None:
+        """Add the read of the next position to `sent`, the statements that take the lock (Postgres;
+        see append_all's new_keys)."""
+        self._next_position = (sent, sent.add(log.NEXT_POSITION_SQL))
 
     def _append_at_commit(self, new: ev.NewEvent) -> ev.Event:
         """The event at the next position, its insert held back with the transaction's other writes."""
         if not isinstance(self._next_position, int):
-            found = self._next_position.fetchone()
-            self._next_position.close()
-            self._next_position = int(found[0])
+            sent, index = self._next_position
+            self._next_position = int(sent.rows(index)[0][0])
         values, model = log.event_row(new)
         values["position"] = self._next_position
         self._next_position += 1
@@ -426,16 +419,19 @@ class EventStore:
         in it as well, for appends at commit (Transaction.append_all's new_keys).
         """
         with self.engine.connect() as connection, connection.begin() as transaction:
-            with pipelined(connection):
-                log.lock_for_append(connection, durable=durable)
-                tx = kind(connection, self.phone_region)
-                if first_read is not None:
-                    table, key = first_read
-                    tx.state.read_ahead(table, **key)
-                if rows_read is not None:
-                    tx.state.read_ahead_rows(*rows_read)
-                if positions_ahead:
-                    tx.read_positions_ahead()
+            # Postgres: the lock and the reads go together, as one query (store.db.SentTogether).
+            sent = SentTogether(connection) if connection.dialect.name == "postgresql" else None
+            log.lock_for_append(connection, durable=durable, sent=sent)
+            tx = kind(connection, self.phone_region)
+            if first_read is not None:
+                table, key = first_read
+                tx.state.read_ahead(sent, table, **key)
+            if rows_read is not None:
+                tx.state.read_ahead_rows(sent, *rows_read)
+            if positions_ahead and sent is not None:
+                tx.read_positions_ahead(sent)
+            if sent is not None:
+                sent.send()
             yield tx
             tx.finish(transaction.commit)
         if tx.dispatched and self.after_commit is not None:

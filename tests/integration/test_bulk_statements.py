@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from store import db, log, uow
 from store import tables as t
@@ -224,3 +224,24 @@ def test_what_the_query_cannot_carry_is_left_to_sqlalchemy(connection: Connectio
     with engine.connect() as lite, lite.begin():
         assert not db.commit_with(lite, [(log.WAIT, {})])
     engine.dispose()
+
+
+def test_statements_sent_together_give_each_its_rows_and_fail_as_sqlalchemys_error(
+    connection: Connection,
+) -> None:
+    connection.begin()
+    sent = db.SentTogether(connection)
+    missing = sent.add("SELECT id FROM customers WHERE id = %(id)s", {"id": "x'; DROP TABLE customers; --"})
+    three = sent.add("SELECT n, %(s)s FROM generate_series(1, 3) AS n", {"s": TRICKY})
+    command = sent.add("SET LOCAL synchronous_commit = off")
+    sent.send()
+    assert (sent.rows(missing), sent.rows(command)) == ([], [])
+    assert sent.rows(three) == [(1, TRICKY), (2, TRICKY), (3, TRICKY)]
+    connection.rollback()
+    connection.begin()
+    failing = db.SentTogether(connection)
+    failing.add("SELECT 1 / %(zero)s", {"zero": 0})
+    with pytest.raises(DBAPIError, match="division by zero"):
+        failing.send()
+    connection.rollback()
+    assert tables_now(connection)[0] == []  # the connection is usable again
