@@ -180,7 +180,8 @@ class SentTogether:
                 "; ".join(
                     query if params is None else cursor.mogrify(query, params)
                     for query, params in zip(self._queries, self._params, strict=True)
-                )
+                ),
+                prepare=False,  # a query with its values in it is never sent twice: nothing to prepare
             )
             while True:
                 result = cursor.pgresult
@@ -201,13 +202,12 @@ class _Simple:
     """A statement compiled for psycopg's client-side binding, for one set of parameters given."""
 
     statement: Any  # kept, so its id is not reused by another statement while cached
-    compiled: Any
     sql: str
     processors: tuple[tuple[str, Any], ...]  # (parameter, what converts its value)
-    constants: bool  # binds values of its own (a literal in the statement), besides those given
+    constants: dict[str, Any]  # the values it binds of its own (a literal in the statement)
 
     def values(self, params: dict[str, Any]) -> dict[str, Any]:
-        values = self.compiled.construct_params(params) if self.constants else dict(params)
+        values = {**self.constants, **params} if self.constants else dict(params)
         for name, processor in self.processors:
             if name in values:
                 values[name] = processor(values[name])
@@ -237,8 +237,10 @@ def _simple(dialect: Any, statement: Any, names: tuple[str, ...]) -> _Simple | N
             for name, bind in compiled.binds.items()
             if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
         )
-        constants = not set(compiled.binds) <= set(names)
-        simple = _Simple(statement, compiled, str(compiled), processors, constants)
+        given = dict.fromkeys(names)
+        bound = compiled.construct_params(given)
+        constants = {name: value for name, value in bound.items() if name not in given}
+        simple = _Simple(statement, str(compiled), processors, constants)
         found = _SIMPLE[key] = (statement, simple if usable else None)
     return found[1]
 
