@@ -152,6 +152,26 @@ def commit_with(connection: Connection, writes: Sequence[tuple[Any, dict[str, An
     return True
 
 
+@contextmanager
+def opened_by_first_query(connection: Connection) -> Iterator[SentTogether | None]:
+    """A transaction on `connection` (SQLAlchemy's, rolled back if the block raises) whose BEGIN, on
+    Postgres, is the first statement of the query it yields (SentTogether), sent by the caller: one
+    round trip fewer than psycopg's way, which sends BEGIN on its own before a transaction's first
+    statement. The connection is in autocommit for it, so psycopg sends no BEGIN of its own; every
+    statement after it runs in the transaction the query opened, and commit and rollback end that
+    transaction as usual (psycopg asks the server whether one is open). Elsewhere (SQLite) yields None
+    and the transaction begins as usual."""
+    if connection.dialect.name != "postgresql":
+        with connection.begin():
+            yield None
+        return
+    connection.execution_options(isolation_level="AUTOCOMMIT")  # set back when the pool takes it back
+    sent = SentTogether(connection)
+    sent.add("BEGIN")
+    with connection.begin():
+        yield sent
+
+
 class SentTogether:
     """Statements sent to Postgres as one simple query: one message and one round trip, without the
     client work of psycopg's pipeline mode or of SQLAlchemy's execution. psycopg binds the values

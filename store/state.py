@@ -280,7 +280,7 @@ def _select(table: str, columns: tuple[str, ...]) -> Any:
 
 
 def _driver_sql(connection: Connection, statement: Any) -> tuple[str, tuple[str, ...]]:
-    """A select's SQL as the driver takes it (for a read sent in a pipeline, past SQLAlchemy) and the
+    """A select's SQL as the driver takes it (for a read sent with the lock, past SQLAlchemy) and the
     names of the columns it reads, in order (asking the cursor builds an object per column, per read):
     worked out once per statement and dialect."""
     cache_key = ("driver-sql", connection.dialect.name, str(id(statement)))

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from store import events as ev
 from store import log, projector
 from store import tables as t
-from store.db import SentTogether, end_failed_commit
+from store.db import SentTogether, end_failed_commit, opened_by_first_query
 from store.identity import IdentityLookup, company_domain, resolve, strong_keys
 from store.state import SqlState
 from store.storable import check_storable
@@ -418,9 +418,8 @@ class EventStore:
         trip too, taken with `tx.state.rows_ahead()`. `positions_ahead`: the next position is read
         in it as well, for appends at commit (Transaction.append_all's new_keys).
         """
-        with self.engine.connect() as connection, connection.begin() as transaction:
-            # Postgres: the lock and the reads go together, as one query (store.db.SentTogether).
-            sent = SentTogether(connection) if connection.dialect.name == "postgresql" else None
+        with self.engine.connect() as connection, opened_by_first_query(connection) as sent:
+            # Postgres: BEGIN, the lock and the reads go together, as one query (store.db).
             log.lock_for_append(connection, durable=durable, sent=sent)
             tx = kind(connection, self.phone_region)
             if first_read is not None:
@@ -433,7 +432,7 @@ class EventStore:
             if sent is not None:
                 sent.send()
             yield tx
-            tx.finish(transaction.commit)
+            tx.finish(connection.commit)
         if tx.dispatched and self.after_commit is not None:
             self.after_commit(list(tx.dispatched))
 

@@ -12,6 +12,7 @@ from psycopg.pq import TransactionStatus
 
 from jobs.connectors.base import ActionRequest, ActionResult, Handover
 from jobs.execute import Executor, default_connectors
+from store.log import APPEND_LOCK_KEY
 from store.uow import EventStore
 from tests.integration.proposal_helpers import (
     OPERATOR,
@@ -105,3 +106,28 @@ def test_only_the_start_of_an_attempt_commits_without_waiting(
     # started (not waited for), handover (waited for, before the act), executed (waited for)
     assert seen == ["NO-WAIT", "EVENT", "COMMIT", "EVENT", "COMMIT", "ACT", "EVENT", "COMMIT"]
     assert row(store, pid)["state"] == "executed"
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_log_transaction_opens_with_its_first_query_and_gives_the_connection_back_as_it_was(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.append(note("s", "k-first"))  # the pool's first connection, and SQLAlchemy's look at the server
+    sent = sent_statements(monkeypatch)
+    store.append(note("s", "k-one"))
+    assert sent[:2] == ["BEGIN", f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})"] and sent[-1] == "COMMIT"
+    assert store.get(store_event_id(store, "k-one")) is not None
+    with pytest.raises(RuntimeError), store.transaction() as tx:  # a failure inside rolls everything back
+        tx.append(note("s", "k-lost"))
+        raise RuntimeError("the caller failed")
+    assert store_event_id(store, "k-lost") is None
+    with store.engine.connect() as connection:  # the pool's connection is back out of autocommit
+        driver = connection.connection.driver_connection
+        assert driver is not None and driver.autocommit is False
+        connection.exec_driver_sql("CREATE TEMPORARY TABLE scratch (n int)")
+        connection.rollback()  # … so what it did without a commit is undone
+        assert connection.exec_driver_sql("SELECT to_regclass('pg_temp.scratch')").scalar_one() is None
+
+
+def store_event_id(store: EventStore, key: str) -> str | None:
+    return next((e.id for e in store.read_all() if e.idempotency_key == key), None)
