@@ -122,47 +122,33 @@ def start_batch(
     lost bet (_betting_keys_are_new) plans again, in a new transaction: `plan` must not carry anything
     from one transaction over to the next.
     """
+    claim = ("proposals", _CLAIM, {"id": proposal_id, "now": now, "n": more, "state": "approved"})
 
     def run(new_keys: bool) -> list[Transition]:
-        return _start_batch(store, proposal_id, allowed, plan, more, now, durable, new_keys=new_keys)
+        with store.transaction(
+            durable=durable,
+            first_read=("proposals", {"id": proposal_id}),
+            rows_read=claim if more else None,
+            positions_ahead=new_keys,
+        ) as tx:
+            row = tx.state.get("proposals", id=proposal_id)
+            others = tx.state.rows_ahead()
+
+            def planned(current: dict[str, Any]) -> Iterable[Planned] | None:
+                return plan(current, tx.state)
+
+            first = _plan(row, allowed, planned)
+            if first is None:
+                others = []
+            ids = [proposal_id, *(other["id"] for other in others)]
+            rows = [row, *others]
+            plans = [first, *(_plan(other, allowed, planned) for other in others)]
+            won = _append_plans(tx, ids, rows, plans, new_keys=new_keys)
+            if any(event.type in sp.RESULTS for transition in won for event in transition.events):
+                tx.wait_for_disk()
+            return [won[0], *(transition for transition in won[1:] if transition.won)]
 
     return _betting_keys_are_new(store, run)
-
-
-def _start_batch(
-    store: EventStore,
-    proposal_id: str,
-    allowed: Collection[str],
-    plan: Callable[[dict[str, Any], SqlState], Iterable[Planned] | None],
-    more: int,
-    now: datetime,
-    durable: bool,
-    *,
-    new_keys: bool,
-) -> list[Transition]:
-    claim = ("proposals", _CLAIM, {"id": proposal_id, "now": now, "n": more, "state": "approved"})
-    with store.transaction(
-        durable=durable,
-        first_read=("proposals", {"id": proposal_id}),
-        rows_read=claim if more else None,
-        positions_ahead=new_keys,
-    ) as tx:
-        row = tx.state.get("proposals", id=proposal_id)
-        others = tx.state.rows_ahead()
-
-        def planned(current: dict[str, Any]) -> Iterable[Planned] | None:
-            return plan(current, tx.state)
-
-        first = _plan(row, allowed, planned)
-        if first is None:
-            others = []
-        ids = [proposal_id, *(other["id"] for other in others)]
-        rows = [row, *others]
-        plans = [first, *(_plan(other, allowed, planned) for other in others)]
-        won = _append_plans(tx, ids, rows, plans, new_keys=new_keys)
-        if any(event.type in sp.RESULTS for transition in won for event in transition.events):
-            tx.wait_for_disk()
-        return [won[0], *(transition for transition in won[1:] if transition.won)]
 
 
 def _plan(

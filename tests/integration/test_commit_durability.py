@@ -116,7 +116,7 @@ def test_a_log_transaction_opens_with_its_first_query_and_gives_the_connection_b
     sent = sent_statements(monkeypatch)
     store.append(note("s", "k-one"))
     assert sent[:2] == ["BEGIN", f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})"] and sent[-1] == "COMMIT"
-    assert store.get(store_event_id(store, "k-one")) is not None
+    assert store_event_id(store, "k-one") is not None
     with pytest.raises(RuntimeError), store.transaction() as tx:  # a failure inside rolls everything back
         tx.append(note("s", "k-lost"))
         raise RuntimeError("the caller failed")
