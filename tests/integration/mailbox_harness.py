@@ -15,7 +15,16 @@ from store import tables as t
 from tests.integration.jobs_harness import wait_for
 from tests.standins.dovecot import Dovecot
 
-__all__ = ["Watching", "append", "count", "mailbox_app", "message_ids", "wait_for", "watching"]
+__all__ = [
+    "Watching",
+    "append",
+    "count",
+    "mailbox_app",
+    "message_ids",
+    "proposals_caused_by",
+    "wait_for",
+    "watching",
+]
 
 
 def mailbox_app(make_settings: Any, db_url: str, url: str, handlers: Any = None, **values: Any) -> App:
@@ -85,6 +94,19 @@ def message_ids(container: App, event_type: str = "message.received") -> list[st
             select(t.events.c.payload).where(t.events.c.type == event_type).order_by(t.events.c.position)
         ).scalars()
         return [row["data"]["message_id"] for row in rows]
+
+
+def proposals_caused_by(container: App, message_id: str) -> int:
+    """How many proposals the recorded message with this Message-ID has led to so far (0 before it is
+    recorded): a count of all proposals would also rise with a second proposal on an earlier message."""
+    e = t.events.c
+    with container.engine.connect() as connection:
+        received = connection.execute(select(e.id, e.payload).where(e.type == "message.received")).all()
+        ids = [row.id for row in received if row.payload["data"]["message_id"] == message_id]
+        if not ids:
+            return 0
+        query = select(func.count()).where(e.type == "proposal.recorded", e.causation_id.in_(ids))
+        return int(connection.execute(query).scalar_one())
 
 
 def append(dovecot: Dovecot, user: str, folder: str, *messages: bytes, when: Any = None) -> None:
