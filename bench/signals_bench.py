@@ -1,6 +1,6 @@
 """POST /signals under load, next to a bare endpoint that only inserts one row per request.
 
-Run by hand: `/work/venv/bin/python bench/signals_bench.py [--seconds 10] [--rounds 2] [--clients 32]`.
+Run by hand: `python bench/signals_bench.py [--seconds 10] [--rounds 2] [--clients 32 | --rate 500]`.
 
 It creates a scratch Postgres database, then starts two real uvicorn processes on loopback ports:
 
@@ -15,6 +15,11 @@ rounds so that drift in the machine's load hits both. Reported: throughput, p50 
 the client saw them, the app/baseline ratio, and each process's CPU time per request answered (on a
 shared machine the rates move with the neighbours' load; CPU per request moves less, and the app's
 against the baseline's in the same run is what compares).
+
+Back-to-back clients keep both servers saturated, so their p99 is the queue the clients keep full.
+With `--rate` each target gets the same open-loop load instead: a request every 1/rate s whatever the
+answers, each timed from when it was due. That gives the latency at a load below saturation; the
+throughput is then the rate, and the ratio says nothing.
 """
 
 from __future__ import annotations
@@ -60,6 +65,9 @@ WARMUP_S = 2.0
 # Same ceiling as SQLAlchemy's default pool (5 + 10 overflow), so neither side waits on connections
 # the other has.
 BARE_POOL = 15
+# Connections the open-loop client may hold: enough that requests never wait in the client at the
+# rates measured, so what queues, queues in the server.
+OPEN_LOOP_CONNECTIONS = 256
 
 
 # -- the baseline server -----------------------------------------------------------------------------
@@ -214,6 +222,45 @@ async def load(url: str, clients: int, seconds: float, seed: int) -> Result:
     return result
 
 
+async def load_at_rate(url: str, rate: float, seconds: float, seed: int) -> Result:
+    """Open loop: a request every 1/rate s whatever the answers, each timed from when it was due (so a
+    server that falls behind shows its whole queue in the latencies, not fewer requests)."""
+    import aiohttp
+
+    result = Result()
+    rng = random.Random(seed)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    measure_from = start + WARMUP_S
+    stop = measure_from + seconds
+
+    async def send(session: aiohttp.ClientSession, due: float) -> None:
+        _, body, headers = make_signal(rng)
+        async with session.post(url, data=body, headers=headers) as response:
+            await response.read()
+            ok = response.status == 202
+        done = loop.time()
+        result.answered += ok
+        if due >= measure_from:
+            if ok:
+                result.latencies.append(done - due)
+            else:
+                result.errors += 1
+
+    connector = aiohttp.TCPConnector(limit=OPEN_LOOP_CONNECTIONS)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        sent: list[asyncio.Task[None]] = []
+        due = start
+        while due < stop:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            sent.append(asyncio.ensure_future(send(session, due)))
+            due += 1 / rate
+        await asyncio.gather(*sent)
+    # What was answered over the measured span: below the rate when the server fell behind.
+    result.seconds = seconds
+    return result
+
+
 # -- orchestration -----------------------------------------------------------------------------------
 
 
@@ -259,6 +306,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per round and target")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="open loop: send this many requests per second to each target whatever the answers "
+        "(latency at a load below saturation) instead of --clients back-to-back clients",
+    )
     parser.add_argument("--serve-bare", nargs=2, metavar=("DSN", "PORT"), help=argparse.SUPPRESS)
     parser.add_argument(
         "--sequencer",
@@ -321,7 +374,12 @@ def main() -> None:
         for round_number in range(args.rounds):
             for target in ("baseline", "app"):
                 before = {name: cpu_seconds(process.pid) for name, process in servers.items()}
-                result = asyncio.run(load(urls[target], args.clients, args.seconds, seed=round_number))
+                if args.rate:
+                    result = asyncio.run(
+                        load_at_rate(urls[target], args.rate, args.seconds, seed=round_number)
+                    )
+                else:
+                    result = asyncio.run(load(urls[target], args.clients, args.seconds, seed=round_number))
                 result.cpu = {n: cpu_seconds(servers[n].pid) - before[n] for n in before}
                 print(
                     f"round {round_number + 1} {target:8s}: {result.throughput:7.1f} req/s  "
@@ -355,8 +413,9 @@ def main() -> None:
     base, app = results["baseline"], results["app"]
     print()
     print(machine())
+    offered = f"open loop at {args.rate:g} requests/s" if args.rate else f"{args.clients} clients"
     print(
-        f"{args.clients} clients, {args.rounds} rounds x {args.seconds:.0f} s per target, "
+        f"{offered}, {args.rounds} rounds x {args.seconds:.0f} s per target, "
         f"sequencer {args.sequencer} the load"
     )
     print("| endpoint | req/s | p50 | p99 | errors |")
@@ -367,9 +426,13 @@ def main() -> None:
             f"{result.percentile(0.99):.1f} ms | {result.errors} |"
         )
     ratio = app.throughput / base.throughput if base.throughput else float("nan")
-    print(
-        f"ratio app/baseline: {ratio:.2f} (goal >= 0.7); app p99 {app.percentile(0.99):.1f} ms (goal < 50 ms)"
-    )
+    if args.rate:
+        print(f"app p99 {app.percentile(0.99):.1f} ms at {args.rate:g} requests/s (goal < 50 ms)")
+    else:
+        print(
+            f"ratio app/baseline: {ratio:.2f} (goal >= 0.7); "
+            f"app p99 {app.percentile(0.99):.1f} ms (goal < 50 ms)"
+        )
     print(
         "CPU per request: "
         f"baseline server {base.cpu_ms_per_request('baseline'):.2f} ms, "
