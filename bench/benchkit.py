@@ -33,3 +33,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every CPU of the machine has spent busy since boot (Linux /proc/stat): over a span,
+    minus a process's own, what the rest of the machine (the database, above all) spent."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")

@@ -20,6 +20,9 @@ from the first enqueue to the last result.
 Baseline, in the same run: the same connector object's `run` called `--n` times by 2 threads with no
 log, no queue, no checkpoints (for SMTP: the same kept sessions, one per thread, and every email
 built and sent in full); the ratio says what exactly-once bookkeeping costs on top.
+CPU, for both: milliseconds per action of this process (the workers, the bench, and for SMTP the
+in-process server, which shares the interpreter) and of the rest of the machine (Postgres, above all),
+so the bookkeeping's own CPU is the difference to the bare connector's.
 
 A backlog is executed in batches (jobs/execute.py: up to 1 + BATCH_MORE actions started in one
 transaction); the latency phase, below saturation, runs one action at a time. The last table runs
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import time
 import uuid
@@ -41,7 +45,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import func, select
 
-from bench.benchkit import machine
+from bench.benchkit import machine, machine_busy_seconds
 from bot.bootstrap import App
 from bot.commands import Actor, Commands
 from jobs.connectors.base import ActionRequest, ActionResult, Handover
@@ -70,6 +74,29 @@ class NoopConnector:
 
     def run(self, request: ActionRequest, handover: Handover) -> ActionResult:
         return ActionResult(reference="noop")
+
+
+class CpuSpan:
+    """CPU spent from now on: this process's (user and system: workers, bench and any in-process
+    server) and the rest of the machine's (the database, above all)."""
+
+    def __init__(self) -> None:
+        self.process, self.system, self.machine = self._now()
+
+    @staticmethod
+    def _now() -> tuple[float, float, float]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime, usage.ru_stime, machine_busy_seconds()
+
+    def per(self, n: int) -> dict[str, float]:
+        """Milliseconds per action: `process`, its `system` part, and `rest` of the machine."""
+        process, system, busy = self._now()
+        spent = process - self.process
+        return {
+            "process": spent / n * 1000,
+            "system": (system - self.system) / n * 1000,
+            "rest": max(0.0, busy - self.machine - spent) / n * 1000,
+        }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -197,10 +224,12 @@ def run_mode(mode: str, n: int, rate: float) -> dict[str, Any]:
         holding = Commands(store, settings, schedule_execution=lambda pid, row: held.append((pid, row)))
         for pid in burst_pids:
             assert holding.approve(OPERATOR, pid).ok
+        cpu_before = CpuSpan()
         began = time.time()
         for pid, row in held:
             schedule(pid, row)
         wait_until_done(store, burst_pids)
+        burst_cpu = cpu_before.per(n)
         _, _, last = timings(store, burst_pids)
         throughput = n / (last - began)
 
@@ -216,10 +245,12 @@ def run_mode(mode: str, n: int, rate: float) -> dict[str, Any]:
             attempt=1,
         )
         bare: Callable[[int], Any] = lambda _i: connector.run(request, lambda: None)  # noqa: E731
+        bare_cpu_before = CpuSpan()
         began_bare = time.perf_counter()
         with ThreadPoolExecutor(WORKERS) as pool:
             list(pool.map(bare, range(n)))
         bare_rate = n / (time.perf_counter() - began_bare)
+        bare_cpu = bare_cpu_before.per(n)
         queue.stop(timeout=5)
         uninstall()
         engine.dispose()
@@ -232,6 +263,8 @@ def run_mode(mode: str, n: int, rate: float) -> dict[str, Any]:
             "mean_ms": statistics.fmean(latencies) * 1000,
             "throughput": throughput,
             "bare": bare_rate,
+            "cpu": burst_cpu,
+            "bare_cpu": bare_cpu,
             "delivered": len(smtp.messages) if smtp else None,
             "connections": smtp.connections if smtp else None,
         }
@@ -276,8 +309,10 @@ def main() -> None:
     print(f"{WORKERS} workers, Postgres, n={args.n} per phase, latency phase at {args.rate}/s")
     print("| connector | decision → executed p50 | p99 | executed/s (2 workers) | bare connector/s | ratio |")
     print("|---|---|---|---|---|---|")
+    results = []
     for mode in ("noop", "internal", "smtp"):
         r = run_mode(mode, args.n, args.rate)
+        results.append(r)
         print(
             f"| {mode} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['throughput']:.1f} | "
             f"{r['bare']:.0f} | {r['throughput'] / r['bare']:.3f} |"
@@ -287,6 +322,16 @@ def main() -> None:
                 if r["delivered"] is not None
                 else ""
             )
+        )
+    print()
+    print("CPU ms per action in the burst (the bare connector's: the same sends, no bookkeeping):")
+    print("| connector | this process | of it, system | rest of the machine | bare connector, this process |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        cpu, bare_cpu = r["cpu"], r["bare_cpu"]
+        print(
+            f"| {r['mode']} | {cpu['process']:.2f} | {cpu['system']:.2f} | {cpu['rest']:.2f} | "
+            f"{bare_cpu['process']:.2f} |"
         )
     print()
     print(f"One worker back to back, no-op connector, {args.n} actions, no queue:")
