@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +10,14 @@ import typer
 
 from bot import jobs_cli, mail_cli, store_cli
 from bot.bootstrap import App
-from bot.cli_base import app_or_exit, console, errors, finish_in_process_work, settings_or_exit
+from bot.cli_base import (
+    app_or_exit,
+    console,
+    errors,
+    finish_in_process_work,
+    freeze_startup_objects,
+    settings_or_exit,
+)
 
 app = typer.Typer(help="chatops-crm: a solo operator's CRM, run from chat.", no_args_is_help=True)
 app.add_typer(store_cli.import_app, name="import")
@@ -31,6 +37,7 @@ def run() -> None:
     from bot.run import run as run_everything
 
     container = app_or_exit(console_operator=True)
+    freeze_startup_objects()
     try:
         status = run_everything(container)
     finally:
@@ -49,6 +56,7 @@ def demo() -> None:
     sink = runner.MailSink(console, base.crm_data_dir / "demo" / "sent-mail")
     smtp_url = sink.start()
     container = app_or_exit(runner.demo_settings(base, smtp_url), console_operator=True)
+    freeze_startup_objects()
 
     def start_demo(container: App) -> None:
         runner.seed_and_describe(container, console)
@@ -88,7 +96,7 @@ def web(
     container.start_jobs()  # the embedded default: this process runs the jobs its requests queue
     try:
         web_app = create_app(container)
-        _freeze_startup_objects()
+        freeze_startup_objects()
         uvicorn.run(
             web_app,
             host=container.settings.host or WEB_HOST,
@@ -97,17 +105,6 @@ def web(
         )
     finally:
         container.close()
-
-
-def _freeze_startup_objects() -> None:
-    """Move everything loaded at start out of the garbage collector's sight before serving.
-
-    The process holds hundreds of thousands of long-lived objects (SQLAlchemy, pydantic, the agents)
-    that every full collection would walk: under load those pauses were the slowest 1% of requests
-    (p99 85 -> 26 ms in bench/signals_bench.py). They live as long as the process: nothing to reclaim.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 NO_CHAT_SURFACE = (

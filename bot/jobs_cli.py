@@ -10,7 +10,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from bot.bootstrap import App
-from bot.cli_base import app_or_exit, console, errors
+from bot.cli_base import app_or_exit, console, errors, freeze_startup_objects
 from jobs.queue import JobInfo
 from store import tables as t
 
@@ -54,6 +54,7 @@ def worker(
     container = _redis_container()
     assert container.settings.redis_url is not None
     container.queue_owed_work()  # what stopped processes left in the outbox, and handlers' catch-up
+    freeze_startup_objects()
     run_worker(
         container,
         container.settings.redis_url,
