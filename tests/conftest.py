@@ -6,6 +6,7 @@ A test that needs Postgres or Redis fails when the server is missing; nothing is
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,17 @@ def _pg_admin() -> psycopg.Connection:
 def _sqlalchemy_url(dbname: str) -> str:
     base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     return f"{base}/{dbname}"
+
+
+@pytest.fixture(autouse=True)
+def _shipped_classifier() -> Iterator[None]:
+    """Each test ends with the shipped classifier alone. The classifier is process-wide: a correction
+    one test taught it (an `intent.corrected` event handled, or learn_from) would change what the
+    inbox triage proposes in every test after it in the same process."""
+    yield
+    model = sys.modules.get("agents.classifier.model")  # not imported by a test that never classified
+    if model is not None:
+        model.forget_corrections()
 
 
 @pytest.fixture(scope="session")
