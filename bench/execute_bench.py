@@ -35,7 +35,6 @@ off (the baseline) and on, and gives the client CPU per action.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import resource
 import statistics
@@ -50,6 +49,7 @@ from sqlalchemy import func, select
 
 from bench.benchkit import machine, machine_busy_seconds
 from bot.bootstrap import App
+from bot.cli_base import freeze_startup_objects
 from bot.commands import Actor, Commands
 from jobs.connectors.base import ActionRequest, ActionResult, Handover
 from jobs.context import install, uninstall
@@ -204,10 +204,9 @@ def run_mode(mode: str, n: int, rate: float, rounds_wanted: int = 1) -> dict[str
         app = App(settings=settings, engine=engine, store=store, queue=queue, handlers={})
         app.__dict__["executor"] = executor  # the bench's connectors, not the settings'
         install(app)
-        # As `crm worker` does once started (bot.cli_base.freeze_startup_objects): full collections
-        # that walked everything loaded took 65-73 ms each, mid-phase, in this process.
-        gc.collect()
-        gc.freeze()
+        # As `crm worker` does once started: full collections that walked everything loaded took
+        # 65-73 ms each, mid-phase, in this process.
+        freeze_startup_objects()
 
         def schedule(pid: str, row: dict[str, Any] | None = None) -> None:
             schedule_execution(app, pid, row=row)

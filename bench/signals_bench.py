@@ -40,6 +40,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -51,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchkit import free_port, machine  # noqa: E402
 
+from bot.cli_base import freeze_startup_objects  # noqa: E402
 from bot.inbound.verify import sign_standard_webhook  # noqa: E402
 from store.db import make_engine, migrate  # noqa: E402
 
@@ -104,8 +106,7 @@ def serve_bare(dsn: str, port: int) -> None:
 
     # Served as `crm web` serves the app: uvloop when installed, no access log, startup objects frozen.
     app = bare_app(dsn)
-    gc.collect()
-    gc.freeze()
+    freeze_startup_objects()
     uvicorn.run(app, host="127.0.0.1", port=port, access_log=False)
 
 
@@ -127,8 +128,7 @@ def run_sequencer(dsn: str, redis_url: str) -> None:
     connection = redis.Redis.from_url(redis_url)
     kicks = Queue(queue_name(DECISIONS), connection=connection).key
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
-    gc.collect()
-    gc.freeze()  # as `crm worker` does once started (bot.cli_base.freeze_startup_objects)
+    freeze_startup_objects()  # as `crm worker` does once started
     while True:
         if connection.blpop([kicks], timeout=1) is not None:
             sequence(store, linger=SEQUENCE_LINGER_S)
@@ -160,6 +160,15 @@ class Result:
         self.answered += other.answered
         for name, seconds in other.cpu.items():
             self.cpu[name] = self.cpu.get(name, 0.0) + seconds
+
+    def record(self, ok: bool, seconds: float, measured: bool) -> None:
+        """One answer: counted for CPU per request, and its latency (or error) when in the measured span."""
+        self.answered += ok
+        if measured:
+            if ok:
+                self.latencies.append(seconds)
+            else:
+                self.errors += 1
 
     def cpu_ms_per_request(self, name: str) -> float:
         return self.cpu.get(name, 0.0) / self.answered * 1000 if self.answered else float("nan")
@@ -193,6 +202,14 @@ def make_signal(rng: random.Random) -> tuple[str, bytes, dict[str, str]]:
     return webhook_id, raw, headers
 
 
+async def post_signal(session: Any, url: str, rng: random.Random) -> bool:
+    """POST one new signed signal; whether it was accepted (202)."""
+    _, body, headers = make_signal(rng)
+    async with session.post(url, data=body, headers=headers) as response:
+        await response.read()
+        return bool(response.status == 202)
+
+
 async def load(url: str, clients: int, seconds: float, seed: int) -> Result:
     import aiohttp
 
@@ -204,18 +221,10 @@ async def load(url: str, clients: int, seconds: float, seed: int) -> Result:
     async def client(index: int, session: aiohttp.ClientSession) -> None:
         rng = random.Random(seed * 1000 + index)
         while time.perf_counter() < stop:
-            _, body, headers = make_signal(rng)
             sent = time.perf_counter()
-            async with session.post(url, data=body, headers=headers) as response:
-                await response.read()
-                ok = response.status == 202
+            ok = await post_signal(session, url, rng)
             done = time.perf_counter()
-            result.answered += ok
-            if sent >= measure_from and done <= stop:
-                if ok:
-                    result.latencies.append(done - sent)
-                else:
-                    result.errors += 1
+            result.record(ok, done - sent, measured=sent >= measure_from and done <= stop)
 
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -237,17 +246,8 @@ async def load_at_rate(url: str, rate: float, seconds: float, seed: int) -> Resu
     stop = measure_from + seconds
 
     async def send(session: aiohttp.ClientSession, due: float) -> None:
-        _, body, headers = make_signal(rng)
-        async with session.post(url, data=body, headers=headers) as response:
-            await response.read()
-            ok = response.status == 202
-        done = loop.time()
-        result.answered += ok
-        if due >= measure_from:
-            if ok:
-                result.latencies.append(done - due)
-            else:
-                result.errors += 1
+        ok = await post_signal(session, url, rng)
+        result.record(ok, loop.time() - due, measured=due >= measure_from)
 
     connector = aiohttp.TCPConnector(limit=OPEN_LOOP_CONNECTIONS)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -260,7 +260,6 @@ async def load_at_rate(url: str, rate: float, seconds: float, seed: int) -> Resu
             task.add_done_callback(in_flight.discard)
             due += 1 / rate
         await asyncio.gather(*in_flight)
-    # What was answered over the measured span: below the rate when the server fell behind.
     result.seconds = seconds
     return result
 
@@ -376,8 +375,7 @@ def main() -> None:
     # among them) for 85-120 ms each, mid-round: every request in flight then looked that much slower,
     # on both targets alike. Frozen, they stay out of the collector's sight, and the collector waits
     # for the end of each round (a round's garbage is a few megabytes).
-    gc.collect()
-    gc.freeze()
+    freeze_startup_objects()
     try:
         for target in ("baseline", "app"):
             wait_until_up(urls[target], servers[target])
