@@ -14,7 +14,7 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 from psycopg import sql
-from psycopg.pq import ExecStatus, PipelineStatus
+from psycopg.pq import ExecStatus, PipelineStatus, TransactionStatus
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -29,6 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, DisconnectionError
+
+from store.literals import binder_for, simple_query
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_KEY = 0x63726D6D6967  # "crmmig"
@@ -194,22 +196,26 @@ class SentTogether:
     def send(self) -> None:
         driver = self.connection.connection.driver_connection
         assert driver is not None and self._rows is None
-        rows: list[list[tuple[Any, ...]]] = []
-        with driver_errors(self.connection), psycopg.ClientCursor(driver) as cursor:
-            cursor.execute(
-                "; ".join(
-                    query if params is None else cursor.mogrify(query, params)
-                    for query, params in zip(self._queries, self._params, strict=True)
-                ),
-                prepare=False,  # a query with its values in it is never sent twice: nothing to prepare
+        with driver_errors(self.connection):
+            binder = binder_for(driver)
+            query = "; ".join(
+                query if params is None else binder.render(query, params)
+                for query, params in zip(self._queries, self._params, strict=True)
             )
-            while True:
-                result = cursor.pgresult
-                returned = result is not None and result.status == ExecStatus.TUPLES_OK
-                rows.append(cursor.fetchall() if returned else [])
-                if not cursor.nextset():
-                    break
-        self._rows = rows
+            if driver.autocommit or driver.pgconn.transaction_status != TransactionStatus.IDLE:
+                self._rows = simple_query(driver, query)
+                return
+            # psycopg would open the transaction first: its cursor sends the BEGIN.
+            rows: list[list[tuple[Any, ...]]] = []
+            with psycopg.ClientCursor(driver) as cursor:
+                cursor.execute(query, prepare=False)
+                while True:
+                    result = cursor.pgresult
+                    returned = result is not None and result.status == ExecStatus.TUPLES_OK
+                    rows.append(cursor.fetchall() if returned else [])
+                    if not cursor.nextset():
+                        break
+            self._rows = rows
 
     def rows(self, index: int) -> list[tuple[Any, ...]]:
         """The rows the statement at `index` returned (none for a command)."""

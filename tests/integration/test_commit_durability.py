@@ -12,6 +12,7 @@ from psycopg.pq import TransactionStatus
 
 from jobs.connectors.base import ActionRequest, ActionResult, Handover
 from jobs.execute import Executor, default_connectors
+from store import db as store_db
 from store.log import APPEND_LOCK_KEY
 from store.uow import EventStore
 from tests.integration.proposal_helpers import (
@@ -30,12 +31,19 @@ def sent_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every statement the driver is asked to send from now on, in order, whichever way it goes (one by
     one, pipelined, or several in one query, split at `;`), and "COMMIT" for a commit it sends."""
     sent: list[str] = []
-    execute, commit = psycopg.Cursor.execute, psycopg.Connection.commit
+    execute, commit, simple = psycopg.Cursor.execute, psycopg.Connection.commit, store_db.simple_query
 
-    def watched(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+    def noted(query: Any) -> None:
         text = query.decode() if isinstance(query, bytes) else str(query)
         sent.extend(part.strip() for part in text.split(";") if part.strip())
+
+    def watched(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        noted(query)
         return execute(cursor, query, *args, **kwargs)
+
+    def sent_simply(driver: Any, query: str) -> Any:  # store.db's own sending, past the cursor
+        noted(query)
+        return simple(driver, query)
 
     def committed(connection: Any) -> None:
         if connection.pgconn.transaction_status != TransactionStatus.IDLE:  # else it sends nothing
@@ -44,6 +52,7 @@ def sent_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(psycopg.Cursor, "execute", watched)
     monkeypatch.setattr(psycopg.Connection, "commit", committed)
+    monkeypatch.setattr(store_db, "simple_query", sent_simply)
     return sent
 
 
