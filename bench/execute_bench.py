@@ -324,6 +324,12 @@ def main() -> None:
         default=3,
         help="throughput rounds per mode, each a burst then the bare connector; the median ratio is shown",
     )
+    parser.add_argument(
+        "--modes",
+        default="noop,internal,smtp",
+        help="connectors to measure, comma-separated (noop, internal, smtp)",
+    )
+    parser.add_argument("--no-loop", action="store_true", help="skip the one-worker back-to-back table")
     args = parser.parse_args()
     print(machine())
     print(f"{WORKERS} workers, Postgres, n={args.n} per phase, latency phase at {args.rate}/s")
@@ -335,7 +341,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|")
     results = []
-    for mode in ("noop", "internal", "smtp"):
+    for mode in args.modes.split(","):
         r = run_mode(mode, args.n, args.rate, args.rounds)
         results.append(r)
         print(
@@ -363,6 +369,8 @@ def main() -> None:
             f"| {r['mode']} | {cpu['process']:.2f} | {cpu['system']:.2f} | {cpu['rest']:.2f} | "
             f"{bare_cpu['process']:.2f} |"
         )
+    if args.no_loop:
+        return
     print()
     print(f"One worker back to back, no-op connector, {args.n} actions, no queue:")
     print("| batches | wall ms per action | client CPU ms per action |")
