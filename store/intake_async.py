@@ -14,11 +14,13 @@ import asyncio
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import make_url
 
 from store import tables as t
 from store.events import Signal
 from store.intake import _KNOWN, _STAGE, Staged, _known, _row
+from store.log import NOT_IN_LOG
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -32,24 +34,39 @@ MAX_BATCH = 200
 _Waiting = list[tuple[dict[str, Any], "asyncio.Future[Staged]"]]
 
 # `_STAGE` for many rows: the same columns and the same rule (not in the log, not staged), over the
-# rows as arrays, in the order the requests arrived (intake ids are the staging order). RETURNING
-# names the event id, so a key repeated within a batch tells which of its rows was staged.
+# rows as one JSON array, in the order the requests arrived (intake ids are the staging order).
+# RETURNING names the event id, so a key repeated within a batch tells which of its rows was staged.
+# The rows go as JSON rather than as an array per column: psycopg builds array literals in Python, at
+# about 30 µs a row (a twentieth of the web process's CPU per request under load), where orjson
+# writes the batch in under 1 µs a row and the signal's JSON text goes in as it is.
+# "Not in the log" is a lookup of the key for each row (store.log.NOT_IN_LOG says why).
 _BATCH_SQL = f"""
 INSERT INTO {t.intake.name}
     (idempotency_key, event_id, type, source, occurred_at, signal, staged_at, attempts)
-SELECT v.idempotency_key, v.event_id, v.type, v.source, v.occurred_at, v.signal::json, v.staged_at, 0
-FROM unnest(
-    %(idempotency_key)s::text[], %(event_id)s::text[], %(type)s::text[], %(source)s::text[],
-    %(occurred_at)s::timestamptz[], %(signal)s::text[], %(staged_at)s::timestamptz[]
+SELECT v.idempotency_key, v.event_id, v.type, v.source, v.occurred_at, v.signal, v.staged_at, 0
+FROM ROWS FROM (
+    json_to_recordset(%(rows)s::json) AS (
+        idempotency_key text, event_id text, type text, source text, occurred_at timestamptz,
+        signal json, staged_at timestamptz
+    )
 ) WITH ORDINALITY AS v(idempotency_key, event_id, type, source, occurred_at, signal, staged_at, n)
-WHERE NOT EXISTS (
-    SELECT 1 FROM {t.events.name} WHERE {t.events.name}.idempotency_key = v.idempotency_key
-)
+WHERE {NOT_IN_LOG}
 ORDER BY v.n
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING id, event_id
 """
-_BATCH_COLUMNS = ("idempotency_key", "event_id", "type", "source", "occurred_at", "signal", "staged_at")
+_BATCH_COLUMNS = ("idempotency_key", "event_id", "type", "source", "occurred_at", "staged_at")
+
+
+def batch_rows(rows: list[dict[str, Any]]) -> str:
+    """The rows as `_BATCH_SQL` takes them: a JSON array of objects, each row's signal (JSON text
+    already) in it as it is. Raises orjson's error for text JSON cannot hold (a lone surrogate)."""
+    return orjson.dumps(
+        [
+            {**{column: row[column] for column in _BATCH_COLUMNS}, "signal": orjson.Fragment(row["signal"])}
+            for row in rows
+        ]
+    ).decode()
 
 
 class AsyncStager:
@@ -165,9 +182,7 @@ class AsyncStager:
         if len(rows) == 1:
             return [await self._stage_one(connection, rows[0])]
         try:
-            cursor = await connection.execute(
-                _BATCH_SQL, {column: [row[column] for row in rows] for column in _BATCH_COLUMNS}
-            )
+            cursor = await connection.execute(_BATCH_SQL, {"rows": batch_rows(rows)})
             staged = {event_id: row_id for row_id, event_id in await cursor.fetchall()}
         except Unreachable:
             raise

@@ -139,6 +139,14 @@ def insert_all_unless_known(connection: Connection, news: list[NewEvent]) -> lis
     ]
 
 
+# "Not in the log", for rows `v` with an `idempotency_key`: one lookup of the key's index per row. As
+# NOT EXISTS the planner turned it into an anti-join and, from about a hundred rows on and up to a log
+# of some hundred thousand events, hashed the whole log instead: a batch of 200 rows took 7.7-10 ms of
+# Postgres at 30,000 events against 0.3 ms. A scalar subquery is not turned into a join, so it stays a
+# lookup per row whatever the statistics say.
+NOT_IN_LOG = "(SELECT true FROM events e WHERE e.idempotency_key = v.idempotency_key LIMIT 1) IS NULL"
+
+
 @functools.lru_cache(maxsize=64)
 def _insert_all_sql(dialect: Any, count: int) -> bytes:
     """INSERT INTO events … SELECT … FROM (VALUES …) WHERE the key is not in the log, in the rows' order
@@ -158,7 +166,7 @@ def _insert_all_sql(dialect: Any, count: int) -> bytes:
     picked = ", ".join(f'v."{name}"' for name in _COLUMNS)
     return (
         f"INSERT INTO events ({names}) SELECT {picked} FROM (VALUES {rows}) AS v({names}, ord)"
-        " WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.idempotency_key = v.idempotency_key)"
+        f" WHERE {NOT_IN_LOG}"
         " ORDER BY v.ord RETURNING position, idempotency_key"
     ).encode()
 

@@ -7,7 +7,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -378,10 +378,15 @@ class CountingStager(AsyncStager):
     """The stager, noting how many rows each statement staged (to see the batch path was taken)."""
 
     batches: list[int]
+    singles: int  # statements of one row: a lone request's, or a refused batch's rows one by one
 
     async def _stage_batch(self, connection: Any, batch: Any) -> Any:
         self.batches.append(len(batch))
         return await super()._stage_batch(connection, batch)
+
+    async def _stage_one(self, connection: Any, values: Any) -> Any:
+        self.singles += 1
+        return await super()._stage_one(connection, values)
 
 
 def test_a_batch_stages_what_one_statement_per_row_stages(pg_url: str) -> None:
@@ -389,6 +394,10 @@ def test_a_batch_stages_what_one_statement_per_row_stages(pg_url: str) -> None:
     store = EventStore(make_engine(pg_url))
     odd = lead(email="zoë@exämple.com", text="naïve café 🚀 \u202e reversed \u200b zero-width")
     when = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    # JSON's own characters in the text, and a time in another zone to the microsecond: the batch
+    # carries both through its JSON and must land them as one statement per row does.
+    quoting = lead("quote@example.com", text='say "hi" \\ back\\slash \n\t\u2028 </script> {"a": [1]} \x7f')
+    elsewhere = datetime(2026, 3, 1, 15, 0, 0, 123456, tzinfo=timezone(timedelta(hours=5, minutes=30)))
     stage(store.engine, "lead.created", lead("known@example.com"), "signals:staged", source="signals")
     stage(store.engine, "lead.created", lead("logged@example.com"), "signals:logged", source="signals")
     sequence(store)
@@ -399,26 +408,31 @@ def test_a_batch_stages_what_one_statement_per_row_stages(pg_url: str) -> None:
         ("lead.created", lead("twice@example.com"), "signals:twice", None),  # repeated within the batch
         ("lead.created", lead("again@example.com"), "signals:staged", None),  # staged before
         ("lead.created", lead("again@example.com"), "signals:logged", None),  # in the log
-        ("lead.created", lead("bad@example.com"), "signals:bad", None),  # its source no column holds
+        ("lead.created", quoting, "signals:quoting", elsewhere),
         ("message.received", lead("last@example.com"), "signals:last", None),
     ]
 
-    async def scenario(stager: AsyncStager) -> list[Any]:
+    async def scenario(stager: AsyncStager) -> tuple[list[Any], list[Any]]:
         assert isinstance(stager, CountingStager)
-        stager.batches = []
+        stager.batches, stager.singles = [], 0
         answers = await asyncio.gather(
             *(
-                stager.stage(
-                    kind, signal, key, source="x" * 65 if key == "signals:bad" else "signals", occurred_at=at
-                )
+                stager.stage(kind, signal, key, source="signals", occurred_at=at)
                 for kind, signal, key, at in asks
             ),
             return_exceptions=True,
         )
         assert sum(stager.batches) == len(asks) and max(stager.batches) >= len(asks) - 1, "batched"
-        return answers
+        assert stager.singles == stager.batches.count(1), "the batch statement staged its rows itself"
+        # A batch with a row no column holds (its source) is staged row by row: only that one is refused.
+        refusing = await asyncio.gather(
+            stager.stage("lead.created", lead("fine@example.com"), "signals:fine", source="signals"),
+            stager.stage("lead.created", lead("bad@example.com"), "signals:bad", source="x" * 65),
+            return_exceptions=True,
+        )
+        return answers, refusing
 
-    async def run() -> list[Any]:
+    async def run() -> tuple[list[Any], list[Any]]:
         stager = CountingStager(pg_url, max_size=1, timeout=5.0)
         await stager.open()
         try:
@@ -428,10 +442,11 @@ def test_a_batch_stages_what_one_statement_per_row_stages(pg_url: str) -> None:
 
     try:
         before = {row["idempotency_key"]: row for row in staged_rows(store.engine)}
-        answers = asyncio.run(run())
-        first, odd_one, twice, twice_again, staged_before, logged, bad, last = answers
+        answers, (fine, bad) = asyncio.run(run())
+        first, odd_one, twice, twice_again, staged_before, logged, quoted, last = answers
         assert isinstance(bad, Exception) and "value too long" in str(bad), "only the bad row is refused"
-        fresh = [first, odd_one, twice, last]
+        assert not fine.duplicate and fine.row_id is not None
+        fresh = [first, odd_one, twice, quoted, last]
         assert all(not s.duplicate and s.row_id is not None for s in fresh)
         assert [s.row_id for s in fresh] == sorted(s.row_id for s in fresh), "staged in the order asked"
         assert (twice_again.event_id, twice_again.duplicate) == (twice.event_id, True)
@@ -445,7 +460,8 @@ def test_a_batch_stages_what_one_statement_per_row_stages(pg_url: str) -> None:
         rows = {row["idempotency_key"]: row for row in staged_rows(store.engine)}
         for (kind, signal, key, at), answer in zip(asks, answers, strict=True):
             if (
-                key not in {"signals:first", "signals:odd", "signals:twice", "signals:last"}
+                key
+                not in {"signals:first", "signals:odd", "signals:twice", "signals:quoting", "signals:last"}
                 or answer.duplicate
             ):
                 continue
@@ -455,6 +471,8 @@ def test_a_batch_stages_what_one_statement_per_row_stages(pg_url: str) -> None:
             assert batched["event_id"] == answer.event_id and batched["id"] == answer.row_id
             for column in ("type", "source", "occurred_at", "signal", "position", "attempts", "error"):
                 assert batched[column] == slow[column], column
-        assert sequence(store) == 8, "every staged row reaches the log"
+        assert rows["signals:quoting"]["occurred_at"] == elsewhere
+        assert rows["signals:quoting"]["signal"]["text"] == quoting.text
+        assert sequence(store) == 11, "every staged row reaches the log"
     finally:
         store.engine.dispose()
