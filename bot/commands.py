@@ -12,6 +12,8 @@ How a surface uses it:
     reply = commands.edit(actor, proposal_id, {"body": "…"})  # -> approves the edited version
 After a decision the command layer itself refreshes every posted copy of the proposal through the
 notify fan-out; the surface only shows `reply` to the person who tapped (e.g. an ephemeral message).
+Typed text (a line, a note, an edit, a reason) is taken without NUL characters or lone surrogates, which
+a chat app's JSON can carry and no Postgres text column holds (store.storable.storable_text).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from bot.command_chat import ChatCommands
 from bot.command_impl import CommandImpl
 from bot.replies import Actor, Choice, Item, Reply, ReplyCode, fail, reply
 from jobs.views import Button, EditableField, ProposalView
+from store.storable import storable_text
 
 __all__ = [
     "Actor",
@@ -76,11 +79,12 @@ class Commands:
 
     def edit(self, actor: Actor, proposal_id: str, values: Mapping[str, str] | None = None) -> Reply:
         """Without values: the editable fields. With values: approve the edited version (both kept)."""
-        return self._impl.edit(actor, proposal_id, values)
+        storable = None if values is None else {name: storable_text(value) for name, value in values.items()}
+        return self._impl.edit(actor, proposal_id, storable)
 
     def reject(self, actor: Actor, proposal_id: str, reason: str | None = None) -> Reply:
         """Reject a pending proposal; a reason is kept as a correction for next time."""
-        return self._impl.reject(actor, proposal_id, reason)
+        return self._impl.reject(actor, proposal_id, None if reason is None else storable_text(reason))
 
     def snooze(self, actor: Actor, proposal_id: str, until: datetime | str) -> Reply:
         """Put a pending proposal away until a time (`datetime`, "30m", "2h", "1d" or ISO-8601)."""
@@ -117,7 +121,7 @@ class Commands:
 
     def note(self, actor: Actor, query: str, text: str) -> Reply:
         """Add a note to a customer."""
-        return self._impl.note(actor, query, text)
+        return self._impl.note(actor, query, storable_text(text))
 
     def pause(self, actor: Actor, agent: str | None = None) -> Reply:
         """Stop an agent (or all agents, `agent=None`) from proposing."""
@@ -162,7 +166,7 @@ class Commands:
         The one grammar of every surface: a Slack slash command or a Telegram `/command` is its name
         and text as one line (`/customer jonas becker as of 2026-11-01`).
         """
-        return self._impl.run(actor, line)
+        return self._impl.run(actor, storable_text(line))
 
     # -- who is who, and what only a chat app has ---------------------------------------------------
     def is_operator(self, actor: Actor) -> bool:

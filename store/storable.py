@@ -22,6 +22,12 @@ MAX_EMAIL = 254
 MAX_CENTS = 10**15
 
 
+def storable_text(text: str) -> str:
+    """Text every database can store: NUL characters dropped (no Postgres text column holds one),
+    lone UTF-16 surrogates (undecodable bytes, or escapes a chat app's JSON may carry) replaced."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
 class Unstorable(ValueError):
     """A signal the projections cannot hold; `problems` lists (field, what is wrong) pairs."""
 

@@ -26,6 +26,7 @@ from bot.inbound.errors import InvalidSignal, MalformedBody
 from bot.inbound.intake import InboundSignal
 from bot.inbound.signals import EARLIEST_YEAR, LATEST_YEAR, invalid
 from store.events import CustomerRef, MessageReceived, MessageSent
+from store.storable import storable_text
 
 SOURCE = "email"
 # Idempotency-key prefix of the operator's own sent mail (its Message-ID is not a customer's).
@@ -99,7 +100,7 @@ def parse_with(raw: bytes, parsing: EmailPolicy[EmailMessage], *, sent: bool = F
     text, body_format = _body(message)
     data: dict[str, Any] = {
         "channel": "email",
-        "subject": _clean(_header(message, "Subject") or "") or None,
+        "subject": storable_text(_header(message, "Subject") or "") or None,
         "message_id": own_id,
         "in_reply_to": in_reply_to[0] if in_reply_to else None,
         "references": references,
@@ -152,7 +153,7 @@ def _sender(message: Message) -> tuple[str, str]:
         addresses = ()
     for address in addresses:
         if address.addr_spec and "@" in address.addr_spec:
-            return _clean(address.display_name), _clean(address.addr_spec)
+            return storable_text(address.display_name), storable_text(address.addr_spec)
     raise InvalidSignal(
         "the message has no sender address",
         errors=[{"field": "from", "message": "missing or not an address"}],
@@ -162,13 +163,17 @@ def _sender(message: Message) -> tuple[str, str]:
 def _addresses(message: Message, name: str) -> list[str]:
     try:
         header: Any = message.get(name)
-        return [_clean(a.addr_spec) for a in header.addresses if a.addr_spec] if header is not None else []
+        return (
+            [storable_text(a.addr_spec) for a in header.addresses if a.addr_spec]
+            if header is not None
+            else []
+        )
     except Exception:  # malformed address list: see _header
         return []
 
 
 def _ids(value: str | None) -> list[str]:
-    return [_clean(found)[:250] for found in _MESSAGE_ID.findall(value or "")]
+    return [storable_text(found)[:250] for found in _MESSAGE_ID.findall(value or "")]
 
 
 def _date(message: Message) -> datetime | None:
@@ -195,7 +200,7 @@ def _body(message: EmailMessage) -> tuple[str, str]:
         content, kind = converter.handle(content).strip(), "html"
     else:
         content, kind = content.strip(), "plain"
-    content = _TRAILING_SPACE.sub("\n", _clean(content).replace("\r\n", "\n"))
+    content = _TRAILING_SPACE.sub("\n", storable_text(content).replace("\r\n", "\n"))
     if len(content) > MAX_TEXT:
         content = content[: MAX_TEXT - len(TRUNCATED)] + TRUNCATED
     return content, kind
@@ -230,11 +235,6 @@ def _attachments(message: EmailMessage) -> list[dict[str, Any]]:
             payload = part.get_payload(decode=True)
             size = len(payload) if isinstance(payload, bytes) else 0
         found.append(
-            {"filename": _clean(filename or ""), "content_type": part.get_content_type(), "size": size}
+            {"filename": storable_text(filename or ""), "content_type": part.get_content_type(), "size": size}
         )
     return found
-
-
-def _clean(text: str) -> str:
-    """Text every database can store: NULs dropped, undecodable bytes (surrogates) replaced."""
-    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")

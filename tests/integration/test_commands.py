@@ -116,9 +116,12 @@ def test_read_commands(store: EventStore, tmp_path: Path) -> None:
     assert card.proposals[0].id == pid
     assert [b.label for b in card.proposals[0].buttons][:3] == ["Approve", "Edit", "Reject"]
     assert cmds.run(OPERATOR, "note ada: prefers calls after 5pm — ☎️").text == "Noted on Ada Lovelace."
+    # A chat app's JSON may carry a NUL or a lone surrogate, which no Postgres text column holds.
+    assert cmds.run(OPERATOR, "note ada: no\x00 calls \ud800on Mondays").text == "Noted on Ada Lovelace."
     picture = cmds.run(OPERATOR, "customer ada@acme.test")
     assert picture.ok and picture.lines[0] == "Ada Lovelace"
     assert any("prefers calls" in line for line in picture.lines)
+    assert any("no calls ?on Mondays" in line for line in picture.lines), picture.lines
     past = cmds.run(OPERATOR, "customer ada --as-of 2001-01-01")
     assert past.code == "not_found" and "did not exist yet" in past.text
     why = cmds.run(OPERATOR, f"why {pid[:14]}")  # a unique prefix is enough on a terminal
