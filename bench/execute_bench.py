@@ -85,21 +85,21 @@ class NoopConnector:
 
 
 def _serve_smtp(pipe: Any) -> None:
-    """The body of SmtpProcess's child: serve until told to stop, then report what was received."""
+    """The body of SmtpProcess's child: serve, answering each request with what was received so far,
+    until told to stop."""
     with SmtpStandin() as smtp:
         pipe.send(smtp.url)
-        pipe.recv()
-        pipe.send((len(smtp.messages), smtp.connections))
+        while pipe.recv() != "stop":
+            pipe.send((len(smtp.messages), smtp.connections))
 
 
 class SmtpProcess:
     """The aiosmtpd stand-in in a process of its own, as a real SMTP server is: its CPU is then not
-    this interpreter's. `messages` and `connections` are known once stopped."""
+    this interpreter's."""
 
     def __init__(self) -> None:
         self._pipe, child = multiprocessing.Pipe()
         self._process = multiprocessing.get_context("spawn").Process(target=_serve_smtp, args=(child,))
-        self.received: tuple[int, int] | None = None
 
     def __enter__(self) -> SmtpProcess:
         self._process.start()
@@ -109,18 +109,20 @@ class SmtpProcess:
     def __exit__(self, *exc: object) -> None:
         if self._process.is_alive():
             self._pipe.send("stop")
-            self.received = self._pipe.recv()
         self._process.join(timeout=10)
 
-    @property
-    def messages(self) -> list[None]:
-        assert self.received is not None, "known once stopped"
-        return [None] * self.received[0]
+    def received(self) -> tuple[int, int]:
+        """(messages, connections) the server has had so far."""
+        self._pipe.send("count")
+        messages, connections = self._pipe.recv()
+        return messages, connections
 
-    @property
-    def connections(self) -> int:
-        assert self.received is not None, "known once stopped"
-        return self.received[1]
+
+def received(smtp: SmtpStandin | SmtpProcess) -> tuple[int, int]:
+    """(messages, connections) an SMTP stand-in has had so far, wherever it runs."""
+    if isinstance(smtp, SmtpProcess):
+        return smtp.received()
+    return len(smtp.messages), smtp.connections
 
 
 class CpuSpan:
@@ -232,7 +234,7 @@ def run_mode(
     mode: str, n: int, rate: float, rounds_wanted: int = 1, smtp_server: str = "thread"
 ) -> dict[str, Any]:
     database = Database()
-    smtp: Any = None
+    smtp: SmtpStandin | SmtpProcess | None = None
     if mode == "smtp":
         smtp = SmtpProcess() if smtp_server == "process" else SmtpStandin()
         smtp.__enter__()
@@ -320,11 +322,7 @@ def run_mode(
         queue.stop(timeout=5)
         uninstall()
         engine.dispose()
-        delivered, connections = None, None
-        if smtp:
-            smtp.__exit__(None, None, None)
-            delivered, connections = len(smtp.messages), smtp.connections
-            smtp = None
+        delivered, connections = received(smtp) if smtp else (None, None)
         return {
             "mode": mode,
             "n": n,
