@@ -219,6 +219,7 @@ class Executor:
             more=self.batch_more,
             now=self.clock(),
             durable=False,
+            read_beside=(_LAST_INBOUND_OF_PROPOSAL, {"proposal_id": proposal_id, **_OF_AN_EMAIL}),
         )
         row = first.row
         if row is None:
@@ -237,8 +238,10 @@ class Executor:
         for transition in (first, *others):
             done = any(event.type in sp.RESULTS for event in transition.events)
             (ended if done else started).append(transition)
+        # An email's thread (read with the lock when the first proposal is one): none need be read again.
+        known = {row["customer_id"]: _thread(first.beside)} if row["kind"] == "send_email" else {}
         try:
-            self._run_in_turn(batch, started)
+            self._run_in_turn(batch, started, known)
         finally:
             self._show_ended_at_start(batch, ended)  # after the sends: their leases run meanwhile
             self._no_longer_running(claimed, batch.outcomes)
@@ -291,9 +294,12 @@ class Executor:
             batch.outcomes[transition.row["id"]] = Outcome(status, _detail(result.payload))
             self._after(transition.row, status)
 
-    def _run_in_turn(self, batch: _Batch, started: list[lc.Transition]) -> None:
-        """Run each started attempt's connector in turn and record the results (see the module's doc)."""
-        threads = self._threads(t.row for t in started if t.row is not None)
+    def _run_in_turn(
+        self, batch: _Batch, started: list[lc.Transition], known: Mapping[str, dict[str, Any] | None]
+    ) -> None:
+        """Run each started attempt's connector in turn and record the results (see the module's doc);
+        `known`: the threads of some customers already read (_threads)."""
+        threads = self._threads((t.row for t in started if t.row is not None), known)
         began = self.monotonic()
         budget = self.lease.total_seconds() / 4
         for n, transition in enumerate(started):
@@ -527,31 +533,38 @@ class Executor:
             context=threads.get(row["customer_id"], {}) if row["kind"] == "send_email" else {},
         )
 
-    def _threads(self, rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    def _threads(
+        self, rows: Iterable[dict[str, Any]], known: Mapping[str, dict[str, Any] | None]
+    ) -> dict[str, dict[str, Any]]:
         """For the emails among rows, each customer's last inbound email to thread the reply onto, by
-        customer: one read for a whole batch."""
-        customers = sorted({row["customer_id"] for row in rows if row["kind"] == "send_email"})
+        customer: one read for a whole batch, of the customers not `known` (None: no thread)."""
+        threads = {customer: thread for customer, thread in known.items() if thread is not None}
+        emails = {row["customer_id"] for row in rows if row["kind"] == "send_email"}
+        customers = sorted(emails - set(known))
         if not customers:
-            return {}
+            return threads
         engine = self.store.engine
-        threads: dict[str, dict[str, Any]] = {}
+        by_customer: dict[str, list[Mapping[Any, Any]]] = {}
         with reading(engine) as connection:
-            if len(customers) == 1:  # one at a time: the plain read costs half the ranked one
-                [customer] = customers
-                one = connection.execute(_LAST_INBOUND_OF_ONE, {"customer_id": customer})
-                found: Iterable[tuple[str, Any]] = ((customer, row) for row in one)
-            else:
-                ranked = connection.execute(_LAST_INBOUND[engine.dialect.name], {"customer_ids": customers})
-                found = ((row.root, row) for row in ranked)
-            for customer, found_row in found:  # each customer's newest first
-                if customer in threads:
-                    continue
-                payload = to_event(found_row._mapping).payload
-                data = payload.data if isinstance(payload, ev.Signal) else {}
-                if data.get("message_id"):
-                    references = list(data.get("references") or [])
-                    threads[customer] = {"last_message_id": data["message_id"], "references": references}
+            ranked = connection.execute(_LAST_INBOUND[engine.dialect.name], {"customer_ids": customers})
+            for row in ranked:  # each customer's newest first
+                by_customer.setdefault(row.root, []).append(row._mapping)
+        for customer, found in by_customer.items():
+            thread = _thread(found)
+            if thread is not None:
+                threads[customer] = thread
         return threads
+
+
+def _thread(rows: Iterable[Mapping[Any, Any]]) -> dict[str, Any] | None:
+    """The thread to reply onto from a customer's latest emails (log rows, newest first): the newest
+    one's Message-ID and references; None when none has a Message-ID."""
+    for row in rows:
+        payload = to_event(row).payload
+        data = payload.data if isinstance(payload, ev.Signal) else {}
+        if data.get("message_id"):
+            return {"last_message_id": data["message_id"], "references": list(data.get("references") or [])}
+    return None
 
 
 # Internal updates planned on the customer's state (the stage to restore on Undo, whether a merge is
@@ -593,13 +606,25 @@ def _last_inbound(dialect: str) -> Any:
 
 # Built once per dialect: it runs per batch of sends.
 _LAST_INBOUND = {dialect: _last_inbound(dialect) for dialect in ("postgresql", "sqlite")}
-# The same for the bound "customer_id" alone.
-_LAST_INBOUND_OF_ONE = (
+# The same for the customer of the bound "proposal_id" when the proposal is an email: read with the
+# lock, in the round trip that takes it.
+_LAST_INBOUND_OF_PROPOSAL = (
     select(t.events)
-    .where(t.events.c.stream.in_(group_query()), t.events.c.type == "message.received")
+    .where(
+        t.events.c.stream.in_(
+            group_query(
+                select(t.proposals.c.customer_id)
+                .where(t.proposals.c.id == bindparam("proposal_id"), t.proposals.c.kind == bindparam("kind"))
+                .scalar_subquery()
+            )
+        ),
+        t.events.c.type == bindparam("type"),
+    )
     .order_by(t.events.c.position.desc())
-    .limit(20)
+    .limit(bindparam("n"))
 )
+# Its parameters besides the proposal's id (every value is bound: it is sent past SQLAlchemy).
+_OF_AN_EMAIL = {"kind": "send_email", "type": "message.received", "n": 20}
 
 
 def default_connectors(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,6 +40,7 @@ class Transition:
     won: bool
     row: dict[str, Any] | None
     events: tuple[ev.Event, ...] = ()
+    beside: tuple[dict[str, Any], ...] = ()  # start_batch's read_beside, on the first transition
 
     @property
     def missing(self) -> bool:
@@ -111,6 +112,7 @@ def start_batch(
     more: int,
     now: datetime,
     durable: bool = True,
+    read_beside: tuple[Any, dict[str, Any]] | None = None,
 ) -> list[Transition]:
     """transition() of proposal_id and, when it wins, the same plan for up to `more` other approved
     proposals whose undo window is over (the oldest decisions first), in one log transaction: how the
@@ -120,7 +122,8 @@ def start_batch(
     a result as well (an action that acts only through the log runs as it starts): the commit then
     waits for the disk whatever `durable` says, since the operator is shown the result. On Postgres a
     lost bet (_betting_keys_are_new) plans again, in a new transaction: `plan` must not carry anything
-    from one transaction over to the next.
+    from one transaction over to the next. `read_beside` (statement, parameters): a read sent in the
+    round trip that takes the lock too, its rows given as the first transition's `beside`.
     """
     claim = ("proposals", _CLAIM, {"id": proposal_id, "now": now, "n": more, "state": "approved"})
 
@@ -129,10 +132,12 @@ def start_batch(
             durable=durable,
             first_read=("proposals", {"id": proposal_id}),
             rows_read=claim if more else None,
+            read_beside=read_beside,
             positions_ahead=new_keys,
         ) as tx:
             row = tx.state.get("proposals", id=proposal_id)
             others = tx.state.rows_ahead()
+            beside = tuple(tx.rows_beside())
 
             def planned(current: dict[str, Any]) -> Iterable[Planned] | None:
                 return plan(current, tx.state)
@@ -146,7 +151,7 @@ def start_batch(
             won = _append_plans(tx, ids, rows, plans, new_keys=new_keys)
             if any(event.type in sp.RESULTS for transition in won for event in transition.events):
                 tx.wait_for_disk()
-            return [won[0], *(transition for transition in won[1:] if transition.won)]
+            return [replace(won[0], beside=beside), *(transition for transition in won[1:] if transition.won)]
 
     return _betting_keys_are_new(store, run)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +13,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
-    RowMapping,
     String,
     Text,
     bindparam,
@@ -237,7 +236,7 @@ def insert_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
         connection.execute(SET_SEQUENCE, {"last": rows[-1]["position"]})
 
 
-def to_event(row: RowMapping) -> Event:
+def to_event(row: Mapping[Any, Any]) -> Event:
     return Event(
         position=row["position"],
         id=row["id"],

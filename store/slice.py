@@ -179,11 +179,12 @@ def group_of(connection: Connection, customer_id: str) -> list[str]:
     return group
 
 
-def group_query() -> Select[Any]:
-    """group_of as a subquery over the bound parameter "customer_id", for a read that wants the
-    group's rows in the same round trip."""
+def group_query(customer: Any = None) -> Select[Any]:
+    """group_of as a subquery over the bound parameter "customer_id" (or the expression `customer`),
+    for a read that wants the group's rows in the same round trip."""
     c = t.customers.c
-    group = select(bindparam("customer_id", type_=String).label("id")).cte("customer_group", recursive=True)
+    root = bindparam("customer_id", type_=String) if customer is None else customer
+    group = select(root.label("id")).cte("customer_group", recursive=True)
     # UNION, not UNION ALL: a cycle of merges (which should never be) ends instead of looping.
     group = group.union(select(c.id).where(c.merged_into == group.c.id))
     return select(group.c.id)

@@ -193,6 +193,15 @@ class SqlState:
         else:
             self._ahead_rows = (table, (statement, params))
 
+    def read_beside(self, sent: SentTogether | None, statement: Any, params: Row) -> Callable[[], list[Row]]:
+        """A read of any rows, not remembered, added to `sent` (without: it runs when taken): what it
+        returns takes them, as dictionaries by column name."""
+        if sent is None:
+            return lambda: [dict(row._mapping) for row in self.connection.execute(statement, params)]
+        query, names = _driver_sql(self.connection, statement)
+        index = sent.add(query, params)
+        return lambda: [dict(zip(names, values, strict=True)) for values in sent.rows(index)]
+
     def rows_ahead(self) -> list[Row]:
         """The rows read_ahead_rows() asked for, remembered by primary key (none if it was not asked)."""
         found, self._ahead_rows = self._ahead_rows, None

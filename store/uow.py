@@ -125,6 +125,8 @@ class Transaction:
     # The next position to give an event appended at commit: where to read it until it is read
     # (read_positions_ahead's (sent, index)), None when it was not read ahead.
     _next_position: Any = field(default=None, repr=False)
+    # The rows of EventStore.transaction's read_beside (none when it was not asked).
+    rows_beside: Callable[[], list[dict[str, Any]]] = field(default=list, repr=False)
 
     def __post_init__(self) -> None:
         self.state = SqlState(self.connection, remember=True)
@@ -407,6 +409,7 @@ class EventStore:
         durable: bool = True,
         first_read: tuple[str, dict[str, Any]] | None = None,
         rows_read: tuple[str, Any, dict[str, Any]] | None = None,
+        read_beside: tuple[Any, dict[str, Any]] | None = None,
         positions_ahead: bool = False,
     ) -> Iterator[Transaction]:
         """A write transaction on the log; `kind` a Transaction subclass (store.batch's, for a batch).
@@ -415,8 +418,9 @@ class EventStore:
         store.log.lock_for_append): its commit returns without waiting for the disk. `first_read`
         (table, primary key): the row the transaction reads first, read in the round trip that takes
         the lock. `rows_read` (table, statement, parameters): a read of whole rows sent in that round
-        trip too, taken with `tx.state.rows_ahead()`. `positions_ahead`: the next position is read
-        in it as well, for appends at commit (Transaction.append_all's new_keys).
+        trip too, taken with `tx.state.rows_ahead()`. `read_beside` (statement, parameters): any
+        other read sent in it, whose rows `tx.rows_beside()` takes. `positions_ahead`: the next
+        position is read in it as well, for appends at commit (Transaction.append_all's new_keys).
         """
         with self.engine.connect() as connection, opened_by_first_query(connection) as sent:
             # Postgres: BEGIN, the lock and the reads go together, as one query (store.db).
@@ -427,6 +431,8 @@ class EventStore:
                 tx.state.read_ahead(sent, table, **key)
             if rows_read is not None:
                 tx.state.read_ahead_rows(sent, *rows_read)
+            if read_beside is not None:
+                tx.rows_beside = tx.state.read_beside(sent, *read_beside)
             if positions_ahead and sent is not None:
                 tx.read_positions_ahead(sent)
             if sent is not None:
