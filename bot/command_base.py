@@ -108,10 +108,11 @@ class CommandBase:
         reason: str | None = None,
         correction: dict[str, Any] | None = None,
     ) -> Reply:
-        row = self._load(proposal_id)
-        if row is None:
+        # A button gives the whole id: the decision's own read finds it. Typed text is looked up first.
+        row = None if sp.is_proposal_id(proposal_id) else self._load(proposal_id)
+        if row is None and not sp.is_proposal_id(proposal_id):
             return self._missing(proposal_id)
-        pid = row["id"]
+        pid = row["id"] if row is not None else proposal_id
         result = service.decide(
             self.store,
             pid,
@@ -128,7 +129,8 @@ class CommandBase:
         if decision != "rejected":
             self._schedule(pid, result.row)
         self._after_change(pid)
-        row = result.row or row
+        row = result.row
+        assert row is not None  # won: the proposal is there
         line = {
             "approved": "Approved.",
             "edited": "Edited and approved.",
@@ -136,7 +138,8 @@ class CommandBase:
         }[decision]
         if row["not_before"]:
             line += f" Sending at {stamp(row['not_before'])}; Undo until then."
-        return reply(line, proposals=self._views_of(row), proposal_id=pid)
+        name = lc.display_name(result.beside[0]) if result.beside else None
+        return reply(line, proposals=(view_of(row, name),), proposal_id=pid)
 
     def _load(self, proposal_id: str) -> dict[str, Any] | None:
         with reading(self.store.engine) as connection:
@@ -163,11 +166,6 @@ class CommandBase:
     def _views(self, proposal_id: str) -> tuple[ProposalView, ...]:
         view = self._view(proposal_id)
         return (view,) if view else ()
-
-    def _views_of(self, row: dict[str, Any]) -> tuple[ProposalView, ...]:
-        """_views for a row just read (a decision's compare-and-set returns it): no second read."""
-        with reading(self.store.engine) as connection:
-            return (view_of(row, lc.customer_name(connection, row["customer_id"])),)
 
     def _after_change(self, proposal_id: str) -> None:
         if self.notifier is not None:

@@ -78,6 +78,8 @@ def decide(
 
     `approved` is the edited {"params", "draft"} (the proposal as it stands by default);
     `correction` (edited / params_after / rejection_reason) is recorded for the agents to learn from.
+    The customer's name and company are read with the proposal, as the transition's `beside`
+    (lc.CUSTOMER_OF_PROPOSAL), for the reply.
     """
 
     def plan(current: dict[str, Any]) -> list[lc.Planned]:
@@ -106,7 +108,8 @@ def decide(
             planned.append((dismissal_event(current, decider), False))
         return planned
 
-    return lc.transition(store, proposal_id, sp.DECIDABLE, plan)
+    customer = (lc.CUSTOMER_OF_PROPOSAL, {"proposal_id": proposal_id})
+    return lc.transition(store, proposal_id, sp.DECIDABLE, plan, read_beside=customer)
 
 
 def correction_event(

@@ -10,7 +10,7 @@ past the state check could not record a second decision.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -54,24 +54,35 @@ def transition(
     plan: Callable[[dict[str, Any]], Iterable[Planned] | None],
     *,
     durable: bool = True,
+    read_beside: tuple[Any, dict[str, Any]] | None = None,
 ) -> Transition:
     """Append what `plan(row)` returns if the proposal is in one of `allowed` states; else lose.
 
     `plan` may return None to decline after looking at the row (e.g. a lease still running).
-    `durable=False`: the commit does not wait for the disk (EventStore.transaction).
+    `durable=False`: the commit does not wait for the disk (EventStore.transaction). `read_beside`
+    (statement, parameters): a read sent in the round trip that takes the lock, its rows given as the
+    transition's `beside`.
     """
-    return transition_each(store, [(proposal_id, allowed, plan)], durable=durable)[0]
+    step = (proposal_id, allowed, plan)
+    return transition_each(store, [step], durable=durable, read_beside=read_beside)[0]
 
 
-def transition_each(store: EventStore, steps: Sequence[Step], *, durable: bool = True) -> list[Transition]:
+def transition_each(
+    store: EventStore,
+    steps: Sequence[Step],
+    *,
+    durable: bool = True,
+    read_beside: tuple[Any, dict[str, Any]] | None = None,
+) -> list[Transition]:
     """transition() for each (proposal id, allowed states, plan) in one log transaction, each won or
     lost on its own: the executor records a batch's results, or one result with the next handover,
-    under one lock and one commit. The proposals are read in the round trip that takes the lock."""
+    under one lock and one commit. The proposals are read in the round trip that takes the lock
+    (and `read_beside`, given as the first transition's `beside`)."""
     ids = [proposal_id for proposal_id, _, _ in steps]
     if len(set(ids)) != len(ids):
         raise ValueError("one step per proposal in a transaction")
     return _betting_keys_are_new(
-        store, lambda new_keys: _transition_each(store, ids, steps, durable, new_keys=new_keys)
+        store, lambda new_keys: _transition_each(store, ids, steps, durable, read_beside, new_keys=new_keys)
     )
 
 
@@ -91,16 +102,28 @@ def _betting_keys_are_new(store: EventStore, run: Callable[[bool], list[Transiti
 
 
 def _transition_each(
-    store: EventStore, ids: list[str], steps: Sequence[Step], durable: bool, *, new_keys: bool
+    store: EventStore,
+    ids: list[str],
+    steps: Sequence[Step],
+    durable: bool,
+    read_beside: tuple[Any, dict[str, Any]] | None,
+    *,
+    new_keys: bool,
 ) -> list[Transition]:
     others = ("proposals", _BY_ID[store.engine.dialect.name], {"ids": ids[1:]}) if ids[1:] else None
     with store.transaction(
-        durable=durable, first_read=("proposals", {"id": ids[0]}), rows_read=others, positions_ahead=new_keys
+        durable=durable,
+        first_read=("proposals", {"id": ids[0]}),
+        rows_read=others,
+        read_beside=read_beside,
+        positions_ahead=new_keys,
     ) as tx:
         tx.state.rows_ahead()
+        beside = tuple(tx.rows_beside())
         rows = [tx.state.get("proposals", id=proposal_id) for proposal_id in ids]
         plans = [_plan(row, allowed, plan) for row, (_, allowed, plan) in zip(rows, steps, strict=True)]
-        return _append_plans(tx, ids, rows, plans, new_keys=new_keys)
+        first, *rest = _append_plans(tx, ids, rows, plans, new_keys=new_keys)
+        return [replace(first, beside=beside), *rest]
 
 
 def start_batch(
@@ -395,10 +418,21 @@ def rendered_version(engine: Engine, surface: str, chat_id: str, message_id: str
 
 def customer_name(connection: Connection, customer_id: str) -> str | None:
     """A customer's display name (name, else company)."""
-    row = SqlState(connection).get("customers", id=customer_id)
-    if row is None:
+    return display_name(SqlState(connection).get("customers", id=customer_id))
+
+
+def display_name(customer: Mapping[str, Any] | None) -> str | None:
+    """The name a customer's row is shown by (name, else company); None without a row."""
+    if customer is None:
         return None
-    return row["name"] or row["company"]
+    return customer["name"] or customer["company"]
+
+
+# The name and company of the customer of the bound "proposal_id": read beside a decision, for its reply.
+CUSTOMER_OF_PROPOSAL = select(t.customers.c.name, t.customers.c.company).where(
+    t.customers.c.id
+    == select(t.proposals.c.customer_id).where(t.proposals.c.id == bindparam("proposal_id")).scalar_subquery()
+)
 
 
 def in_state(connection: Connection, *states: str, limit: int = 50) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ event, so `crm replay` rebuilds the same rows.
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from datetime import datetime
@@ -25,6 +26,14 @@ DECIDABLE = frozenset({"pending"})
 def new_proposal_id() -> str:
     """`prp_` + milliseconds + randomness (24 characters; fits Telegram's 64-byte callback data)."""
     return f"prp_{int(time.time() * 1000):012x}{secrets.token_hex(4)}"
+
+
+_PROPOSAL_ID = re.compile(r"prp_[0-9a-f]{20}")
+
+
+def is_proposal_id(text: str) -> bool:
+    """Whether text is a whole proposal id as new_proposal_id makes them (a button's, not typed)."""
+    return _PROPOSAL_ID.fullmatch(text) is not None
 
 
 class ProposalRecorded(ev.Payload):

@@ -8,6 +8,7 @@ from pathlib import Path
 from bot.commands import Actor
 from jobs.execute import Executor, default_connectors
 from jobs.notify import Notifier
+from store import tables as t
 from store.uow import EventStore
 from tests.integration.proposal_helpers import (
     OPERATOR,
@@ -165,3 +166,28 @@ def test_an_edit_keeps_both_payloads_and_records_a_correction(store: EventStore,
     assert cmds.reject(OPERATOR, other, "never email on Sundays").ok
     reasons = [e.payload.rejection_reason for e in store.read_all() if e.type == "correction.recorded"]  # type: ignore[attr-defined]
     assert reasons == [None, "never email on Sundays"]
+
+
+def test_a_decisions_reply_shows_the_proposal_and_its_customer_whether_tapped_or_typed(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """A button gives the whole id and the decision reads the proposal and its customer itself; typed
+    text (a number, a piece of the id) is looked up first. Both answer with the card, named."""
+    cmds, scheduled, _ = commands(store, settings_for(tmp_path))
+    ada = make_customer(store)
+    acme = make_customer(store, name="", email="hello@acme-corp.test")
+    tapped = record(store, email_proposal(ada))
+    typed = record(store, email_proposal(acme, to="hello@acme-corp.test"))
+    company_only = {"name": None, "company": "Acme Corp"}
+    with store.engine.begin() as connection:  # a customer known by company alone is shown by it
+        connection.execute(t.customers.update().where(t.customers.c.id == acme).values(**company_only))
+    first = cmds.approve(OPERATOR, tapped)
+    [view] = first.proposals
+    assert first.ok and view.id == tapped and view.state == "approved"
+    assert view.customer_name == "Ada Lovelace" and "Ada Lovelace" in view.title
+    second = cmds.reject(OPERATOR, f"#{row(store, typed)['number']}", "not now")
+    [view] = second.proposals
+    assert second.ok and view.id == typed and view.state == "rejected" and view.customer_name == "Acme Corp"
+    missing = cmds.approve(OPERATOR, "prp_" + "0" * 20)
+    assert not missing.ok and missing.code == "not_found"
+    assert scheduled == [tapped]
