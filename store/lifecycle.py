@@ -40,7 +40,7 @@ class Transition:
     won: bool
     row: dict[str, Any] | None
     events: tuple[ev.Event, ...] = ()
-    beside: tuple[dict[str, Any], ...] = ()  # start_batch's read_beside, on the first transition
+    beside: tuple[dict[str, Any], ...] = ()  # the rows of a read_beside, on the first transition
 
     @property
     def missing(self) -> bool:
