@@ -109,10 +109,12 @@ class CommandBase:
         correction: dict[str, Any] | None = None,
     ) -> Reply:
         # A button gives the whole id: the decision's own read finds it. Typed text is looked up first.
-        row = None if sp.is_proposal_id(proposal_id) else self._load(proposal_id)
-        if row is None and not sp.is_proposal_id(proposal_id):
-            return self._missing(proposal_id)
-        pid = row["id"] if row is not None else proposal_id
+        pid = proposal_id
+        if not sp.is_proposal_id(proposal_id):
+            found = self._load(proposal_id)
+            if found is None:
+                return self._missing(proposal_id)
+            pid = found["id"]
         result = service.decide(
             self.store,
             pid,

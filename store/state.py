@@ -131,9 +131,8 @@ class SqlState:
         self._read: dict[tuple[str, tuple[Any, ...]], Row | None] = {}
         # Reads asked for by read_ahead() whose answers get() has not taken yet: (sent, index, names).
         self._ahead: dict[tuple[str, tuple[Any, ...]], Any] = {}
-        # A read of several rows asked for by read_ahead_rows(): (table, (sent, index, names) or
-        # (statement, params)).
-        self._ahead_rows: tuple[str, Any] | None = None
+        # A read of several rows asked for by read_ahead_rows(): (table, what takes its rows).
+        self._ahead_rows: tuple[str, Callable[[], list[Row]]] | None = None
         # Writes held back by defer(), sent together by flush().
         self._deferring = False
         self._writes: list[tuple[Any, Row]] = []
@@ -185,13 +184,9 @@ class SqlState:
         self._ahead[cache_key] = (sent, sent.add(query, key), names)
 
     def read_ahead_rows(self, sent: SentTogether | None, table: str, statement: Any, params: Row) -> None:
-        """A read of whole rows of `table` added to `sent`, as read_ahead's (without: it runs when
-        taken); `rows_ahead()` takes them, each remembered by primary key."""
-        if sent is not None:
-            query, names = _driver_sql(self.connection, statement)
-            self._ahead_rows = (table, (sent, sent.add(query, params), names))
-        else:
-            self._ahead_rows = (table, (statement, params))
+        """A read of whole rows of `table`, as read_beside's; `rows_ahead()` takes them, each
+        remembered by primary key."""
+        self._ahead_rows = (table, self.read_beside(sent, statement, params))
 
     def read_beside(self, sent: SentTogether | None, statement: Any, params: Row) -> Callable[[], list[Row]]:
         """A read of any rows, not remembered, added to `sent` (without: it runs when taken): what it
@@ -207,13 +202,8 @@ class SqlState:
         found, self._ahead_rows = self._ahead_rows, None
         if found is None:
             return []
-        table, source = found
-        if len(source) == 2:
-            statement, params = source
-            rows = [dict(row._mapping) for row in self.connection.execute(statement, params)]
-        else:
-            sent, index, names = source
-            rows = [dict(zip(names, values, strict=True)) for values in sent.rows(index)]
+        table, take = found
+        rows = take()
         self.remember_rows(table, rows)
         return rows
 
