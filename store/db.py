@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
-from store.literals import binder_for, simple_query
+from store.literals import Binder, binder_for, is_missing, simple_query
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_KEY = 0x63726D6D6967  # "crmmig"
@@ -198,14 +198,14 @@ class SentTogether:
         assert driver is not None and self._rows is None
         with driver_errors(self.connection):
             binder = binder_for(driver)
-            query = "; ".join(
-                query if params is None else binder.render(query, params)
-                for query, params in zip(self._queries, self._params, strict=True)
-            )
+            statements = list(zip(self._queries, self._params, strict=True))
             if driver.autocommit or driver.pgconn.transaction_status != TransactionStatus.IDLE:
-                self._rows = simple_query(driver, query)
+                self._rows = self._send_composed(driver, binder, statements)
                 return
             # psycopg would open the transaction first: its cursor sends the BEGIN.
+            query = "; ".join(
+                query if params is None else binder.render(query, params) for query, params in statements
+            )
             rows: list[list[tuple[Any, ...]]] = []
             with psycopg.ClientCursor(driver) as cursor:
                 cursor.execute(query, prepare=False)
@@ -216,6 +216,28 @@ class SentTogether:
                     if not cursor.nextset():
                         break
             self._rows = rows
+
+    def _send_composed(
+        self, driver: psycopg.Connection[Any], binder: Binder, statements: list[tuple[str, Any]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """The statements as Binder.compose puts them, prepared statements run where it can; a
+        transaction's first query that finds ours gone from the server is rolled back and sent again."""
+        transaction = self.connection.get_transaction()
+        composed = binder.compose(statements, transaction)
+        try:
+            rows = simple_query(driver, composed.query)
+        except psycopg.Error as exc:
+            if not is_missing(exc):
+                raise
+            binder.forget()
+            if not composed.confirms:
+                raise
+            if driver.pgconn.transaction_status == TransactionStatus.INERROR:
+                simple_query(driver, "ROLLBACK")
+            composed = binder.compose(statements, transaction)
+            rows = simple_query(driver, composed.query)
+        binder.confirm(composed, transaction)
+        return rows
 
     def rows(self, index: int) -> list[tuple[Any, ...]]:
         """The rows the statement at `index` returned (none for a command)."""

@@ -13,6 +13,7 @@ from psycopg.pq import TransactionStatus
 from jobs.connectors.base import ActionRequest, ActionResult, Handover
 from jobs.execute import Executor, default_connectors
 from store import db as store_db
+from store import literals
 from store.log import APPEND_LOCK_KEY
 from store.uow import EventStore
 from tests.integration.proposal_helpers import (
@@ -29,13 +30,24 @@ from tests.integration.test_store_contract import note
 
 def sent_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every statement the driver is asked to send from now on, in order, whichever way it goes (one by
-    one, pipelined, or several in one query, split at `;`), and "COMMIT" for a commit it sends."""
+    one, pipelined, or several in one query, split at `;`), and "COMMIT" for a commit it sends. A
+    prepared statement's EXECUTE is noted as the statement it runs."""
     sent: list[str] = []
     execute, commit, simple = psycopg.Cursor.execute, psycopg.Connection.commit, store_db.simple_query
+    named: dict[str, str] = {}
+    form_of = literals.prepared_form
+
+    def formed(query: str) -> Any:
+        form = form_of(query)
+        if form is not None:
+            named[form.name] = form.statement.split(" AS ", 1)[1]
+        return form
 
     def noted(query: Any) -> None:
         text = query.decode() if isinstance(query, bytes) else str(query)
-        sent.extend(part.strip() for part in text.split(";") if part.strip())
+        for part in filter(None, (part.strip() for part in text.split(";"))):
+            running = part.removeprefix("EXECUTE ").split("(", 1)[0] if part.startswith("EXECUTE ") else None
+            sent.append(named.get(running, part) if running is not None else part)
 
     def watched(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
         noted(query)
@@ -53,6 +65,7 @@ def sent_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(psycopg.Cursor, "execute", watched)
     monkeypatch.setattr(psycopg.Connection, "commit", committed)
     monkeypatch.setattr(store_db, "simple_query", sent_simply)
+    monkeypatch.setattr(literals, "prepared_form", formed)
     return sent
 
 

@@ -1,0 +1,172 @@
+"""A log transaction's statements run as statements prepared on their connection (store.literals,
+Binder.compose): they read and write what the same statements with their values in them do, and a
+transaction never fails, nor runs a write twice, because the server has let them go."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, insert, update
+
+from store import db, literals
+
+META = MetaData()
+NOTES = Table("prepared_notes", META, Column("id", String, primary_key=True), Column("n", Integer))
+READ = "SELECT n FROM prepared_notes WHERE id = %(id)s"
+ADD = "INSERT INTO prepared_notes (id, n) VALUES (%(id)s, %(n)s)"
+
+
+@pytest.fixture
+def engine(pg_url: str) -> Iterator[Engine]:
+    engine = db.make_engine(pg_url, pool_size=1, max_overflow=0)  # one connection: every test's own
+    META.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every query store.db sends as a simple query from now on (not the Binder's own PREPAREs)."""
+    queries: list[str] = []
+    send = db.simple_query
+
+    def noted(driver: Any, query: str) -> Any:
+        queries.append(query)
+        return send(driver, query)
+
+    monkeypatch.setattr(db, "simple_query", noted)
+    return queries
+
+
+def transaction(
+    engine: Engine, first: list[tuple[str, dict[str, Any] | None]], writes: list[tuple[Any, dict[str, Any]]]
+) -> list[list[tuple[Any, ...]]]:
+    """A log transaction as store.uow runs one: BEGIN and `first` in one query, then the writes and
+    COMMIT in another; the rows of each statement of `first`."""
+    with engine.connect() as connection, db.opened_by_first_query(connection) as together:
+        assert together is not None
+        indexes = [together.add(query, params) for query, params in first]
+        together.send()
+        rows = [together.rows(index) for index in indexes]
+        assert db.commit_with(connection, writes)
+        connection.commit()
+    return rows
+
+
+def on_server(engine: Engine) -> set[str]:
+    """The names of the statements prepared on the engine's one connection."""
+    with db.reading(engine) as connection:
+        found = connection.exec_driver_sql("SELECT name FROM pg_prepared_statements").scalars()
+        return set(found)
+
+
+def notes(engine: Engine) -> dict[str, int]:
+    with db.reading(engine) as connection:
+        found = connection.exec_driver_sql("SELECT id, n FROM prepared_notes")
+        return {key: n for key, n in found}
+
+
+def name_of(query: str) -> str:
+    form = literals.prepared_form(query)
+    assert form is not None
+    return form.name
+
+
+def test_statements_run_prepared_once_their_connection_holds_them(engine: Engine, sent: list[str]) -> None:
+    add = (insert(NOTES), {"id": "a", "n": 1})
+    assert transaction(engine, [(READ, {"id": "a"})], [add]) == [[]]
+    # The read was prepared before it ran; the write, first seen inside a transaction, waits for the next.
+    assert {literals.PING, name_of(READ)} <= on_server(engine)
+    assert "EXECUTE " + name_of(READ) in sent[0]
+    assert "INSERT INTO prepared_notes" in sent[1]
+    sent.clear()
+    bump = (update(NOTES).where(NOTES.c.id == "a").values(n=NOTES.c.n + 1), {})
+    add = (insert(NOTES), {"id": "b", "n": 2})
+    assert transaction(engine, [(READ, {"id": "a"})], [add, bump]) == [[(1,)]]
+    assert "EXECUTE " + name_of(READ) in sent[0]
+    assert sent[1].startswith("EXECUTE crm_") and "INSERT" not in sent[1]
+    assert notes(engine) == {"a": 2, "b": 2}
+
+
+def _deallocate_all(engine: Engine) -> None:
+    with engine.connect() as connection:
+        connection.exec_driver_sql("DEALLOCATE ALL")
+        connection.commit()
+
+
+def _discard_all(engine: Engine) -> None:
+    with db.reading(engine) as connection:
+        connection.exec_driver_sql("DISCARD ALL")
+
+
+def _psycopgs_rollback(engine: Engine) -> None:
+    """psycopg prepares a statement of its own, then rolls back a transaction: it deallocates all."""
+    with engine.connect() as connection:
+        driver = connection.connection.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        for _ in range(3):
+            driver.execute("SELECT count(*) FROM prepared_notes", prepare=True)
+        connection.rollback()
+
+
+@pytest.mark.parametrize("let_go", [_deallocate_all, _discard_all, _psycopgs_rollback])
+def test_a_transaction_that_finds_them_gone_is_sent_again_and_writes_once(
+    engine: Engine, sent: list[str], let_go: Any
+) -> None:
+    transaction(engine, [(READ, {"id": "a"}), (ADD, {"id": "a", "n": 1})], [])
+    assert name_of(ADD) in on_server(engine)
+    let_go(engine)
+    assert not any(name.startswith("crm_") for name in on_server(engine))
+    sent.clear()
+    # The first query writes before it reads: the attempt that failed must have kept nothing.
+    rows = transaction(engine, [(ADD, {"id": "b", "n": 2}), (READ, {"id": "b"})], [])
+    assert rows == [[], [(2,)]]
+    # Tried, found them gone, rolled back, sent again once prepared; then the COMMIT.
+    assert sent[0].startswith("BEGIN; EXECUTE crm_") and sent[1:3] == ["ROLLBACK", sent[0]]
+    assert len(sent) == 4
+    assert notes(engine) == {"a": 1, "b": 2}
+    assert {literals.PING, name_of(ADD), name_of(READ)} <= on_server(engine)
+
+
+def test_a_first_query_that_runs_none_of_ours_checks_them_before_the_writes_run_them(
+    engine: Engine, sent: list[str]
+) -> None:
+    def add(key: str, n: int) -> tuple[Any, dict[str, Any]]:
+        return (insert(NOTES), {"id": key, "n": n})
+
+    transaction(engine, [], [add("a", 1)])  # the write is sent with its values, and kept to prepare
+    transaction(engine, [], [add("b", 2)])  # prepared at this one's start: it runs prepared
+    assert sent[-1].startswith("EXECUTE crm_")
+    _deallocate_all(engine)
+    sent.clear()
+    transaction(engine, [], [add("c", 3)])
+    # The check, in the query that opens it; found gone, so the write is sent with its values.
+    assert sent[:3] == ["BEGIN; EXECUTE " + literals.PING, "ROLLBACK", "BEGIN"]
+    assert len(sent) == 4 and sent[3].startswith("INSERT INTO prepared_notes")
+    assert notes(engine) == {"a": 1, "b": 2, "c": 3}
+
+
+def test_a_statement_postgres_cannot_prepare_is_sent_with_its_values_and_spoils_no_other(
+    engine: Engine, sent: list[str]
+) -> None:
+    untyped = "SELECT %(v)s IS NULL"  # Postgres cannot tell $1's type: it will not prepare it
+    for key in ("a", "b"):
+        rows = transaction(engine, [(untyped, {"v": None}), (READ, {"id": key})], [])
+        assert rows == [[(True,)], []]
+    assert sent[-2] == f"BEGIN; SELECT NULL IS NULL; EXECUTE {name_of(READ)}('b')"
+    held = on_server(engine)
+    assert name_of(READ) in held and name_of(untyped) not in held
+
+
+def test_a_first_query_that_also_commits_runs_none_of_ours(engine: Engine, sent: list[str]) -> None:
+    transaction(engine, [(READ, {"id": "a"})], [])  # the read is prepared on the connection
+    with engine.connect() as connection, db.opened_by_first_query(connection) as together:
+        assert together is not None
+        together.add(ADD, {"id": "a", "n": 1})
+        together.add("COMMIT")
+        together.send()  # had it run ours and found them gone, it could not be sent again
+    assert sent[-1] == "BEGIN; INSERT INTO prepared_notes (id, n) VALUES ('a', 1); COMMIT"
+    assert notes(engine) == {"a": 1}
