@@ -173,11 +173,14 @@ class Binder:
 
     def _execute(self, form: _Prepared, params: Mapping[str, Any]) -> str | None:
         quoters = self._quoters
+        values: list[str] = []
         try:
-            values = [quoters[type(value)](value) for value in (params[name] for name in form.params)]
+            for name in form.params:
+                value = params[name]
+                values.append(quoters[type(value)](value))
         except (KeyError, ValueError):  # left to psycopg's rendering of the whole statement
             return None
-        return "EXECUTE " + form.name + "(" + ", ".join(values) + ")"
+        return form.execute + ", ".join(values) + ")"
 
     def _prepare(self, forms: list[_Prepared]) -> None:
         """Prepare forms, in one round trip outside any transaction; one by one when that fails, so a
@@ -233,9 +236,10 @@ class _Prepared:
     name: str  # a digest of the statement: the same on every connection and in every process
     statement: str  # PREPARE name AS the query, `$n` for its placeholders
     params: tuple[str, ...]  # the placeholders' names, in `$n` order
+    execute: str  # `EXECUTE name(`, for the values and `)` to follow
 
 
-_PING_FORM = _Prepared(PING, f"PREPARE {PING} AS SELECT 1", ())
+_PING_FORM = _Prepared(PING, f"PREPARE {PING} AS SELECT 1", (), f"EXECUTE {PING}(")
 # Statements Postgres would not prepare, by name: always sent with their values in them.
 _UNPREPARABLE: set[str] = set()
 
@@ -269,7 +273,8 @@ def prepared_form(query: str) -> _Prepared | None:
             text.append(f"${names.index(name) + 1}")
     body = "".join(text)
     digest = hashlib.blake2b(body.encode(), digest_size=10).hexdigest()
-    return _Prepared(f"crm_{digest}", f"PREPARE crm_{digest} AS {body}", tuple(names))
+    name = f"crm_{digest}"
+    return _Prepared(name, f"PREPARE {name} AS {body}", tuple(names), f"EXECUTE {name}(")
 
 
 @functools.lru_cache(maxsize=512)
