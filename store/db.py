@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
-from store.literals import Binder, binder_for, is_missing, simple_query
+from store.literals import Binder, binder_for, is_stale, simple_query, unconfirm
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_KEY = 0x63726D6D6967  # "crmmig"
@@ -60,7 +60,27 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     engine = create_engine(url, **kwargs)
     if ping_when_idle:
         _ping_when_idle(engine)
+    _unconfirm_when_deallocating(engine)
     return engine
+
+
+# Statements after which psycopg deallocates every prepared statement of the connection, ours with its
+# own, when it holds some of its own: those whose result is tagged ROLLBACK (a rollback to a savepoint
+# too), DROP, ALTER, DISCARD ALL or DEALLOCATE ALL.
+_DEALLOCATING = ("ROLLBACK", "ABORT", "DROP", "ALTER", "DISCARD", "DEALLOCATE")
+
+
+def _unconfirm_when_deallocating(engine: Engine) -> None:
+    """After such a statement inside a log transaction, the rest of it runs none of the prepared
+    statements its first query confirmed (store.literals.Binder.unconfirm)."""
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(connection: Connection, *args: Any) -> None:
+        statement = args[1]
+        if isinstance(statement, str) and statement.lstrip()[:10].upper().startswith(_DEALLOCATING):
+            driver = connection.connection.driver_connection
+            if driver is not None:
+                unconfirm(driver)
 
 
 def _ping_when_idle(engine: Engine) -> None:
@@ -221,15 +241,16 @@ class SentTogether:
         self, driver: psycopg.Connection[Any], binder: Binder, statements: list[tuple[str, Any]]
     ) -> list[list[tuple[Any, ...]]]:
         """The statements as Binder.compose puts them, prepared statements run where it can; a
-        transaction's first query that finds ours gone from the server is rolled back and sent again."""
+        transaction's first query that finds ours gone from the server, or stale, is rolled back and
+        sent again."""
         transaction = self.connection.get_transaction()
         composed = binder.compose(statements, transaction)
         try:
             rows = simple_query(driver, composed.query)
         except psycopg.Error as exc:
-            if not is_missing(exc):
+            if not (composed.executes and is_stale(exc)):
                 raise
-            binder.forget()
+            binder.forget(exc)
             if not composed.confirms:
                 raise
             if driver.pgconn.transaction_status == TransactionStatus.INERROR:

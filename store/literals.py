@@ -23,6 +23,7 @@ is off is left to psycopg altogether.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import re
@@ -67,16 +68,41 @@ PING = "crm_ping"
 # At most this many of ours on one connection; statements past it are sent with their values in them.
 MAX_PREPARED = 200
 
+# The parameter types (as pg_prepared_statements names them) a value of each Python type is sent to as
+# an EXECUTE's argument; None: any. An EXECUTE converts its arguments as an assignment does, where the
+# statement with its values in it casts them explicitly (SQLAlchemy writes `%(v)s::INTEGER`), and the
+# two differ where no assignment cast exists (a bool to an integer): such a value goes in the statement.
+_TEXTS = frozenset({"text", "character varying", "character", "name"})
+_TAKES: dict[type, frozenset[str] | None] = {
+    type(None): None,
+    str: None,  # a quoted literal has no type of its own: each type reads it as its own input
+    bool: frozenset({"boolean"}) | _TEXTS,
+    int: frozenset({"smallint", "integer", "bigint", "numeric", "real", "double precision"}) | _TEXTS,
+    datetime: frozenset(
+        {
+            "timestamp with time zone",
+            "timestamp without time zone",
+            "date",
+            "time with time zone",
+            "time without time zone",
+        }
+    )
+    | _TEXTS,
+    Json: frozenset({"json", "jsonb"}),
+}
+
 
 class Binder:
     """Renders queries with `%(name)s` placeholders and their values for one psycopg connection."""
 
     def __init__(self, driver: psycopg.Connection[Any]) -> None:
-        self.driver = driver
+        self._driver = weakref.ref(driver)  # weak: the binder goes with its connection (binder_for)
         self.usable = driver.pgconn.parameter_status(b"standard_conforming_strings") == b"on"
-        self.held: set[str] = set()  # the names of ours prepared on this connection (PING among them)
+        # The names of ours prepared on this connection (PING among them), with their parameters' types.
+        self.held: dict[str, tuple[str, ...]] = {}
         self._pending: dict[str, _Prepared] = {}  # seen inside a transaction; prepared at the next start
-        self._confirmed: Any = None  # the transaction whose first query found `held` still there
+        self._confirmed: weakref.ref[Any] | None = None  # the transaction whose first query found `held`
+        self._dropping: list[str] = []  # ours to deallocate at the next start: their plans went stale
         dumper = driver.adapters.get_dumper(Json, PyFormat.TEXT)
         self._json_dumps: Callable[[Any], str | bytes] = dumper(Json, driver).dumps  # type: ignore[attr-defined]
         self._quoters: dict[type, Callable[[Any], str]] = {
@@ -87,6 +113,12 @@ class Binder:
             datetime: _datetime,
             Json: self._json,
         }
+
+    @property
+    def driver(self) -> psycopg.Connection[Any]:
+        driver = self._driver()
+        assert driver is not None, "a Binder outlived its connection"
+        return driver
 
     def render(self, query: str, params: Mapping[str, Any]) -> str:
         """query with params bound, as psycopg's `ClientCursor.mogrify(query, params)` returns it."""
@@ -114,24 +146,29 @@ class Binder:
         when it rolls back a connection holding statements it prepared itself, and so do `DISCARD ALL`
         and a new session behind a pooler. Nobody tells us, so each transaction's first query finds
         out: it runs one of ours (PING where it runs none), and the caller, on the error that one is
-        missing (`is_missing`), rolls it back, calls `forget` and sends it again: nothing of it was
-        kept. Statements are prepared (one round trip, before that query) only there, outside any
-        transaction, so a statement Postgres cannot prepare (a value whose type it cannot infer)
-        aborts nothing; it is then always sent with its values in it. Later queries of a transaction
-        run ours only once its first query has confirmed them (`confirm`); one they do not hold is
-        sent with its values in it and prepared at the next transaction's start."""
+        missing or stale (`is_stale`: its plan's result changed with its table), rolls it back, calls
+        `forget` and sends it again: nothing of it was kept. Statements are prepared (one round trip,
+        before that query) only there, outside any transaction, so a statement Postgres cannot
+        prepare (a value whose type it cannot infer) aborts nothing; it is then always sent with its
+        values in it, as is a value an EXECUTE would convert otherwise (`_TAKES`). Later queries of a
+        transaction run ours only once its first query has confirmed them (`confirm`) and nothing
+        since may have deallocated them (`unconfirm`); one they do not hold is sent with its values in
+        it and prepared at the next transaction's start."""
         pgconn = self.driver.pgconn
         starts = self.driver.autocommit and pgconn.transaction_status == TransactionStatus.IDLE
         if starts:  # a first query that also commits could not be sent again: it runs none of ours
             prepared = self.usable and all(query != "COMMIT" for query, _ in statements)
         else:
-            prepared = self.usable and transaction is not None and transaction is self._confirmed
+            confirmed = self._confirmed() if self._confirmed is not None else None
+            prepared = self.usable and transaction is not None and transaction is confirmed
         usable = self.usable
         forms = [
             prepared_form(query) if usable and values is not None else None for query, values in statements
         ]
         checked = False  # whether a round trip of this call found `held` on the server
         if starts and prepared:
+            if self._dropping:
+                self._drop()
             wanted = {form.name: form for form in forms if form is not None and self._unheld(form)}
             wanted.update((name, form) for name, form in self._pending.items() if self._unheld(form))
             self._pending = {}
@@ -155,15 +192,24 @@ class Binder:
             rendered.append(self.render(query, values))
         if starts and prepared and self.held and not (executes or checked):
             rendered.append("EXECUTE " + PING)
-        return Composed("; ".join(rendered), confirms=starts and prepared)
+            executes = True
+        return Composed("; ".join(rendered), confirms=starts and prepared, executes=executes)
 
     def confirm(self, composed: Composed, transaction: Any) -> None:
         """The composed query ran: the rest of `transaction` may run the statements it holds."""
-        if composed.confirms:
-            self._confirmed = transaction
+        if composed.confirms and transaction is not None:
+            self._confirmed = weakref.ref(transaction)
 
-    def forget(self) -> None:
-        """None of ours is on the server any more (a query found one missing)."""
+    def unconfirm(self) -> None:
+        """Something ran on the connection that may have deallocated ours (see store.db.make_engine):
+        the rest of the transaction sends its statements with their values in them."""
+        self._confirmed = None
+
+    def forget(self, exc: BaseException) -> None:
+        """A query found ours gone (`is_stale`): all of them went together; or one's plan stale, and
+        then all are deallocated at the next start, since any may read what changed."""
+        if not _missing(exc):
+            self._dropping = list(self.held)
         self.held.clear()
         self._confirmed = None
 
@@ -175,30 +221,37 @@ class Binder:
         quoters = self._quoters
         values: list[str] = []
         try:
-            for name in form.params:
+            for name, kind in zip(form.params, self.held[form.name], strict=True):
                 value = params[name]
+                takes = _TAKES[type(value)]
+                if takes is not None and kind not in takes:
+                    return None
                 values.append(quoters[type(value)](value))
         except (KeyError, ValueError):  # left to psycopg's rendering of the whole statement
             return None
         return form.execute + ", ".join(values) + ")"
 
     def _prepare(self, forms: list[_Prepared]) -> None:
-        """Prepare forms, in one round trip outside any transaction; one by one when that fails, so a
-        statement Postgres cannot prepare is known and the others still are. The round trip first runs
-        one of ours already held, so it also tells whether they still are (see compose)."""
+        """Prepare forms and learn their parameters' types, in one round trip outside any transaction;
+        one by one when that fails, so a statement Postgres cannot prepare is known and the others
+        still are. The round trip first runs one of ours already held, so it also tells whether they
+        still are (see compose)."""
         if PING not in self.held:
             self.held.clear()
             forms = [_PING_FORM, *forms]
         check = ["EXECUTE " + PING] if self.held else []
         try:
-            simple_query(self.driver, "; ".join(check + [form.statement for form in forms]))
+            results = simple_query(
+                self.driver, "; ".join([*check, *(form.statement for form in forms), _types(forms)])
+            )
         except psycopg.Error as exc:
-            if is_missing(exc):
-                self.forget()
+            if is_stale(exc):  # the check: PING's result never changes, so it is gone with the rest
+                self.forget(exc)
                 self._prepare([form for form in forms if form is not _PING_FORM])
                 return
             if not _cannot_prepare(exc):
                 raise
+            prepared: list[_Prepared] = []
             for form in forms:  # those before the one that failed were prepared: a PREPARE outlives it
                 try:
                     simple_query(self.driver, form.statement)
@@ -209,9 +262,19 @@ class Binder:
                         raise
                     _UNPREPARABLE.add(form.name)
                     continue
-                self.held.add(form.name)
-            return
-        self.held.update(form.name for form in forms)
+                prepared.append(form)
+            results = simple_query(self.driver, _types(prepared))
+        self.held.update((name, tuple(kinds)) for name, kinds in results[-1])
+
+    def _drop(self) -> None:
+        """Deallocate the statements `forget` found stale (their names; missing ones are let be)."""
+        names, self._dropping = self._dropping, []
+        try:
+            simple_query(self.driver, "; ".join(f"DEALLOCATE {name}" for name in names))
+        except errors.InvalidSqlStatementName:
+            for name in names:
+                with contextlib.suppress(errors.InvalidSqlStatementName):
+                    simple_query(self.driver, f"DEALLOCATE {name}")
 
     def _mogrify(self, query: str, params: Mapping[str, Any]) -> str:
         with psycopg.ClientCursor(self.driver) as cursor:
@@ -225,10 +288,12 @@ class Binder:
 
 @dataclass(frozen=True)
 class Composed:
-    """A query Binder.compose built; `confirms`: it is a transaction's first, running ours."""
+    """A query Binder.compose built; `confirms`: it is a transaction's first, which can be sent again
+    (nothing of it is kept when it fails); `executes`: it runs statements of ours."""
 
     query: str
     confirms: bool
+    executes: bool
 
 
 @dataclass(frozen=True)
@@ -244,11 +309,30 @@ _PING_FORM = _Prepared(PING, f"PREPARE {PING} AS SELECT 1", (), f"EXECUTE {PING}
 _UNPREPARABLE: set[str] = set()
 
 
-def is_missing(exc: BaseException) -> bool:
-    """exc is Postgres saying one of our prepared statements is not there (see Binder.compose)."""
+def _types(forms: list[_Prepared]) -> str:
+    """The query for the parameters' types of forms, as prepared on the connection."""
+    names = ", ".join(f"'{form.name}'" for form in forms) or "NULL"
+    return f"SELECT name, parameter_types::text[] FROM pg_prepared_statements WHERE name IN ({names})"
+
+
+def is_stale(exc: BaseException) -> bool:
+    """exc is Postgres saying, of a query that ran our prepared statements, that one is not there, or
+    that its plan's result changed since it was prepared (its table altered: feature not supported,
+    "cached plan must not change result type"). See Binder.compose."""
+    return _missing(exc) or isinstance(exc, errors.FeatureNotSupported)
+
+
+def _missing(exc: BaseException) -> bool:
     if not isinstance(exc, errors.InvalidSqlStatementName):
         return False
     return '"crm_' in (exc.diag.message_primary or "")
+
+
+def unconfirm(driver: psycopg.Connection[Any]) -> None:
+    """Binder.unconfirm for driver's binder, if it has one."""
+    binder = _BINDERS.get(driver)
+    if binder is not None:
+        binder.unconfirm()
 
 
 def _cannot_prepare(exc: psycopg.Error) -> bool:

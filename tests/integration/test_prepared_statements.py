@@ -4,6 +4,8 @@ transaction never fails, nor runs a write twice, because the server has let them
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -170,3 +172,71 @@ def test_a_first_query_that_also_commits_runs_none_of_ours(engine: Engine, sent:
         together.send()  # had it run ours and found them gone, it could not be sent again
     assert sent[-1] == "BEGIN; INSERT INTO prepared_notes (id, n) VALUES ('a', 1); COMMIT"
     assert notes(engine) == {"a": 1}
+
+
+def test_a_statement_whose_table_changed_is_prepared_anew(engine: Engine, sent: list[str]) -> None:
+    """A prepared read keeps the result type it was planned with: once a migration changes a column,
+    Postgres refuses to run it ("cached plan must not change result type"). The transaction is sent
+    again, on statements prepared anew."""
+    wide = "SELECT id, n FROM prepared_notes WHERE id = %(id)s"
+    transaction(engine, [(wide, {"id": "a"})], [(insert(NOTES), {"id": "a", "n": 1})])
+    with db.make_engine(str(engine.url.render_as_string(hide_password=False))).begin() as migration:
+        migration.exec_driver_sql("ALTER TABLE prepared_notes ALTER COLUMN n TYPE bigint")
+    sent.clear()
+    for _ in range(2):
+        assert transaction(engine, [(wide, {"id": "a"})], []) == [[("a", 1)]]
+    assert sent[1] == "ROLLBACK" and sent[2] == sent[0]  # found stale once, then no more
+    assert len(sent) == 6
+
+
+def test_a_value_an_execute_would_convert_otherwise_is_sent_in_the_statement(engine: Engine) -> None:
+    """SQLAlchemy casts each value (`%(n)s::INTEGER`): a bool cast so is 1, where an EXECUTE, which
+    converts as an assignment does, would refuse it. Every write must store what the first did."""
+    for key in ("a", "b", "c"):
+        transaction(engine, [], [(insert(NOTES), {"id": key, "n": True})])
+    with db.reading(engine) as connection:  # a boolean column given integers, the other way round
+        connection.exec_driver_sql("ALTER TABLE prepared_notes ADD COLUMN flag boolean")
+    flag = "UPDATE prepared_notes SET flag = %(flag)s::BOOLEAN WHERE id = %(id)s"
+    for key, value in (("a", 1), ("b", 0), ("c", 1)):
+        transaction(engine, [(flag, {"flag": value, "id": key})], [])
+    with db.reading(engine) as connection:
+        rows = connection.exec_driver_sql("SELECT id, n, flag FROM prepared_notes ORDER BY id").all()
+    assert [tuple(row) for row in rows] == [("a", 1, True), ("b", 1, False), ("c", 1, True)]
+    assert name_of(flag) in on_server(engine)  # prepared; its integers simply did not go through it
+
+
+def test_a_rollback_to_a_savepoint_inside_a_transaction_leaves_its_writes_unharmed(engine: Engine) -> None:
+    """psycopg deallocates every prepared statement after a result tagged ROLLBACK when it holds
+    statements of its own, in the middle of the transaction: the writes after it must not count on
+    what the first query confirmed."""
+
+    def add(key: str) -> tuple[Any, dict[str, Any]]:
+        return (insert(NOTES), {"id": key, "n": 1})
+
+    transaction(engine, [], [add("a")])
+    transaction(engine, [], [add("b")])  # the insert is prepared from here on
+    with engine.connect() as connection, db.opened_by_first_query(connection) as together:
+        assert together is not None
+        together.send()  # confirms them (the ping)
+        for _ in range(6):  # psycopg prepares a statement of its own
+            connection.exec_driver_sql("SELECT count(*) FROM prepared_notes").scalar_one()
+        connection.begin_nested().rollback()
+        assert literals.PING not in on_server_now(connection)
+        assert db.commit_with(connection, [add("c")])
+        connection.commit()
+    assert notes(engine) == {"a": 1, "b": 1, "c": 1}
+
+
+def on_server_now(connection: Any) -> set[str]:
+    driver = connection.connection.driver_connection
+    return {name for (name,) in driver.execute("SELECT name FROM pg_prepared_statements", prepare=False)}
+
+
+def test_a_binder_goes_with_its_connection(pg_url: str) -> None:
+    dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    driver = psycopg.connect(dsn, autocommit=True)
+    binder = weakref.ref(literals.binder_for(driver))
+    driver.close()
+    del driver
+    gc.collect()
+    assert binder() is None
