@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -67,7 +68,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 # Statements after which psycopg deallocates every prepared statement of the connection, ours with its
 # own, when it holds some of its own: those whose result is tagged ROLLBACK (a rollback to a savepoint
 # too), DROP, ALTER, DISCARD ALL or DEALLOCATE ALL.
-_DEALLOCATING = ("ROLLBACK", "ABORT", "DROP", "ALTER", "DISCARD", "DEALLOCATE")
+_DEALLOCATING = re.compile(r"\s*(?:ROLLBACK|ABORT|DROP|ALTER|DISCARD|DEALLOCATE)\b", re.IGNORECASE)
 
 
 def _unconfirm_when_deallocating(engine: Engine) -> None:
@@ -75,9 +76,8 @@ def _unconfirm_when_deallocating(engine: Engine) -> None:
     statements its first query confirmed (store.literals.Binder.unconfirm)."""
 
     @event.listens_for(engine, "after_cursor_execute")
-    def _after(connection: Connection, *args: Any) -> None:
-        statement = args[1]
-        if isinstance(statement, str) and statement.lstrip()[:10].upper().startswith(_DEALLOCATING):
+    def _after(connection: Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        if _DEALLOCATING.match(statement):
             driver = connection.connection.driver_connection
             if driver is not None:
                 unconfirm(driver)

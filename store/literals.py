@@ -154,8 +154,8 @@ class Binder:
         transaction run ours only once its first query has confirmed them (`confirm`) and nothing
         since may have deallocated them (`unconfirm`); one they do not hold is sent with its values in
         it and prepared at the next transaction's start."""
-        pgconn = self.driver.pgconn
-        starts = self.driver.autocommit and pgconn.transaction_status == TransactionStatus.IDLE
+        driver = self.driver
+        starts = driver.autocommit and driver.pgconn.transaction_status == TransactionStatus.IDLE
         if starts:  # a first query that also commits could not be sent again: it runs none of ours
             prepared = self.usable and all(query != "COMMIT" for query, _ in statements)
         else:

@@ -65,6 +65,12 @@ def on_server(engine: Engine) -> set[str]:
         return set(found)
 
 
+def on_server_now(connection: Any) -> set[str]:
+    """The same, on a connection in use (inside its transaction)."""
+    driver = connection.connection.driver_connection
+    return {name for (name,) in driver.execute("SELECT name FROM pg_prepared_statements", prepare=False)}
+
+
 def notes(engine: Engine) -> dict[str, int]:
     with db.reading(engine) as connection:
         found = connection.exec_driver_sql("SELECT id, n FROM prepared_notes")
@@ -225,11 +231,6 @@ def test_a_rollback_to_a_savepoint_inside_a_transaction_leaves_its_writes_unharm
         assert db.commit_with(connection, [add("c")])
         connection.commit()
     assert notes(engine) == {"a": 1, "b": 1, "c": 1}
-
-
-def on_server_now(connection: Any) -> set[str]:
-    driver = connection.connection.driver_connection
-    return {name for (name,) in driver.execute("SELECT name FROM pg_prepared_statements", prepare=False)}
 
 
 def test_a_binder_goes_with_its_connection(pg_url: str) -> None:
