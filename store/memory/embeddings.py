@@ -58,6 +58,7 @@ BATCH_SIZE = 32
 RECENT_VECTORS = 256
 # onnxruntime threads per process: workers share small machines, and beyond 4 threads MiniLM gains little.
 ONNX_THREADS = max(1, min(4, os.cpu_count() or 1))
+ALLOW_SPINNING = "session.intra_op.allow_spinning"
 
 
 class ModelFileError(RuntimeError):
@@ -191,6 +192,10 @@ def _shared_session(model_path: str) -> Any:
             options = ort.SessionOptions()
             options.intra_op_num_threads = ONNX_THREADS
             options.inter_op_num_threads = 1
+            # Its threads otherwise spin for a while after every run, waiting for the next: on a small
+            # machine that holds a core the rest of the signal's path needs (the classifier, Chroma's
+            # write), and one signal took 11-15 ms longer (docs/benchmarks.md, issue 19).
+            options.add_session_config_entry(ALLOW_SPINNING, "0")
             options.log_severity_level = 3
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             session = ort.InferenceSession(

@@ -16,10 +16,12 @@ import pytest
 from chromadb.utils.embedding_functions import known_embedding_functions
 
 from store.memory.embeddings import (
+    ALLOW_SPINNING,
     CHUNK_OVERLAP,
     CHUNK_TOKENS,
     DIMENSION,
     MODEL_SHA256,
+    ONNX_THREADS,
     Chunker,
     MiniLMEmbedding,
     ModelFileError,
@@ -59,6 +61,15 @@ def test_a_text_embedded_again_gets_its_kept_vector_and_the_kept_ones_are_bounde
     embedder(["a third text", "a fourth text"])
     assert len(embedder._recent) == 2
     assert "Can we move the call to Friday?" not in embedder._recent  # the oldest went first
+
+
+def test_the_model_session_does_not_spin_between_runs(embedder: MiniLMEmbedding) -> None:
+    """onnxruntime's threads would otherwise spin after each run, holding a core the rest of a signal's
+    path needs on a small machine (docs/benchmarks.md, issue 19)."""
+    embedder(["load the model"])
+    options = embedder._session.get_session_options()
+    assert options.get_session_config_entry(ALLOW_SPINNING) == "0"
+    assert options.intra_op_num_threads == ONNX_THREADS
 
 
 def test_paraphrases_are_closer_than_unrelated_text(embedder: MiniLMEmbedding) -> None:
