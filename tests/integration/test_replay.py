@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, delete, insert, select, text, update
 
 from store import events as ev
-from store import replay
+from store import log, replay
 from store import tables as t
 from store.slice import build_slice
 from store.state import read_tables
@@ -233,3 +235,47 @@ def test_verify_reads_rows_as_the_database_returns_them(store: EventStore, engin
         renewal = connection.execute(text("SELECT renews_on FROM subscriptions")).scalar()
     assert str(renewal) == "2026-01-01"
     assert replay.verify(engine).ok
+
+
+def _fetchers() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "crm-replay-fetch"]
+
+
+def test_the_replay_stream_reads_every_event_in_order_across_its_batches(
+    store: EventStore, engine: Engine
+) -> None:
+    busy_history(store)
+    with engine.connect() as connection:
+        head = log.head(connection)
+    streamed = list(log.stream_all(engine, until=head, batch=2))
+    assert [event.position for event in streamed] == list(range(1, head + 1))
+    assert streamed == list(log.read_all(engine))
+    assert list(log.stream_all(engine, until=head - 2, batch=2)) == streamed[:-2]
+    assert not _fetchers()
+
+
+def test_a_replay_stream_closed_early_stops_its_fetching_and_gives_its_connection_back(
+    store: EventStore, engine: Engine
+) -> None:
+    busy_history(store)
+    with engine.connect() as connection:
+        head = log.head(connection)
+    stream = log.stream_all(engine, until=head, batch=1)  # the fetcher fills its queue and waits
+    assert next(stream).position == 1
+    stream.close()
+    assert not _fetchers()
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_an_error_while_fetching_the_stream_is_raised_to_its_reader(
+    store: EventStore, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    busy_history(store)
+    monkeypatch.setattr(log, "_STREAM", "SELECT * FROM no_such_table WHERE %s < %s")
+    if engine.dialect.name == "postgresql":
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            list(log.stream_all(engine, until=3))
+    else:  # SQLite streams through read_all, which does not use that statement
+        assert len(list(log.stream_all(engine, until=3))) == 3
+    assert not _fetchers()
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
