@@ -237,6 +237,12 @@ def test_verify_reads_rows_as_the_database_returns_them(store: EventStore, engin
     assert replay.verify(engine).ok
 
 
+def _history_up_to_head(store: EventStore, engine: Engine) -> int:
+    busy_history(store)
+    with engine.connect() as connection:
+        return log.head(connection)
+
+
 def _fetchers() -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name == "crm-replay-fetch"]
 
@@ -244,9 +250,7 @@ def _fetchers() -> list[threading.Thread]:
 def test_the_replay_stream_reads_every_event_in_order_across_its_batches(
     store: EventStore, engine: Engine
 ) -> None:
-    busy_history(store)
-    with engine.connect() as connection:
-        head = log.head(connection)
+    head = _history_up_to_head(store, engine)
     streamed = list(log.stream_all(engine, until=head, batch=2))
     assert [event.position for event in streamed] == list(range(1, head + 1))
     assert streamed == list(log.read_all(engine))
@@ -257,9 +261,7 @@ def test_the_replay_stream_reads_every_event_in_order_across_its_batches(
 def test_a_replay_stream_closed_early_stops_its_fetching_and_gives_its_connection_back(
     store: EventStore, engine: Engine
 ) -> None:
-    busy_history(store)
-    with engine.connect() as connection:
-        head = log.head(connection)
+    head = _history_up_to_head(store, engine)
     stream = log.stream_all(engine, until=head, batch=1)  # the fetcher fills its queue and waits
     assert next(stream).position == 1
     stream.close()
