@@ -35,7 +35,7 @@ from store import replay
 from store.db import make_engine, migrate
 
 ADMIN_DSN = os.environ.get("CRM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-GOAL = 20_000  # events/s, from the issue
+GOAL = 70_000  # events/s: a million events in under 15 s (issue 19; issue 2 asked for 20,000)
 EVENTS_PER_CUSTOMER = 20  # a year of a small customer's signals, notes and money
 COLUMNS = (
     "position",

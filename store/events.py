@@ -445,3 +445,11 @@ class Event:
     occurred_at: datetime
     recorded_at: datetime
     idempotency_key: str
+
+    @classmethod
+    def of_fields(cls, fields: dict[str, Any]) -> Event:
+        """The event with these fields, every one of them given with its type: built without the frozen
+        dataclass's setattr per field (1.7 -> 0.2 µs; replay builds a million, docs/benchmarks.md)."""
+        event = object.__new__(cls)
+        event.__dict__.update(fields)
+        return event

@@ -335,23 +335,25 @@ def _fetch_batches(
 
 
 def _from_stream_row(row: tuple[Any, ...]) -> Event:
-    position, event_id, stream, event_type, version, payload, actor, source = row[:8]
-    confidence, correlation_id, causation_id, occurred, recorded, key = row[8:]
-    return Event(
-        position=position,
-        id=event_id,
-        stream=stream,
-        type=event_type,
-        version=version,
-        payload=parse_stored(event_type, version, payload),
-        actor=actor,
-        source=source,
-        confidence=confidence,
-        correlation_id=correlation_id,
-        causation_id=causation_id,
-        occurred_at=occurred if occurred.tzinfo is UTC else occurred.astimezone(UTC),
-        recorded_at=recorded if recorded.tzinfo is UTC else recorded.astimezone(UTC),
-        idempotency_key=key,
+    (position, event_id, stream, event_type, version, payload, actor, source, confidence) = row[:9]
+    correlation_id, causation_id, occurred, recorded, key = row[9:]
+    return Event.of_fields(
+        {
+            "position": position,
+            "id": event_id,
+            "stream": stream,
+            "type": event_type,
+            "version": version,
+            "payload": parse_stored(event_type, version, payload),
+            "actor": actor,
+            "source": source,
+            "confidence": confidence,
+            "correlation_id": correlation_id,
+            "causation_id": causation_id,
+            "occurred_at": occurred if occurred.tzinfo is UTC else occurred.astimezone(UTC),
+            "recorded_at": recorded if recorded.tzinfo is UTC else recorded.astimezone(UTC),
+            "idempotency_key": key,
+        }
     )
 
 
