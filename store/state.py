@@ -29,18 +29,21 @@ def register_table(table: Table) -> None:
 
 def key_getter(table_name: str) -> Callable[[Row], tuple[Any, ...]]:
     """The primary key of a row (or of keyword arguments naming its columns) of this table, as a
-    tuple: an itemgetter, which replay calls millions of times, where a tuple built from a generator
-    cost a third of a microsecond more each time."""
+    tuple: replay asks millions of times, where a tuple built from a generator cost a third of a
+    microsecond more each time."""
     getter = _KEY_GETTERS.get(table_name)
     if getter is None:
-        names = primary_key(table_name)
-        if len(names) > 1:
-            getter = operator.itemgetter(*names)
-        else:
-            only = operator.itemgetter(names[0])
-            getter = lambda row: (only(row),)  # noqa: E731
-        getter = _KEY_GETTERS[table_name] = getter
+        getter = _KEY_GETTERS[table_name] = _values_of(primary_key(table_name))
     return getter
+
+
+def _values_of(names: tuple[str, ...] | list[str]) -> Callable[[Row], tuple[Any, ...]]:
+    """What reads these columns' values from a row, as a tuple (an itemgetter gives a bare value for
+    one name)."""
+    if len(names) > 1:
+        return operator.itemgetter(*names)
+    only = operator.itemgetter(names[0])
+    return lambda row: (only(row),)
 
 
 _KEY_GETTERS: dict[str, Callable[[Row], tuple[Any, ...]]] = {}
@@ -381,7 +384,7 @@ def _copy(connection: Connection, table: Table, rows: list[Row]) -> None:
     )
     driver = connection.connection.driver_connection
     assert driver is not None
-    values = operator.itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
+    values = _values_of(names)
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row(values(row))
