@@ -53,6 +53,7 @@ from jobs.connectors.webhook import WebhookConnector
 from jobs.context import JobContext, current
 from jobs.queue import DECISIONS, NO_RETRY
 from store import events as ev
+from store import handover
 from store import lifecycle as lc
 from store import proposals as sp
 from store import tables as t
@@ -138,6 +139,23 @@ class _Result:
     @property
     def detail(self) -> str:
         return _detail(self.payload)
+
+
+# The handover's compare-and-set, as _record returns it: (won, the proposal's state, its attempt), the
+# state and attempt None when there is no such proposal.
+_Handing = tuple[bool, str | None, int | None]
+
+
+def _handover_step(pid: str, attempt: int) -> lc.Step:
+    """The handover of `attempt` as a compare-and-set: appended only while it is the proposal's attempt."""
+
+    def plan(row: dict[str, Any]) -> list[lc.Planned] | None:
+        if row["attempts"] != attempt:
+            return None
+        handed = sp.ActionHandover(attempt=attempt)
+        return [(lc.on_proposal(pid, "action.handover", handed, f"{pid}:{attempt}:handover"), False)]
+
+    return pid, {"executing"}, plan
 
 
 def _detail(payload: ev.Payload) -> str:
@@ -447,22 +465,14 @@ class Executor:
         The batch's results so far are recorded in the same transaction.
         """
         pid, attempt = request.proposal_id, request.attempt
-
-        def plan(row: dict[str, Any]) -> list[lc.Planned] | None:
-            if row["attempts"] != attempt:
-                return None
-            handover = sp.ActionHandover(attempt=attempt)
-            return [(lc.on_proposal(pid, "action.handover", handover, f"{pid}:{attempt}:handover"), False)]
-
-        handed = self._record(batch, (pid, {"executing"}, plan))
-        assert handed is not None
-        row = handed.row
-        if handed.won or (row is not None and row["state"] == "executing" and row["attempts"] == attempt):
+        found = self._record(batch, (pid, attempt))
+        assert found is not None
+        won, state, attempts = found
+        if won or (state == "executing" and attempts == attempt):
             return
-        state = row["state"] if row is not None else "gone"
         raise Superseded(
             f"attempt {attempt} of {pid} did not send: the proposal moved on while it waited "
-            f"(now {state}, attempt {row['attempts'] if row is not None else '?'})"
+            f"(now {state or 'gone'}, attempt {attempts if attempts is not None else '?'})"
         )
 
     def _handed_over(self, pid: str, attempt: int) -> bool:
@@ -472,33 +482,65 @@ class Executor:
             ).scalar_one_or_none()
         return action == "handover"
 
-    def _record(self, batch: _Batch, then: lc.Step | None = None) -> lc.Transition | None:
-        """Record the batch's pending results (and `then`, a handover) in one durable transaction; show
-        each recorded result. Returns `then`'s transition."""
+    def _record(self, batch: _Batch, handing: tuple[str, int] | None = None) -> _Handing | None:
+        """Record the batch's pending results (and the handover of `handing`, a proposal id and attempt)
+        in one durable transaction; show each recorded result. Returns the handover's compare-and-set:
+        whether it won, and the proposal's state and attempt as the transaction left it."""
         results, batch.pending = batch.pending, []
-        steps = [result.step() for result in results] + ([then] if then is not None else [])
-        if not steps:
+        if not results and handing is None:
             return None
         try:
-            recorded = lc.transition_each(self.store, steps)
+            at_once = self._record_at_once(results, handing)
+            if at_once is None:
+                steps = [result.step() for result in results]
+                if handing is not None:
+                    steps.append(_handover_step(*handing))
+                recorded = lc.transition_each(self.store, steps)
         except BaseException:  # nothing was recorded: the results wait for the batch's next record
             batch.pending[:0] = results
             raise
+        if at_once is not None:
+            for result, won in zip(results, at_once.won, strict=False):
+                self._recorded(batch, result, {"id": result.pid} if won else None)  # see _after
+            state, attempts = at_once.last or (None, None)
+            return (at_once.won[-1], state, attempts) if handing is not None else None
         for result, finished in zip(results, recorded, strict=False):
-            if not finished.won or finished.row is None:
-                log.warning(
-                    "result of %s attempt %s not recorded: the proposal moved on", result.pid, result.attempt
-                )
-                batch.outcomes[result.pid] = Outcome(
-                    "nothing", "the proposal moved on while this attempt ran"
-                )
-                continue
-            self._after(finished.row, result.status)
-            batch.outcomes[result.pid] = Outcome(result.status, result.detail)
-        return recorded[-1] if then is not None else None
+            self._recorded(batch, result, finished.row if finished.won else None)
+        if handing is None:
+            return None
+        row = recorded[-1].row
+        return recorded[-1].won, row["state"] if row else None, row["attempts"] if row else None
 
-    def _after(self, row: dict[str, Any], status: str) -> None:
-        """Show the proposal's new state; say so when it failed or may have been sent."""
+    def _record_at_once(
+        self, results: list[_Result], handing: tuple[str, int] | None
+    ) -> handover.Outcome | None:
+        """_record's transaction sent as one query (store.handover) where it can be: every result an
+        action executed without effect events, on Postgres. None, having written nothing, where not."""
+        steps = []
+        for result in results:
+            if not isinstance(result.payload, sp.ActionExecuted) or result.effects:
+                return None
+            steps.append(handover.Step(result.pid, result.attempt, result.payload))
+        if handing is not None:
+            pid, attempt = handing
+            steps.append(handover.Step(pid, attempt, sp.ActionHandover(attempt=attempt)))
+        return handover.hand_over(self.store, steps)
+
+    def _recorded(self, batch: _Batch, result: _Result, row: Mapping[str, Any] | None) -> None:
+        """Show a result as its transaction recorded it (row: the proposal after it), or, row None, say
+        that it was not: the proposal had moved on."""
+        if row is None:
+            log.warning(
+                "result of %s attempt %s not recorded: the proposal moved on", result.pid, result.attempt
+            )
+            batch.outcomes[result.pid] = Outcome("nothing", "the proposal moved on while this attempt ran")
+            return
+        self._after(row, result.status)
+        batch.outcomes[result.pid] = Outcome(result.status, result.detail)
+
+    def _after(self, row: Mapping[str, Any], status: str) -> None:
+        """Show the proposal's new state; say so when it failed or may have been sent (an executed
+        action needs only the row's id)."""
         if self.notifier is None:
             return
         pid = row["id"]

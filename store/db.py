@@ -314,6 +314,16 @@ def _simple(dialect: Any, statement: Any, names: tuple[str, ...]) -> _Simple | N
     return found[1]
 
 
+def simple_statement(dialect: Any, statement: Any, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(query, values) for SentTogether.add: `statement` (built once, a module constant) compiled for
+    psycopg's client-side binding, and `params` converted as SQLAlchemy would. Raises ValueError for a
+    statement that needs SQLAlchemy at execution (see _simple)."""
+    found = _simple(dialect, statement, tuple(params))
+    if found is None:
+        raise ValueError(f"not a statement to send past SQLAlchemy: {statement}")
+    return found.sql, found.values(params)
+
+
 def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """Insert rows that all have the same columns: on Postgres by COPY, about twice as fast as the
     executemany used elsewhere for a batch's hundreds of rows, with each value converted as the

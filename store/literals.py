@@ -156,8 +156,11 @@ class Binder:
         it and prepared at the next transaction's start."""
         driver = self.driver
         starts = driver.autocommit and driver.pgconn.transaction_status == TransactionStatus.IDLE
-        if starts:  # a first query that also commits could not be sent again: it runs none of ours
-            prepared = self.usable and all(query != "COMMIT" for query, _ in statements)
+        if starts:
+            # It is sent again when it finds ours gone (nothing of it was kept): so it runs none of ours
+            # where it commits before its end, and would have kept what ran before that COMMIT.
+            commits = [n for n, (query, _) in enumerate(statements) if query == "COMMIT"]
+            prepared = self.usable and commits in ([], [len(statements) - 1])
         else:
             confirmed = self._confirmed() if self._confirmed is not None else None
             prepared = self.usable and transaction is not None and transaction is confirmed
@@ -191,7 +194,8 @@ class Binder:
                 self._pending[form.name] = form
             rendered.append(self.render(query, values))
         if starts and prepared and self.held and not (executes or checked):
-            rendered.append("EXECUTE " + PING)
+            # Before a COMMIT that ends the query: a check that failed after it would find it kept.
+            rendered.insert(len(rendered) - (statements[-1][0] == "COMMIT"), "EXECUTE " + PING)
             executes = True
         return Composed("; ".join(rendered), confirms=starts and prepared, executes=executes)
 

@@ -49,12 +49,12 @@ def lock_for_append(
     if connection.dialect.name != "postgresql":
         return
     if sent is not None:
-        sent.add(_LOCK)
+        sent.add(LOCK)
         if not durable:
             sent.add(_NO_WAIT)
         return
     with pipelined(connection):  # the transaction's BEGIN and the lock in one round trip
-        connection.exec_driver_sql(_LOCK)
+        connection.exec_driver_sql(LOCK)
         if not durable:
             connection.exec_driver_sql(_NO_WAIT)
 
@@ -62,7 +62,7 @@ def lock_for_append(
 # Set at BEGIN for a commit that need not wait for the disk, and set back by one that finds, later in
 # the transaction, that it must (store.uow.Transaction.wait_for_disk).
 _NO_WAIT = "SET LOCAL synchronous_commit = off"
-_LOCK = f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})"
+LOCK = f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})"
 WAIT = text("SET LOCAL synchronous_commit = on")
 
 

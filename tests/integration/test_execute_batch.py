@@ -24,6 +24,7 @@ from jobs.connectors.base import ActionRequest, ActionResult, Handover, Permanen
 from jobs.execute import Executor, default_connectors
 from jobs.proposal_service import recover_stalled
 from store import events as ev
+from store import handover
 from store import lifecycle as lc
 from store import proposals as sp
 from store.uow import EventStore
@@ -263,16 +264,20 @@ def test_results_waiting_for_a_handover_that_could_not_be_written_are_recorded_a
     settings = settings_for(tmp_path)
     pids = _approved(store, settings, 2)
     connector = Counting(dedupes=False)
-    original = lc.transition_each
     failures = []
 
-    def flaky(store_: EventStore, steps: Any, **kwargs: Any) -> list[lc.Transition]:
-        if len(steps) == 2 and not failures:  # the first result with the second one's handover
-            failures.append(steps)
-            raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
-        return original(store_, steps, **kwargs)  # type: ignore[no-any-return]
+    def flaky(original: Any) -> Any:
+        def record(store_: EventStore, steps: Any, **kwargs: Any) -> Any:
+            if len(steps) == 2 and not failures:  # the first result with the second one's handover
+                failures.append(steps)
+                raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+            return original(store_, steps, **kwargs)
 
-    monkeypatch.setattr(lc, "transition_each", flaky)
+        return record
+
+    # The general way, and on Postgres the one-query way (store.handover) that a handover takes first.
+    monkeypatch.setattr(lc, "transition_each", flaky(lc.transition_each))
+    monkeypatch.setattr(handover, "hand_over", flaky(handover.hand_over))
     Executor(store, {"send_email": connector}).execute(pids[0])
     assert failures and connector.ran == pids  # the second never got past its handover
     first, second = row(store, pids[0]), row(store, pids[1])

@@ -169,15 +169,58 @@ def test_a_statement_postgres_cannot_prepare_is_sent_with_its_values_and_spoils_
     assert name_of(READ) in held and name_of(untyped) not in held
 
 
-def test_a_first_query_that_also_commits_runs_none_of_ours(engine: Engine, sent: list[str]) -> None:
+def test_a_first_query_that_commits_before_its_end_runs_none_of_ours(engine: Engine, sent: list[str]) -> None:
     transaction(engine, [(READ, {"id": "a"})], [])  # the read is prepared on the connection
     with engine.connect() as connection, db.opened_by_first_query(connection) as together:
         assert together is not None
         together.add(ADD, {"id": "a", "n": 1})
         together.add("COMMIT")
+        together.add(READ, {"id": "a"})
         together.send()  # had it run ours and found them gone, it could not be sent again
-    assert sent[-1] == "BEGIN; INSERT INTO prepared_notes (id, n) VALUES ('a', 1); COMMIT"
+    assert sent[-1].startswith("BEGIN; INSERT INTO prepared_notes (id, n) VALUES ('a', 1); COMMIT; SELECT")
     assert notes(engine) == {"a": 1}
+
+
+@pytest.mark.parametrize("let_go", [None, "_deallocate_all", "_discard_all", "_psycopgs_rollback"])
+def test_a_whole_transaction_in_one_query_runs_ours_and_is_sent_again_when_they_are_gone(
+    engine: Engine, sent: list[str], let_go: str | None
+) -> None:
+    """BEGIN …; COMMIT as one query (store.handover): a statement of ours found gone fails it before
+    its COMMIT, so nothing of it was kept, and it is sent again on statements prepared anew."""
+
+    def whole(key: str, n: int) -> None:
+        with engine.connect() as connection, db.opened_by_first_query(connection) as together:
+            assert together is not None
+            together.add(ADD, {"id": key, "n": n})
+            together.add(READ, {"id": key})
+            together.add("COMMIT")
+            together.send()
+            assert together.rows(2) == [(n,)]
+
+    whole("a", 1)
+    assert {name_of(ADD), name_of(READ)} <= on_server(engine)
+    if let_go is not None:
+        globals()[let_go](engine)
+    sent.clear()
+    whole("b", 2)
+    executes = f"BEGIN; EXECUTE {name_of(ADD)}('b', 2); EXECUTE {name_of(READ)}('b'); COMMIT"
+    if let_go is None:
+        assert sent == [executes]
+    else:  # tried, found them gone, rolled back, sent again once prepared
+        assert sent[0] == executes and sent[1] == "ROLLBACK" and sent[-1] == executes
+    assert notes(engine) == {"a": 1, "b": 2}
+
+
+def test_a_check_of_ours_goes_before_the_commit_that_ends_the_query(engine: Engine, sent: list[str]) -> None:
+    transaction(engine, [(READ, {"id": "a"})], [])  # ours are held on the connection: PING among them
+    untyped = "SELECT %(v)s IS NULL"  # one Postgres will not prepare: the query runs none of ours
+    for _ in range(2):
+        with engine.connect() as connection, db.opened_by_first_query(connection) as together:
+            assert together is not None
+            together.add(untyped, {"v": None})
+            together.add("COMMIT")
+            together.send()
+    assert sent[-1] == f"BEGIN; SELECT NULL IS NULL; EXECUTE {literals.PING}; COMMIT"
 
 
 def test_a_statement_whose_table_changed_is_prepared_anew(engine: Engine, sent: list[str]) -> None:

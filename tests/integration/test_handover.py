@@ -1,0 +1,217 @@
+"""store.handover: an email's handover, with the batch's results so far, as one query on Postgres.
+
+It writes the proposal and action rows itself instead of through the projector, so every test here
+ends with the property that matters: replaying the log gives exactly the rows it wrote."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from jobs.connectors.base import ActionRequest, ActionResult, Handover
+from jobs.execute import Executor
+from store import events as ev
+from store import handover, replay
+from store import lifecycle as lc
+from store import proposals as sp
+from store import tables as t
+from store.db import make_engine
+from store.uow import CORE_PROJECTION, EventStore
+from tests.integration.proposal_helpers import (
+    OPERATOR,
+    commands,
+    email_proposal,
+    events_of,
+    make_customer,
+    record,
+    row,
+    settings_for,
+)
+
+
+class HandingOver:
+    """A connector that cannot deduplicate: it hands each email over, then 'sends' it."""
+
+    name = "smtp"
+    dedupes = False
+
+    def run(self, request: ActionRequest, handover: Handover) -> ActionResult:
+        handover()
+        return ActionResult(reference=f"<{request.proposal_id}@mail.test>")
+
+
+def _approved(store: EventStore, tmp_path: Path, n: int) -> list[str]:
+    cmds, _, _ = commands(store, settings_for(tmp_path))
+    customer = make_customer(store)
+    pids = [record(store, email_proposal(customer)) for _ in range(n)]
+    for pid in pids:
+        assert cmds.approve(OPERATOR, pid).ok
+    return pids
+
+
+def _started(store: EventStore, pid: str, attempt: int = 1) -> None:
+    """Put the proposal in "executing" at `attempt`, as the executor's start does."""
+
+    def plan(_row: dict[str, Any]) -> list[lc.Planned]:
+        lease = ev.utcnow() + timedelta(minutes=5)
+        started = sp.ActionStarted(
+            attempt=attempt, connector="smtp", idempotency_key=f"crm-{pid}", lease_until=lease
+        )
+        return [(lc.on_proposal(pid, "action.started", started, f"{pid}:{attempt}:started"), False)]
+
+    assert lc.transition(store, pid, {"approved", "executing"}, plan).won
+
+
+def _positions(engine: Engine) -> tuple[list[int], int]:
+    """Every event's position, in order, and the core projection's position."""
+    with engine.connect() as connection:
+        positions = list(
+            connection.execute(select(t.events.c.position).order_by(t.events.c.position)).scalars()
+        )
+        applied = connection.execute(
+            select(t.projection_positions.c.position).where(t.projection_positions.c.name == CORE_PROJECTION)
+        ).scalar_one()
+    return positions, applied
+
+
+def _replays_to_the_same_rows(engine: Engine) -> None:
+    verification = replay.verify(engine)
+    assert verification.ok, "\n".join(d.describe() for d in verification.differences)
+    positions, applied = _positions(engine)
+    assert positions == list(range(1, len(positions) + 1))  # gap-free
+    assert applied == positions[-1]
+
+
+@pytest.fixture
+def engine(pg_url: str) -> Iterator[Engine]:
+    """Postgres: the one-query handover is its own (SQLite goes the general way, tested last)."""
+    engine = make_engine(pg_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres(engine: Engine) -> EventStore:
+    return EventStore(engine)
+
+
+def test_a_batch_of_emails_handed_over_in_one_query_each_replays_to_the_same_rows(
+    postgres: EventStore, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pids = _approved(postgres, tmp_path, 3)
+    sent: list[list[str]] = []
+    original = handover.hand_over
+
+    def watched(store: EventStore, steps: list[handover.Step]) -> handover.Outcome | None:
+        sent.append([step.event_type for step in steps])
+        return original(store, steps)
+
+    monkeypatch.setattr(handover, "hand_over", watched)
+    general: list[object] = []
+    monkeypatch.setattr(lc, "transition_each", lambda *args, **kw: general.append(args))
+    outcome = Executor(postgres, {"send_email": HandingOver()}).execute(pids[0])
+    assert outcome.status == "executed" and not general
+    # Each handover carries the result before it; the last result goes alone.
+    assert sent == [
+        ["action.handover"],
+        ["action.executed", "action.handover"],
+        ["action.executed", "action.handover"],
+        ["action.executed"],
+    ]
+    for pid in pids:
+        found = row(postgres, pid)
+        assert (found["state"], found["phase"], found["result_ref"]) == (
+            "executed",
+            "done",
+            f"<{pid}@mail.test>",
+        )
+        assert found["lease_until"] is None and found["executed_at"] == found["finished_at"]
+        executed = events_of(postgres, pid, "action.executed")[0]
+        assert found["position"] == executed.position and found["updated_at"] == executed.occurred_at
+        assert [e.type for e in events_of(postgres, pid)][-3:] == [
+            "action.started",
+            "action.handover",
+            "action.executed",
+        ]
+    with engine.connect() as connection:
+        actions = connection.execute(select(t.actions.c.state, t.actions.c.reference)).all()
+    assert sorted(actions) == sorted(("executed", f"<{pid}@mail.test>") for pid in pids)
+    _replays_to_the_same_rows(engine)
+
+
+def test_a_step_whose_proposal_moved_on_loses_alone_and_draws_no_position(
+    postgres: EventStore, engine: Engine, tmp_path: Path
+) -> None:
+    done, taken_over, handing = _approved(postgres, tmp_path, 3)
+    for pid in (done, taken_over, handing):
+        _started(postgres, pid)
+    _started(postgres, taken_over, attempt=2)  # its first attempt's lease ran out: a newer one took it
+    before, _ = _positions(engine)
+    steps = [
+        handover.Step(done, 1, sp.ActionExecuted(attempt=1, reference="r1", compensation={"undo": [1, "x"]})),
+        handover.Step(taken_over, 1, sp.ActionExecuted(attempt=1, reference="r2")),
+        handover.Step(handing, 1, sp.ActionHandover(attempt=1)),
+    ]
+    outcome = handover.hand_over(postgres, steps)
+    assert outcome == handover.Outcome(won=(True, False, True), last=("executing", 1))
+    after, _ = _positions(engine)
+    assert after == [*before, before[-1] + 1, before[-1] + 2]
+    assert row(postgres, done)["compensation"] == {"undo": [1, "x"]}
+    assert (row(postgres, taken_over)["state"], row(postgres, taken_over)["attempts"]) == ("executing", 2)
+    assert not events_of(postgres, taken_over, "action.executed")
+    assert row(postgres, handing)["phase"] == "handover"
+    _replays_to_the_same_rows(engine)
+
+
+def test_a_handover_recorded_before_loses_and_changes_nothing(
+    postgres: EventStore, engine: Engine, tmp_path: Path
+) -> None:
+    """A retry of the same attempt after a transient failure: the log holds its handover's key."""
+    [pid] = _approved(postgres, tmp_path, 1)
+    _started(postgres, pid)
+    step = handover.Step(pid, 1, sp.ActionHandover(attempt=1))
+    assert handover.hand_over(postgres, [step]) == handover.Outcome(won=(True,), last=("executing", 1))
+    first = row(postgres, pid)
+    before, _ = _positions(engine)
+    assert handover.hand_over(postgres, [step]) == handover.Outcome(won=(False,), last=("executing", 1))
+    assert row(postgres, pid) == first and _positions(engine)[0] == before
+    assert len(events_of(postgres, pid, "action.handover")) == 1
+    _replays_to_the_same_rows(engine)
+
+
+def test_a_proposal_that_is_gone_or_not_executing_loses(
+    postgres: EventStore, engine: Engine, tmp_path: Path
+) -> None:
+    [pid] = _approved(postgres, tmp_path, 1)  # approved, never started
+    lost = handover.hand_over(postgres, [handover.Step(pid, 1, sp.ActionHandover(attempt=1))])
+    assert lost == handover.Outcome(won=(False,), last=("approved", 0))
+    missing = handover.hand_over(postgres, [handover.Step("prp_nope", 1, sp.ActionHandover(attempt=1))])
+    assert missing == handover.Outcome(won=(False,), last=None)
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(t.actions)).scalar_one() == 0
+    _replays_to_the_same_rows(engine)
+
+
+def test_sqlite_goes_the_general_way(sqlite_url: str, tmp_path: Path) -> None:
+    engine = make_engine(sqlite_url)
+    store = EventStore(engine)
+    pids = _approved(store, tmp_path, 2)
+    step = handover.Step(pids[0], 1, sp.ActionHandover(attempt=1))
+    assert handover.hand_over(store, [step]) is None
+    assert not events_of(store, pids[0], "action.handover")  # nothing written
+    assert Executor(store, {"send_email": HandingOver()}).execute(pids[0]).status == "executed"
+    assert [row(store, pid)["state"] for pid in pids] == ["executed", "executed"]
+    verification = replay.verify(engine)
+    assert verification.ok, "\n".join(d.describe() for d in verification.differences)
+    engine.dispose()
+
+
+def test_one_step_per_proposal(postgres: EventStore) -> None:
+    step = handover.Step("prp_a", 1, sp.ActionHandover(attempt=1))
+    with pytest.raises(ValueError, match="one step per proposal"):
+        handover.hand_over(postgres, [step, step])
