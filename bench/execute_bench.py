@@ -223,21 +223,24 @@ class Told:
 
     def __init__(self) -> None:
         self._recorded: set[str] = set()
+        self._waiting: set[str] = set()  # of those waited for, the ones not recorded yet
         self._changed = threading.Condition()
 
     def refresh(self, proposal_id: str) -> None:
         with self._changed:
             self._recorded.add(proposal_id)
-            self._changed.notify_all()
+            self._waiting.discard(proposal_id)
+            if not self._waiting:
+                self._changed.notify_all()
 
     def notice(self, lines: list[str]) -> None:
         """A failure or an uncertain send: timings() then finds the proposal not executed and says so."""
 
     def wait_for(self, pids: list[str], timeout: float = 600) -> None:
-        waiting = set(pids)
         with self._changed:
-            if not self._changed.wait_for(lambda: not waiting - self._recorded, timeout):
-                raise SystemExit(f"timed out waiting for executions ({len(waiting - self._recorded)} left)")
+            self._waiting = set(pids) - self._recorded
+            if not self._changed.wait_for(lambda: not self._waiting, timeout):
+                raise SystemExit(f"timed out waiting for executions ({len(self._waiting)} left)")
 
 
 def wait_until_done(store: EventStore, pids: list[str], timeout: float = 600) -> None:
