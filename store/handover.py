@@ -8,15 +8,16 @@ second: per email, more client and server CPU than the send itself. Here, where 
 `action.executed` result or the handover, the whole transaction is one simple query of statements
 prepared on the connection (store.literals; sent again on statements prepared anew where they went):
 
-    BEGIN; the append lock; for each step, in order: its event, inserted at the next position while
+    BEGIN; the append lock; for each step, in order: its event, inserted one past the last while
     its proposal is executing the step's attempt and the log does not hold the event's key; the
     action row and the proposal row changed as the projector changes them for that event
     (store.proposal_projection), where that event was inserted; the core projection's position; the
-    last step's proposal as it ends; COMMIT
+    last step's proposal as it ends; the events' sequence moved past the last event; COMMIT
 
 Each step wins or loses on its own, as a compare-and-set of transition_each does: under the append lock
-nothing moves between a step's guard and its writes. A step that loses writes nothing and draws no
-position, so positions stay gap-free: a result whose proposal moved on, or a handover the log holds
+nothing moves between a step's guard and its writes. A step that loses writes nothing and takes no
+position, and nothing draws from the sequence before the COMMIT's statement, so positions stay gap-free
+as in the general way. A step loses: a result whose proposal moved on, or a handover the log holds
 already (a retry of the same attempt after a transient failure, which then goes on: the caller reads
 the proposal's state and attempt as this transaction left it). SQLite, and any other result (a
 failure, effect events), go the general way.
@@ -31,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, cast, exists, func, insert, literal_column, select, update
+from sqlalchemy import Float, bindparam, cast, exists, func, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql
 
 from store import events as ev
@@ -44,16 +45,25 @@ from store.uow import CORE_PROJECTION, EventStore
 _P, _A, _E = t.proposals.c, t.actions.c, t.events.c
 _EVENT_COLUMNS = tuple(column for column in t.events.c if column.name != "position")
 # A step's event is inserted while its proposal is executing the attempt that took the step and the
-# log does not hold its key (a retry's step recorded before), at the next position: nextval() is only
-# drawn for an event that is inserted, so positions stay gap-free.
+# log does not hold its key (a retry's step recorded before), one past the last event. The sequence is
+# not drawn from here: it is moved past the last event by the query's last statement before COMMIT
+# (_SET_SEQUENCE), as the general way moves it, so a query that fails on its way (and is sent again,
+# store.literals) leaves no gap in the positions.
+_LAST = select(func.coalesce(func.max(_E.position), 0)).scalar_subquery()
 _INSERT_EVENT = (
     insert(t.events)
     .from_select(
         ["position", *(column.name for column in _EVENT_COLUMNS)],
         select(
-            func.nextval(literal_column("pg_get_serial_sequence('events', 'position')")),
-            # Each value cast to its column's type: a select list gives Postgres nothing to infer it from.
-            *(cast(bindparam(column.name, type_=column.type), column.type) for column in _EVENT_COLUMNS),
+            _LAST + 1,
+            # Typed values (`%(id)s::VARCHAR`, without a length, so an overlong one is refused by the
+            # column as in the general way): a select list gives Postgres nothing to infer them from.
+            *(
+                cast(bindparam(column.name), Float)
+                if column.name == "confidence"
+                else bindparam(column.name, type_=column.type)
+                for column in _EVENT_COLUMNS
+            ),
         ).where(
             exists().where(
                 _P.id == bindparam("pid"), _P.state == "executing", _P.attempts == bindparam("attempt")
@@ -63,6 +73,12 @@ _INSERT_EVENT = (
     )
     .returning(_E.position)
 )
+_SET_SEQUENCE = (
+    select(func.setval(literal_column("pg_get_serial_sequence('events', 'position')"), func.max(_E.position)))
+    .select_from(t.events)
+    .having(func.count() > 0)
+)
+
 # The rows change only where this transaction inserted the step's event (by its id).
 _INSERTED = exists().where(_E.id == bindparam("new_event"))
 _ITS_POSITION = select(_E.position).where(_E.id == bindparam("new_event")).scalar_subquery()
@@ -134,8 +150,8 @@ class Outcome:
 
 def hand_over(store: EventStore, steps: Sequence[Step]) -> Outcome | None:
     """Append each step's event where its proposal is still executing its attempt, in one durable
-    transaction sent as one query. None, having written nothing, where this way does not apply:
-    SQLite, or an event key the log already holds (the caller then goes the general way)."""
+    transaction sent as one query. None, having written nothing, on SQLite (the caller then goes the
+    general way)."""
     if store.engine.dialect.name != "postgresql" or not steps:
         return None
     ids = [step.pid for step in steps]
@@ -148,6 +164,7 @@ def hand_over(store: EventStore, steps: Sequence[Step]) -> Outcome | None:
         inserted = [_add_step(sent, dialect, step) for step in steps]
         sent.add(*simple_statement(dialect, _SAVE_POSITION, {"name": CORE_PROJECTION}))
         ended = sent.add(*simple_statement(dialect, _AS_IT_ENDS, {"pid": ids[-1]}))
+        sent.add(*simple_statement(dialect, _SET_SEQUENCE, {}))
         sent.add("COMMIT")
         sent.send()
     last = sent.rows(ended)

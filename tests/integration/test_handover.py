@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import DBAPIError
 
 from jobs.connectors.base import ActionRequest, ActionResult, Handover
 from jobs.execute import Executor
 from store import events as ev
-from store import handover, replay
+from store import handover, log, replay
 from store import lifecycle as lc
 from store import proposals as sp
 from store import tables as t
@@ -209,6 +210,33 @@ def test_sqlite_goes_the_general_way(sqlite_url: str, tmp_path: Path) -> None:
     verification = replay.verify(engine)
     assert verification.ok, "\n".join(d.describe() for d in verification.differences)
     engine.dispose()
+
+
+@pytest.mark.parametrize("failing", ["fails after the first insert", "finds ours gone"])
+def test_a_query_that_fails_on_its_way_leaves_no_gap_in_the_positions(
+    postgres: EventStore, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    first, second = _approved(postgres, tmp_path, 2)
+    _started(postgres, first)
+    _started(postgres, second)
+    assert handover.hand_over(postgres, [handover.Step(first, 1, sp.ActionHandover(attempt=1))])
+    step = handover.Step(second, 1, sp.ActionHandover(attempt=1))
+    if failing == "finds ours gone":  # psycopg's DEALLOCATE ALL, a pooler's new session: sent again
+        with engine.connect() as connection:
+            connection.exec_driver_sql("DEALLOCATE ALL")
+        assert handover.hand_over(postgres, [step]) == handover.Outcome(won=(True,), last=("executing", 1))
+    else:  # a statement after the event's insert fails: nothing of the transaction is kept
+        broken = select(t.proposals.c.state, t.proposals.c.attempts).where(func.crm_no_such_function())
+        monkeypatch.setattr(handover, "_AS_IT_ENDS", broken)
+        with pytest.raises(DBAPIError):
+            handover.hand_over(postgres, [step])
+        monkeypatch.undo()
+        assert not events_of(postgres, second, "action.handover")
+        assert handover.hand_over(postgres, [step]).won == (True,)  # type: ignore[union-attr]
+    _replays_to_the_same_rows(engine)
+    with engine.connect() as connection:
+        following = log.next_position(connection)
+    assert following == _positions(engine)[0][-1] + 1
 
 
 def test_one_step_per_proposal(postgres: EventStore) -> None:
