@@ -35,7 +35,7 @@ from typing import Any
 from sqlalchemy import Float, bindparam, cast, exists, func, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql
 
-from store import events as ev
+from store import lifecycle as lc
 from store import log
 from store import proposals as sp
 from store import tables as t
@@ -174,14 +174,7 @@ def hand_over(store: EventStore, steps: Sequence[Step]) -> Outcome | None:
 
 def _add_step(sent: Any, dialect: Any, step: Step) -> int:
     """Add one step's statements to `sent`; the index of its event's insert (a row when it won)."""
-    new = ev.NewEvent(
-        type=step.event_type,
-        payload=step.payload,
-        stream=step.pid,
-        idempotency_key=step.key,
-        source="lifecycle",
-    )
-    values, _ = log.event_row(new)
+    values, _ = log.event_row(lc.on_proposal(step.pid, step.event_type, step.payload, step.key))
     index = sent.add(
         *simple_statement(dialect, _INSERT_EVENT, {**values, "pid": step.pid, "attempt": step.attempt})
     )
