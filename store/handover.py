@@ -73,10 +73,11 @@ _INSERT_EVENT = (
     )
     .returning(_E.position)
 )
-_SET_SEQUENCE = (
-    select(func.setval(literal_column("pg_get_serial_sequence('events', 'position')"), func.max(_E.position)))
-    .select_from(t.events)
-    .having(func.count() > 0)
+# max() alone, so that Postgres reads it off the end of the positions' index (an aggregate beside it,
+# such as a count, would read the whole log); setval is strict: on an empty log it sets nothing.
+_LAST_POSITION = select(func.max(_E.position).label("last")).subquery()
+_SET_SEQUENCE = select(
+    func.setval(literal_column("pg_get_serial_sequence('events', 'position')"), _LAST_POSITION.c.last)
 )
 
 # The rows change only where this transaction inserted the step's event (by its id).

@@ -5,12 +5,13 @@ ends with the property that matters: replaying the log gives exactly the rows it
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from jobs.connectors.base import ActionRequest, ActionResult, Handover
@@ -235,6 +236,54 @@ def test_a_query_that_fails_on_its_way_leaves_no_gap_in_the_positions(
     with engine.connect() as connection:
         following = log.next_position(connection)
     assert following == _positions(engine)[0][-1] + 1
+
+
+def _fill_the_log(engine: Engine, n: int) -> None:
+    """n events of a type nothing reads, before the test's own: a log that has been running a while."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO events (position, id, stream, type, version, payload, actor, source,"
+                " occurred_at, recorded_at, idempotency_key)"
+                " SELECT g, 'evt_filler_' || g, 'filler', 'test.filler', 1, '{}', 'test', 'test', now(),"
+                " now(), 'filler:' || g FROM generate_series(1, :n) AS g"
+            ),
+            {"n": n},
+        )
+        connection.execute(text("SELECT setval(pg_get_serial_sequence('events', 'position'), :n)"), {"n": n})
+        connection.execute(text("ANALYZE events"))
+
+
+def _rows_scanned(engine: Engine) -> int:
+    """Rows of the log read by sequential scans so far. A backend's counts reach the statistics when it
+    exits at the latest: the engine's connections are closed and their backends waited for."""
+    engine.dispose()
+    others = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        deadline = time.monotonic() + 30
+        while connection.execute(others).scalar_one():
+            assert time.monotonic() < deadline, "the test's other connections did not close"
+            connection.execute(text("SELECT pg_stat_clear_snapshot()"))
+            time.sleep(0.05)
+        connection.execute(text("SELECT pg_stat_clear_snapshot()"))
+        scanned = text("SELECT coalesce(seq_tup_read, 0) FROM pg_stat_user_tables WHERE relname = 'events'")
+        return int(connection.execute(scanned).scalar_one())
+
+
+def test_an_email_batch_reads_the_log_by_its_indexes_not_whole(
+    postgres: EventStore, engine: Engine, tmp_path: Path
+) -> None:
+    """Every email handed over read the whole log once (a count beside the max of its positions): a cost
+    that grew with the log, to a quarter of a second an email at a million events."""
+    filler = 5_000
+    _fill_the_log(engine, filler)
+    pids = _approved(postgres, tmp_path, 3)
+    before = _rows_scanned(engine)
+    assert Executor(postgres, {"send_email": HandingOver()}).execute(pids[0]).status == "executed"
+    assert [row(postgres, pid)["state"] for pid in pids] == ["executed"] * 3
+    assert _rows_scanned(engine) - before < filler
 
 
 def test_one_step_per_proposal(postgres: EventStore) -> None:
