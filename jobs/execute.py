@@ -174,6 +174,43 @@ class _Batch:
         self.outcomes: dict[str, Outcome] = {}
 
 
+class _HandingOver:
+    """The handover a connector is given (jobs.connectors.base.Handover). Calling it records, durably,
+    that this attempt is about to take the irreversible step, only while it is still the proposal's
+    attempt, with the batch's results so far. An attempt that outlived its lease may have been taken
+    over by another worker; it is refused here (Superseded), before it can send a second copy. A retry
+    of the same attempt after a transient failure finds its handover already recorded and goes on.
+
+    `begin` sends it ahead where it goes as one query (store.handover, on Postgres), so that the
+    connector does what can still be taken back (an SMTP envelope) while it commits; calling it then
+    waits for it. Where it cannot be, `begin` does nothing and calling it does it all."""
+
+    def __init__(self, executor: Executor, request: ActionRequest, batch: _Batch) -> None:
+        self._executor = executor
+        self._handing = (request.proposal_id, request.attempt)
+        self._batch = batch
+        self._sent: Callable[[], _Handing | None] | None = None
+
+    def begin(self) -> bool:
+        """Send it without waiting for it; False, having done nothing, where it cannot be."""
+        if self._sent is None:
+            self._sent = self._executor._send_ahead(self._batch, self._handing)
+        return self._sent is not None
+
+    def __call__(self) -> None:
+        sent, self._sent = self._sent, None
+        found = sent() if sent is not None else self._executor._record(self._batch, self._handing)
+        assert found is not None
+        won, state, attempts = found
+        pid, attempt = self._handing
+        if won or (state == "executing" and attempts == attempt):
+            return
+        raise Superseded(
+            f"attempt {attempt} of {pid} did not send: the proposal moved on while it waited "
+            f"(now {state or 'gone'}, attempt {attempts if attempts is not None else '?'})"
+        )
+
+
 def action_key(proposal_id: str) -> str:
     """The idempotency key of a proposal's action: the same on every attempt and every worker."""
     return f"crm-{proposal_id}"
@@ -451,29 +488,15 @@ class Executor:
             sleep=self.sleep,
             reraise=True,
         )
+
+        def run() -> ActionResult:  # each try with a handover of its own
+            return connector.run(request, _HandingOver(self, request, batch))
+
         try:
-            result: ActionResult = retrying(connector.run, request, lambda: self._handover(request, batch))
+            result: ActionResult = retrying(run)
         except RetryError as exc:  # reraise=True makes this rare; keep the last error's message
             raise TransientError(str(exc.last_attempt.exception())) from None
         return result
-
-    def _handover(self, request: ActionRequest, batch: _Batch) -> None:
-        """Record, durably, that this attempt is about to take the irreversible step — only while it
-        is still the proposal's attempt. An attempt that outlived its lease may have been taken over
-        by another worker; it is refused here (Superseded), before it can send a second copy. A retry
-        of the same attempt after a transient failure finds its handover already recorded and goes on.
-        The batch's results so far are recorded in the same transaction.
-        """
-        pid, attempt = request.proposal_id, request.attempt
-        found = self._record(batch, (pid, attempt))
-        assert found is not None
-        won, state, attempts = found
-        if won or (state == "executing" and attempts == attempt):
-            return
-        raise Superseded(
-            f"attempt {attempt} of {pid} did not send: the proposal moved on while it waited "
-            f"(now {state or 'gone'}, attempt {attempts if attempts is not None else '?'})"
-        )
 
     def _handed_over(self, pid: str, attempt: int) -> bool:
         with reading(self.store.engine) as connection:
@@ -486,24 +509,20 @@ class Executor:
         """Record the batch's pending results (and the handover of `handing`, a proposal id and attempt)
         in one durable transaction; show each recorded result. Returns the handover's compare-and-set:
         whether it won, and the proposal's state and attempt as the transaction left it."""
+        sent = self._send_ahead(batch, handing)
+        if sent is not None:
+            return sent()
         results, batch.pending = batch.pending, []
         if not results and handing is None:
             return None
+        steps = [result.step() for result in results]
+        if handing is not None:
+            steps.append(_handover_step(*handing))
         try:
-            at_once = self._record_at_once(results, handing)
-            if at_once is None:
-                steps = [result.step() for result in results]
-                if handing is not None:
-                    steps.append(_handover_step(*handing))
-                recorded = lc.transition_each(self.store, steps)
+            recorded = lc.transition_each(self.store, steps)
         except BaseException:  # nothing was recorded: the results wait for the batch's next record
             batch.pending[:0] = results
             raise
-        if at_once is not None:
-            for result, won in zip(results, at_once.won, strict=False):
-                self._recorded(batch, result, {"id": result.pid} if won else None)  # see _after
-            state, attempts = at_once.last or (None, None)
-            return (at_once.won[-1], state, attempts) if handing is not None else None
         for result, finished in zip(results, recorded, strict=False):
             self._recorded(batch, result, finished.row if finished.won else None)
         if handing is None:
@@ -511,11 +530,13 @@ class Executor:
         row = recorded[-1].row
         return recorded[-1].won, row["state"] if row else None, row["attempts"] if row else None
 
-    def _record_at_once(
-        self, results: list[_Result], handing: tuple[str, int] | None
-    ) -> handover.Outcome | None:
+    def _send_ahead(
+        self, batch: _Batch, handing: tuple[str, int] | None
+    ) -> Callable[[], _Handing | None] | None:
         """_record's transaction sent as one query (store.handover) where it can be: every result an
-        action executed without effect events, on Postgres. None, having written nothing, where not."""
+        action executed without effect events, on Postgres. The function returned waits for it and
+        does the rest of _record. None, having sent nothing, where it cannot be."""
+        results = batch.pending
         steps = []
         for result in results:
             if not isinstance(result.payload, sp.ActionExecuted) or result.effects:
@@ -524,7 +545,23 @@ class Executor:
         if handing is not None:
             pid, attempt = handing
             steps.append(handover.Step(pid, attempt, sp.ActionHandover(attempt=attempt)))
-        return handover.hand_over(self.store, steps)
+        sent = handover.send(self.store, steps)
+        if sent is None:
+            return None
+        batch.pending = []
+
+        def recorded() -> _Handing | None:
+            try:
+                outcome = sent.outcome()
+            except BaseException:  # nothing was recorded: the results wait for the batch's next record
+                batch.pending[:0] = results
+                raise
+            for result, won in zip(results, outcome.won, strict=False):
+                self._recorded(batch, result, {"id": result.pid} if won else None)  # see _after
+            state, attempts = outcome.last or (None, None)
+            return (outcome.won[-1], state, attempts) if handing is not None else None
+
+        return recorded
 
     def _recorded(self, batch: _Batch, result: _Result, row: Mapping[str, Any] | None) -> None:
         """Show a result as its transaction recorded it (row: the proposal after it), or, row None, say

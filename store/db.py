@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import time
@@ -31,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
-from store.literals import Binder, binder_for, is_stale, simple_query, unconfirm
+from store.literals import Binder, binder_for, is_stale, query_results, send_query, simple_query, unconfirm
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_KEY = 0x63726D6D6967  # "crmmig"
@@ -214,13 +215,20 @@ class SentTogether:
         return len(self._queries) - 1
 
     def send(self) -> None:
+        for _ in self.sending():
+            pass
+
+    def sending(self) -> Iterator[None]:
+        """send() in two steps: yields once the query is on its way, so the caller can do something
+        else while Postgres runs it, and ends with its rows taken (where psycopg opens the transaction
+        itself, it has run the query before it yields)."""
         driver = self.connection.connection.driver_connection
         assert driver is not None and self._rows is None
         with driver_errors(self.connection):
             binder = binder_for(driver)
             statements = list(zip(self._queries, self._params, strict=True))
             if driver.autocommit or driver.pgconn.transaction_status != TransactionStatus.IDLE:
-                self._rows = self._send_composed(driver, binder, statements)
+                yield from self._sending_composed(driver, binder, statements)
                 return
             # psycopg would open the transaction first: its cursor sends the BEGIN.
             query = "; ".join(
@@ -236,17 +244,25 @@ class SentTogether:
                     if not cursor.nextset():
                         break
             self._rows = rows
+            yield
 
-    def _send_composed(
+    def _sending_composed(
         self, driver: psycopg.Connection[Any], binder: Binder, statements: list[tuple[str, Any]]
-    ) -> list[list[tuple[Any, ...]]]:
+    ) -> Iterator[None]:
         """The statements as Binder.compose puts them, prepared statements run where it can; a
         transaction's first query that finds ours gone from the server, or stale, is rolled back and
-        sent again."""
+        sent again (then before the generator ends)."""
         transaction = self.connection.get_transaction()
         composed = binder.compose(statements, transaction)
+        send_query(driver, composed.query)
         try:
-            rows = simple_query(driver, composed.query)
+            yield
+        except GeneratorExit:  # abandoned on its way: its results are read so the connection is usable
+            with contextlib.suppress(psycopg.Error):
+                query_results(driver)
+            raise
+        try:
+            rows = query_results(driver)
         except psycopg.Error as exc:
             if not (composed.executes and is_stale(exc)):
                 raise
@@ -258,7 +274,7 @@ class SentTogether:
             composed = binder.compose(statements, transaction)
             rows = simple_query(driver, composed.query)
         binder.confirm(composed, transaction)
-        return rows
+        self._rows = rows
 
     def rows(self, index: int) -> list[tuple[Any, ...]]:
         """The rows the statement at `index` returned (none for a command)."""

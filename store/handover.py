@@ -22,13 +22,16 @@ already (a retry of the same attempt after a transient failure, which then goes 
 the proposal's state and attempt as this transaction left it). SQLite, and any other result (a
 failure, effect events), go the general way.
 
+`send` sends the query without waiting for it: the email connector sends the SMTP envelope while it
+commits (jobs.execute._HandingOver), and waits for it before DATA.
+
 The rows written must be those the projector writes for the same events: tests/integration/
 test_handover.py replays the log over the live rows and compares them, for every step's outcome.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,24 +156,51 @@ def hand_over(store: EventStore, steps: Sequence[Step]) -> Outcome | None:
     """Append each step's event where its proposal is still executing its attempt, in one durable
     transaction sent as one query. None, having written nothing, on SQLite (the caller then goes the
     general way)."""
+    sent = send(store, steps)
+    return sent.outcome() if sent is not None else None
+
+
+class Sent:
+    """A handover on its way (`send`): Postgres runs it while the caller does something else, and
+    `outcome` waits for it. The caller must take the outcome: the query holds a connection until then."""
+
+    def __init__(self, store: EventStore, steps: Sequence[Step]) -> None:
+        self._outcome: Outcome | None = None
+        self._running: Iterator[None] | None = self._run(store, steps)
+        next(self._running)  # up to the query sent (an error raises here, with nothing left running)
+
+    def outcome(self) -> Outcome:
+        if self._running is not None:
+            running, self._running = self._running, None
+            for _ in running:  # the rest: the rows read, the connection given back
+                pass
+        assert self._outcome is not None
+        return self._outcome
+
+    def _run(self, store: EventStore, steps: Sequence[Step]) -> Iterator[None]:
+        dialect = store.engine.dialect
+        with store.engine.connect() as connection, opened_by_first_query(connection) as sent:
+            assert sent is not None
+            sent.add(log.LOCK)
+            inserted = [_add_step(sent, dialect, step) for step in steps]
+            sent.add(*simple_statement(dialect, _SAVE_POSITION, {"name": CORE_PROJECTION}))
+            ended = sent.add(*simple_statement(dialect, _AS_IT_ENDS, {"pid": steps[-1].pid}))
+            sent.add(*simple_statement(dialect, _SET_SEQUENCE, {}))
+            sent.add("COMMIT")
+            yield from sent.sending()
+        last = sent.rows(ended)
+        won = tuple(bool(sent.rows(index)) for index in inserted)
+        self._outcome = Outcome(won, (str(last[0][0]), int(last[0][1])) if last else None)
+
+
+def send(store: EventStore, steps: Sequence[Step]) -> Sent | None:
+    """hand_over's query, sent without waiting for it (None, having sent nothing, on SQLite)."""
     if store.engine.dialect.name != "postgresql" or not steps:
         return None
     ids = [step.pid for step in steps]
     if len(set(ids)) != len(ids):
         raise ValueError("one step per proposal in a transaction")
-    dialect = store.engine.dialect
-    with store.engine.connect() as connection, opened_by_first_query(connection) as sent:
-        assert sent is not None
-        sent.add(log.LOCK)
-        inserted = [_add_step(sent, dialect, step) for step in steps]
-        sent.add(*simple_statement(dialect, _SAVE_POSITION, {"name": CORE_PROJECTION}))
-        ended = sent.add(*simple_statement(dialect, _AS_IT_ENDS, {"pid": ids[-1]}))
-        sent.add(*simple_statement(dialect, _SET_SEQUENCE, {}))
-        sent.add("COMMIT")
-        sent.send()
-    last = sent.rows(ended)
-    won = tuple(bool(sent.rows(index)) for index in inserted)
-    return Outcome(won, (str(last[0][0]), int(last[0][1])) if last else None)
+    return Sent(store, steps)
 
 
 def _add_step(sent: Any, dialect: Any, step: Step) -> int:

@@ -404,10 +404,20 @@ def simple_query(driver: psycopg.Connection[Any], query: str) -> list[list[tuple
     bookkeeping (the prepare manager, result sets kept for scrolling, an object per column), which cost
     an email's handover more client CPU than binding its values. An error raises psycopg's own error for
     it, as the cursor would; the statements after a failed one did not run."""
-    pgconn = driver.pgconn
     with driver.lock:
-        pgconn.send_query(query.encode(driver.info.encoding))
-        results = driver.wait(generators.fetch_many(pgconn))
+        send_query(driver, query)
+        return query_results(driver)
+
+
+def send_query(driver: psycopg.Connection[Any], query: str) -> None:
+    """simple_query's first half: the query sent, its results left for query_results, which must be
+    called next on this connection (the server works on it meanwhile)."""
+    driver.pgconn.send_query(query.encode(driver.info.encoding))
+
+
+def query_results(driver: psycopg.Connection[Any]) -> list[list[tuple[Any, ...]]]:
+    """simple_query's second half: the rows of each statement of the query send_query sent."""
+    results = driver.wait(generators.fetch_many(driver.pgconn))
     rows: list[list[tuple[Any, ...]]] = []
     loader: Any = None  # psycopg's Transformer (its C one where installed), made for the first rows
     for result in results:

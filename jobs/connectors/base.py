@@ -54,6 +54,17 @@ class OutcomeUnknown(Exception):
 Handover = Callable[[], None]
 
 
+def send_ahead(handover: Handover) -> bool:
+    """Start recording the handover without waiting for it, where the executor can: the connector then
+    does what can still be taken back (an SMTP envelope) while it commits, and calls handover() as
+    always, right before the step that cannot be taken back; that call waits for it, and may refuse.
+    False, having done nothing, where it cannot (then handover() does it all). A connector that sent it
+    ahead and fails before calling it calls it all the same before raising: the outcome is waited for.
+    """
+    begin = getattr(handover, "begin", None)
+    return bool(begin()) if begin is not None else False
+
+
 class Connector(Protocol):
     """Acts for one or more action kinds."""
 

@@ -3,7 +3,10 @@
 SMTP cannot deduplicate, so this connector marks the point of no return: `handover()` is called right
 before DATA. A failure before it provably sent nothing (retried); a server's explicit refusal of the
 data also sent nothing; anything else after it (a dropped connection, a timeout waiting for 250) is
-`OutcomeUnknown`, which the executor shows to the operator as "may have been sent".
+`OutcomeUnknown`, which the executor shows to the operator as "may have been sent". Where the executor
+can, the handover is sent ahead (jobs.connectors.base.send_ahead) and the envelope (MAIL FROM, RCPT TO),
+which sends nothing yet, goes out while it commits; an envelope the server refuses then fails or is
+retried as before, its handover already recorded (a retry of the same attempt goes on past it).
 
 The SMTP session stays open between sends (jobs.connectors.smtp_sessions): a kept session the server
 has closed meanwhile fails at MAIL FROM, before handover, and the email goes on over a new session.
@@ -33,6 +36,7 @@ from jobs.connectors.base import (
     OutcomeUnknown,
     PermanentError,
     TransientError,
+    send_ahead,
 )
 from jobs.connectors.smtp_sessions import SessionPool, close_session
 
@@ -178,7 +182,13 @@ class EmailConnector:
             raise PermanentError("SMTP_URL is not set; configure it to send email")
         message = build_message(request, self.mail_from)
         content = message.as_bytes()
-        client = self._open_transaction(message)
+        ahead = send_ahead(handover)  # the envelope goes out while the handover commits
+        try:
+            client = self._open_transaction(message)
+        except BaseException:
+            if ahead:
+                handover()  # waited for (it may refuse); nothing was sent, so the error goes on up
+            raise
         try:
             handover()
             self._data(client, content)

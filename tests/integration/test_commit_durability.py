@@ -33,7 +33,8 @@ def sent_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     one, pipelined, or several in one query, split at `;`), and "COMMIT" for a commit it sends. A
     prepared statement's EXECUTE is noted as the statement it runs."""
     sent: list[str] = []
-    execute, commit, simple = psycopg.Cursor.execute, psycopg.Connection.commit, store_db.simple_query
+    execute, commit = psycopg.Cursor.execute, psycopg.Connection.commit
+    simple, send = store_db.simple_query, store_db.send_query
     named: dict[str, str] = {}
     form_of = literals.prepared_form
 
@@ -57,6 +58,10 @@ def sent_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         noted(query)
         return simple(driver, query)
 
+    def sent_ahead(driver: Any, query: str) -> None:  # the same, its results read later
+        noted(query)
+        send(driver, query)
+
     def committed(connection: Any) -> None:
         if connection.pgconn.transaction_status != TransactionStatus.IDLE:  # else it sends nothing
             sent.append("COMMIT")
@@ -65,6 +70,7 @@ def sent_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(psycopg.Cursor, "execute", watched)
     monkeypatch.setattr(psycopg.Connection, "commit", committed)
     monkeypatch.setattr(store_db, "simple_query", sent_simply)
+    monkeypatch.setattr(store_db, "send_query", sent_ahead)
     monkeypatch.setattr(literals, "prepared_form", formed)
     return sent
 

@@ -277,7 +277,7 @@ def test_results_waiting_for_a_handover_that_could_not_be_written_are_recorded_a
 
     # The general way, and on Postgres the one-query way (store.handover) that a handover takes first.
     monkeypatch.setattr(lc, "transition_each", flaky(lc.transition_each))
-    monkeypatch.setattr(handover, "hand_over", flaky(handover.hand_over))
+    monkeypatch.setattr(handover, "send", flaky(handover.send))
     Executor(store, {"send_email": connector}).execute(pids[0])
     assert failures and connector.ran == pids  # the second never got past its handover
     first, second = row(store, pids[0]), row(store, pids[1])

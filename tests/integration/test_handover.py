@@ -15,6 +15,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from jobs.connectors.base import ActionRequest, ActionResult, Handover
+from jobs.connectors.email import EmailConnector
 from jobs.execute import Executor
 from store import events as ev
 from store import handover, log, replay
@@ -33,6 +34,7 @@ from tests.integration.proposal_helpers import (
     row,
     settings_for,
 )
+from tests.standins.smtp import SmtpStandin
 
 
 class HandingOver:
@@ -105,13 +107,13 @@ def test_a_batch_of_emails_handed_over_in_one_query_each_replays_to_the_same_row
 ) -> None:
     pids = _approved(postgres, tmp_path, 3)
     sent: list[list[str]] = []
-    original = handover.hand_over
+    original = handover.send
 
-    def watched(store: EventStore, steps: list[handover.Step]) -> handover.Outcome | None:
+    def watched(store: EventStore, steps: list[handover.Step]) -> handover.Sent | None:
         sent.append([step.event_type for step in steps])
         return original(store, steps)
 
-    monkeypatch.setattr(handover, "hand_over", watched)
+    monkeypatch.setattr(handover, "send", watched)
     general: list[object] = []
     monkeypatch.setattr(lc, "transition_each", lambda *args, **kw: general.append(args))
     outcome = Executor(postgres, {"send_email": HandingOver()}).execute(pids[0])
@@ -284,6 +286,37 @@ def test_an_email_batch_reads_the_log_by_its_indexes_not_whole(
     assert Executor(postgres, {"send_email": HandingOver()}).execute(pids[0]).status == "executed"
     assert [row(postgres, pid)["state"] for pid in pids] == ["executed"] * 3
     assert _rows_scanned(engine) - before < filler
+
+
+def test_a_handover_sent_ahead_that_fails_on_the_server_leaves_the_results_waiting(
+    postgres: EventStore, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second email's handover, sent ahead with the first email's result, fails in Postgres: the
+    second is not sent and fails (retryable), and the first's result is recorded after all."""
+    first, second = _approved(postgres, tmp_path, 2)
+    ending, failures = handover._AS_IT_ENDS, []
+
+    def failing_once(store: EventStore, steps: list[handover.Step]) -> handover.Sent | None:
+        broken = len(steps) == 2 and not failures
+        if broken:
+            failures.append(steps)
+            monkeypatch.setattr(handover, "_AS_IT_ENDS", select(func.crm_no_such_function()))
+        try:
+            return send(store, steps)
+        finally:
+            monkeypatch.setattr(handover, "_AS_IT_ENDS", ending)
+
+    send = handover.send
+    monkeypatch.setattr(handover, "send", failing_once)
+    with SmtpStandin() as smtp:
+        connector = EmailConnector(smtp.url, "ops@example.test")
+        assert Executor(postgres, {"send_email": connector}).execute(first).status == "executed"
+        assert smtp.message_ids() == [row(postgres, first)["result_ref"]]
+    assert failures and row(postgres, first)["state"] == "executed"
+    failed = row(postgres, second)
+    assert failed["state"] == "failed" and failed["retryable"] and "crm_no_such_function" in failed["error"]
+    assert not events_of(postgres, second, "action.handover")
+    _replays_to_the_same_rows(engine)
 
 
 def test_one_step_per_proposal(postgres: EventStore) -> None:

@@ -33,14 +33,17 @@ def engine(pg_url: str) -> Iterator[Engine]:
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every query store.db sends as a simple query from now on (not the Binder's own PREPAREs)."""
     queries: list[str] = []
-    send = db.simple_query
+    for name in ("simple_query", "send_query"):  # at once, or its results read later
+        monkeypatch.setattr(db, name, _noting(getattr(db, name), queries))
+    return queries
 
+
+def _noting(send: Any, queries: list[str]) -> Any:
     def noted(driver: Any, query: str) -> Any:
         queries.append(query)
         return send(driver, query)
 
-    monkeypatch.setattr(db, "simple_query", noted)
-    return queries
+    return noted
 
 
 def transaction(

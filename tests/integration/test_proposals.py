@@ -196,7 +196,7 @@ def test_a_transition_returns_the_row_the_database_holds(
     watch("transition_each")
     # The results go the general way here on Postgres too (it records them as one query of its own,
     # store.handover, tested in test_handover.py).
-    monkeypatch.setattr(handover, "hand_over", lambda *_args: None)
+    monkeypatch.setattr(handover, "send", lambda *_args: None)
     assert Executor(store, {"send_email": _Sent()}).execute(pids[0]).status == "executed"
     assert [fresh["state"] for _, fresh in seen] == ["executing", "executing", "executed", "executed"]
     assert [fresh["id"] for _, fresh in seen] == [*pids, *pids]

@@ -66,6 +66,8 @@ class _Handler:
     data_delay: float = 0.0
     pause_on_data: bool = False
     drop_on_data: bool = False
+    refuse_recipient: str | None = None  # the reply to every RCPT TO, e.g. "550 5.1.1 no such user"
+    defer_senders: int = 0  # MAIL FROMs answered "451" before one is accepted
     messages: list[Message] = field(default_factory=list)
     dropped: int = 0
     connections: int = 0
@@ -73,6 +75,26 @@ class _Handler:
     data_started: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        with self.lock:
+            if self.defer_senders:
+                self.defer_senders -= 1
+                return "451 4.3.2 try again later"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if self.refuse_recipient:
+            return self.refuse_recipient
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.data_started.set()
@@ -126,13 +148,21 @@ class SmtpStandin:
         data_delay: float = 0.0,
         pause_on_data: bool = False,
         drop_on_data: bool = False,
+        refuse_recipient: str | None = None,
+        defer_senders: int = 0,
         idle_timeout: float = 300.0,
         port: int | None = None,
     ) -> None:
         self.port = port or free_port()
         self.cert = cert
         self.auth = auth
-        self.handler = _Handler(data_delay=data_delay, pause_on_data=pause_on_data, drop_on_data=drop_on_data)
+        self.handler = _Handler(
+            data_delay=data_delay,
+            pause_on_data=pause_on_data,
+            drop_on_data=drop_on_data,
+            refuse_recipient=refuse_recipient,
+            defer_senders=defer_senders,
+        )
         kwargs: dict[str, Any] = {"timeout": idle_timeout}
         if cert is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

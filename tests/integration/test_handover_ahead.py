@@ -1,0 +1,160 @@
+"""An email's handover sent ahead: on Postgres the executor sends the handover's query and the SMTP
+envelope (MAIL FROM, RCPT TO) goes out while it commits; DATA waits for the commit as before.
+
+A real SMTP server on loopback (aiosmtpd) says what it accepted. Each test runs on SQLite, where
+nothing goes ahead, and on Postgres, where it does, and ends with the log replayed over the rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs.connectors import email
+from jobs.connectors.email import EmailConnector
+from jobs.execute import Executor
+from store import events as ev
+from store import handover, replay
+from store import lifecycle as lc
+from store import proposals as sp
+from store.uow import EventStore
+from tests.integration.proposal_helpers import (
+    OPERATOR,
+    commands,
+    email_proposal,
+    events_of,
+    make_customer,
+    record,
+    row,
+    settings_for,
+)
+from tests.standins.smtp import SmtpStandin
+
+
+def _approved(store: EventStore, tmp_path: Path) -> str:
+    cmds, _, _ = commands(store, settings_for(tmp_path))
+    pid = record(store, email_proposal(make_customer(store)))
+    assert cmds.approve(OPERATOR, pid).ok
+    return pid
+
+
+def _executor(store: EventStore, smtp: SmtpStandin) -> Executor:
+    return Executor(
+        store, {"send_email": EmailConnector(smtp.url, "ops@example.test")}, sleep=lambda _s: None
+    )
+
+
+def _replays(store: EventStore) -> None:
+    verification = replay.verify(store.engine)
+    assert verification.ok, "\n".join(d.describe() for d in verification.differences)
+
+
+@pytest.fixture
+def steps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What happened, in order: the handover "sent" ahead and "waited" for, the "envelope" accepted."""
+    happened: list[str] = []
+    send, outcome, envelope = handover.send, handover.Sent.outcome, EmailConnector._open_transaction
+
+    def sent(*args: Any) -> Any:
+        found = send(*args)
+        if found is not None:
+            happened.append("sent")
+        return found
+
+    def waited(self: handover.Sent) -> Any:
+        happened.append("waited")
+        return outcome(self)
+
+    def enveloped(self: EmailConnector, *args: Any) -> Any:
+        found = envelope(self, *args)
+        happened.append("envelope")
+        return found
+
+    monkeypatch.setattr(handover, "send", sent)
+    monkeypatch.setattr(handover.Sent, "outcome", waited)
+    monkeypatch.setattr(EmailConnector, "_open_transaction", enveloped)
+    return happened
+
+
+def _ahead(store: EventStore) -> bool:
+    return store.engine.dialect.name == "postgresql"
+
+
+def test_the_envelope_goes_out_while_the_handover_commits(
+    store: EventStore, tmp_path: Path, steps: list[str]
+) -> None:
+    pid = _approved(store, tmp_path)
+    with SmtpStandin() as smtp:
+        assert _executor(store, smtp).execute(pid).status == "executed"
+        assert smtp.message_ids() == [row(store, pid)["result_ref"]]
+    # The last "waited" is the result's own transaction, after DATA.
+    assert steps == (["sent", "envelope", "waited", "sent", "waited"] if _ahead(store) else ["envelope"])
+    assert [e.type for e in events_of(store, pid)][-3:] == [
+        "action.started",
+        "action.handover",
+        "action.executed",
+    ]
+    _replays(store)
+
+
+def test_an_envelope_deferred_after_the_handover_went_ahead_is_tried_again_and_sent_once(
+    store: EventStore, tmp_path: Path, steps: list[str]
+) -> None:
+    """The handover committed and the server answered MAIL FROM with 451: nothing was sent. The next
+    try finds its handover recorded, goes on, and sends."""
+    pid = _approved(store, tmp_path)
+    with SmtpStandin(defer_senders=1) as smtp:
+        assert _executor(store, smtp).execute(pid).status == "executed"
+        assert len(smtp.messages) == 1
+    assert len(events_of(store, pid, "action.handover")) == 1
+    assert row(store, pid)["attempts"] == 1
+    if _ahead(store):
+        assert steps[:4] == ["sent", "waited", "sent", "envelope"]  # the first try's envelope refused
+    _replays(store)
+
+
+def test_a_recipient_refused_after_the_handover_went_ahead_fails_and_sends_nothing(
+    store: EventStore, tmp_path: Path, steps: list[str]
+) -> None:
+    pid = _approved(store, tmp_path)
+    with SmtpStandin(refuse_recipient="550 5.1.1 no such user here") as smtp:
+        outcome = _executor(store, smtp).execute(pid)
+        assert not smtp.messages
+    assert outcome.status == "failed" and "refused the recipient: 550" in outcome.detail
+    found = row(store, pid)
+    assert found["state"] == "failed" and "no such user here" in found["error"]
+    # On Postgres the handover went ahead and is in the log before the failure; nothing was sent.
+    handed = [e.type for e in events_of(store, pid) if e.type in {"action.handover", "action.failed"}]
+    assert handed == (["action.handover", "action.failed"] if _ahead(store) else ["action.failed"])
+    _replays(store)
+
+
+def test_a_handover_sent_ahead_that_loses_sends_nothing(
+    store: EventStore, tmp_path: Path, steps: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attempt's lease ran out and another worker took the proposal over (attempt 2) before this
+    attempt's handover: the envelope went out, but no DATA, and attempt 2 owns the proposal."""
+    pid = _approved(store, tmp_path)
+    build = email.build_message
+
+    def taken_over_meanwhile(*args: Any) -> Any:
+        def plan(_row: dict[str, Any]) -> list[lc.Planned]:
+            started = sp.ActionStarted(
+                attempt=2, connector="smtp", idempotency_key=f"crm-{pid}", lease_until=ev.utcnow()
+            )
+            return [(lc.on_proposal(pid, "action.started", started, f"{pid}:2:started"), False)]
+
+        assert lc.transition(store, pid, {"executing"}, plan).won
+        return build(*args)
+
+    monkeypatch.setattr(email, "build_message", taken_over_meanwhile)
+    with SmtpStandin() as smtp:
+        outcome = _executor(store, smtp).execute(pid)
+        assert not smtp.messages
+    assert outcome.status == "nothing" and "did not send" in outcome.detail
+    found = row(store, pid)
+    assert (found["state"], found["attempts"]) == ("executing", 2)
+    assert not events_of(store, pid, "action.handover")
+    assert steps[:3] == (["sent", "envelope", "waited"] if _ahead(store) else ["envelope"])
+    _replays(store)
