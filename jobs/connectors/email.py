@@ -185,9 +185,18 @@ class EmailConnector:
         ahead = send_ahead(handover)  # the envelope goes out while the handover commits
         try:
             client = self._open_transaction(message)
-        except BaseException:
+        except (TransientError, PermanentError):
             if ahead:
                 handover()  # waited for (it may refuse); nothing was sent, so the error goes on up
+            raise
+        except Exception as exc:  # a bug, or smtplib refusing what it was given: still nothing sent
+            log.exception("email for %s not sent", request.proposal_id)
+            if ahead:
+                handover()
+            raise PermanentError(f"not sent: unexpected error: {exc}") from exc
+        except BaseException:
+            if ahead:
+                handover()
             raise
         try:
             handover()
@@ -270,6 +279,12 @@ class EmailConnector:
             code, reply = client.rcpt(str(message["To"]))
             if code not in (250, 251):
                 _refused("recipient", code, reply)
+        except UnicodeEncodeError:  # smtplib sends commands in ASCII unless asked for SMTPUTF8
+            raise PermanentError(
+                f"cannot send to {message['To']} from {self.mail_from}: an address beyond ASCII needs "
+                "SMTPUTF8, which this connector does not use yet; write to an ASCII address",
+                retryable=False,
+            ) from None
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             raise TransientError(f"SMTP connection lost before sending: {exc}") from None
 

@@ -158,3 +158,35 @@ def test_a_handover_sent_ahead_that_loses_sends_nothing(
     assert not events_of(store, pid, "action.handover")
     assert steps[:3] == (["sent", "envelope", "waited"] if _ahead(store) else ["envelope"])
     _replays(store)
+
+
+def test_an_address_smtp_cannot_carry_fails_as_not_sent(
+    store: EventStore, tmp_path: Path, steps: list[str]
+) -> None:
+    """smtplib refuses a non-ASCII address without SMTPUTF8 before sending it, after the handover went
+    ahead: nothing was sent, so the operator is told it failed and why, not that it may have been."""
+    cmds, _, _ = commands(store, settings_for(tmp_path))
+    pid = record(store, email_proposal(make_customer(store), to="josé@exämple.test"))
+    assert cmds.approve(OPERATOR, pid).ok
+    with SmtpStandin() as smtp:
+        outcome = _executor(store, smtp).execute(pid)
+        assert not smtp.messages
+    assert outcome.status == "failed" and "needs SMTPUTF8" in outcome.detail
+    assert row(store, pid)["state"] == "failed" and not row(store, pid)["retryable"]
+    _replays(store)
+
+
+def test_an_unexpected_error_in_the_envelope_fails_as_not_sent(
+    store: EventStore, tmp_path: Path, steps: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: Any) -> None:
+        raise RuntimeError("a bug in the envelope")
+
+    monkeypatch.setattr(EmailConnector, "_envelope", broken)
+    pid = _approved(store, tmp_path)
+    with SmtpStandin() as smtp:
+        outcome = _executor(store, smtp).execute(pid)
+        assert not smtp.messages
+    assert outcome.status == "failed" and "a bug in the envelope" in outcome.detail
+    assert row(store, pid)["retryable"]
+    _replays(store)
