@@ -129,7 +129,9 @@ class _Result:
 
     def planned(self) -> list[lc.Planned]:
         """The result event and the effect events (which go through the outbox) to append."""
-        result = lc.on_proposal(self.pid, self.event_type, self.payload, f"{self.pid}:{self.attempt}:result")
+        result = lc.on_proposal(
+            self.pid, self.event_type, self.payload, lc.attempt_key(self.pid, self.attempt, "result")
+        )
         return [(result, False), *((effect, True) for effect in self.effects)]
 
     @property
@@ -153,7 +155,9 @@ def _handover_step(pid: str, attempt: int) -> lc.Step:
         if row["attempts"] != attempt:
             return None
         handed = sp.ActionHandover(attempt=attempt)
-        return [(lc.on_proposal(pid, "action.handover", handed, f"{pid}:{attempt}:handover"), False)]
+        return [
+            (lc.on_proposal(pid, "action.handover", handed, lc.attempt_key(pid, attempt, "handover")), False)
+        ]
 
     return pid, {"executing"}, plan
 
@@ -398,7 +402,12 @@ class Executor:
         elif row["phase"] == "handover" and not (connector and connector.dedupes):
             note = "the worker stopped after handing the message over; the server may have it"
             payload: ev.Payload = sp.ActionUncertain(attempt=attempt, note=note)
-            return [(lc.on_proposal(pid, "action.uncertain", payload, f"{pid}:{attempt}:result"), False)]
+            return [
+                (
+                    lc.on_proposal(pid, "action.uncertain", payload, lc.attempt_key(pid, attempt, "result")),
+                    False,
+                )
+            ]
         attempt += 1
         started = sp.ActionStarted(
             attempt=attempt,
@@ -406,7 +415,9 @@ class Executor:
             idempotency_key=action_key(pid),
             lease_until=now + self.lease,
         )
-        planned = [(lc.on_proposal(pid, "action.started", started, f"{pid}:{attempt}:started"), False)]
+        planned = [
+            (lc.on_proposal(pid, "action.started", started, lc.attempt_key(pid, attempt, "started")), False)
+        ]
         if isinstance(connector, InternalConnector):  # acts only through the log: runs as it starts
             if row["kind"] in PLANNED_ON_STATE:
                 customers = {row["customer_id"], *(str(v) for k, v in _params(row).items() if k in MERGED)}

@@ -140,7 +140,9 @@ class Step:
 
     @property
     def key(self) -> str:
-        return f"{self.pid}:{self.attempt}:{'handover' if self.event_type == 'action.handover' else 'result'}"
+        return lc.attempt_key(
+            self.pid, self.attempt, "handover" if self.event_type == "action.handover" else "result"
+        )
 
 
 @dataclass(frozen=True)

@@ -245,6 +245,12 @@ def on_proposal(proposal_id: str, event_type: str, payload: ev.Payload, key: str
     )
 
 
+def attempt_key(proposal_id: str, attempt: int, checkpoint: str) -> str:
+    """The idempotency key of an attempt's checkpoint ("started", "handover" or "result"): one of each
+    per attempt in the log, whichever worker appends it."""
+    return f"{proposal_id}:{attempt}:{checkpoint}"
+
+
 def record_proposal(
     store: EventStore,
     proposal: dict[str, Any],
