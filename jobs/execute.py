@@ -44,6 +44,7 @@ from jobs.connectors.base import (
     Connector,
     OutcomeUnknown,
     PermanentError,
+    Superseded,
     TransientError,
 )
 from jobs.connectors.chat import ChatReplyConnector
@@ -89,10 +90,6 @@ _STATUS_OF: dict[str, Status] = {
     "action.failed": "failed",
     "action.uncertain": "uncertain",
 }
-
-
-class Superseded(Exception):
-    """A newer attempt took the proposal over (this one's lease ran out): this one must not act."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +197,18 @@ class _HandingOver:
         if self._sent is None:
             self._sent = self._executor._send_ahead(self._batch, self._handing)
         return self._sent is not None
+
+    def settle(self) -> None:
+        """Wait for a handover sent ahead that the connector never waited for (it broke off): the
+        results it carried are shown, or wait for the batch's next record; its own outcome no longer
+        matters, and an error of it is logged, not raised over the connector's."""
+        sent, self._sent = self._sent, None
+        if sent is None:
+            return
+        try:
+            sent()
+        except Exception:
+            log.warning("a handover sent ahead was not waited for by its connector", exc_info=True)
 
     def __call__(self) -> None:
         sent, self._sent = self._sent, None
@@ -501,7 +510,11 @@ class Executor:
         )
 
         def run() -> ActionResult:  # each try with a handover of its own
-            return connector.run(request, _HandingOver(self, request, batch))
+            handing = _HandingOver(self, request, batch)
+            try:
+                return connector.run(request, handing)
+            finally:
+                handing.settle()
 
         try:
             result: ActionResult = retrying(run)
@@ -578,6 +591,8 @@ class Executor:
         """Show a result as its transaction recorded it (row: the proposal after it), or, row None, say
         that it was not: the proposal had moved on."""
         if row is None:
+            row = self._recorded_before(result)
+        if row is None:
             log.warning(
                 "result of %s attempt %s not recorded: the proposal moved on", result.pid, result.attempt
             )
@@ -585,6 +600,17 @@ class Executor:
             return
         self._after(row, result.status)
         batch.outcomes[result.pid] = Outcome(result.status, result.detail)
+
+    def _recorded_before(self, result: _Result) -> dict[str, Any] | None:
+        """The proposal, where a result that lost its compare-and-set is in the log all the same: an
+        earlier transaction committed it and the answer was lost on the way back (a cut connection),
+        so the batch kept it to record again. None where the log holds no such result."""
+        key = lc.attempt_key(result.pid, result.attempt, "result")
+        with reading(self.store.engine) as connection:
+            found = connection.execute(
+                select(t.events.c.type).where(t.events.c.idempotency_key == key)
+            ).scalar_one_or_none()
+            return lc.get_proposal(connection, result.pid) if found == result.event_type else None
 
     def _after(self, row: Mapping[str, Any], status: str) -> None:
         """Show the proposal's new state; say so when it failed or may have been sent (an executed

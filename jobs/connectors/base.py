@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from store.events import NewEvent
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,11 @@ class OutcomeUnknown(Exception):
     """Failed after the point of no return: it may or may not have taken effect."""
 
 
+class Superseded(Exception):
+    """Raised by handover(): a newer attempt took the proposal over (this one's lease ran out), so this
+    one must not act."""
+
+
 Handover = Callable[[], None]
 
 
@@ -58,8 +66,9 @@ def send_ahead(handover: Handover) -> bool:
     """Start recording the handover without waiting for it, where the executor can: the connector then
     does what can still be taken back (an SMTP envelope) while it commits, and calls handover() as
     always, right before the step that cannot be taken back; that call waits for it, and may refuse.
-    False, having done nothing, where it cannot (then handover() does it all). A connector that sent it
-    ahead and fails before calling it calls it all the same before raising: the outcome is waited for.
+    False, having done nothing, where it cannot (then handover() does it all). A connector whose
+    irreversible step never came calls it all the same before raising (wait_unless_taken_over), so a
+    handover that lost says so; the executor waits for any it did not.
     """
     begin = getattr(handover, "begin", None)
     return bool(begin()) if begin is not None else False
@@ -75,3 +84,16 @@ class Connector(Protocol):
     def run(self, request: ActionRequest, handover: Handover) -> ActionResult:
         """Do it. Call handover() right before the step that cannot be taken back."""
         ...
+
+
+def wait_unless_taken_over(handover: Handover) -> None:
+    """Wait for a handover sent ahead of a step that then failed before the irreversible one: nothing
+    was sent, so the connector's own error goes up after it, unless the handover lost (Superseded goes
+    up instead: the attempt was taken over). Its other errors are only logged, as they say nothing
+    about what was sent."""
+    try:
+        handover()
+    except Superseded:
+        raise
+    except Exception:
+        log.warning("a handover sent ahead of a step that failed could not be waited for", exc_info=True)

@@ -37,6 +37,7 @@ from jobs.connectors.base import (
     PermanentError,
     TransientError,
     send_ahead,
+    wait_unless_taken_over,
 )
 from jobs.connectors.smtp_sessions import SessionPool, close_session
 
@@ -187,17 +188,13 @@ class EmailConnector:
             client = self._open_transaction(message)
         except (TransientError, PermanentError):
             if ahead:
-                handover()  # waited for (it may refuse); nothing was sent, so the error goes on up
+                wait_unless_taken_over(handover)  # nothing was sent: the error goes on up
             raise
         except Exception as exc:  # a bug, or smtplib refusing what it was given: still nothing sent
             log.exception("email for %s not sent", request.proposal_id)
             if ahead:
-                handover()
+                wait_unless_taken_over(handover)
             raise PermanentError(f"not sent: unexpected error: {exc}") from exc
-        except BaseException:
-            if ahead:
-                handover()
-            raise
         try:
             handover()
             self._data(client, content)

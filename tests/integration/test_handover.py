@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from jobs.connectors.base import ActionRequest, ActionResult, Handover
+from jobs.connectors.base import ActionRequest, ActionResult, Handover, PermanentError, send_ahead
 from jobs.connectors.email import EmailConnector
 from jobs.execute import Executor
 from store import events as ev
@@ -316,6 +316,63 @@ def test_a_handover_sent_ahead_that_fails_on_the_server_leaves_the_results_waiti
     failed = row(postgres, second)
     assert failed["state"] == "failed" and failed["retryable"] and "crm_no_such_function" in failed["error"]
     assert not events_of(postgres, second, "action.handover")
+    _replays_to_the_same_rows(engine)
+
+
+def test_a_result_whose_handover_committed_but_answer_was_lost_is_shown_as_recorded(
+    postgres: EventStore, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second email's handover, sent ahead with the first email's result, commits and its answer
+    is lost on the way back: the batch keeps the first result to record again, where it loses on its
+    key; it is shown as executed all the same, not as "moved on"."""
+    first, second = _approved(postgres, tmp_path, 2)
+    outcome, lost = handover.Sent.outcome, []
+
+    def cut(self: handover.Sent) -> handover.Outcome:
+        found = outcome(self)
+        if len(found.won) == 2 and not lost:
+            lost.append(found)
+            raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
+        return found
+
+    monkeypatch.setattr(handover.Sent, "outcome", cut)
+    with SmtpStandin() as smtp:
+        connector = EmailConnector(smtp.url, "ops@example.test")
+        assert Executor(postgres, {"send_email": connector}).execute(first).status == "executed"
+        assert smtp.message_ids() == [row(postgres, first)["result_ref"]]
+    assert lost and lost[0].won == (True, True)
+    # The second was handed over and its answer lost before DATA: the operator decides.
+    assert row(postgres, second)["state"] == "uncertain"
+    _replays_to_the_same_rows(engine)
+
+
+class _BreaksOff:
+    """Hands each email over, but sends the handover of `breaking` ahead and then fails without
+    waiting for it: a connector that broke the contract."""
+
+    name = "smtp"
+    dedupes = False
+
+    def __init__(self, breaking: str) -> None:
+        self.breaking = breaking
+
+    def run(self, request: ActionRequest, handing: Handover) -> ActionResult:
+        if request.proposal_id == self.breaking:
+            assert send_ahead(handing)
+            raise PermanentError("broke off before sending", retryable=False)
+        handing()
+        return ActionResult(reference=f"<{request.proposal_id}@mail.test>")
+
+
+def test_a_handover_sent_ahead_and_never_waited_for_is_waited_for_by_the_executor(
+    postgres: EventStore, engine: Engine, tmp_path: Path
+) -> None:
+    first, second = _approved(postgres, tmp_path, 2)
+    executor = Executor(postgres, {"send_email": _BreaksOff(second)})
+    assert executor.execute(first).status == "executed"  # its result went with the second's handover
+    failed = row(postgres, second)
+    assert failed["state"] == "failed" and "broke off" in failed["error"]
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     _replays_to_the_same_rows(engine)
 
 

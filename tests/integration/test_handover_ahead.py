@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from jobs.connectors import email
 from jobs.connectors.email import EmailConnector
@@ -48,6 +49,18 @@ def _executor(store: EventStore, smtp: SmtpStandin) -> Executor:
 def _replays(store: EventStore) -> None:
     verification = replay.verify(store.engine)
     assert verification.ok, "\n".join(d.describe() for d in verification.differences)
+
+
+def _take_over(store: EventStore, pid: str) -> None:
+    """Another worker starts attempt 2, as after this attempt's lease ran out."""
+
+    def plan(_row: dict[str, Any]) -> list[lc.Planned]:
+        started = sp.ActionStarted(
+            attempt=2, connector="smtp", idempotency_key=f"crm-{pid}", lease_until=ev.utcnow()
+        )
+        return [(lc.on_proposal(pid, "action.started", started, lc.attempt_key(pid, 2, "started")), False)]
+
+    assert lc.transition(store, pid, {"executing"}, plan).won
 
 
 @pytest.fixture
@@ -139,13 +152,7 @@ def test_a_handover_sent_ahead_that_loses_sends_nothing(
     build = email.build_message
 
     def taken_over_meanwhile(*args: Any) -> Any:
-        def plan(_row: dict[str, Any]) -> list[lc.Planned]:
-            started = sp.ActionStarted(
-                attempt=2, connector="smtp", idempotency_key=f"crm-{pid}", lease_until=ev.utcnow()
-            )
-            return [(lc.on_proposal(pid, "action.started", started, f"{pid}:2:started"), False)]
-
-        assert lc.transition(store, pid, {"executing"}, plan).won
+        _take_over(store, pid)
         return build(*args)
 
     monkeypatch.setattr(email, "build_message", taken_over_meanwhile)
@@ -190,3 +197,57 @@ def test_an_unexpected_error_in_the_envelope_fails_as_not_sent(
     assert outcome.status == "failed" and "a bug in the envelope" in outcome.detail
     assert row(store, pid)["retryable"]
     _replays(store)
+
+
+def _answer_lost_once(monkeypatch: pytest.MonkeyPatch, steps_in: int) -> list[int]:
+    """The next handover query of `steps_in` steps commits, and then its answer is lost (a connection
+    cut as the server replied): what the executor sees is a database error."""
+    lost: list[int] = []
+    outcome = handover.Sent.outcome
+
+    def cut(self: handover.Sent) -> Any:
+        found = outcome(self)
+        if len(found.won) == steps_in and not lost:
+            lost.append(1)
+            raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
+        return found
+
+    monkeypatch.setattr(handover.Sent, "outcome", cut)
+    return lost
+
+
+def test_a_refused_recipient_stays_failed_when_the_handover_sent_ahead_cannot_be_waited_for(
+    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing was sent, whatever the database said about the handover: failed, never "may have been
+    sent"."""
+    lost = _answer_lost_once(monkeypatch, 1)
+    pid = _approved(store, tmp_path)
+    with SmtpStandin(refuse_recipient="550 5.1.1 no such user here") as smtp:
+        outcome = _executor(store, smtp).execute(pid)
+        assert not smtp.messages
+    assert bool(lost) == _ahead(store)
+    assert outcome.status == "failed" and "no such user here" in outcome.detail
+    assert row(store, pid)["state"] == "failed"
+    _replays(store)
+
+
+def test_an_interrupt_during_the_envelope_is_not_swallowed_by_a_handover_that_lost(
+    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid = _approved(store, tmp_path)
+    build = email.build_message
+
+    def taken_over_meanwhile(*args: Any) -> Any:
+        _take_over(store, pid)  # before the handover is sent: it loses
+        return build(*args)
+
+    def interrupted(self: EmailConnector, *_args: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(email, "build_message", taken_over_meanwhile)
+    monkeypatch.setattr(EmailConnector, "_envelope", interrupted)
+    with SmtpStandin() as smtp, pytest.raises(KeyboardInterrupt):
+        _executor(store, smtp).execute(pid)
+    assert (row(store, pid)["state"], row(store, pid)["attempts"]) == ("executing", 2)
+    assert store.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
