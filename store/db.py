@@ -310,7 +310,10 @@ def _simple(dialect: Any, statement: Any, names: tuple[str, ...]) -> _Simple | N
     key = (id(statement), dialect.name, names)
     found = _SIMPLE.get(key)
     if found is None:
-        compiled = statement.compile(dialect=dialect, column_keys=list(names))
+        # The names given are columns to set only for a statement that sets some (SQLAlchemy would
+        # otherwise set them in a data-modifying WITH of a SELECT, too: store.handover's steps).
+        keys = list(names) if statement.is_dml else None
+        compiled = statement.compile(dialect=dialect, column_keys=keys)
         usable = not (
             getattr(compiled, "insert_prefetch", None)
             or getattr(compiled, "update_prefetch", None)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, bindparam, func, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from jobs.connectors.base import ActionRequest, ActionResult, Handover, PermanentError, send_ahead
@@ -227,8 +227,9 @@ def test_a_query_that_fails_on_its_way_leaves_no_gap_in_the_positions(
             connection.exec_driver_sql("DEALLOCATE ALL")
         assert handover.hand_over(postgres, [step]) == handover.Outcome(won=(True,), last=("executing", 1))
     else:  # a statement after the event's insert fails: nothing of the transaction is kept
-        broken = select(t.proposals.c.state, t.proposals.c.attempts).where(func.crm_no_such_function())
-        monkeypatch.setattr(handover, "_AS_IT_ENDS", broken)
+        fails = func.crm_no_such_function(bindparam("pid"))
+        broken = select(fails, t.proposals.c.state, t.proposals.c.attempts)
+        monkeypatch.setattr(handover, "_ENDING", broken)
         with pytest.raises(DBAPIError):
             handover.hand_over(postgres, [step])
         monkeypatch.undo()
@@ -294,17 +295,17 @@ def test_a_handover_sent_ahead_that_fails_on_the_server_leaves_the_results_waiti
     """The second email's handover, sent ahead with the first email's result, fails in Postgres: the
     second is not sent and fails (retryable), and the first's result is recorded after all."""
     first, second = _approved(postgres, tmp_path, 2)
-    ending, failures = handover._AS_IT_ENDS, []
+    ending, failures = handover._ENDING, []
 
     def failing_once(store: EventStore, steps: list[handover.Step]) -> handover.Sent | None:
         broken = len(steps) == 2 and not failures
         if broken:
             failures.append(steps)
-            monkeypatch.setattr(handover, "_AS_IT_ENDS", select(func.crm_no_such_function()))
+            monkeypatch.setattr(handover, "_ENDING", select(func.crm_no_such_function()))
         try:
             return send(store, steps)
         finally:
-            monkeypatch.setattr(handover, "_AS_IT_ENDS", ending)
+            monkeypatch.setattr(handover, "_ENDING", ending)
 
     send = handover.send
     monkeypatch.setattr(handover, "send", failing_once)
