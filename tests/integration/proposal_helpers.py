@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.commands import Actor, Commands
@@ -11,6 +12,7 @@ from jobs.notify import MessageRef, Notifier
 from jobs.views import ProposalView
 from store import events as ev
 from store import lifecycle as lc
+from store import proposals as sp
 from store.settings import Settings, load_settings
 from store.uow import EventStore
 
@@ -139,3 +141,26 @@ def commands(store: EventStore, settings: Settings, **kwargs: Any) -> tuple[Comm
         scheduled,
         notifier,
     )
+
+
+def approved_emails(store: EventStore, tmp_path: Any, n: int) -> list[str]:
+    """n email proposals to one new customer, each approved by the operator."""
+    cmds, _, _ = commands(store, settings_for(tmp_path))
+    customer = make_customer(store)
+    pids = [record(store, email_proposal(customer)) for _ in range(n)]
+    for pid in pids:
+        assert cmds.approve(OPERATOR, pid).ok
+    return pids
+
+
+def start_attempt(store: EventStore, pid: str, attempt: int = 1, lease_until: datetime | None = None) -> None:
+    """Put the proposal in "executing" at `attempt` over SMTP, as the executor's start does (a later
+    attempt: another worker taking it over once the lease ran out)."""
+    lease = lease_until or ev.utcnow() + timedelta(minutes=5)
+    started = sp.ActionStarted(
+        attempt=attempt, connector="smtp", idempotency_key=f"crm-{pid}", lease_until=lease
+    )
+    planned = [
+        (lc.on_proposal(pid, "action.started", started, lc.attempt_key(pid, attempt, "started")), False)
+    ]
+    assert lc.transition(store, pid, {"approved", "executing"}, lambda _row: planned).won

@@ -6,9 +6,7 @@ ends with the property that matters: replaying the log gives exactly the rows it
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine, bindparam, func, select, text
@@ -17,7 +15,6 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from jobs.connectors.base import ActionRequest, ActionResult, Handover, PermanentError, send_ahead
 from jobs.connectors.email import EmailConnector
 from jobs.execute import Executor
-from store import events as ev
 from store import handover, log, replay
 from store import lifecycle as lc
 from store import proposals as sp
@@ -25,14 +22,10 @@ from store import tables as t
 from store.db import make_engine
 from store.uow import CORE_PROJECTION, EventStore
 from tests.integration.proposal_helpers import (
-    OPERATOR,
-    commands,
-    email_proposal,
+    approved_emails,
     events_of,
-    make_customer,
-    record,
     row,
-    settings_for,
+    start_attempt,
 )
 from tests.standins.smtp import SmtpStandin
 
@@ -46,28 +39,6 @@ class HandingOver:
     def run(self, request: ActionRequest, handover: Handover) -> ActionResult:
         handover()
         return ActionResult(reference=f"<{request.proposal_id}@mail.test>")
-
-
-def _approved(store: EventStore, tmp_path: Path, n: int) -> list[str]:
-    cmds, _, _ = commands(store, settings_for(tmp_path))
-    customer = make_customer(store)
-    pids = [record(store, email_proposal(customer)) for _ in range(n)]
-    for pid in pids:
-        assert cmds.approve(OPERATOR, pid).ok
-    return pids
-
-
-def _started(store: EventStore, pid: str, attempt: int = 1) -> None:
-    """Put the proposal in "executing" at `attempt`, as the executor's start does."""
-
-    def plan(_row: dict[str, Any]) -> list[lc.Planned]:
-        lease = ev.utcnow() + timedelta(minutes=5)
-        started = sp.ActionStarted(
-            attempt=attempt, connector="smtp", idempotency_key=f"crm-{pid}", lease_until=lease
-        )
-        return [(lc.on_proposal(pid, "action.started", started, f"{pid}:{attempt}:started"), False)]
-
-    assert lc.transition(store, pid, {"approved", "executing"}, plan).won
 
 
 def _positions(engine: Engine) -> tuple[list[int], int]:
@@ -105,7 +76,7 @@ def postgres(store: EventStore) -> EventStore:
 def test_a_batch_of_emails_handed_over_in_one_query_each_replays_to_the_same_rows(
     postgres: EventStore, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pids = _approved(postgres, tmp_path, 3)
+    pids = approved_emails(postgres, tmp_path, 3)
     sent: list[list[str]] = []
     original = handover.send
 
@@ -149,10 +120,10 @@ def test_a_batch_of_emails_handed_over_in_one_query_each_replays_to_the_same_row
 def test_a_step_whose_proposal_moved_on_loses_alone_and_draws_no_position(
     postgres: EventStore, engine: Engine, tmp_path: Path
 ) -> None:
-    done, taken_over, handing = _approved(postgres, tmp_path, 3)
+    done, taken_over, handing = approved_emails(postgres, tmp_path, 3)
     for pid in (done, taken_over, handing):
-        _started(postgres, pid)
-    _started(postgres, taken_over, attempt=2)  # its first attempt's lease ran out: a newer one took it
+        start_attempt(postgres, pid)
+    start_attempt(postgres, taken_over, attempt=2)  # its first attempt's lease ran out: a newer one took it
     before, _ = _positions(engine)
     steps = [
         handover.Step(done, 1, sp.ActionExecuted(attempt=1, reference="r1", compensation={"undo": [1, "x"]})),
@@ -174,8 +145,8 @@ def test_a_handover_recorded_before_loses_and_changes_nothing(
     postgres: EventStore, engine: Engine, tmp_path: Path
 ) -> None:
     """A retry of the same attempt after a transient failure: the log holds its handover's key."""
-    [pid] = _approved(postgres, tmp_path, 1)
-    _started(postgres, pid)
+    [pid] = approved_emails(postgres, tmp_path, 1)
+    start_attempt(postgres, pid)
     step = handover.Step(pid, 1, sp.ActionHandover(attempt=1))
     assert handover.hand_over(postgres, [step]) == handover.Outcome(won=(True,), last=("executing", 1))
     first = row(postgres, pid)
@@ -189,7 +160,7 @@ def test_a_handover_recorded_before_loses_and_changes_nothing(
 def test_a_proposal_that_is_gone_or_not_executing_loses(
     postgres: EventStore, engine: Engine, tmp_path: Path
 ) -> None:
-    [pid] = _approved(postgres, tmp_path, 1)  # approved, never started
+    [pid] = approved_emails(postgres, tmp_path, 1)  # approved, never started
     lost = handover.hand_over(postgres, [handover.Step(pid, 1, sp.ActionHandover(attempt=1))])
     assert lost == handover.Outcome(won=(False,), last=("approved", 0))
     missing = handover.hand_over(postgres, [handover.Step("prp_nope", 1, sp.ActionHandover(attempt=1))])
@@ -202,7 +173,7 @@ def test_a_proposal_that_is_gone_or_not_executing_loses(
 def test_sqlite_goes_the_general_way(sqlite_url: str, tmp_path: Path) -> None:
     engine = make_engine(sqlite_url)
     store = EventStore(engine)
-    pids = _approved(store, tmp_path, 2)
+    pids = approved_emails(store, tmp_path, 2)
     step = handover.Step(pids[0], 1, sp.ActionHandover(attempt=1))
     assert handover.hand_over(store, [step]) is None
     assert not events_of(store, pids[0], "action.handover")  # nothing written
@@ -217,9 +188,9 @@ def test_sqlite_goes_the_general_way(sqlite_url: str, tmp_path: Path) -> None:
 def test_a_query_that_fails_on_its_way_leaves_no_gap_in_the_positions(
     postgres: EventStore, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
-    first, second = _approved(postgres, tmp_path, 2)
-    _started(postgres, first)
-    _started(postgres, second)
+    first, second = approved_emails(postgres, tmp_path, 2)
+    start_attempt(postgres, first)
+    start_attempt(postgres, second)
     assert handover.hand_over(postgres, [handover.Step(first, 1, sp.ActionHandover(attempt=1))])
     step = handover.Step(second, 1, sp.ActionHandover(attempt=1))
     if failing == "finds ours gone":  # psycopg's DEALLOCATE ALL, a pooler's new session: sent again
@@ -282,7 +253,7 @@ def test_an_email_batch_reads_the_log_by_its_indexes_not_whole(
     that grew with the log, to a quarter of a second an email at a million events."""
     filler = 5_000
     _fill_the_log(engine, filler)
-    pids = _approved(postgres, tmp_path, 3)
+    pids = approved_emails(postgres, tmp_path, 3)
     before = _rows_scanned(engine)
     assert Executor(postgres, {"send_email": HandingOver()}).execute(pids[0]).status == "executed"
     assert [row(postgres, pid)["state"] for pid in pids] == ["executed"] * 3
@@ -294,7 +265,7 @@ def test_a_handover_sent_ahead_that_fails_on_the_server_leaves_the_results_waiti
 ) -> None:
     """The second email's handover, sent ahead with the first email's result, fails in Postgres: the
     second is not sent and fails (retryable), and the first's result is recorded after all."""
-    first, second = _approved(postgres, tmp_path, 2)
+    first, second = approved_emails(postgres, tmp_path, 2)
     ending, failures = handover._ENDING, []
 
     def failing_once(store: EventStore, steps: list[handover.Step]) -> handover.Sent | None:
@@ -326,7 +297,7 @@ def test_a_result_whose_handover_committed_but_answer_was_lost_is_shown_as_recor
     """The second email's handover, sent ahead with the first email's result, commits and its answer
     is lost on the way back: the batch keeps the first result to record again, where it loses on its
     key; it is shown as executed all the same, not as "moved on"."""
-    first, second = _approved(postgres, tmp_path, 2)
+    first, second = approved_emails(postgres, tmp_path, 2)
     outcome, lost = handover.Sent.outcome, []
 
     def cut(self: handover.Sent) -> handover.Outcome:
@@ -368,7 +339,7 @@ class _BreaksOff:
 def test_a_handover_sent_ahead_and_never_waited_for_is_waited_for_by_the_executor(
     postgres: EventStore, engine: Engine, tmp_path: Path
 ) -> None:
-    first, second = _approved(postgres, tmp_path, 2)
+    first, second = approved_emails(postgres, tmp_path, 2)
     executor = Executor(postgres, {"send_email": _BreaksOff(second)})
     assert executor.execute(first).status == "executed"  # its result went with the second's handover
     failed = row(postgres, second)

@@ -17,11 +17,10 @@ from jobs.connectors.email import EmailConnector
 from jobs.execute import Executor
 from store import events as ev
 from store import handover, replay
-from store import lifecycle as lc
-from store import proposals as sp
 from store.uow import EventStore
 from tests.integration.proposal_helpers import (
     OPERATOR,
+    approved_emails,
     commands,
     email_proposal,
     events_of,
@@ -29,15 +28,9 @@ from tests.integration.proposal_helpers import (
     record,
     row,
     settings_for,
+    start_attempt,
 )
 from tests.standins.smtp import SmtpStandin
-
-
-def _approved(store: EventStore, tmp_path: Path) -> str:
-    cmds, _, _ = commands(store, settings_for(tmp_path))
-    pid = record(store, email_proposal(make_customer(store)))
-    assert cmds.approve(OPERATOR, pid).ok
-    return pid
 
 
 def _executor(store: EventStore, smtp: SmtpStandin) -> Executor:
@@ -49,18 +42,6 @@ def _executor(store: EventStore, smtp: SmtpStandin) -> Executor:
 def _replays(store: EventStore) -> None:
     verification = replay.verify(store.engine)
     assert verification.ok, "\n".join(d.describe() for d in verification.differences)
-
-
-def _take_over(store: EventStore, pid: str) -> None:
-    """Another worker starts attempt 2, as after this attempt's lease ran out."""
-
-    def plan(_row: dict[str, Any]) -> list[lc.Planned]:
-        started = sp.ActionStarted(
-            attempt=2, connector="smtp", idempotency_key=f"crm-{pid}", lease_until=ev.utcnow()
-        )
-        return [(lc.on_proposal(pid, "action.started", started, lc.attempt_key(pid, 2, "started")), False)]
-
-    assert lc.transition(store, pid, {"executing"}, plan).won
 
 
 @pytest.fixture
@@ -97,7 +78,7 @@ def _ahead(store: EventStore) -> bool:
 def test_the_envelope_goes_out_while_the_handover_commits(
     store: EventStore, tmp_path: Path, steps: list[str]
 ) -> None:
-    pid = _approved(store, tmp_path)
+    [pid] = approved_emails(store, tmp_path, 1)
     with SmtpStandin() as smtp:
         assert _executor(store, smtp).execute(pid).status == "executed"
         assert smtp.message_ids() == [row(store, pid)["result_ref"]]
@@ -116,7 +97,7 @@ def test_an_envelope_deferred_after_the_handover_went_ahead_is_tried_again_and_s
 ) -> None:
     """The handover committed and the server answered MAIL FROM with 451: nothing was sent. The next
     try finds its handover recorded, goes on, and sends."""
-    pid = _approved(store, tmp_path)
+    [pid] = approved_emails(store, tmp_path, 1)
     with SmtpStandin(defer_senders=1) as smtp:
         assert _executor(store, smtp).execute(pid).status == "executed"
         assert len(smtp.messages) == 1
@@ -130,7 +111,7 @@ def test_an_envelope_deferred_after_the_handover_went_ahead_is_tried_again_and_s
 def test_a_recipient_refused_after_the_handover_went_ahead_fails_and_sends_nothing(
     store: EventStore, tmp_path: Path, steps: list[str]
 ) -> None:
-    pid = _approved(store, tmp_path)
+    [pid] = approved_emails(store, tmp_path, 1)
     with SmtpStandin(refuse_recipient="550 5.1.1 no such user here") as smtp:
         outcome = _executor(store, smtp).execute(pid)
         assert not smtp.messages
@@ -148,11 +129,11 @@ def test_a_handover_sent_ahead_that_loses_sends_nothing(
 ) -> None:
     """The attempt's lease ran out and another worker took the proposal over (attempt 2) before this
     attempt's handover: the envelope went out, but no DATA, and attempt 2 owns the proposal."""
-    pid = _approved(store, tmp_path)
+    [pid] = approved_emails(store, tmp_path, 1)
     build = email.build_message
 
     def taken_over_meanwhile(*args: Any) -> Any:
-        _take_over(store, pid)
+        start_attempt(store, pid, 2, lease_until=ev.utcnow())
         return build(*args)
 
     monkeypatch.setattr(email, "build_message", taken_over_meanwhile)
@@ -190,7 +171,7 @@ def test_an_unexpected_error_in_the_envelope_fails_as_not_sent(
         raise RuntimeError("a bug in the envelope")
 
     monkeypatch.setattr(EmailConnector, "_envelope", broken)
-    pid = _approved(store, tmp_path)
+    [pid] = approved_emails(store, tmp_path, 1)
     with SmtpStandin() as smtp:
         outcome = _executor(store, smtp).execute(pid)
         assert not smtp.messages
@@ -222,7 +203,7 @@ def test_a_refused_recipient_stays_failed_when_the_handover_sent_ahead_cannot_be
     """Nothing was sent, whatever the database said about the handover: failed, never "may have been
     sent"."""
     lost = _answer_lost_once(monkeypatch, 1)
-    pid = _approved(store, tmp_path)
+    [pid] = approved_emails(store, tmp_path, 1)
     with SmtpStandin(refuse_recipient="550 5.1.1 no such user here") as smtp:
         outcome = _executor(store, smtp).execute(pid)
         assert not smtp.messages
@@ -235,11 +216,11 @@ def test_a_refused_recipient_stays_failed_when_the_handover_sent_ahead_cannot_be
 def test_an_interrupt_during_the_envelope_is_not_swallowed_by_a_handover_that_lost(
     store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pid = _approved(store, tmp_path)
+    [pid] = approved_emails(store, tmp_path, 1)
     build = email.build_message
 
     def taken_over_meanwhile(*args: Any) -> Any:
-        _take_over(store, pid)  # before the handover is sent: it loses
+        start_attempt(store, pid, 2, lease_until=ev.utcnow())  # before the handover is sent: it loses
         return build(*args)
 
     def interrupted(self: EmailConnector, *_args: Any) -> None:
