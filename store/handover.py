@@ -8,20 +8,21 @@ second: per email, more client and server CPU than the send itself. Here, where 
 `action.executed` result or the handover, the whole transaction is one simple query of statements
 prepared on the connection (store.literals; sent again on statements prepared anew where they went):
 
-    BEGIN; the append lock; for each step, in order, one statement: its event, inserted one past
-    the last while its proposal is executing the step's attempt and the log does not hold the event's
-    key, and where it was, the action row and the proposal row changed as the projector changes them
-    for that event (store.proposal_projection); one statement to end: the core projection's
-    position, the events' sequence moved past the last event, the last step's proposal as it ends;
-    COMMIT
+    BEGIN; the append lock; one statement for every step (_STEPS): each step's event, inserted in
+    the steps' order one past the last while its proposal is executing the step's attempt and the
+    log does not hold the event's key, and where it was, the action row and the proposal row changed
+    as the projector changes them for that event (store.proposal_projection); one statement to end
+    (_ENDING): the core projection's position, the events' sequence moved past the last event, the
+    last step's proposal as it ends; COMMIT
 
-A step is one statement (its insert and its two updates in one WITH), not three, and so is the end:
-a two-step handover sends six statements where it sent twelve, less for the client to bind and read
-back and for Postgres to run (0.37 → 0.23 ms of client CPU for one, docs/benchmarks.md).
+The steps go as one value, a JSON array (one row each, read by json_to_recordset): the client quotes
+one string where it bound some twenty values a step, and reads back one result for them all. Steps
+are on distinct proposals (`send` refuses others), so none reads what another writes: the one
+statement, all of its parts on one snapshot, writes what one statement a step wrote in turn.
 
 Each step wins or loses on its own, as a compare-and-set of transition_each does: under the append lock
-nothing moves between a step's guard and its writes. A step that loses writes nothing and takes no
-position, and nothing draws from the sequence before the COMMIT's statement, so positions stay gap-free
+nothing moves between the guards and the writes. A step that loses writes nothing and takes no
+position, and nothing draws from the sequence before the end's statement, so positions stay gap-free
 as in the general way. A step loses: a result whose proposal moved on, or a handover the log holds
 already (a retry of the same attempt after a transient failure, which then goes on: the caller reads
 the proposal's state and attempt as this transaction left it). SQLite, and any other result (a
@@ -40,9 +41,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Float, bindparam, cast, exists, func, insert, literal_column, select, update
+import orjson
+from sqlalchemy import bindparam, func, literal_column, select, text
 from sqlalchemy.dialects import postgresql
 
+from store import events as ev
 from store import lifecycle as lc
 from store import log
 from store import proposals as sp
@@ -50,71 +53,57 @@ from store import tables as t
 from store.db import opened_by_first_query, simple_statement
 from store.uow import CORE_PROJECTION, EventStore
 
-_P, _A, _E = t.proposals.c, t.actions.c, t.events.c
-_EVENT_COLUMNS = tuple(column for column in t.events.c if column.name != "position")
-# A step's event is inserted while its proposal is executing the attempt that took the step and the
-# log does not hold its key (a retry's step recorded before), one past the last event. The sequence is
-# not drawn from here: it is moved past the last event by the query's last statement before COMMIT
+_P, _E = t.proposals.c, t.events.c
+# Every step, from one JSON array. A step's event is inserted while its proposal is executing the
+# attempt that took the step and the log does not hold its key (a retry's step recorded before), one
+# past the last event in the steps' order (row_number() counts the winners alone). The key is looked
+# up one step at a time (a subquery, not an anti-join that might read the whole log). The sequence is
+# not drawn from here: the query's last statement moves it past the last event before COMMIT
 # (_ENDING), as the general way moves it, so a query that fails on its way (and is sent again,
-# store.literals) leaves no gap in the positions.
-_LAST = select(func.coalesce(func.max(_E.position), 0)).scalar_subquery()
-_INSERTED = (
-    insert(t.events)
-    .from_select(
-        ["position", *(column.name for column in _EVENT_COLUMNS)],
-        select(
-            _LAST + 1,
-            # Typed values (`%(id)s::VARCHAR`, without a length, so an overlong one is refused by the
-            # column as in the general way): a select list gives Postgres nothing to infer them from.
-            *(
-                cast(bindparam(column.name), Float)
-                if column.name == "confidence"
-                else bindparam(column.name, type_=column.type)
-                for column in _EVENT_COLUMNS
-            ),
-        ).where(
-            exists().where(
-                _P.id == bindparam("pid"), _P.state == "executing", _P.attempts == bindparam("attempt")
-            ),
-            ~exists().where(_E.idempotency_key == bindparam("idempotency_key")),
-        ),
+# store.literals) leaves no gap in the positions. The changes to the action and proposal rows are
+# store.proposal_projection's _handover and _executed. The statement returns the winners' `n`.
+_STEPS = text(
+    """
+WITH steps AS (
+    SELECT * FROM json_to_recordset(CAST(:steps AS json)) AS s(
+        n integer, pid varchar, attempt integer, id varchar, stream varchar, type varchar,
+        version integer, payload json, actor varchar, source varchar, confidence double precision,
+        correlation_id varchar, causation_id varchar, occurred_at timestamptz, recorded_at timestamptz,
+        idempotency_key varchar, reference varchar, compensation json
     )
-    .returning(_E.position)
-    .cte("inserted")
+), won AS (
+    SELECT s.*, s.pid || ':' || s.attempt AS aid,
+        (SELECT coalesce(max(position), 0) FROM events) + row_number() OVER (ORDER BY s.n) AS position
+    FROM steps AS s
+    WHERE EXISTS (
+        SELECT FROM proposals AS p WHERE p.id = s.pid AND p.state = 'executing' AND p.attempts = s.attempt
+    )
+    AND (SELECT 1 FROM events AS e WHERE e.idempotency_key = s.idempotency_key LIMIT 1) IS NULL
+), inserted AS (
+    INSERT INTO events (
+        position, id, stream, type, version, payload, actor, source, confidence, correlation_id,
+        causation_id, occurred_at, recorded_at, idempotency_key
+    )
+    SELECT position, id, stream, type, version, payload, actor, source, confidence, correlation_id,
+        causation_id, occurred_at, recorded_at, idempotency_key
+    FROM won
+), handed_action AS (
+    UPDATE actions AS a SET state = 'handover'
+    FROM won AS w WHERE w.type = 'action.handover' AND a.id = w.aid
+), handed_proposal AS (
+    UPDATE proposals AS p SET phase = 'handover', updated_at = w.occurred_at, position = w.position
+    FROM won AS w WHERE w.type = 'action.handover' AND p.id = w.pid
+), executed_action AS (
+    UPDATE actions AS a SET state = 'executed', reference = w.reference, finished_at = w.occurred_at
+    FROM won AS w WHERE w.type = 'action.executed' AND a.id = w.aid
+), executed_proposal AS (
+    UPDATE proposals AS p SET state = 'executed', phase = 'done', lease_until = NULL,
+        result_ref = w.reference, compensation = w.compensation, executed_at = w.occurred_at,
+        finished_at = w.occurred_at, updated_at = w.occurred_at, position = w.position
+    FROM won AS w WHERE w.type = 'action.executed' AND p.id = w.pid
 )
-
-
-def _step_statement(action: dict[str, Any], proposal: dict[str, Any]) -> Any:
-    """A step as one statement: its event inserted (_INSERTED), and where it was, the action and
-    proposal rows changed as store.proposal_projection changes them for that event; the event's
-    position, where it was inserted. The three run on one snapshot, so the changes read the insert's
-    outcome from its RETURNING, not from the table."""
-    inserted = exists(select(_INSERTED.c.position))
-    action_changed = update(t.actions).where(_A.id == bindparam("aid"), inserted).values(**action)
-    its_position = select(_INSERTED.c.position).scalar_subquery()
-    proposal_changed = (
-        update(t.proposals)
-        .where(_P.id == bindparam("pid"), inserted)
-        .values(**proposal, updated_at=bindparam("occurred_at"), position=its_position)
-    )
-    return select(_INSERTED.c.position).add_cte(
-        action_changed.cte("action_changed"), proposal_changed.cte("proposal_changed")
-    )
-
-
-# The action and proposal rows as store.proposal_projection's _handover and _executed change them.
-_HANDED = _step_statement({"state": "handover"}, {"phase": "handover"})
-_EXECUTED = _step_statement(
-    {"state": "executed", "reference": bindparam("reference"), "finished_at": bindparam("occurred_at")},
-    {
-        "state": "executed",
-        "phase": "done",
-        "lease_until": None,
-        "result_ref": bindparam("reference"),
-        "compensation": bindparam("compensation"),
-        "executed_at": bindparam("occurred_at"),
-        "finished_at": bindparam("occurred_at"),
-    },
+SELECT n FROM won
+"""
 )
 
 # Moves forward only, to the last event appended (the core projection has applied every one).
@@ -194,17 +183,20 @@ class Sent:
 
     def _run(self, store: EventStore, steps: Sequence[Step]) -> Iterator[None]:
         dialect = store.engine.dialect
+        recorded = ev.utcnow()
+        rows = orjson.dumps([_step_row(n, step, recorded) for n, step in enumerate(steps)]).decode()
         with store.engine.connect() as connection, opened_by_first_query(connection) as sent:
             assert sent is not None
             sent.add(log.LOCK)
-            inserted = [_add_step(sent, dialect, step) for step in steps]
+            stepped = sent.add(*simple_statement(dialect, _STEPS, {"steps": rows}))
             ending = {"name": CORE_PROJECTION, "pid": steps[-1].pid}
             ended = sent.add(*simple_statement(dialect, _ENDING, ending))
             sent.add("COMMIT")
             yield from sent.sending()
         ((_, state, attempt),) = sent.rows(ended)
-        won = tuple(bool(sent.rows(index)) for index in inserted)
-        self._outcome = Outcome(won, (str(state), int(attempt)) if state is not None else None)
+        won = {n for (n,) in sent.rows(stepped)}
+        last = (str(state), int(attempt)) if state is not None else None
+        self._outcome = Outcome(tuple(n in won for n in range(len(steps))), last)
 
 
 def send(store: EventStore, steps: Sequence[Step]) -> Sent | None:
@@ -217,11 +209,11 @@ def send(store: EventStore, steps: Sequence[Step]) -> Sent | None:
     return Sent(store, steps)
 
 
-def _add_step(sent: Any, dialect: Any, step: Step) -> int:
-    """Add one step's statement to `sent`; its index (a row when its event was inserted)."""
-    values, _ = log.event_row(lc.on_proposal(step.pid, step.event_type, step.payload, step.key))
-    values.update(pid=step.pid, attempt=step.attempt, aid=f"{step.pid}:{step.attempt}")
-    if isinstance(step.payload, sp.ActionHandover):
-        return sent.add(*simple_statement(dialect, _HANDED, values))
-    values.update(reference=step.payload.reference, compensation=step.payload.compensation)
-    return sent.add(*simple_statement(dialect, _EXECUTED, values))
+def _step_row(n: int, step: Step, recorded: Any) -> dict[str, Any]:
+    """Step n's row of _STEPS's array: its event's log row (store.log.event_row, so it is written as any
+    event is) with what the statement matches and changes by."""
+    values, _ = log.event_row(lc.on_proposal(step.pid, step.event_type, step.payload, step.key), recorded)
+    values.update(n=n, pid=step.pid, attempt=step.attempt)
+    if isinstance(step.payload, sp.ActionExecuted):
+        values.update(reference=step.payload.reference, compensation=step.payload.compensation)
+    return values

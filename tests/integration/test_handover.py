@@ -141,6 +141,41 @@ def test_a_step_whose_proposal_moved_on_loses_alone_and_draws_no_position(
     _replays_to_the_same_rows(engine)
 
 
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "<a'b\"c\\d\\'e@mail.test>",  # quotes and backslashes, for SQL and for JSON
+        "<%(steps)s $1 :steps %s ?@mail.test>",  # placeholders of every kind the way passes through
+        "<é✉\u200f😀\u0085 end@mail.test>",  # beyond ASCII: a mark, an emoji, a line break of Unicode's
+    ],
+)
+def test_the_steps_values_reach_the_rows_as_they_were_given(
+    postgres: EventStore, engine: Engine, tmp_path: Path, reference: str
+) -> None:
+    """The steps travel as one JSON value in one quoted literal: what either quoting treats apart comes
+    out as it went in, in the event, the proposal and the action, and the events keep the steps' order."""
+    done, handing = approved_emails(postgres, tmp_path, 2)
+    for pid in (done, handing):
+        start_attempt(postgres, pid)
+    compensation = {"undo": [{"note": reference, "n": 2**53 + 1, "x": 0.1, "none": None}], "empty": {}}
+    steps = [
+        handover.Step(done, 1, sp.ActionExecuted(attempt=1, reference=reference, compensation=compensation)),
+        handover.Step(handing, 1, sp.ActionHandover(attempt=1)),
+    ]
+    assert handover.hand_over(postgres, steps) == handover.Outcome(won=(True, True), last=("executing", 1))
+    found = row(postgres, done)
+    assert (found["result_ref"], found["compensation"]) == (reference, compensation)
+    [executed] = events_of(postgres, done, "action.executed")
+    assert isinstance(executed.payload, sp.ActionExecuted)
+    assert (executed.payload.reference, executed.payload.compensation) == (reference, compensation)
+    [handed] = events_of(postgres, handing, "action.handover")
+    assert handed.position == executed.position + 1
+    with engine.connect() as connection:
+        action = connection.execute(select(t.actions.c.reference).where(t.actions.c.id == f"{done}:1"))
+        assert action.scalar_one() == reference
+    _replays_to_the_same_rows(engine)
+
+
 def test_a_handover_recorded_before_loses_and_changes_nothing(
     postgres: EventStore, engine: Engine, tmp_path: Path
 ) -> None:
