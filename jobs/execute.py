@@ -168,11 +168,13 @@ def _detail(payload: ev.Payload) -> str:
 
 
 class _Batch:
-    """One execute() call's attempts: results waiting to be recorded, and the outcomes recorded."""
+    """One execute() call's attempts: results waiting to be recorded, the outcomes recorded, and the
+    connection its handovers go on, one after another (store.handover.Line; closed by execute())."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: EventStore) -> None:
         self.pending: list[_Result] = []
         self.outcomes: dict[str, Outcome] = {}
+        self.line = handover.Line(store)
 
 
 class _HandingOver:
@@ -300,7 +302,7 @@ class Executor:
             return Outcome("nothing", f"proposal is {row['state']}")
         claimed = [other.row["id"] for other in others if other.row is not None]
         self._remember_claimed(claimed)
-        batch = _Batch()
+        batch = _Batch(self.store)
         started: list[lc.Transition] = []
         ended: list[lc.Transition] = []
         for transition in (first, *others):
@@ -311,6 +313,7 @@ class Executor:
         try:
             self._run_in_turn(batch, started, known)
         finally:
+            batch.line.close()
             self._show_ended_at_start(batch, ended)  # after the sends: their leases run meanwhile
             self._no_longer_running(claimed, batch.outcomes)
         return batch.outcomes.get(proposal_id) or Outcome("busy", "started, not run: left to the sweep")
@@ -569,7 +572,7 @@ class Executor:
         if handing is not None:
             pid, attempt = handing
             steps.append(handover.Step(pid, attempt, sp.ActionHandover(attempt=attempt)))
-        sent = handover.send(self.store, steps)
+        sent = handover.send(self.store, steps, batch.line)
         if sent is None:
             return None
         batch.pending = []

@@ -188,7 +188,11 @@ def opened_by_first_query(connection: Connection) -> Iterator[SentTogether | Non
         with connection.begin():
             yield None
         return
-    connection.execution_options(isolation_level="AUTOCOMMIT")  # set back when the pool takes it back
+    # Every switch to autocommit goes through execution_options, which the pool sets back at checkin:
+    # one in autocommit already (a connection kept for a run of these, store.handover.Line) stays so.
+    driver = connection.connection.driver_connection
+    if not (driver is not None and driver.autocommit):
+        connection.execution_options(isolation_level="AUTOCOMMIT")
     sent = SentTogether(connection)
     sent.add("BEGIN")
     with connection.begin():

@@ -37,12 +37,14 @@ test_handover.py replays the log over the live rows and compares them, for every
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, func, literal_column, select, text
+from sqlalchemy import Connection, bindparam, func, literal_column, select, text
 from sqlalchemy.dialects import postgresql
 
 from store import events as ev
@@ -50,7 +52,7 @@ from store import lifecycle as lc
 from store import log
 from store import proposals as sp
 from store import tables as t
-from store.db import opened_by_first_query, simple_statement
+from store.db import PING_AFTER_IDLE_SECONDS, opened_by_first_query, simple_statement
 from store.uow import CORE_PROJECTION, EventStore
 
 _P, _E = t.proposals.c, t.events.c
@@ -156,21 +158,52 @@ class Outcome:
     last: tuple[str, int] | None
 
 
-def hand_over(store: EventStore, steps: Sequence[Step]) -> Outcome | None:
+def hand_over(store: EventStore, steps: Sequence[Step], line: Line | None = None) -> Outcome | None:
     """Append each step's event where its proposal is still executing its attempt, in one durable
-    transaction sent as one query. None, having written nothing, on SQLite (the caller then goes the
-    general way)."""
-    sent = send(store, steps)
+    transaction sent as one query (on `line`'s connection where given). None, having written nothing,
+    on SQLite (the caller then goes the general way)."""
+    sent = send(store, steps, line)
     return sent.outcome() if sent is not None else None
+
+
+class Line:
+    """A connection kept for a run of handovers on one thread (an executor's batch), so that the pool's
+    checkout, the switch to autocommit and the checkin are paid once for the run, not once an email.
+    One idle past PING_AFTER_IDLE_SECONDS (an SMTP server's backoff, say) is given back, so the next
+    handover takes one the pool has pinged, as every other checkout; so is one whose handover raised,
+    whatever state it was left in. `close` gives it back; the owner must call it."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._engine = store.engine
+        self._connection: Connection | None = None
+        self._used = 0.0
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        if self._connection is not None and time.monotonic() - self._used > PING_AFTER_IDLE_SECONDS:
+            self.close()
+        if self._connection is None:
+            self._connection = self._engine.connect()
+        try:
+            yield self._connection
+        except BaseException:
+            self.close()
+            raise
+        self._used = time.monotonic()
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
 
 
 class Sent:
     """A handover on its way (`send`): Postgres runs it while the caller does something else, and
     `outcome` waits for it. The caller must take the outcome: the query holds a connection until then."""
 
-    def __init__(self, store: EventStore, steps: Sequence[Step]) -> None:
+    def __init__(self, store: EventStore, steps: Sequence[Step], line: Line | None = None) -> None:
         self._outcome: Outcome | None = None
-        self._running: Iterator[None] | None = self._run(store, steps)
+        self._running: Iterator[None] | None = self._run(store, steps, line)
         next(self._running)  # up to the query sent (an error raises here, with nothing left running)
 
     def outcome(self) -> Outcome:
@@ -181,11 +214,14 @@ class Sent:
         assert self._outcome is not None
         return self._outcome
 
-    def _run(self, store: EventStore, steps: Sequence[Step]) -> Iterator[None]:
+    def _run(self, store: EventStore, steps: Sequence[Step], line: Line | None) -> Iterator[None]:
         dialect = store.engine.dialect
         recorded = ev.utcnow()
         rows = orjson.dumps([_step_row(n, step, recorded) for n, step in enumerate(steps)]).decode()
-        with store.engine.connect() as connection, opened_by_first_query(connection) as sent:
+        with (
+            line.connection() if line is not None else store.engine.connect() as connection,
+            opened_by_first_query(connection) as sent,
+        ):
             assert sent is not None
             sent.add(log.LOCK)
             stepped = sent.add(*simple_statement(dialect, _STEPS, {"steps": rows}))
@@ -199,14 +235,14 @@ class Sent:
         self._outcome = Outcome(tuple(n in won for n in range(len(steps))), last)
 
 
-def send(store: EventStore, steps: Sequence[Step]) -> Sent | None:
+def send(store: EventStore, steps: Sequence[Step], line: Line | None = None) -> Sent | None:
     """hand_over's query, sent without waiting for it (None, having sent nothing, on SQLite)."""
     if store.engine.dialect.name != "postgresql" or not steps:
         return None
     ids = [step.pid for step in steps]
     if len(set(ids)) != len(ids):
         raise ValueError("one step per proposal in a transaction")
-    return Sent(store, steps)
+    return Sent(store, steps, line)
 
 
 def _step_row(n: int, step: Step, recorded: Any) -> dict[str, Any]:

@@ -267,11 +267,11 @@ def test_results_waiting_for_a_handover_that_could_not_be_written_are_recorded_a
     failures = []
 
     def flaky(original: Any) -> Any:
-        def record(store_: EventStore, steps: Any, **kwargs: Any) -> Any:
+        def record(store_: EventStore, steps: Any, *args: Any, **kwargs: Any) -> Any:
             if len(steps) == 2 and not failures:  # the first result with the second one's handover
                 failures.append(steps)
                 raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
-            return original(store_, steps, **kwargs)
+            return original(store_, steps, *args, **kwargs)
 
         return record
 

@@ -6,7 +6,9 @@ ends with the property that matters: replaying the log gives exactly the rows it
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, bindparam, func, select, text
@@ -19,7 +21,7 @@ from store import handover, log, replay
 from store import lifecycle as lc
 from store import proposals as sp
 from store import tables as t
-from store.db import make_engine
+from store.db import PING_AFTER_IDLE_SECONDS, make_engine
 from store.uow import CORE_PROJECTION, EventStore
 from tests.integration.proposal_helpers import (
     approved_emails,
@@ -80,9 +82,11 @@ def test_a_batch_of_emails_handed_over_in_one_query_each_replays_to_the_same_row
     sent: list[list[str]] = []
     original = handover.send
 
-    def watched(store: EventStore, steps: list[handover.Step]) -> handover.Sent | None:
+    def watched(
+        store: EventStore, steps: list[handover.Step], line: handover.Line | None = None
+    ) -> handover.Sent | None:
         sent.append([step.event_type for step in steps])
-        return original(store, steps)
+        return original(store, steps, line)
 
     monkeypatch.setattr(handover, "send", watched)
     general: list[object] = []
@@ -303,13 +307,15 @@ def test_a_handover_sent_ahead_that_fails_on_the_server_leaves_the_results_waiti
     first, second = approved_emails(postgres, tmp_path, 2)
     ending, failures = handover._ENDING, []
 
-    def failing_once(store: EventStore, steps: list[handover.Step]) -> handover.Sent | None:
+    def failing_once(
+        store: EventStore, steps: list[handover.Step], line: handover.Line | None = None
+    ) -> handover.Sent | None:
         broken = len(steps) == 2 and not failures
         if broken:
             failures.append(steps)
             monkeypatch.setattr(handover, "_ENDING", select(func.crm_no_such_function()))
         try:
-            return send(store, steps)
+            return send(store, steps, line)
         finally:
             monkeypatch.setattr(handover, "_ENDING", ending)
 
@@ -387,3 +393,52 @@ def test_one_step_per_proposal(postgres: EventStore) -> None:
     step = handover.Step("prp_a", 1, sp.ActionHandover(attempt=1))
     with pytest.raises(ValueError, match="one step per proposal"):
         handover.hand_over(postgres, [step, step])
+
+
+def test_a_batchs_handovers_go_on_one_connection_given_back_as_it_was_at_the_end(
+    postgres: EventStore, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pids = approved_emails(postgres, tmp_path, 3)
+    used: list[object] = []
+    taking = handover.Line.connection
+
+    def watched(line: handover.Line) -> Any:
+        with taking(line) as connection:
+            used.append(connection)  # kept, so no two share an id
+            yield connection
+
+    monkeypatch.setattr(handover.Line, "connection", contextmanager(watched))
+    assert Executor(postgres, {"send_email": HandingOver()}).execute(pids[0]).status == "executed"
+    assert len(used) == 4 and len({id(connection) for connection in used}) == 1  # 3 handovers, 1 result
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    with engine.connect() as connection:  # the pool set it back: out of autocommit
+        assert connection.connection.driver_connection.autocommit is False  # type: ignore[union-attr]
+    _replays_to_the_same_rows(engine)
+
+
+def test_a_line_gives_back_a_connection_that_sat_idle_or_whose_handover_raised(
+    postgres: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second, third = approved_emails(postgres, tmp_path, 3)
+    for pid in (first, second, third):
+        start_attempt(postgres, pid)
+    line, now = handover.Line(postgres), [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+
+    def handing(pid: str) -> object:
+        assert handover.hand_over(postgres, [handover.Step(pid, 1, sp.ActionHandover(attempt=1))], line)
+        with line.connection() as connection:
+            return connection
+
+    kept = handing(first)
+    now[0] += PING_AFTER_IDLE_SECONDS / 2
+    assert handing(second) is kept  # in use: kept
+    now[0] += PING_AFTER_IDLE_SECONDS * 2
+    with line.connection() as connection:  # idle too long: given back, a new one taken (and pinged)
+        assert connection is not kept and kept.closed  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError), line.connection() as raised:
+        raise RuntimeError("a handover that failed on its way")
+    assert raised.closed
+    assert handing(third) is not raised
+    line.close()
+    assert postgres.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
