@@ -7,7 +7,8 @@ in one durable transaction. What runs: a fresh Postgres database with `--n` appr
 per arm and round, each started as the executor starts it (store.lifecycle, its action row written by
 the projector); then, one after another on one connection, a transaction per proposal holding the
 previous proposal's `action.executed` and this one's `action.handover`:
-- one query: store.handover, as the executor sends it on Postgres (the figure this bench follows);
+- one query: store.handover, as the executor sends it on Postgres, on a connection kept for the round
+  (store.handover.Line, as the executor keeps one for a batch; the figure this bench follows);
 - the general way (baseline, same run): store.lifecycle.transition_each, as on SQLite and for any
   other result (a failure, effect events): the lock and the rows read in one round trip, the rows
   planned and projected in Python, the writes and COMMIT in a second.
@@ -59,16 +60,16 @@ def _started(store: EventStore, pids: list[str]) -> None:
         assert lc.transition(store, pid, {"approved"}, lambda _row, planned=planned: planned).won
 
 
-def _one_query(store: EventStore, previous: str | None, pid: str) -> bool:
+def _one_query(store: EventStore, previous: str | None, pid: str, line: handover.Line) -> bool:
     steps = [handover.Step(pid, 1, sp.ActionHandover(attempt=1))]
     if previous is not None:
         steps.insert(0, handover.Step(previous, 1, sp.ActionExecuted(attempt=1, reference=f"<{previous}@b>")))
-    outcome = handover.hand_over(store, steps)
+    outcome = handover.hand_over(store, steps, line)
     assert outcome is not None
     return all(outcome.won)
 
 
-def _general(store: EventStore, previous: str | None, pid: str) -> bool:
+def _general(store: EventStore, previous: str | None, pid: str, _line: handover.Line) -> bool:
     def step(proposal: str, event_type: str, payload: ev.Payload, what: str) -> lc.Step:
         event = lc.on_proposal(proposal, event_type, payload, lc.attempt_key(proposal, 1, what))
         return proposal, {"executing"}, lambda _row: [(event, False)]
@@ -90,11 +91,13 @@ def _round(store: EventStore, n: int, tag: str, handing: Callable[..., bool]) ->
     _started(store, pids)
     with store.engine.connect() as connection:  # the pool's one connection, given back after
         backend = int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+    line = handover.Line(store)  # the executor's, for a batch's handovers (the general way has none)
     server, cpu, wall = _backend_seconds(backend), time.process_time(), time.perf_counter()
     previous = None
     for pid in pids:
-        assert handing(store, previous, pid), "a step lost"
+        assert handing(store, previous, pid, line), "a step lost"
         previous = pid
+    line.close()
     return {
         "wall": (time.perf_counter() - wall) / n * 1000,
         "client": (time.process_time() - cpu) / n * 1000,
