@@ -471,6 +471,7 @@ class Executor:
             batch.pending.append(_Result(pid, attempt, "action.failed", payload))
         except Exception as exc:  # a bug or an unexpected library error: unknown if it acted
             log.exception("connector for %s crashed", pid)
+            batch.line.close()  # the read below takes a connection of its own
             handed = self._handed_over(pid, attempt)
             if handed and not (connector and connector.dedupes):
                 note = f"unexpected error after handover: {exc}"
@@ -542,6 +543,7 @@ class Executor:
         results, batch.pending = batch.pending, []
         if not results and handing is None:
             return None
+        batch.line.close()  # the general way takes a connection of its own
         steps = [result.step() for result in results]
         if handing is not None:
             steps.append(_handover_step(*handing))
@@ -594,6 +596,7 @@ class Executor:
         """Show a result as its transaction recorded it (row: the proposal after it), or, row None, say
         that it was not: the proposal had moved on."""
         if row is None:
+            batch.line.close()  # the read takes a connection of its own
             row = self._recorded_before(result)
         if row is None:
             log.warning(

@@ -37,10 +37,12 @@ test_handover.py replays the log over the live rows and compares them, for every
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -63,7 +65,8 @@ _P, _E = t.proposals.c, t.events.c
 # not drawn from here: the query's last statement moves it past the last event before COMMIT
 # (_ENDING), as the general way moves it, so a query that fails on its way (and is sent again,
 # store.literals) leaves no gap in the positions. The changes to the action and proposal rows are
-# store.proposal_projection's _handover and _executed. The statement returns the winners' `n`.
+# store.proposal_projection's _handover and _executed (a compensation of None is JSON's null, as the
+# column's type writes it; json_to_recordset reads it as SQL's NULL). It returns the winners' `n`.
 _STEPS = text(
     """
 WITH steps AS (
@@ -100,8 +103,9 @@ WITH steps AS (
     FROM won AS w WHERE w.type = 'action.executed' AND a.id = w.aid
 ), executed_proposal AS (
     UPDATE proposals AS p SET state = 'executed', phase = 'done', lease_until = NULL,
-        result_ref = w.reference, compensation = w.compensation, executed_at = w.occurred_at,
-        finished_at = w.occurred_at, updated_at = w.occurred_at, position = w.position
+        result_ref = w.reference, compensation = coalesce(w.compensation, 'null'),
+        executed_at = w.occurred_at, finished_at = w.occurred_at, updated_at = w.occurred_at,
+        position = w.position
     FROM won AS w WHERE w.type = 'action.executed' AND p.id = w.pid
 )
 SELECT n FROM won
@@ -169,32 +173,55 @@ def hand_over(store: EventStore, steps: Sequence[Step], line: Line | None = None
 class Line:
     """A connection kept for a run of handovers on one thread (an executor's batch), so that the pool's
     checkout, the switch to autocommit and the checkin are paid once for the run, not once an email.
-    One idle past PING_AFTER_IDLE_SECONDS (an SMTP server's backoff, say) is given back, so the next
-    handover takes one the pool has pinged, as every other checkout; so is one whose handover raised,
-    whatever state it was left in. `close` gives it back; the owner must call it."""
+    It carries one handover at a time. One idle past PING_AFTER_IDLE_SECONDS (an SMTP server's
+    backoff, say) is pinged first, as the pool pings such a connection at checkout, and replaced if it
+    is gone; one whose handover raised is given back, whatever state it was left in. `close` gives it
+    back; the owner must call it. The owner closes it before it needs another of the engine's
+    connections on a path that may wait for one (the executor: the general way, an error's reads);
+    while it holds it, the notifier's reads take a second (the pool's 15 are ample for the threads
+    of a process: store.db.make_engine)."""
 
     def __init__(self, store: EventStore) -> None:
         self._engine = store.engine
         self._connection: Connection | None = None
         self._used = 0.0
+        self._busy = False
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
-        if self._connection is not None and time.monotonic() - self._used > PING_AFTER_IDLE_SECONDS:
+        if self._busy:
+            raise RuntimeError("a line carries one handover at a time: the last one's outcome was not taken")
+        kept = self._connection
+        idle = kept is not None and time.monotonic() - self._used > PING_AFTER_IDLE_SECONDS
+        if kept is not None and idle and not self._alive(kept):
+            kept.invalidate()  # the pool replaces it
             self.close()
         if self._connection is None:
             self._connection = self._engine.connect()
+        self._busy = True
         try:
             yield self._connection
         except BaseException:
             self.close()
             raise
+        finally:
+            self._busy = False
         self._used = time.monotonic()
 
     def close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()
+
+    def _alive(self, connection: Connection) -> bool:
+        dialect, driver = self._engine.dialect, connection.connection.dbapi_connection
+        if driver is None:
+            return False
+        try:
+            dialect.do_ping(driver)
+        except dialect.loaded_dbapi.Error:
+            return False
+        return True
 
 
 class Sent:
@@ -217,7 +244,7 @@ class Sent:
     def _run(self, store: EventStore, steps: Sequence[Step], line: Line | None) -> Iterator[None]:
         dialect = store.engine.dialect
         recorded = ev.utcnow()
-        rows = orjson.dumps([_step_row(n, step, recorded) for n, step in enumerate(steps)]).decode()
+        rows = _json([_step_row(n, step, recorded) for n, step in enumerate(steps)])
         with (
             line.connection() if line is not None else store.engine.connect() as connection,
             opened_by_first_query(connection) as sent,
@@ -245,11 +272,28 @@ def send(store: EventStore, steps: Sequence[Step], line: Line | None = None) -> 
     return Sent(store, steps, line)
 
 
-def _step_row(n: int, step: Step, recorded: Any) -> dict[str, Any]:
+def _step_row(n: int, step: Step, recorded: datetime) -> dict[str, Any]:
     """Step n's row of _STEPS's array: its event's log row (store.log.event_row, so it is written as any
-    event is) with what the statement matches and changes by."""
+    event is) with what the statement matches and changes by, taken from the payload as the log holds it
+    (its JSON form: a compensation's keys as strings, as the projector reads them back)."""
     values, _ = log.event_row(lc.on_proposal(step.pid, step.event_type, step.payload, step.key), recorded)
-    values.update(n=n, pid=step.pid, attempt=step.attempt)
+    values.update(
+        n=n,
+        pid=step.pid,
+        attempt=step.attempt,
+        occurred_at=values["occurred_at"].isoformat(),
+        recorded_at=values["recorded_at"].isoformat(),
+    )
     if isinstance(step.payload, sp.ActionExecuted):
-        values.update(reference=step.payload.reference, compensation=step.payload.compensation)
+        payload = values["payload"]
+        values.update(reference=payload["reference"], compensation=payload["compensation"])
     return values
+
+
+def _json(rows: list[dict[str, Any]]) -> str:
+    """rows as JSON: orjson's, or the standard library's for what orjson cannot write (an integer past
+    64 bits in a compensation)."""
+    try:
+        return orjson.dumps(rows).decode()
+    except TypeError:
+        return json.dumps(rows)

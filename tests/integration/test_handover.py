@@ -118,6 +118,12 @@ def test_a_batch_of_emails_handed_over_in_one_query_each_replays_to_the_same_row
     with engine.connect() as connection:
         actions = connection.execute(select(t.actions.c.state, t.actions.c.reference)).all()
     assert sorted(actions) == sorted(("executed", f"<{pid}@mail.test>") for pid in pids)
+    with engine.connect() as connection:  # None is JSON's null, as the column's type and a replay write it
+        compensations = connection.execute(
+            text("SELECT compensation IS NULL, compensation::text FROM proposals WHERE id = ANY(:ids)"),
+            {"ids": pids},
+        ).all()
+    assert compensations == [(False, "null")] * 3
     _replays_to_the_same_rows(engine)
 
 
@@ -177,6 +183,24 @@ def test_the_steps_values_reach_the_rows_as_they_were_given(
     with engine.connect() as connection:
         action = connection.execute(select(t.actions.c.reference).where(t.actions.c.id == f"{done}:1"))
         assert action.scalar_one() == reference
+    _replays_to_the_same_rows(engine)
+
+
+def test_a_compensation_is_written_as_the_log_holds_it(
+    postgres: EventStore, engine: Engine, tmp_path: Path
+) -> None:
+    """Its JSON form, as the payload's: keys as strings, an integer past 64 bits whole (orjson cannot
+    write one; the standard library then does), a float's NaN as null."""
+    [pid] = approved_emails(postgres, tmp_path, 1)
+    start_attempt(postgres, pid)
+    given = {"undo": {1: "x"}, "big": 2**70, "nan": float("nan")}
+    executed = sp.ActionExecuted(attempt=1, reference="r", compensation=given)
+    outcome = handover.hand_over(postgres, [handover.Step(pid, 1, executed)])
+    assert outcome == handover.Outcome(won=(True,), last=("executed", 1))
+    expected = {"undo": {"1": "x"}, "big": 2**70, "nan": None}
+    assert row(postgres, pid)["compensation"] == expected
+    [logged] = events_of(postgres, pid, "action.executed")
+    assert isinstance(logged.payload, sp.ActionExecuted) and logged.payload.compensation == expected
     _replays_to_the_same_rows(engine)
 
 
@@ -416,29 +440,68 @@ def test_a_batchs_handovers_go_on_one_connection_given_back_as_it_was_at_the_end
     _replays_to_the_same_rows(engine)
 
 
-def test_a_line_gives_back_a_connection_that_sat_idle_or_whose_handover_raised(
-    postgres: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_line_pings_a_connection_that_sat_idle_and_replaces_one_gone_or_whose_handover_raised(
+    postgres: EventStore, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first, second, third = approved_emails(postgres, tmp_path, 3)
-    for pid in (first, second, third):
+    pids = approved_emails(postgres, tmp_path, 4)
+    for pid in pids:
         start_attempt(postgres, pid)
     line, now = handover.Line(postgres), [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
 
-    def handing(pid: str) -> object:
+    def handing(pid: str) -> Any:
         assert handover.hand_over(postgres, [handover.Step(pid, 1, sp.ActionHandover(attempt=1))], line)
         with line.connection() as connection:
             return connection
 
-    kept = handing(first)
-    now[0] += PING_AFTER_IDLE_SECONDS / 2
-    assert handing(second) is kept  # in use: kept
+    kept = handing(pids[0])
     now[0] += PING_AFTER_IDLE_SECONDS * 2
-    with line.connection() as connection:  # idle too long: given back, a new one taken (and pinged)
-        assert connection is not kept and kept.closed  # type: ignore[attr-defined]
-    with pytest.raises(RuntimeError), line.connection() as raised:
+    assert handing(pids[1]) is kept  # idle, pinged, still there: kept
+    with engine.connect() as other:  # the server drops it while the batch talks SMTP
+        backend = kept.connection.driver_connection.info.backend_pid
+        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+    now[0] += PING_AFTER_IDLE_SECONDS * 2
+    replaced = handing(pids[2])  # the ping finds it gone: a new one carries the handover
+    assert replaced is not kept and kept.closed
+    with line.connection(), pytest.raises(RuntimeError, match="one handover at a time"), line.connection():
+        pass
+    with pytest.raises(RuntimeError, match="failed on its way"), line.connection() as raised:
         raise RuntimeError("a handover that failed on its way")
     assert raised.closed
-    assert handing(third) is not raised
+    assert handing(pids[3]) is not raised
     line.close()
     assert postgres.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert [row(postgres, pid)["phase"] for pid in pids] == ["handover"] * 4
+
+
+class FailsFirst:
+    """Hands each email over; refuses the first for good after its handover, sends the rest."""
+
+    name = "smtp"
+    dedupes = False
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, request: ActionRequest, handover: Handover) -> ActionResult:
+        self.calls += 1
+        handover()
+        if self.calls == 1:
+            raise PermanentError("mailbox unavailable", retryable=False)
+        return ActionResult(reference=f"<{request.proposal_id}@mail.test>")
+
+
+def test_a_batch_going_the_general_way_gives_its_line_back_first(pg_url: str, tmp_path: Path) -> None:
+    """A failure recorded with the next handover goes the general way, on a connection of its own: the
+    line gives its one back first, so a batch never holds one while it waits for another."""
+    setup = make_engine(pg_url)
+    pids = approved_emails(EventStore(setup), tmp_path, 2)
+    setup.dispose()
+    engine = make_engine(pg_url, pool_size=1, max_overflow=0, pool_timeout=5)
+    try:
+        store = EventStore(engine)
+        assert Executor(store, {"send_email": FailsFirst()}).execute(pids[0]).status == "failed"
+        assert [row(store, pid)["state"] for pid in pids] == ["failed", "executed"]
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
