@@ -218,10 +218,9 @@ class Line:
         if driver is None:
             return False
         try:
-            dialect.do_ping(driver)
+            return bool(dialect.do_ping(driver))  # raises where the server is gone (False, in some versions)
         except dialect.loaded_dbapi.Error:
             return False
-        return True
 
 
 class Sent:
