@@ -96,10 +96,18 @@ def _ping_when_idle(engine: Engine) -> None:
         since = record.info.pop("idle_since", None)
         if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
             return
-        try:
-            engine.dialect.do_ping(dbapi_connection)
-        except engine.dialect.loaded_dbapi.Error as exc:
-            raise DisconnectionError(str(exc)) from exc  # the pool replaces it and checks out again
+        ping(engine.dialect, dbapi_connection)  # DisconnectionError: the pool replaces it, checks out again
+
+
+def ping(dialect: Any, dbapi_connection: Any) -> None:
+    """Ask the server whether a connection is still there: DisconnectionError where it is gone (the
+    dialect's ping raised, or answered False, as some versions of SQLAlchemy do)."""
+    try:
+        answered = dialect.do_ping(dbapi_connection)
+    except dialect.loaded_dbapi.Error as exc:
+        raise DisconnectionError(str(exc)) from exc
+    if answered is False:
+        raise DisconnectionError("the connection did not answer a ping")
 
 
 @contextmanager

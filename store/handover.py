@@ -48,13 +48,14 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, bindparam, func, literal_column, select, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import DisconnectionError
 
 from store import events as ev
 from store import lifecycle as lc
 from store import log
 from store import proposals as sp
 from store import tables as t
-from store.db import PING_AFTER_IDLE_SECONDS, opened_by_first_query, simple_statement
+from store.db import PING_AFTER_IDLE_SECONDS, opened_by_first_query, ping, simple_statement
 from store.uow import CORE_PROJECTION, EventStore
 
 _P, _E = t.proposals.c, t.events.c
@@ -214,13 +215,14 @@ class Line:
             connection.close()
 
     def _alive(self, connection: Connection) -> bool:
-        dialect, driver = self._engine.dialect, connection.connection.dbapi_connection
+        driver = connection.connection.dbapi_connection
         if driver is None:
             return False
         try:
-            return bool(dialect.do_ping(driver))  # raises where the server is gone (False, in some versions)
-        except dialect.loaded_dbapi.Error:
+            ping(self._engine.dialect, driver)
+        except DisconnectionError:
             return False
+        return True
 
 
 class Sent:
