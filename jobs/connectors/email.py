@@ -4,9 +4,11 @@ SMTP cannot deduplicate, so this connector marks the point of no return: `handov
 before DATA. A failure before it provably sent nothing (retried); a server's explicit refusal of the
 data also sent nothing; anything else after it (a dropped connection, a timeout waiting for 250) is
 `OutcomeUnknown`, which the executor shows to the operator as "may have been sent". Where the executor
-can, the handover is sent ahead (jobs.connectors.base.send_ahead) and the envelope (MAIL FROM, RCPT TO),
-which sends nothing yet, goes out while it commits; an envelope the server refuses then fails or is
-retried as before, its handover already recorded (a retry of the same attempt goes on past it).
+can, the handover is sent ahead (jobs.connectors.base.send_ahead), once the recipient is known to be
+one a server could take; the message is built and the envelope (MAIL FROM, RCPT TO), which sends
+nothing yet, goes out while it commits, so the worker's CPU is not idle waiting for the database. An
+envelope the server refuses, or a draft the email library cannot write, then fails or is retried as
+before, its handover already recorded (a retry of the same attempt goes on past it).
 
 The SMTP session stays open between sends (jobs.connectors.smtp_sessions): a kept session the server
 has closed meanwhile fails at MAIL FROM, before handover, and the email goes on over a new session.
@@ -106,12 +108,18 @@ def message_id_for(idempotency_key: str, mail_from: str) -> str:
     return f"<{digest}@{domain.strip('>')}>"
 
 
+def recipient(request: ActionRequest) -> str:
+    """The send_email action's recipient; PermanentError when there is none a server could take."""
+    to = str(request.params.get("to") or "").strip()
+    if not to or "@" not in to or any(c in to for c in "\r\n"):
+        raise PermanentError(f"no valid recipient (to={to!r})", retryable=False)
+    return to
+
+
 def build_message(request: ActionRequest, mail_from: str) -> EmailMessage:
     """The email for a send_email action, threaded onto the customer's last message when known."""
     params, draft = request.params, request.draft or {}
-    to = str(params.get("to") or "").strip()
-    if not to or "@" not in to or any(c in to for c in "\r\n"):
-        raise PermanentError(f"no valid recipient (to={to!r})", retryable=False)
+    to = recipient(request)
     message = EmailMessage()
     message["From"] = mail_from
     message["To"] = to
@@ -181,16 +189,19 @@ class EmailConnector:
         """Send the email; its Message-ID is the reference."""
         if self.config is None:
             raise PermanentError("SMTP_URL is not set; configure it to send email")
-        message = build_message(request, self.mail_from)
-        content = message.as_bytes()
-        ahead = send_ahead(handover)  # the envelope goes out while the handover commits
+        recipient(request)  # an action that cannot be sent is refused before its handover
+        # The message is built, and the envelope goes out, while the handover commits.
+        ahead = send_ahead(handover)
         try:
+            message = build_message(request, self.mail_from)
+            content = message.as_bytes()
             client = self._open_transaction(message)
         except (TransientError, PermanentError):
             if ahead:
                 wait_unless_taken_over(handover)  # nothing was sent: the error goes on up
             raise
-        except Exception as exc:  # a bug, or smtplib refusing what it was given: still nothing sent
+        except Exception as exc:  # a bug, a draft the email library refuses, smtplib refusing what it
+            # was given: still nothing sent
             log.exception("email for %s not sent", request.proposal_id)
             if ahead:
                 wait_unless_taken_over(handover)

@@ -71,6 +71,19 @@ def steps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return happened
 
 
+def _taken_over_before_the_handover(store: EventStore, pid: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another worker takes the proposal over (attempt 2) as the connector checks the recipient, right
+    before the handover is sent: the handover loses."""
+    check = email.recipient
+
+    def taken_over_meanwhile(*args: Any) -> Any:
+        monkeypatch.setattr(email, "recipient", check)  # once: build_message checks it again
+        start_attempt(store, pid, 2, lease_until=ev.utcnow())
+        return check(*args)
+
+    monkeypatch.setattr(email, "recipient", taken_over_meanwhile)
+
+
 def _ahead(store: EventStore) -> bool:
     return store.engine.dialect.name == "postgresql"
 
@@ -89,6 +102,39 @@ def test_the_envelope_goes_out_while_the_handover_commits(
         "action.handover",
         "action.executed",
     ]
+    _replays(store)
+
+
+def test_the_message_is_built_while_the_handover_commits(
+    store: EventStore, tmp_path: Path, steps: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build = email.build_message
+
+    def built(*args: Any) -> Any:
+        steps.append("built")
+        return build(*args)
+
+    monkeypatch.setattr(email, "build_message", built)
+    [pid] = approved_emails(store, tmp_path, 1)
+    with SmtpStandin() as smtp:
+        assert _executor(store, smtp).execute(pid).status == "executed"
+        assert smtp.message_ids() == [row(store, pid)["result_ref"]]
+    assert steps[:4] == (["sent", "built", "envelope", "waited"] if _ahead(store) else ["built", "envelope"])
+    _replays(store)
+
+
+def test_a_recipient_no_server_could_take_fails_before_any_handover(
+    store: EventStore, tmp_path: Path, steps: list[str]
+) -> None:
+    cmds, _, _ = commands(store, settings_for(tmp_path))
+    pid = record(store, email_proposal(make_customer(store), to="ada at acme"))
+    assert cmds.approve(OPERATOR, pid).ok
+    with SmtpStandin() as smtp:
+        outcome = _executor(store, smtp).execute(pid)
+        assert not smtp.messages and smtp.connections == 0
+    assert outcome.status == "failed" and "no valid recipient" in outcome.detail
+    assert not events_of(store, pid, "action.handover") and "sent" not in steps
+    assert not row(store, pid)["retryable"]
     _replays(store)
 
 
@@ -130,13 +176,7 @@ def test_a_handover_sent_ahead_that_loses_sends_nothing(
     """The attempt's lease ran out and another worker took the proposal over (attempt 2) before this
     attempt's handover: the envelope went out, but no DATA, and attempt 2 owns the proposal."""
     [pid] = approved_emails(store, tmp_path, 1)
-    build = email.build_message
-
-    def taken_over_meanwhile(*args: Any) -> Any:
-        start_attempt(store, pid, 2, lease_until=ev.utcnow())
-        return build(*args)
-
-    monkeypatch.setattr(email, "build_message", taken_over_meanwhile)
+    _taken_over_before_the_handover(store, pid, monkeypatch)
     with SmtpStandin() as smtp:
         outcome = _executor(store, smtp).execute(pid)
         assert not smtp.messages
@@ -164,19 +204,39 @@ def test_an_address_smtp_cannot_carry_fails_as_not_sent(
     _replays(store)
 
 
-def test_an_unexpected_error_in_the_envelope_fails_as_not_sent(
-    store: EventStore, tmp_path: Path, steps: list[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("owner", "name", "error"),
+    [
+        (email, "build_message", "a header the email library cannot write"),
+        (EmailConnector, "_envelope", "a bug in the envelope"),
+    ],
+    ids=["message", "envelope"],
+)
+def test_an_unexpected_error_after_the_handover_went_ahead_fails_as_not_sent(
+    store: EventStore,
+    tmp_path: Path,
+    steps: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    owner: Any,
+    name: str,
+    error: str,
 ) -> None:
-    def broken(*_args: Any) -> None:
-        raise RuntimeError("a bug in the envelope")
+    """The message is built and the envelope goes out after the handover went ahead: an error in either
+    sent nothing, so the operator is told it failed (and may retry), never that it may have been sent."""
 
-    monkeypatch.setattr(EmailConnector, "_envelope", broken)
+    def broken(*_args: Any) -> None:
+        raise RuntimeError(error)
+
+    monkeypatch.setattr(owner, name, broken)
     [pid] = approved_emails(store, tmp_path, 1)
     with SmtpStandin() as smtp:
         outcome = _executor(store, smtp).execute(pid)
         assert not smtp.messages
-    assert outcome.status == "failed" and "a bug in the envelope" in outcome.detail
-    assert row(store, pid)["retryable"]
+    assert outcome.status == "failed" and error in outcome.detail
+    found = row(store, pid)
+    assert found["state"] == "failed" and found["retryable"]
+    handed = [e.type for e in events_of(store, pid) if e.type in {"action.handover", "action.failed"}]
+    assert handed == (["action.handover", "action.failed"] if _ahead(store) else ["action.failed"])
     _replays(store)
 
 
@@ -217,16 +277,11 @@ def test_an_interrupt_during_the_envelope_is_not_swallowed_by_a_handover_that_lo
     store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     [pid] = approved_emails(store, tmp_path, 1)
-    build = email.build_message
-
-    def taken_over_meanwhile(*args: Any) -> Any:
-        start_attempt(store, pid, 2, lease_until=ev.utcnow())  # before the handover is sent: it loses
-        return build(*args)
 
     def interrupted(self: EmailConnector, *_args: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(email, "build_message", taken_over_meanwhile)
+    _taken_over_before_the_handover(store, pid, monkeypatch)
     monkeypatch.setattr(EmailConnector, "_envelope", interrupted)
     with SmtpStandin() as smtp, pytest.raises(KeyboardInterrupt):
         _executor(store, smtp).execute(pid)
