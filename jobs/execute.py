@@ -30,7 +30,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -54,7 +54,7 @@ from jobs.connectors.webhook import WebhookConnector
 from jobs.context import JobContext, current
 from jobs.queue import DECISIONS, NO_RETRY
 from store import events as ev
-from store import handover
+from store import handover, starts
 from store import lifecycle as lc
 from store import proposals as sp
 from store import tables as t
@@ -281,16 +281,25 @@ class Executor:
         def plan(row: dict[str, Any], state: SqlState) -> list[lc.Planned] | None:
             return self._plan_start(row, state, touched.setdefault(state, set()))
 
-        first, *others = lc.start_batch(
-            self.store,
-            proposal_id,
-            {"approved", "executing"},
-            plan,
-            more=self.batch_more,
-            now=self.clock(),
-            durable=False,
-            read_beside=(_LAST_INBOUND_OF_PROPOSAL, {"proposal_id": proposal_id, **_OF_AN_EMAIL}),
-        )
+        batch = _Batch(self.store)
+        try:
+            transitions = self._start_ahead(proposal_id, batch)
+        except BaseException:
+            batch.line.close()
+            raise
+        if not transitions:
+            batch.line.close()  # the general way takes a connection of its own; a handover opens it again
+            transitions = lc.start_batch(
+                self.store,
+                proposal_id,
+                {"approved", "executing"},
+                plan,
+                more=self.batch_more,
+                now=self.clock(),
+                durable=False,
+                read_beside=(_LAST_INBOUND_OF_PROPOSAL, {"proposal_id": proposal_id, **_OF_AN_EMAIL}),
+            )
+        first, *others = transitions
         row = first.row
         if row is None:
             return Outcome("nothing", "no such proposal")
@@ -302,7 +311,6 @@ class Executor:
             return Outcome("nothing", f"proposal is {row['state']}")
         claimed = [other.row["id"] for other in others if other.row is not None]
         self._remember_claimed(claimed)
-        batch = _Batch(self.store)
         started: list[lc.Transition] = []
         ended: list[lc.Transition] = []
         for transition in (first, *others):
@@ -402,6 +410,41 @@ class Executor:
             self.sleep(min(max(remaining, 0.0), UNDO_POLL_SECONDS))
 
     # ---- steps -----------------------------------------------------------------------------------
+    def _start_ahead(self, proposal_id: str, batch: _Batch) -> list[lc.Transition] | None:
+        """The start the common way where it applies (store.starts): the proposal and its backlog read
+        without the lock, and started in one query on the batch's line. None where it does not apply
+        (SQLite; the proposal is not approved and due; it or one of its backlog acts only through the
+        log), and no transitions where the proposal moved on before the query: the general way then
+        says why."""
+        if self.store.engine.dialect.name != "postgresql":
+            return None
+        now = self.clock()
+        beside = (_LAST_INBOUND_OF_PROPOSAL, {"proposal_id": proposal_id, **_OF_AN_EMAIL})
+        found = starts.read(batch.line, proposal_id, more=self.batch_more, now=now, beside=beside)
+        rows = [found.row, *found.others] if found.row is not None else []
+        if not rows or not all(self._starts_outside_the_log(row, now) for row in rows):
+            return None  # the general way does internal updates in a backlog as they start
+        won = starts.start(batch.line, [(row, self._started(row, row["attempts"] + 1, now)) for row in rows])
+        return [replace(won[0], beside=found.beside), *won[1:]] if won else won
+
+    def _starts_outside_the_log(self, row: Mapping[str, Any], now: datetime) -> bool:
+        """Whether a proposal starts as store.starts starts it: approved, its undo window over, and run
+        by a connector that acts outside the log (one that acts through it runs as it starts)."""
+        due = not row["not_before"] or row["not_before"] <= now
+        connector = self.connectors.get(row["kind"])
+        return row["state"] == "approved" and due and not isinstance(connector, InternalConnector)
+
+    def _started(self, row: Mapping[str, Any], attempt: int, now: datetime) -> ev.NewEvent:
+        """The `action.started` of the proposal's attempt: its lease runs from now."""
+        pid, connector = row["id"], self.connectors.get(row["kind"])
+        started = sp.ActionStarted(
+            attempt=attempt,
+            connector=connector.name if connector else "none",
+            idempotency_key=action_key(pid),
+            lease_until=now + self.lease,
+        )
+        return lc.on_proposal(pid, "action.started", started, lc.attempt_key(pid, attempt, "started"))
+
     def _plan_start(self, row: dict[str, Any], state: SqlState, touched: set[str]) -> list[lc.Planned] | None:
         now = self.clock()
         pid, attempt = row["id"], row["attempts"]
@@ -421,15 +464,7 @@ class Executor:
                 )
             ]
         attempt += 1
-        started = sp.ActionStarted(
-            attempt=attempt,
-            connector=connector.name if connector else "none",
-            idempotency_key=action_key(pid),
-            lease_until=now + self.lease,
-        )
-        planned = [
-            (lc.on_proposal(pid, "action.started", started, lc.attempt_key(pid, attempt, "started")), False)
-        ]
+        planned = [(self._started(row, attempt, now), False)]
         if isinstance(connector, InternalConnector):  # acts only through the log: runs as it starts
             if row["kind"] in PLANNED_ON_STATE:
                 customers = {row["customer_id"], *(str(v) for k, v in _params(row).items() if k in MERGED)}

@@ -196,15 +196,21 @@ def opened_by_first_query(connection: Connection) -> Iterator[SentTogether | Non
         with connection.begin():
             yield None
         return
+    sent = together_in_autocommit(connection)
+    sent.add("BEGIN")
+    with connection.begin():
+        yield sent
+
+
+def together_in_autocommit(connection: Connection) -> SentTogether:
+    """Statements to send as one query on `connection` (Postgres), switched to autocommit: each runs
+    on its own, or in the transaction a BEGIN among them opens (opened_by_first_query)."""
     # Every switch to autocommit goes through execution_options, which the pool sets back at checkin:
     # one in autocommit already (a connection kept for a run of these, store.handover.Line) stays so.
     driver = connection.connection.driver_connection
     if not (driver is not None and driver.autocommit):
         connection.execution_options(isolation_level="AUTOCOMMIT")
-    sent = SentTogether(connection)
-    sent.add("BEGIN")
-    with connection.begin():
-        yield sent
+    return SentTogether(connection)
 
 
 class SentTogether:

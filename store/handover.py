@@ -12,7 +12,7 @@ prepared on the connection (store.literals; sent again on statements prepared an
     the steps' order one past the last while its proposal is executing the step's attempt and the
     log does not hold the event's key, and where it was, the action row and the proposal row changed
     as the projector changes them for that event (store.proposal_projection); one statement to end
-    (_ENDING): the core projection's position, the events' sequence moved past the last event, the
+    (ENDING): the core projection's position, the events' sequence moved past the last event, the
     last step's proposal as it ends; COMMIT
 
 The steps go as one value, a JSON array (one row each, read by json_to_recordset): the client quotes
@@ -59,17 +59,27 @@ from store.db import PING_AFTER_IDLE_SECONDS, opened_by_first_query, ping, simpl
 from store.uow import CORE_PROJECTION, EventStore
 
 _P, _E = t.proposals.c, t.events.c
+# The insert of a statement's winning events (a CTE `won` of event rows with their positions), shared by
+# the handover's and the start's statements (store.starts).
+INSERT_WON = """INSERT INTO events (
+        position, id, stream, type, version, payload, actor, source, confidence, correlation_id,
+        causation_id, occurred_at, recorded_at, idempotency_key
+    )
+    SELECT position, id, stream, type, version, payload, actor, source, confidence, correlation_id,
+        causation_id, occurred_at, recorded_at, idempotency_key
+    FROM won"""
+
 # Every step, from one JSON array. A step's event is inserted while its proposal is executing the
 # attempt that took the step and the log does not hold its key (a retry's step recorded before), one
 # past the last event in the steps' order (row_number() counts the winners alone). The key is looked
 # up one step at a time (a subquery, not an anti-join that might read the whole log). The sequence is
 # not drawn from here: the query's last statement moves it past the last event before COMMIT
-# (_ENDING), as the general way moves it, so a query that fails on its way (and is sent again,
+# (ENDING), as the general way moves it, so a query that fails on its way (and is sent again,
 # store.literals) leaves no gap in the positions. The changes to the action and proposal rows are
 # store.proposal_projection's _handover and _executed (a compensation of None is JSON's null, as the
 # column's type writes it; json_to_recordset reads it as SQL's NULL). It returns the winners' `n`.
 _STEPS = text(
-    """
+    f"""
 WITH steps AS (
     SELECT * FROM json_to_recordset(CAST(:steps AS json)) AS s(
         n integer, pid varchar, attempt integer, id varchar, stream varchar, type varchar,
@@ -86,13 +96,7 @@ WITH steps AS (
     )
     AND (SELECT 1 FROM events AS e WHERE e.idempotency_key = s.idempotency_key LIMIT 1) IS NULL
 ), inserted AS (
-    INSERT INTO events (
-        position, id, stream, type, version, payload, actor, source, confidence, correlation_id,
-        causation_id, occurred_at, recorded_at, idempotency_key
-    )
-    SELECT position, id, stream, type, version, payload, actor, source, confidence, correlation_id,
-        causation_id, occurred_at, recorded_at, idempotency_key
-    FROM won
+    {INSERT_WON}
 ), handed_action AS (
     UPDATE actions AS a SET state = 'handover'
     FROM won AS w WHERE w.type = 'action.handover' AND a.id = w.aid
@@ -127,7 +131,7 @@ _SAVE_POSITION = _POSITION.on_conflict_do_update(
 _LAST_POSITION = select(func.max(_E.position)).scalar_subquery()
 # The transaction's end in one statement: the core projection's position saved, the events' sequence
 # moved past the last event, and the last step's proposal as it ends (NULLs: there is no such proposal).
-_ENDING = select(
+ENDING = select(
     func.setval(literal_column("pg_get_serial_sequence('events', 'position')"), _LAST_POSITION),
     select(_P.state).where(_P.id == bindparam("pid")).scalar_subquery(),
     select(_P.attempts).where(_P.id == bindparam("pid")).scalar_subquery(),
@@ -245,7 +249,7 @@ class Sent:
     def _run(self, store: EventStore, steps: Sequence[Step], line: Line | None) -> Iterator[None]:
         dialect = store.engine.dialect
         recorded = ev.utcnow()
-        rows = _json([_step_row(n, step, recorded) for n, step in enumerate(steps)])
+        rows = steps_json([_step_row(n, step, recorded) for n, step in enumerate(steps)])
         with (
             line.connection() if line is not None else store.engine.connect() as connection,
             opened_by_first_query(connection) as sent,
@@ -254,7 +258,7 @@ class Sent:
             sent.add(log.LOCK)
             stepped = sent.add(*simple_statement(dialect, _STEPS, {"steps": rows}))
             ending = {"name": CORE_PROJECTION, "pid": steps[-1].pid}
-            ended = sent.add(*simple_statement(dialect, _ENDING, ending))
+            ended = sent.add(*simple_statement(dialect, ENDING, ending))
             sent.add("COMMIT")
             yield from sent.sending()
         ((_, state, attempt),) = sent.rows(ended)
@@ -291,7 +295,7 @@ def _step_row(n: int, step: Step, recorded: datetime) -> dict[str, Any]:
     return values
 
 
-def _json(rows: list[dict[str, Any]]) -> str:
+def steps_json(rows: list[dict[str, Any]]) -> str:
     """rows as JSON: orjson's, or the standard library's for what orjson cannot write (an integer past
     64 bits in a compensation)."""
     try:

@@ -4,7 +4,9 @@ Every transition runs inside one log transaction, which holds the append lock (a
 lock, SQLite's BEGIN IMMEDIATE): the proposal's state is read and the event appended with nobody in
 between, so of two concurrent decisions exactly one wins (DESIGN.md invariant 4). Terminal decisions
 also share one idempotency key per proposal (`<id>:decision`), so even a second writer that slipped
-past the state check could not record a second decision.
+past the state check could not record a second decision. The executor's commonest transitions are
+sent as one statement each that compares and sets under the lock (store.handover, store.starts):
+the proposal's state and attempt, and for a start the row's position too, as its plan found them.
 """
 
 from __future__ import annotations
@@ -148,7 +150,7 @@ def start_batch(
     from one transaction over to the next. `read_beside` (statement, parameters): a read sent in the
     round trip that takes the lock too, its rows given as the first transition's `beside`.
     """
-    claim = ("proposals", _CLAIM, {"id": proposal_id, "now": now, "n": more, "state": "approved"})
+    claim = ("proposals", CLAIM, {"id": proposal_id, "now": now, "n": more, "state": "approved"})
 
     def run(new_keys: bool) -> list[Transition]:
         with store.transaction(
@@ -226,7 +228,7 @@ _BY_ID = {
 
 # Approved proposals whose undo window is over, oldest decision first: a backlog the executor starts
 # together (store/lifecycle.start_batch). Built once; it runs in the round trip that takes the lock.
-_CLAIM = (
+CLAIM = (
     select(t.proposals)
     .where(
         t.proposals.c.state == bindparam("state"),

@@ -203,7 +203,7 @@ class SqlState:
         cache_key = self._cache_key(table, key)
         if cache_key is None or sent is None:
             return
-        query, names = _driver_sql(self.connection, _select(table, tuple(key)))
+        query, names = driver_sql(self.connection, _select(table, tuple(key)))
         self._ahead[cache_key] = (sent, sent.add(query, key), names)
 
     def read_ahead_rows(self, sent: SentTogether | None, table: str, statement: Any, params: Row) -> None:
@@ -216,7 +216,7 @@ class SqlState:
         returns takes them, as dictionaries by column name."""
         if sent is None:
             return lambda: [dict(row._mapping) for row in self.connection.execute(statement, params)]
-        query, names = _driver_sql(self.connection, statement)
+        query, names = driver_sql(self.connection, statement)
         index = sent.add(query, params)
         return lambda: [dict(zip(names, values, strict=True)) for values in sent.rows(index)]
 
@@ -301,7 +301,7 @@ def _select(table: str, columns: tuple[str, ...]) -> Any:
     return stmt
 
 
-def _driver_sql(connection: Connection, statement: Any) -> tuple[str, tuple[str, ...]]:
+def driver_sql(connection: Connection, statement: Any) -> tuple[str, tuple[str, ...]]:
     """A select's SQL as the driver takes it (for a read sent with the lock, past SQLAlchemy) and the
     names of the columns it reads, in order (asking the cursor builds an object per column, per read):
     worked out once per statement and dialect."""

@@ -263,7 +263,7 @@ def test_a_query_that_fails_on_its_way_leaves_no_gap_in_the_positions(
     else:  # a statement after the event's insert fails: nothing of the transaction is kept
         fails = func.crm_no_such_function(bindparam("pid"))
         broken = select(fails, t.proposals.c.state, t.proposals.c.attempts)
-        monkeypatch.setattr(handover, "_ENDING", broken)
+        monkeypatch.setattr(handover, "ENDING", broken)
         with pytest.raises(DBAPIError):
             handover.hand_over(postgres, [step])
         monkeypatch.undo()
@@ -329,7 +329,7 @@ def test_a_handover_sent_ahead_that_fails_on_the_server_leaves_the_results_waiti
     """The second email's handover, sent ahead with the first email's result, fails in Postgres: the
     second is not sent and fails (retryable), and the first's result is recorded after all."""
     first, second = approved_emails(postgres, tmp_path, 2)
-    ending, failures = handover._ENDING, []
+    ending, failures = handover.ENDING, []
 
     def failing_once(
         store: EventStore, steps: list[handover.Step], line: handover.Line | None = None
@@ -337,11 +337,11 @@ def test_a_handover_sent_ahead_that_fails_on_the_server_leaves_the_results_waiti
         broken = len(steps) == 2 and not failures
         if broken:
             failures.append(steps)
-            monkeypatch.setattr(handover, "_ENDING", select(func.crm_no_such_function()))
+            monkeypatch.setattr(handover, "ENDING", select(func.crm_no_such_function()))
         try:
             return send(store, steps, line)
         finally:
-            monkeypatch.setattr(handover, "_ENDING", ending)
+            monkeypatch.setattr(handover, "ENDING", ending)
 
     send = handover.send
     monkeypatch.setattr(handover, "send", failing_once)
@@ -419,7 +419,7 @@ def test_one_step_per_proposal(postgres: EventStore) -> None:
         handover.hand_over(postgres, [step, step])
 
 
-def test_a_batchs_handovers_go_on_one_connection_given_back_as_it_was_at_the_end(
+def test_a_batchs_start_and_handovers_go_on_one_connection_given_back_as_it_was_at_the_end(
     postgres: EventStore, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pids = approved_emails(postgres, tmp_path, 3)
@@ -433,7 +433,8 @@ def test_a_batchs_handovers_go_on_one_connection_given_back_as_it_was_at_the_end
 
     monkeypatch.setattr(handover.Line, "connection", contextmanager(watched))
     assert Executor(postgres, {"send_email": HandingOver()}).execute(pids[0]).status == "executed"
-    assert len(used) == 4 and len({id(connection) for connection in used}) == 1  # 3 handovers, 1 result
+    # The start's read and its query (store.starts), 3 handovers, 1 result.
+    assert len(used) == 2 + 4 and len({id(connection) for connection in used}) == 1
     assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     with engine.connect() as connection:  # the pool set it back: out of autocommit
         assert connection.connection.driver_connection.autocommit is False  # type: ignore[union-attr]

@@ -13,7 +13,7 @@ from jobs.execute import Executor
 from jobs.notify import Notifier
 from jobs.proposal_service import Decider, decide, expire_due, wake_due
 from store import events as ev
-from store import handover
+from store import handover, starts
 from store import lifecycle as lc
 from store.proposal_metrics import lifecycle_metrics
 from store.replay import replay, verify
@@ -182,18 +182,19 @@ def test_a_transition_returns_the_row_the_database_holds(
         assert decided.won and decided.row == row(store, pid)
     seen: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
 
-    def watch(name: str) -> None:
-        original = getattr(lc, name)
+    def watch(module: Any, name: str) -> None:
+        original = getattr(module, name)
 
         def watching(*args: Any, **kwargs: Any) -> list[lc.Transition]:
             results: list[lc.Transition] = original(*args, **kwargs)
             seen.extend((result.row, row(store, result.row["id"])) for result in results if result.row)
             return results
 
-        monkeypatch.setattr(lc, name, watching)
+        monkeypatch.setattr(module, name, watching)
 
-    watch("start_batch")
-    watch("transition_each")
+    watch(lc, "start_batch")
+    watch(starts, "start")  # how a backlog of approved emails starts on Postgres
+    watch(lc, "transition_each")
     # The results go the general way here on Postgres too (it records them as one query of its own,
     # store.handover, tested in test_handover.py).
     monkeypatch.setattr(handover, "send", lambda *_args: None)
