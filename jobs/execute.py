@@ -284,21 +284,25 @@ class Executor:
         batch = _Batch(self.store)
         try:
             transitions = self._start_ahead(proposal_id, batch)
-        except BaseException:
+            if not transitions:
+                batch.line.close()  # the general way takes a connection of its own; a handover opens it again
+                transitions = lc.start_batch(
+                    self.store,
+                    proposal_id,
+                    {"approved", "executing"},
+                    plan,
+                    more=self.batch_more,
+                    now=self.clock(),
+                    durable=False,
+                    read_beside=(_LAST_INBOUND_OF_PROPOSAL, {"proposal_id": proposal_id, **_OF_AN_EMAIL}),
+                )
+            return self._run_started(batch, transitions)
+        finally:
             batch.line.close()
-            raise
-        if not transitions:
-            batch.line.close()  # the general way takes a connection of its own; a handover opens it again
-            transitions = lc.start_batch(
-                self.store,
-                proposal_id,
-                {"approved", "executing"},
-                plan,
-                more=self.batch_more,
-                now=self.clock(),
-                durable=False,
-                read_beside=(_LAST_INBOUND_OF_PROPOSAL, {"proposal_id": proposal_id, **_OF_AN_EMAIL}),
-            )
+
+    def _run_started(self, batch: _Batch, transitions: list[lc.Transition]) -> Outcome:
+        """Run the attempts a start won (the first transition is the proposal's own) and say how the
+        proposal's own ended, or why it did not start."""
         first, *others = transitions
         row = first.row
         if row is None:
@@ -324,7 +328,7 @@ class Executor:
             batch.line.close()
             self._show_ended_at_start(batch, ended)  # after the sends: their leases run meanwhile
             self._no_longer_running(claimed, batch.outcomes)
-        return batch.outcomes.get(proposal_id) or Outcome("busy", "started, not run: left to the sweep")
+        return batch.outcomes.get(row["id"]) or Outcome("busy", "started, not run: left to the sweep")
 
     def _taken_by_a_batch(self, proposal_id: str) -> Outcome | None:
         """For a proposal a batch of this process started: what its own job should return, read without
@@ -378,7 +382,7 @@ class Executor:
     ) -> None:
         """Run each started attempt's connector in turn and record the results (see the module's doc);
         `known`: the threads of some customers already read (_threads)."""
-        threads = self._threads((t.row for t in started if t.row is not None), known)
+        threads = self._threads((t.row for t in started if t.row is not None), known, batch)
         began = self.monotonic()
         budget = self.lease.total_seconds() / 4
         for n, transition in enumerate(started):
@@ -691,7 +695,7 @@ class Executor:
         )
 
     def _threads(
-        self, rows: Iterable[dict[str, Any]], known: Mapping[str, dict[str, Any] | None]
+        self, rows: Iterable[dict[str, Any]], known: Mapping[str, dict[str, Any] | None], batch: _Batch
     ) -> dict[str, dict[str, Any]]:
         """For the emails among rows, each customer's last inbound email to thread the reply onto, by
         customer: one read for a whole batch, of the customers not `known` (None: no thread)."""
@@ -700,6 +704,7 @@ class Executor:
         customers = sorted(emails - set(known))
         if not customers:
             return threads
+        batch.line.close()  # the read takes a connection of its own (a pool of one has no second)
         engine = self.store.engine
         by_customer: dict[str, list[Mapping[Any, Any]]] = {}
         with reading(engine) as connection:

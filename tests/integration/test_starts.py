@@ -19,12 +19,16 @@ from store import handover, starts
 from store import lifecycle as lc
 from store import proposals as sp
 from store import tables as t
+from store.db import make_engine
 from store.uow import EventStore
 from tests.integration.proposal_helpers import (
     OPERATOR,
     approved_emails,
     commands,
+    email_proposal,
     events_of,
+    make_customer,
+    record,
     row,
     settings_for,
     start_attempt,
@@ -213,3 +217,24 @@ def test_a_proposal_changed_after_the_read_in_its_state_is_not_started_from_the_
     finally:
         line.close()
     assert row(store, pid)["state"] == "approved" and not events_of(store, pid, "action.started")
+
+
+def test_a_backlog_to_several_customers_runs_on_a_pool_of_one(pg_url: str, tmp_path: Path) -> None:
+    """The start leaves the batch's line holding a connection; reading the other customers' threads
+    takes one of its own, so the line gives its one back first (else the read waits for the pool)."""
+    setup = make_engine(pg_url)
+    store = EventStore(setup)
+    cmds, _, _ = commands(store, settings_for(tmp_path))
+    ada, bob = make_customer(store), make_customer(store, "Bob Babbage", "bob@babbage.test")
+    pids = [record(store, email_proposal(customer)) for customer in (ada, bob, ada, bob)]
+    for pid in pids:
+        assert cmds.approve(OPERATOR, pid).ok
+    setup.dispose()
+    engine = make_engine(pg_url, pool_size=1, max_overflow=0, pool_timeout=5)
+    try:
+        store = EventStore(engine)
+        assert Executor(store, {"send_email": HandingOver()}).execute(pids[0]).status == "executed"
+        assert [row(store, pid)["state"] for pid in pids] == ["executed"] * 4
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
