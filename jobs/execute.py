@@ -281,9 +281,11 @@ class Executor:
         def plan(row: dict[str, Any], state: SqlState) -> list[lc.Planned] | None:
             return self._plan_start(row, state, touched.setdefault(state, set()))
 
+        # The first proposal's email thread, read in the start's first round trip.
+        beside = (_LAST_INBOUND_OF_PROPOSAL, {"proposal_id": proposal_id, **_OF_AN_EMAIL})
         batch = _Batch(self.store)
         try:
-            transitions = self._start_ahead(proposal_id, batch)
+            transitions = self._start_ahead(proposal_id, batch, beside)
             if not transitions:
                 batch.line.close()  # the general way takes a connection of its own; a handover opens it again
                 transitions = lc.start_batch(
@@ -294,7 +296,7 @@ class Executor:
                     more=self.batch_more,
                     now=self.clock(),
                     durable=False,
-                    read_beside=(_LAST_INBOUND_OF_PROPOSAL, {"proposal_id": proposal_id, **_OF_AN_EMAIL}),
+                    read_beside=beside,
                 )
             return self._run_started(batch, transitions)
         finally:
@@ -320,7 +322,7 @@ class Executor:
         for transition in (first, *others):
             done = any(event.type in sp.RESULTS for event in transition.events)
             (ended if done else started).append(transition)
-        # An email's thread (read with the lock when the first proposal is one): none need be read again.
+        # An email's thread (read with the start when the first proposal is one): none need be read again.
         known = {row["customer_id"]: _thread(first.beside)} if row["kind"] == "send_email" else {}
         try:
             self._run_in_turn(batch, started, known)
@@ -414,7 +416,9 @@ class Executor:
             self.sleep(min(max(remaining, 0.0), UNDO_POLL_SECONDS))
 
     # ---- steps -----------------------------------------------------------------------------------
-    def _start_ahead(self, proposal_id: str, batch: _Batch) -> list[lc.Transition] | None:
+    def _start_ahead(
+        self, proposal_id: str, batch: _Batch, beside: tuple[Any, dict[str, Any]]
+    ) -> list[lc.Transition] | None:
         """The start the common way where it applies (store.starts): the proposal and its backlog read
         without the lock, and started in one query on the batch's line. None where it does not apply
         (SQLite; the proposal is not approved and due; it or one of its backlog acts only through the
@@ -423,7 +427,6 @@ class Executor:
         if self.store.engine.dialect.name != "postgresql":
             return None
         now = self.clock()
-        beside = (_LAST_INBOUND_OF_PROPOSAL, {"proposal_id": proposal_id, **_OF_AN_EMAIL})
         found = starts.read(batch.line, proposal_id, more=self.batch_more, now=now, beside=beside)
         rows = [found.row, *found.others] if found.row is not None else []
         if not rows or not all(self._starts_outside_the_log(row, now) for row in rows):

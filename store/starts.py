@@ -119,7 +119,7 @@ def read(
         first, others, found = (
             [dict(zip(names, v, strict=True)) for v in sent.rows(i)] for i, names in reads
         )
-    return Read(first[0] if first else None, others if more else [], tuple(found))
+    return Read(first[0] if first else None, others, tuple(found))
 
 
 def start(

@@ -56,7 +56,7 @@ def _started(found: dict[str, Any], now: datetime) -> ev.NewEvent:
     return lc.on_proposal(pid, "action.started", payload, lc.attempt_key(pid, attempt, "started"))
 
 
-def _read(store: EventStore, line: handover.Line, pid: str, more: int = 15) -> starts.Read:
+def _read(line: handover.Line, pid: str, more: int = 15) -> starts.Read:
     return starts.read(line, pid, more=more, now=ev.utcnow(), beside=NOTHING_BESIDE)
 
 
@@ -77,7 +77,7 @@ def test_a_backlog_started_in_one_query_is_what_the_database_holds_and_replays_t
     pids = approved_emails(store, tmp_path, 4)
     line = handover.Line(store)
     try:
-        found = _read(store, line, pids[0])
+        found = _read(line, pids[0])
         assert found.row is not None and found.row["id"] == pids[0]
         assert [other["id"] for other in found.others] == pids[1:]  # oldest decision first
         won = _start(line, found)
@@ -109,7 +109,7 @@ def test_a_first_proposal_that_moved_on_after_the_read_starts_nothing(
     pids = approved_emails(store, tmp_path, 3)
     line = handover.Line(store)
     try:
-        found = _read(store, line, pids[0])
+        found = _read(line, pids[0])
         start_attempt(store, pids[0])  # the other worker, meanwhile
         before = _events(engine)
         assert _start(line, found) == []
@@ -127,7 +127,7 @@ def test_a_backlog_proposal_that_moved_on_after_the_read_is_left_out(
     cmds, _, _ = commands(store, settings_for(tmp_path))
     line = handover.Line(store)
     try:
-        found = _read(store, line, pids[0])
+        found = _read(line, pids[0])
         start_attempt(store, pids[1])  # another worker's batch took it
         assert cmds.undo(OPERATOR, pids[2]).ok  # the operator took it back
         won = _start(line, found)
@@ -145,7 +145,7 @@ def test_two_workers_reading_the_same_backlog_start_each_proposal_once(
     pids = approved_emails(store, tmp_path, 4)
     first, second = handover.Line(store), handover.Line(store)
     try:
-        read_first, read_second = _read(store, first, pids[0]), _read(store, second, pids[1])
+        read_first, read_second = _read(first, pids[0]), _read(second, pids[1])
         assert {other["id"] for other in read_second.others} == {pids[0], *pids[2:]}
         assert len(_start(first, read_first)) == 4
         assert _start(second, read_second) == []  # its own proposal is taken: it writes nothing
@@ -166,7 +166,7 @@ def test_a_retry_starts_the_next_attempt(store: EventStore, engine: Engine, tmp_
     assert cmds.retry(OPERATOR, pid).ok and row(store, pid)["state"] == "approved"
     line = handover.Line(store)
     try:
-        [started] = _start(line, _read(store, line, pid))
+        [started] = _start(line, _read(line, pid))
     finally:
         line.close()
     assert started.row == row(store, pid) and started.row is not None
@@ -206,7 +206,7 @@ def test_a_proposal_changed_after_the_read_in_its_state_is_not_started_from_the_
     [pid] = approved_emails(store, tmp_path, 1)
     line = handover.Line(store)
     try:
-        found = _read(store, line, pid)
+        found = _read(line, pid)
         with engine.begin() as connection:  # as an event would: a new position with the change
             connection.execute(
                 t.proposals.update()
