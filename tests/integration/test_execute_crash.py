@@ -243,3 +243,41 @@ def test_a_retry_after_a_transient_failure_past_the_handover_goes_on(
         assert outcome.status == "executed" and outcome.detail == "sent-on-try-2"
         assert connector.tries == 2
         assert [e.payload.attempt for e in events_of(store, pid, "action.handover")] == [1]  # type: ignore[attr-defined]
+
+
+def test_transient_failures_are_tried_again_after_growing_waits_then_reported_as_retryable(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """Each try hands over anew (a retry of the same attempt finds its handover recorded and goes on);
+    the waits between tries double from backoff_seconds up to BACKOFF_MAX_SECONDS; after the last try
+    the action fails with a Retry button, saying how often it was tried."""
+
+    class AlwaysBusy:
+        name = "busy"
+        dedupes = False
+        tries = 0
+
+        def run(self, request: ActionRequest, handover: Handover) -> ActionResult:
+            self.tries += 1
+            handover()
+            raise TransientError("421 try again later")
+
+    with SmtpStandin() as smtp:
+        first, _, _ = _approved_email(store, tmp_path, smtp)
+        second, _, _ = _approved_email(store, tmp_path, smtp)
+    cases = ((first, 1.0, 4, [1.0, 2.0, 4.0]), (second, 3.0, 5, [3.0, 6.0, 8.0, 8.0]))
+    for pid, backoff, tries, waits in cases:
+        connector, slept = AlwaysBusy(), []
+        executor = Executor(
+            store,
+            {"send_email": connector},
+            sleep=slept.append,
+            backoff_seconds=backoff,
+            transient_tries=tries,
+            batch_more=0,
+        )
+        outcome = executor.execute(pid)
+        assert outcome.status == "failed" and f"gave up after {tries} tries" in outcome.detail
+        assert connector.tries == tries and slept == waits
+        assert row(store, pid)["retryable"] is True
+        assert len(events_of(store, pid, "action.handover")) == 1
