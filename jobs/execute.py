@@ -158,6 +158,18 @@ def _handover_step(pid: str, attempt: int) -> lc.Step:
     return pid, {"executing"}, plan
 
 
+def _left_as_it_is(row: Mapping[str, Any], now: datetime) -> bool:
+    """Whether a start would find nothing to do on the proposal as read: inside its undo window, held
+    under a live lease, or ended. Read without the lock, this is the answer the general way gives with
+    it, or gave a moment before; what changes it later brings its own turn (the job waits out the undo
+    window, the sweep takes up a lease that ran out, a retry queues a new job)."""
+    if row["state"] == "approved":
+        return bool(row["not_before"] and row["not_before"] > now)
+    if row["state"] == "executing":
+        return row["lease_until"] is None or row["lease_until"] > now
+    return True
+
+
 def _detail(payload: ev.Payload) -> str:
     """What a result says in a line: the error, the note or the far side's reference."""
     found = (
@@ -419,16 +431,20 @@ class Executor:
         self, proposal_id: str, batch: _Batch, beside: tuple[Any, dict[str, Any]]
     ) -> list[lc.Transition] | None:
         """The start the common way where it applies (store.starts): the proposal and its backlog read
-        without the lock, and started in one query on the batch's line. None where it does not apply
-        (SQLite; the proposal is not approved and due; it or one of its backlog acts only through the
+        without the lock, and started in one query on the batch's line. A proposal the read finds
+        nothing to start on (_left_as_it_is) is answered from it, without the lock: a job whose
+        proposal another worker process's batch holds costs one read. None where the common way does
+        not apply (SQLite; a lease ran out; the proposal or one of its backlog acts only through the
         log), and no transitions where the proposal moved on before the query: the general way then
         says why."""
         if self.store.engine.dialect.name != "postgresql":
             return None
         now = self.clock()
         found = starts.read(batch.line, proposal_id, more=self.batch_more, now=now, beside=beside)
-        rows = [found.row, *found.others] if found.row is not None else []
-        if not rows or not all(self._starts_outside_the_log(row, now) for row in rows):
+        if found.row is None or _left_as_it_is(found.row, now):
+            return [lc.Transition(False, found.row)]  # _run_started says why, as the general way would
+        rows = [found.row, *found.others]
+        if not all(self._starts_outside_the_log(row, now) for row in rows):
             return None  # the general way does internal updates in a backlog as they start
         won = starts.start(batch.line, [(row, self._started(row, row["attempts"] + 1, now)) for row in rows])
         return [replace(won[0], beside=found.beside), *won[1:]] if won else won

@@ -238,3 +238,39 @@ def test_a_backlog_to_several_customers_runs_on_a_pool_of_one(pg_url: str, tmp_p
         assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     finally:
         engine.dispose()
+
+
+def test_a_job_with_nothing_to_start_is_answered_from_the_read_without_the_lock(
+    store: EventStore, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker process's batch holds two of the proposals under a live lease (this process
+    never claimed them, so it has no memory of them), one is executed, one waits out its undo window:
+    each job is answered from the read, as the general way would answer, and neither way of starting
+    runs. Once the lease has run out, the job goes the general way and takes the attempt over."""
+    pids = approved_emails(store, tmp_path, 4)
+    ticks = iter(range(0, 10_000, 100))  # each look at the clock is 100 s later; the budget is 75 s
+    other_process = Executor(store, {"send_email": HandingOver()}, monotonic=lambda: next(ticks))
+    assert other_process.execute(pids[0]).status == "executed"  # its batch ran out of time after one
+    windowed = pids[3]
+    with engine.begin() as connection:  # as an approval with an undo window leaves it
+        later = ev.utcnow() + timedelta(minutes=1)
+        undo_window = t.proposals.update().where(t.proposals.c.id == windowed)
+        connection.execute(undo_window.values(state="approved", not_before=later))
+    before = _events(engine)
+
+    def locked(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("a job with nothing to start took the lock")
+
+    monkeypatch.setattr(lc, "start_batch", locked)
+    monkeypatch.setattr(starts, "start", locked)
+    this_process = Executor(store, {"send_email": HandingOver()})
+    outcomes = [this_process.execute(pid) for pid in pids]
+    assert [o.status for o in outcomes] == ["nothing", "busy", "busy", "deferred"]
+    assert outcomes[0].detail == "proposal is executed" and outcomes[3].until == later
+    assert _events(engine) == before
+    monkeypatch.undo()
+    after_the_lease = Executor(
+        store, {"send_email": HandingOver()}, clock=lambda: ev.utcnow() + timedelta(minutes=6), batch_more=0
+    )
+    assert after_the_lease.execute(pids[1]).status == "executed"
+    assert [e.payload.attempt for e in events_of(store, pids[1], "action.started")] == [1, 2]  # type: ignore[attr-defined]
