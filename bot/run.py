@@ -84,16 +84,31 @@ def in_flight(container: App) -> int:
         return len(lifecycle.in_state(connection, *IN_FLIGHT_STATES, limit=1000))
 
 
-def wait_for_work(container: App, limit: float = DRAIN_LIMIT_S) -> bool:
-    """Wait until the queue is empty and no approved action is still in flight; False on timeout."""
+def wait_for_work(
+    container: App,
+    limit: float = DRAIN_LIMIT_S,
+    interrupted: threading.Event | None = None,
+    say: Callable[[str], Any] | None = None,
+) -> bool:
+    """Wait until the queue has nothing running, due or waiting to be retried and no approved action is
+    in flight; False on timeout or once `interrupted` is set. A job queued for later (a snoozed
+    proposal's wake-up) is not waited for: the minute sweep brings such work back on the next start.
+    `say` is told once what it waits for, when it has to wait."""
     deadline = time.monotonic() + limit
     join = getattr(container.queue, "join", None)
-    while time.monotonic() < deadline:
-        if join is not None:
-            join(timeout=max(deadline - time.monotonic(), 0.1))
-        if in_flight(container) == 0 and (join is None or join(timeout=0.01)):
+    told = False
+    while time.monotonic() < deadline and not (interrupted is not None and interrupted.is_set()):
+        slice_ = min(1.0, max(deadline - time.monotonic(), 0.01))  # short: an interrupt is heard
+        idle = join is None or join(timeout=slice_, delayed="retries")
+        flying = in_flight(container)
+        if idle and flying == 0:
             return True
-        time.sleep(0.2)
+        if not told and say is not None:
+            waiting = f"{flying} approved action(s) to finish" if flying else "queued work to finish"
+            say(f"waiting for {waiting} before stopping (Ctrl-C to stop now; it resumes on the next start)")
+            told = True
+        if idle:
+            time.sleep(0.2)
     return False
 
 
@@ -121,7 +136,8 @@ def run(
     cards = container.add_terminal_surface(console).cards if use_console else None
     stop = threading.Event()
     input_ended = threading.Event()
-    _on_signals(stop)
+    interrupted = threading.Event()  # SIGINT or SIGTERM: also ends the wait for work in flight
+    _on_signals(stop, interrupted)
 
     container.start_jobs()
     web = WebServer(container)
@@ -160,7 +176,8 @@ def run(
 
             threading.Thread(target=read_console, name="console", daemon=True).start()
         stop.wait()
-        if input_ended.is_set() and not wait_for_work(container):
+        say = lambda text: console.print(text, markup=False, highlight=False)  # noqa: E731
+        if input_ended.is_set() and not wait_for_work(container, interrupted=interrupted, say=say):
             console.print("[yellow]stopping with work still in flight; it resumes on the next start[/yellow]")
     finally:
         scheduler.stop()
@@ -175,8 +192,13 @@ def run(
     return 1 if surface_failures else 0
 
 
-def _on_signals(stop: threading.Event) -> None:
+def _on_signals(stop: threading.Event, interrupted: threading.Event) -> None:
     if threading.current_thread() is not threading.main_thread():
         return
+
+    def stopped(*_: Any) -> None:
+        interrupted.set()
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, stopped)

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from jobs.queue import (
     DEFAULT_RETRY,
@@ -157,14 +157,22 @@ class InProcessJobQueue(JobQueue):
         self.start()
         return job.id
 
-    def join(self, timeout: float | None = None, *, delayed: bool = True) -> bool:
+    def join(self, timeout: float | None = None, *, delayed: bool | Literal["retries"] = True) -> bool:
         """Wait until no job is queued, waiting for a retry or running; False on timeout.
 
-        With delayed=False, jobs waiting for a later time (an undo window, a retry) are not waited for.
+        With delayed=False, jobs waiting for a later time (an undo window, a retry) are not waited for;
+        with delayed="retries", only the retries of jobs that failed are (not a job queued to run later,
+        such as a snoozed proposal's wake-up an hour from now).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+
+        def later() -> bool:
+            if delayed == "retries":
+                return any(entry.job.attempts for entry in self._delayed)
+            return bool(delayed and self._delayed)
+
         with self._cond:
-            while self._ready or self._running or (delayed and self._delayed):
+            while self._ready or self._running or later():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False

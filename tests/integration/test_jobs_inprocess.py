@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.run import wait_for_work
 from jobs import context
 from jobs.handlers import MEMORY
 from jobs.inprocess import InProcessJobQueue
@@ -158,3 +159,34 @@ def test_a_job_is_waiting_until_a_thread_takes_it(queue: InProcessJobQueue) -> N
     gate.set()
     assert queue.join(10)
     assert not queue.waiting(later, priority=DECISIONS), "finished"
+
+
+def test_join_for_retries_waits_for_a_failed_jobs_retry_but_not_for_a_job_queued_for_later(
+    queue: InProcessJobQueue,
+) -> None:
+    """`crm run` at end of input waits for work the operator is owed (a retry), not for work scheduled
+    for later by design (a snoozed proposal's wake-up in an hour, which the minute sweep brings back)."""
+    queue.enqueue(record, "in-an-hour", priority=SIGNALS, not_before=datetime.now(UTC) + timedelta(hours=1))
+    assert queue.join(0.2) is False  # every delayed job: still waiting
+    assert queue.join(5, delayed="retries") is True
+    failures_left["flaky"] = 1
+    queue.enqueue(flaky, "flaky", priority=SIGNALS, retry=RetryPolicy(max=2, intervals=(1,)))
+    assert queue.join(10, delayed="retries") is True
+    assert [tag for tag, _ in ran] == ["flaky", "flaky"]  # returned only after the retry ran
+
+
+def test_crm_runs_wait_at_end_of_input_skips_later_work_and_ends_when_interrupted(
+    queue: InProcessJobQueue, store: EventStore, make_settings: type[Settings]
+) -> None:
+    container = app_for(store, make_settings(), queue)
+    queue.enqueue(record, "wake-up", priority=SIGNALS, not_before=datetime.now(UTC) + timedelta(hours=1))
+    said: list[str] = []
+    assert wait_for_work(container, limit=3, say=said.append) is True
+    assert said == []
+    queue.enqueue(wait_for_gate, priority=SIGNALS)  # work that does not end by itself
+    interrupted = threading.Event()
+    threading.Timer(0.3, interrupted.set).start()
+    assert wait_for_work(container, limit=600, interrupted=interrupted, say=said.append) is False
+    assert said == [
+        "waiting for queued work to finish before stopping (Ctrl-C to stop now; it resumes on the next start)"
+    ]
