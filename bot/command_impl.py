@@ -15,6 +15,7 @@ from bot.command_merge import MergeCommands
 from bot.command_reads import ReadCommands
 from bot.replies import Actor, Reply, fail, reply
 from jobs import proposal_service as service
+from jobs.connectors.email import can_take
 from jobs.render_proposal import (
     ASK_INTENT,
     DRAFT_MIRRORS,
@@ -60,6 +61,8 @@ class CommandImpl(ReadCommands, MergeCommands, AuditCommands):
         unknown = sorted(set(values) - known)
         if unknown:
             return fail("invalid", f"Cannot edit {', '.join(unknown)}; editable: {', '.join(sorted(known))}.")
+        if row["kind"] == "send_email" and "to" in values and not can_take(values["to"].strip()):
+            return fail("invalid", f"{values['to'].strip()!r} is not an email address; nothing was changed.")
         params, draft = payload_of(row)
         new_params, new_draft = dict(params), dict(draft) if draft else None
         for name, value in values.items():

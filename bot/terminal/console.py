@@ -81,12 +81,24 @@ class TerminalConsole:
             return
         main = next((f for f in offer.fields if f.multiline), offer.fields[0])
         if new_text is not None:  # a script's edit says what it wants: no dialogue
-            values = {main.name: new_text.replace("\\n", "\n")}
+            named, _, value = new_text.partition(" ")
+            field = next((f for f in offer.fields if f.name == named.rstrip(":=").lower()), None)
+            if field is not None and not value.strip():
+                self.say(
+                    f"edit {proposal_id} {field.name} <new {field.label.lower()}>: the new value is missing"
+                )
+                return
+            # `edit ID FIELD VALUE`, as on every surface; else `edit ID TEXT`: the whole of the main text
+            name, text = (field.name, value.strip()) if field is not None else (main.name, new_text)
+            values = {name: text.replace("\\n", "\n")}
             self.show(self.commands.edit(self.actor, proposal_id, values), action=True)
             return
         if not reader.interactive:
             self.show(offer)
-            self.say(f"to edit from a script: edit {proposal_id} <new {main.name}>")
+            self.say(
+                f"to edit from a script: edit {proposal_id} <field> <new value>, "
+                f"or edit {proposal_id} <new {main.name}>"
+            )
             return
         self.show(offer)
         try:

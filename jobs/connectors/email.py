@@ -111,9 +111,14 @@ def message_id_for(idempotency_key: str, mail_from: str) -> str:
 def recipient(request: ActionRequest) -> str:
     """The send_email action's recipient; PermanentError when there is none a server could take."""
     to = str(request.params.get("to") or "").strip()
-    if not to or "@" not in to or any(c in to for c in "\r\n"):
+    if not can_take(to):
         raise PermanentError(f"no valid recipient (to={to!r})", retryable=False)
     return to
+
+
+def can_take(to: str) -> bool:
+    """Whether `to` is a recipient a server could take (an operator's edit is checked the same way)."""
+    return bool(to) and "@" in to and not any(c in to for c in "\r\n")
 
 
 def build_message(request: ActionRequest, mail_from: str) -> EmailMessage:

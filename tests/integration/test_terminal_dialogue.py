@@ -97,7 +97,8 @@ def test_a_script_edit_without_text_explains_the_one_line_form(container: App) -
 
     TerminalConsole(container.commands, console, local_actor()).loop(StreamReader([f"edit {pid}"]))
 
-    assert f"to edit from a script: edit {pid} <new body>" in out.getvalue()
+    hint = f"to edit from a script: edit {pid} <field> <new value>, or edit {pid} <new body>"
+    assert hint in out.getvalue()
     assert helpers.row(container.store, pid)["state"] == "pending"
 
 
@@ -137,3 +138,34 @@ def test_help_shows_its_square_brackets(container: App) -> None:
     TerminalConsole(container.commands, console, local_actor()).loop(StreamReader(["help"]))
 
     assert "[reason]" in out.getvalue() and "[agent|all]" in out.getvalue()
+
+
+def test_a_one_line_edit_that_names_a_field_changes_that_field_only(container: App) -> None:
+    """`edit ID subject New subject` (the form /help gives) once made "subject New subject" the body."""
+    pid, blank, bad = (an_email_proposal(container) for _ in range(3))
+    before = helpers.row(container.store, pid)["proposed"]["draft"]
+    console, out = screen()
+
+    TerminalConsole(container.commands, console, local_actor()).loop(
+        StreamReader(
+            [f"edit {pid} subject: Renewal coming up", f"edit {blank} body", f"edit {bad} to nobody"]
+        )
+    )
+
+    decided = helpers.events_of(container.store, pid, "proposal.decided")[-1]
+    assert decided.payload.approved["draft"] == {**before, "subject": "Renewal coming up"}
+    assert f"edit {blank} body <new text>: the new value is missing" in out.getvalue()
+    assert "'nobody' is not an email address; nothing was changed." in out.getvalue()
+    assert [helpers.row(container.store, p)["state"] for p in (blank, bad)] == ["pending", "pending"]
+
+
+def test_a_one_line_edit_without_a_field_name_is_the_new_main_text(container: App) -> None:
+    pid = an_email_proposal(container)
+    console, _ = screen()
+
+    TerminalConsole(container.commands, console, local_actor()).loop(
+        StreamReader([f"edit {pid} Thanks, Ada!\\nBest"])
+    )
+
+    decided = helpers.events_of(container.store, pid, "proposal.decided")[-1]
+    assert decided.payload.approved["draft"]["body"] == "Thanks, Ada!\nBest"
