@@ -262,6 +262,10 @@ def _like(original: Any, value: str) -> Any:
     return value
 
 
+# Commands on a proposal that take nothing after its id.
+_ONE_PROPOSAL = frozenset({"approve", "why", "show", "undo", "retry", "resend", "keep", "distinct"})
+
+
 def dispatch(impl: CommandImpl, actor: Actor, line: str) -> Reply:
     """Run one typed command line."""
     text = line.strip().lstrip("/")
@@ -288,6 +292,11 @@ def dispatch(impl: CommandImpl, actor: Actor, line: str) -> Reply:
     if word in proposal_commands:
         if not first:
             return fail("invalid", f"Usage: {word} <proposal id>")
+        if tail and word in _ONE_PROPOSAL:  # `approve 1 2 3` must not approve #1 alone and say nothing
+            return fail(
+                "invalid",
+                f"{word} takes one proposal: {word} <id>. Nothing was done (not understood: {tail[:40]!r}).",
+            )
         return proposal_commands[word]()
     if word == "customer":
         query, as_of = command_text.split_as_of(rest)

@@ -216,7 +216,14 @@ class ReadCommands(CommandBase):
         refused = self._refuse(actor, "pause agents" if paused else "resume agents", None)
         if refused:
             return refused
-        name = (agent or "").strip() or "*"
+        from jobs.handlers import AGENTS
+
+        name = (agent or "").strip().lower().replace("-", "_").replace(" ", "_") or "*"
+        if name != "*" and name not in AGENTS:
+            shown = (agent or "").strip()[:40]
+            return fail(
+                "invalid", f"No agent is called {shown!r}; the agents are {', '.join(AGENTS)} (or all)."
+            )
         with self.store.engine.connect() as connection:
             pauses = lc.pauses(connection)
         lc.set_paused(self.store, name, paused, actor.key)

@@ -39,6 +39,8 @@ LEAD_QUALIFICATION = "lead_qualification"
 RENEWAL_NUDGES = "renewal_nudges"
 BILLING_MONITOR = "billing_monitor"
 MEMORY_CURATOR = "memory_curator"
+# The agents, by the names `/pause` and `/resume` take.
+AGENTS = (INBOX_TRIAGE, LEAD_QUALIFICATION, RENEWAL_NUDGES, BILLING_MONITOR, MEMORY_CURATOR)
 # Queues the execution of an approval, a retry or a resend (the tap's process queues it too, under the
 # same job id: this one matters when that job was lost).
 EXECUTOR = "executor"

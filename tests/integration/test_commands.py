@@ -151,6 +151,11 @@ def test_bad_input_gets_a_short_reply_and_changes_nothing(store: EventStore, tmp
         "note : text": "invalid",
         "note nobody-here: hi": "not_found",
         f"edit {pid} nonexistent value": "invalid",
+        f"edit {pid} to not-an-email": "invalid",  # refused when typed, not a failure after the window
+        f"approve {pid} {pid}": "invalid",  # `approve 1 2 3` approved #1 alone and said nothing
+        f"undo {pid} now please": "invalid",
+        "pause bogus_agent": "invalid",
+        "resume renewal-nudgez": "invalid",
     }
     for line, code in cases.items():
         reply = cmds.run(OPERATOR, line)
@@ -207,3 +212,11 @@ def test_spam_and_not_spam_in_one_tap_teach_the_triage(store: EventStore, tmp_pa
         assert predict(pitch).intent == "question", "the triage reads it the operator's way from now on"
     finally:
         forget_corrections()  # the process-wide classifier: leave it as the next test expects
+
+
+def test_an_agent_is_paused_by_its_name_however_it_is_typed(store: EventStore, tmp_path: Path) -> None:
+    cmds, _, _ = commands(store, settings_for(tmp_path))
+    assert cmds.run(OPERATOR, "pause Renewal-Nudges").text == "Agent renewal_nudges paused."
+    assert cmds.run(OPERATOR, "resume renewal nudges").text.startswith("Agent renewal_nudges resumed.")
+    refused = cmds.run(OPERATOR, "pause renewals")
+    assert refused.code == "invalid" and "renewal_nudges" in refused.text

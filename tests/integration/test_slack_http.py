@@ -150,8 +150,9 @@ def test_note_pause_resume_and_digest(env: Env) -> None:
     assert notes == ["called, wants a demo"]
     env.client.command("/pause", "all", response="pause")
     assert "All agents paused" in _texts(env.slack.wait_for("response_url", lambda c: "pause" in c.path)[-1])
-    env.client.command("/resume", "followup", response="resume")
-    assert "followup resumed" in _texts(env.slack.wait_for("response_url", lambda c: "resume" in c.path)[-1])
+    env.client.command("/resume", "renewal_nudges", response="resume")
+    resumed = env.slack.wait_for("response_url", lambda c: "resume" in c.path)[-1]
+    assert "renewal_nudges resumed" in _texts(resumed)
     env.client.command("/digest", "", response="digest")
     assert env.slack.wait_for("response_url", lambda c: "digest" in c.path)[-1].body["text"]
 
