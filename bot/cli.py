@@ -48,10 +48,19 @@ def run() -> None:
 @app.command()
 def demo() -> None:
     """`crm run` on a fresh demo database with sample customers and incoming signals."""
+    from rich.markup import escape
+
     from bot.demo import runner
     from bot.run import run as run_everything
 
     base = settings_or_exit()
+    held = runner.hold_the_folder(base)
+    if held is None:
+        errors.print(
+            f"[red]error:[/red] another crm demo is running on {escape(str(base.crm_data_dir))}; "
+            "stop it first, or set CRM_DATA_DIR to run a second one elsewhere"
+        )
+        raise typer.Exit(2)
     runner.fresh_folder(base)
     sink = runner.MailSink(console, base.crm_data_dir / "demo" / "sent-mail")
     smtp_url = sink.start()
@@ -67,6 +76,7 @@ def demo() -> None:
     finally:
         container.close()
         sink.stop()
+        held.close()
     raise typer.Exit(status)
 
 

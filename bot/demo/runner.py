@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import threading
 import time
@@ -9,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -97,6 +98,19 @@ def fresh_folder(base: Settings) -> Path:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     return folder
+
+
+def hold_the_folder(base: Settings) -> IO[str] | None:
+    """A lock on this data directory's demo, held while the file returned stays open (the process's
+    life); None where another `crm demo` holds it, whose data a fresh folder would wipe under it."""
+    base.crm_data_dir.mkdir(parents=True, exist_ok=True)
+    held = open(base.crm_data_dir / "demo.lock", "w")  # noqa: SIM115 (held open on purpose)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        held.close()
+        return None
+    return held
 
 
 def play_signals(container: App, console: Console, interval: float = SIGNAL_INTERVAL_S) -> threading.Thread:

@@ -174,3 +174,29 @@ def test_crm_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     run.proc.send_signal(signal.SIGTERM)
     assert run.proc.wait(timeout=60) == 0, run.text
     assert "Traceback" not in run.text
+
+
+def test_a_second_crm_demo_on_the_same_data_dir_refuses_before_wiping_the_first_ones_data(
+    tmp_path: Path,
+) -> None:
+    """It used to wipe data/demo first and only then find the port taken: the running demo carried
+    on over a deleted database."""
+    from bot.demo.runner import hold_the_folder
+    from store.settings import load_settings
+
+    env = offline_env(tmp_path)
+    kept = tmp_path / "data" / "demo" / "crm.sqlite3"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("the running demo's database")
+    held = hold_the_folder(load_settings(_env_file=None, CRM_DATA_DIR=str(tmp_path / "data")))
+    assert held is not None  # as the running demo holds it
+    try:
+        second = subprocess.run(
+            [*CRM, "demo"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+        )
+    finally:
+        held.close()
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert "another crm demo is running on" in second.stderr and "CRM_DATA_DIR" in second.stderr
+    assert "Traceback" not in second.stdout + second.stderr
+    assert kept.read_text() == "the running demo's database"
