@@ -56,7 +56,11 @@ class MailSink:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = message_from_bytes(envelope.content, policy=policy.default)
         path = self.folder / f"{int(time.time() * 1000)}.eml"
-        path.write_bytes(envelope.content)
+        try:
+            path.write_bytes(envelope.content)
+        except OSError as exc:  # as a real server with a full disk: the sender may try again later
+            self.console.print(f"[red]demo mail sink: could not keep the email ({escape(str(exc))})[/red]")
+            return "451 4.3.0 the demo mail sink could not store the message"
         body = message.get_body(preferencelist=("plain",))
         text = body.get_content() if body is not None else ""
         self.console.print(

@@ -1,0 +1,48 @@
+"""The demo's mail sink: a copy kept and shown for each email, and a refusal, not a traceback, when it
+cannot keep one."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import smtplib
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from bot.demo.runner import MailSink
+
+
+def _email() -> EmailMessage:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "ops@demo.test", "ada@acme.test", "Hello"
+    message.set_content("Hi Ada")
+    return message
+
+
+def test_the_sink_keeps_and_shows_each_email_and_refuses_with_451_when_it_cannot_keep_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = io.StringIO()
+    folder = tmp_path / "sent-mail"
+    sink = MailSink(Console(file=out, width=120, color_system=None), folder)
+    url = sink.start()
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.send_message(_email())
+        assert len(list(folder.glob("*.eml"))) == 1 and "NOT sent anywhere" in out.getvalue()
+        shutil.rmtree(folder)
+        folder.write_text("a file where the folder was")
+        with (
+            smtplib.SMTP("127.0.0.1", port, timeout=10) as client,
+            pytest.raises(smtplib.SMTPDataError) as refused,
+        ):
+            client.send_message(_email())
+        assert refused.value.smtp_code == 451
+    finally:
+        sink.stop()
+    assert "could not keep the email" in out.getvalue()
+    assert not [r for r in caplog.records if r.exc_info], "no traceback for an expected failure"
