@@ -40,6 +40,9 @@ def render_reply(
         # Piped (`printf '/help' | crm run`, a script): each line stays one line, at any width.
         soft_wrap = not console.is_terminal
         console.print(text if reply.ok else f"[red]{text}[/red]", highlight=False, soft_wrap=soft_wrap)
+    if reply.choices:  # buttons in a chat app; here, the line that picks each
+        picks = [f"  {choice.line}   ({choice.label})" for choice in reply.choices]
+        console.print(escape("\n".join(["Type one of:", *picks])), highlight=False, soft_wrap=True)
     for view in reply.proposals:
         if cards is None:
             console.print(proposal_panel(view))

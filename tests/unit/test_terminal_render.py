@@ -43,3 +43,18 @@ def test_a_card_shows_bracketed_text_and_a_failing_reply_stays_readable() -> Non
 
     render_reply(console, fail("invalid", "Unknown intent '[x]'"))
     assert "Unknown intent '[x]'" in console.export_text()
+
+
+def test_several_matching_customers_show_the_line_that_picks_each() -> None:
+    """A chat app shows buttons; the terminal showed only the names, with no way to pick one."""
+    from bot.replies import Choice
+
+    console = Console(record=True, width=200, color_system=None)
+    picks = (
+        Choice("Acme Logistics [EU]", "customer cus_1", "cus_1"),
+        Choice("Acme Labs", "customer cus_2", "cus_2"),
+    )
+    render_reply(console, reply("2 customers match 'acme':", choices=picks))
+    text = console.export_text()
+    assert "Type one of:" in text
+    assert "customer cus_1   (Acme Logistics [EU])" in text and "customer cus_2   (Acme Labs)" in text
