@@ -23,8 +23,9 @@ def proposal_panel(view: ProposalView) -> Panel:
 
 def state_line(view: ProposalView) -> str:
     """One line for a card already on screen whose state moved on with nothing left to act on."""
-    handle = f"#{view.number}" if view.number is not None else view.id
-    return f"{handle} {view.title} · {view.state}" + (f" — {view.status}" if view.status else "")
+    # A numbered proposal's title begins with its handle (#12) already.
+    title = view.title if view.number is not None else f"{view.id} {view.title}"
+    return f"{title} · {view.state}" + (f" — {view.status}" if view.status else "")
 
 
 def render_reply(

@@ -58,3 +58,33 @@ def test_several_matching_customers_show_the_line_that_picks_each() -> None:
     text = console.export_text()
     assert "Type one of:" in text
     assert "customer cus_1   (Acme Logistics [EU])" in text and "customer cus_2   (Acme Labs)" in text
+
+
+def test_a_state_line_names_the_proposal_once() -> None:
+    """A numbered proposal's title begins with its handle: the line read "#2 #2 Send email to …"."""
+    from bot.terminal.render import state_line
+
+    numbered = ProposalView(
+        id="prp_2",
+        state="executed",
+        kind="send_email",
+        agent="inbox_triage",
+        customer_id="cus_1",
+        customer_name="Jonas Becker",
+        title="#2 Send email to jonas@nordlicht.de · Jonas Becker · proposed by inbox_triage",
+        status="sent",
+        number=2,
+    )
+    assert state_line(numbered) == (
+        "#2 Send email to jonas@nordlicht.de · Jonas Becker · proposed by inbox_triage · executed — sent"
+    )
+    unnumbered = ProposalView(
+        id="prp_3",
+        state="expired",
+        kind="add_note",
+        agent="a",
+        customer_id="c",
+        customer_name=None,
+        title="N",
+    )
+    assert state_line(unnumbered) == "prp_3 N · expired"
