@@ -122,6 +122,16 @@ class Settings(BaseSettings):
             raise ValueError("must be local time as HH:MM, e.g. 08:00")
         return value
 
+    @field_validator("crm_phone_region")
+    @classmethod
+    def _phone_region_exists(cls, value: str) -> str:
+        import phonenumbers
+
+        region = value.strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError("must be a two-letter region phone numbers are read in, such as US, DE or GB")
+        return region
+
     @field_validator("crm_timezone")
     @classmethod
     def _timezone_exists(cls, value: str) -> str:

@@ -18,6 +18,8 @@ from store.settings import Settings, SettingsError, load_settings, normalise_dat
         ("DIGEST_AT", "eight", "HH:MM"),
         ("CRM_TIMEZONE", "Mars/Base", "IANA time zone"),
         ("CRM_TIMEZONE", "../etc/passwd", "IANA time zone"),
+        ("CRM_PHONE_REGION", "XX", "two-letter region"),
+        ("CRM_PHONE_REGION", "USA", "two-letter region"),
         ("SIGNALS_SECRET", "abc123", "whsec_"),
         ("PORT", "0", "greater than or equal to 1"),
         ("PORT", "70000", "less than or equal to 65535"),
@@ -61,6 +63,7 @@ def test_several_bad_settings_are_all_named_at_once(tmp_path: Path) -> None:
         ("PORT", "8080", "port", 8080),
         ("SLACK_CHANNEL", "C0123", "slack_channel", "C0123"),
         ("CRM_PHONE_REGION", "GB", "crm_phone_region", "GB"),
+        ("CRM_PHONE_REGION", "de", "crm_phone_region", "DE"),
     ],
 )
 def test_good_settings_are_read_from_the_environment(
