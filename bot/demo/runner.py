@@ -82,7 +82,8 @@ class MailSink:
 
 
 def demo_settings(base: Settings, smtp_url: str) -> Settings:
-    """The demo's settings: its own SQLite, Chroma and queue under <data dir>/demo, and the mail sink."""
+    """The demo's settings: its own SQLite, Chroma and queue under <data dir>/demo, the mail sink, and
+    an undo window of DEMO_UNDO_WINDOW_S unless UNDO_WINDOW_SECONDS is set."""
     folder = base.crm_data_dir / "demo"
     return base.model_copy(
         update={
@@ -91,7 +92,10 @@ def demo_settings(base: Settings, smtp_url: str) -> Settings:
             "redis_url": None,
             "chroma_url": None,
             "smtp_url": smtp_url,
-            "undo_window_seconds": DEMO_UNDO_WINDOW_S,
+            # A window the operator set is theirs; unset, the demo's is short.
+            "undo_window_seconds": base.undo_window_seconds
+            if "undo_window_seconds" in base.model_fields_set
+            else DEMO_UNDO_WINDOW_S,
         }
     )
 

@@ -1,5 +1,5 @@
-"""The demo's mail sink: a copy kept and shown for each email, and a refusal, not a traceback, when it
-cannot keep one."""
+"""The demo's parts: its mail sink (a copy kept and shown for each email, and a refusal, not a
+traceback, when it cannot keep one) and its settings."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bot.demo.runner import MailSink
+from bot.demo.runner import DEMO_UNDO_WINDOW_S, MailSink, demo_settings
+from store.settings import load_settings
 
 
 def _email() -> EmailMessage:
@@ -46,3 +47,10 @@ def test_the_sink_keeps_and_shows_each_email_and_refuses_with_451_when_it_cannot
         sink.stop()
     assert "could not keep the email" in out.getvalue()
     assert not [r for r in caplog.records if r.exc_info], "no traceback for an expected failure"
+
+
+def test_the_demo_keeps_an_undo_window_the_operator_set_and_is_quick_otherwise(tmp_path: Path) -> None:
+    unset = load_settings(_env_file=None, CRM_DATA_DIR=str(tmp_path))
+    assert demo_settings(unset, "smtp://127.0.0.1:1").undo_window_seconds == DEMO_UNDO_WINDOW_S
+    chosen = load_settings(_env_file=None, CRM_DATA_DIR=str(tmp_path), UNDO_WINDOW_SECONDS="30")
+    assert demo_settings(chosen, "smtp://127.0.0.1:1").undo_window_seconds == 30.0
