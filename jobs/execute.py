@@ -321,7 +321,9 @@ class Executor:
         if row is None:
             return Outcome("nothing", "no such proposal")
         if not first.won:
-            if row["state"] == "approved" and row["not_before"] and row["not_before"] > self.clock():
+            if row["state"] == "approved" and row["not_before"]:
+                # The start found it inside its window by the clock it read; this clock may have passed
+                # the window's end since, so no second look: the caller waits what is left, if anything.
                 return Outcome("deferred", "inside the undo window", row["not_before"])
             if row["state"] == "executing":
                 return Outcome("busy", "another worker holds the lease")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from jobs.execute import Executor, default_connectors
 from jobs.notify import Notifier
@@ -73,6 +76,34 @@ def test_undo_after_the_window_is_too_late_for_an_email(store: EventStore, tmp_p
         late = cmds.undo(OPERATOR, pid)
         assert not late.ok and late.code == "too_late"
         assert len(smtp.messages) == 1
+
+
+@pytest.mark.parametrize("early_reads", [1, 2, 3, 4])
+def test_a_window_that_ends_while_a_start_looks_at_it_is_waited_out_not_dropped(
+    store: EventStore, tmp_path: Path, early_reads: int
+) -> None:
+    """The clock a start decided on says "inside the window"; a later read of it, in the same
+    execute(), says "over". The job waits what is left (nothing) and sends, rather than ending with
+    "nothing to do" and leaving an approved email to the stall sweep minutes later."""
+    with SmtpStandin() as smtp:
+        settings = settings_for(tmp_path, SMTP_URL=smtp.url, UNDO_WINDOW_SECONDS=60)
+        cmds, _, _ = commands(store, settings)
+        pid = record(store, email_proposal(make_customer(store)))
+        assert cmds.approve(OPERATOR, pid).ok
+        not_before = row(store, pid)["not_before"]
+        reads: list[datetime] = []
+
+        def clock() -> datetime:  # the window's end falls between the start's read and the next
+            reads.append(not_before)
+            return not_before - timedelta(milliseconds=1) if len(reads) <= early_reads else not_before
+
+        slept: list[float] = []
+        connectors = default_connectors(store, settings, RecordingSurface())
+        executor = Executor(store, connectors, clock=clock, sleep=slept.append)
+        outcome = executor.wait_and_execute(pid, max_wait=5.0)
+        assert outcome.status == "executed", outcome
+        assert len(smtp.messages) == 1 and row(store, pid)["state"] == "executed"
+        assert all(seconds < 0.01 for seconds in slept), slept
 
 
 def test_internal_updates_are_undone_by_compensating_events(store: EventStore, tmp_path: Path) -> None:
