@@ -40,6 +40,15 @@ def local_actor() -> Actor:
     return Actor(surface="terminal", user_id="local", display_name=os.environ.get("USER") or "you")
 
 
+def _names(word: str, field: str) -> bool:
+    """Whether a script's `edit ID WORD …` names a field: typed as the field's name (`subject`), or
+    followed by a colon or equals sign in any case (`Subject:`). Text that merely starts with the word
+    ("Subject to your OK, …") is the main text."""
+    if word[-1:] in (":", "="):
+        return word[:-1].lower() == field
+    return word == field
+
+
 class TerminalConsole:
     """The read-eval-print loop over one line reader."""
 
@@ -82,7 +91,7 @@ class TerminalConsole:
         main = next((f for f in offer.fields if f.multiline), offer.fields[0])
         if new_text is not None:  # a script's edit says what it wants: no dialogue
             named, _, value = new_text.partition(" ")
-            field = next((f for f in offer.fields if f.name == named.rstrip(":=").lower()), None)
+            field = next((f for f in offer.fields if _names(named, f.name)), None)
             if field is not None and not value.strip():
                 self.say(
                     f"edit {proposal_id} {field.name} <new {field.label.lower()}>: the new value is missing"

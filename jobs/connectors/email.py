@@ -27,7 +27,7 @@ import smtplib
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import formatdate, getaddresses
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -117,8 +117,20 @@ def recipient(request: ActionRequest) -> str:
 
 
 def can_take(to: str) -> bool:
-    """Whether `to` is a recipient a server could take (an operator's edit is checked the same way)."""
-    return bool(to) and "@" in to and not any(c in to for c in "\r\n")
+    """Whether `to` is one recipient a server could take, bare (`ada@acme.test`) or named (`Ada
+    <ada@acme.test>`); an operator's edit is checked the same way, so a sentence with an address in it
+    is refused rather than sent to."""
+    if not to or any(c in to for c in "\r\n"):
+        return False
+    found = getaddresses([to])
+    if len(found) != 1:
+        return False
+    _, address = found[0]
+    local, _, domain = address.rpartition("@")
+    if not local or not domain or any(c.isspace() for c in address):
+        return False
+    bare = to.strip()
+    return bare == address or (bare.endswith(">") and bare.count("<") == 1)
 
 
 def build_message(request: ActionRequest, mail_from: str) -> EmailMessage:

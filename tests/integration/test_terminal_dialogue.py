@@ -160,12 +160,29 @@ def test_a_one_line_edit_that_names_a_field_changes_that_field_only(container: A
 
 
 def test_a_one_line_edit_without_a_field_name_is_the_new_main_text(container: App) -> None:
-    pid = an_email_proposal(container)
-    console, _ = screen()
+    """Text that only starts with a field's name, capitalised as prose is, is the main text too."""
+    pid, renew, confirm, sentence = (an_email_proposal(container) for _ in range(4))
+    before = helpers.row(container.store, renew)["proposed"]["draft"]
+    console, out = screen()
 
     TerminalConsole(container.commands, console, local_actor()).loop(
-        StreamReader([f"edit {pid} Thanks, Ada!\\nBest"])
+        StreamReader(
+            [
+                f"edit {pid} Thanks, Ada!\\nBest",
+                f"edit {renew} Subject to your OK, we renew on May 1.",
+                f"edit {confirm} To confirm: write to billing@acme.test any time.",
+                f"edit {sentence} to: write to billing@acme.test any time.",
+            ]
+        )
     )
 
-    decided = helpers.events_of(container.store, pid, "proposal.decided")[-1]
-    assert decided.payload.approved["draft"]["body"] == "Thanks, Ada!\nBest"
+    def approved_draft(proposal_id: str) -> dict[str, str]:
+        return helpers.events_of(container.store, proposal_id, "proposal.decided")[-1].payload.approved[
+            "draft"
+        ]
+
+    assert approved_draft(pid)["body"] == "Thanks, Ada!\nBest"
+    assert approved_draft(renew) == {**before, "body": "Subject to your OK, we renew on May 1."}
+    assert approved_draft(confirm)["body"] == "To confirm: write to billing@acme.test any time."
+    assert "'write to billing@acme.test any time.' is not an email address" in out.getvalue()
+    assert helpers.row(container.store, sentence)["state"] == "pending"

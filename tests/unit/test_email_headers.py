@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from email import message_from_bytes
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from jobs.connectors.base import ActionRequest
-from jobs.connectors.email import MAX_REFERENCES, build_message, header_text, message_ids
+from jobs.connectors.email import MAX_REFERENCES, build_message, can_take, header_text, message_ids
 
 
 def request(subject: str, in_reply_to: object = None, references: object = None) -> ActionRequest:
@@ -51,3 +52,25 @@ def test_any_customer_subject_or_ids_make_a_message_with_exactly_its_own_headers
         "mime-version",
     }
     assert parsed["To"] == "ada@acme.test"
+
+
+@pytest.mark.parametrize(
+    ("to", "taken"),
+    [
+        ("ada@acme.test", True),
+        ("Ada Lovelace <ada@acme.test>", True),
+        ('"Lovelace, Ada" <ada@acme.test>', True),
+        ("<ada@acme.test>", True),
+        ("write to billing@acme.test any time.", False),  # a sentence with an address in it
+        ("Ada ada@acme.test", False),
+        ("ada@acme.test, bob@acme.test", False),  # one recipient per proposal
+        ("x y@acme.test", False),
+        ("ada@", False),
+        ("@acme.test", False),
+        ("ada@acme.test\r\nBcc: thief@evil.test", False),
+        ("Ada <ada@acme.test> and more", False),
+        ("", False),
+    ],
+)
+def test_a_recipient_is_one_address_bare_or_named(to: str, taken: bool) -> None:
+    assert can_take(to) is taken
