@@ -235,10 +235,10 @@ class ReadCommands(CommandBase):
 
     def _catch_up(self, name: str, pauses: dict[str, datetime]) -> list[str]:
         """Queue the resumed agents on the signals that arrived while they were paused; say how many."""
-        from jobs.handlers import HANDLERS, MEMORY, catch_up_handler, unhandled
+        from jobs.handlers import AGENTS, catch_up_handler, unhandled
         from jobs.queue import SIGNALS
 
-        agents = [h for h in HANDLERS if h != MEMORY] if name == "*" else [name]
+        agents = AGENTS if name == "*" else (name,)
         lines = []
         for agent in agents:
             starts = [at for at in (pauses.get(agent), pauses.get("*")) if at is not None]

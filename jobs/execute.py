@@ -564,7 +564,7 @@ class Executor:
         return _Result.executed(pid, attempt, result)
 
     def _with_retries(self, connector: Connector, request: ActionRequest, batch: _Batch) -> ActionResult:
-        """The connector's run, tried again on a transient failure up to `transient_tries` times, waiting
+        """The connector's run, tried again on a transient failure, `transient_tries` tries in all, waiting
         `backoff_seconds` times 1, 2, 4… (at most BACKOFF_MAX_SECONDS) between tries; the last failure is
         raised. A loop of its own rather than a retry library's, whose bookkeeping of every try cost a
         worker ~5 % of its CPU per email, where almost every run succeeds on the first try."""
@@ -578,7 +578,7 @@ class Executor:
                     raise
             finally:
                 handing.settle()
-            self.sleep(min(self.backoff_seconds * 2 ** (tried - 1), BACKOFF_MAX_SECONDS))
+            self.sleep(min(self.backoff_seconds * 2 ** min(tried - 1, 32), BACKOFF_MAX_SECONDS))
             tried += 1
 
     def _handed_over(self, pid: str, attempt: int) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 
 from bot.commands import Actor
 from jobs import context
-from jobs.handlers import HANDLERS, INBOX_TRIAGE
+from jobs.handlers import AGENTS, HANDLERS, INBOX_TRIAGE
 from jobs.process import handle_event
 from jobs.propose import propose_for
 from store import events as ev
@@ -99,6 +99,15 @@ def test_a_paused_agent_handles_what_arrived_while_paused_when_it_is_resumed(
         after = _message(store, 3, "hello again?")
         handle_event(ctx, after.id)
         assert after.id in {row(store, v.id)["event_id"] for v in surface.posted if v.agent == INBOX_TRIAGE}
+
+        assert cmds.run(OPERATOR, "pause all").text == "All agents paused."
+        late = _message(store, 4, "Could you resend the invoice?")
+        handle_event(ctx, late.id)
+        everyone = cmds.run(OPERATOR, "resume all")
+        caught_up = [line.split(":")[0] for line in everyone.text.splitlines()[1:]]
+        assert INBOX_TRIAGE in caught_up and set(caught_up) <= set(AGENTS), everyone.text
+        assert ctx.queue.join(timeout=60)  # type: ignore[attr-defined]
+        assert late.id in {row(store, v.id)["event_id"] for v in surface.posted if v.agent == INBOX_TRIAGE}
         assert cmds.run(STRANGER, "pause").code == "refused"
     finally:
         context.uninstall()
