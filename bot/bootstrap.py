@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
@@ -56,6 +57,19 @@ INTAKE_POOL = 5
 
 class StartupError(RuntimeError):
     """A dependency cannot be reached at start; the message says which and how to fix it."""
+
+
+def data_folder(settings: Settings) -> Path:
+    """CRM_DATA_DIR, created if missing; StartupError naming the setting when this user cannot."""
+    folder = settings.crm_data_dir
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(
+            f"CRM_DATA_DIR={folder}: the folder cannot be created ({exc.strerror or exc}); "
+            "set CRM_DATA_DIR to a folder this user can write"
+        ) from None
+    return folder
 
 
 @dataclass(frozen=True, eq=False)
@@ -290,7 +304,7 @@ def bootstrap(
     """Build the App; with migrate_schema, bring the database schema up to date first."""
     settings = settings or load_settings()
     check_operator_rights(settings)
-    settings.crm_data_dir.mkdir(parents=True, exist_ok=True)
+    data_folder(settings)
     engine = make_engine(settings.resolved_database_url)
     if migrate_schema:
         try:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from bot import jobs_cli, mail_cli, store_cli
-from bot.bootstrap import App
+from bot.bootstrap import App, StartupError
 from bot.cli_base import (
     app_or_exit,
     console,
@@ -54,7 +54,11 @@ def demo() -> None:
     from bot.run import run as run_everything
 
     base = settings_or_exit()
-    held = runner.hold_the_folder(base)
+    try:
+        held = runner.hold_the_folder(base)
+    except StartupError as exc:
+        errors.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
     if held is None:
         errors.print(
             f"[red]error:[/red] another crm demo is running on {escape(str(base.crm_data_dir))}; "

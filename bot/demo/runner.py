@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import itertools
 import shutil
 import threading
 import time
@@ -16,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 
+from bot.bootstrap import StartupError, data_folder
 from bot.demo.dataset import incoming, seed, story_overdue, story_renewal
 from store.settings import Settings
 
@@ -50,15 +53,19 @@ class MailSink:
 
         self.console = console
         self.folder = folder
+        self.numbers = itertools.count(1)
         folder.mkdir(parents=True, exist_ok=True)
         self.controller = Controller(self, hostname="127.0.0.1", port=free_port())
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = message_from_bytes(envelope.content, policy=policy.default)
-        path = self.folder / f"{int(time.time() * 1000)}.eml"
+        # Named by the time it came and a count: two emails in the same millisecond are two files.
+        path = self.folder / f"{int(time.time() * 1000)}-{next(self.numbers):04d}.eml"
         try:
             path.write_bytes(envelope.content)
         except OSError as exc:  # as a real server with a full disk: the sender may try again later
+            with contextlib.suppress(OSError):  # a part written before the disk filled
+                path.unlink(missing_ok=True)
             self.console.print(f"[red]demo mail sink: could not keep the email ({escape(str(exc))})[/red]")
             return "451 4.3.0 the demo mail sink could not store the message"
         body = message.get_body(preferencelist=("plain",))
@@ -110,14 +117,24 @@ def fresh_folder(base: Settings) -> Path:
 
 def hold_the_folder(base: Settings) -> IO[str] | None:
     """A lock on this data directory's demo, held while the file returned stays open (the process's
-    life); None where another `crm demo` holds it, whose data a fresh folder would wipe under it."""
-    base.crm_data_dir.mkdir(parents=True, exist_ok=True)
-    held = open(base.crm_data_dir / "demo.lock", "w")  # noqa: SIM115 (held open on purpose)
+    life); None where another `crm demo` holds it, whose data a fresh folder would wipe under it.
+    StartupError naming CRM_DATA_DIR where the folder cannot be written. A file system that keeps no
+    locks (some network mounts) runs the demo unguarded rather than not at all."""
+    lock = data_folder(base) / "demo.lock"
+    try:
+        held = open(lock, "w")  # noqa: SIM115 (held open on purpose)
+    except OSError as exc:
+        raise StartupError(
+            f"CRM_DATA_DIR={base.crm_data_dir}: {lock.name} cannot be written ({exc.strerror or exc}); "
+            "set CRM_DATA_DIR to a folder this user can write"
+        ) from None
     try:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         held.close()
         return None
+    except OSError:
+        pass
     return held
 
 

@@ -57,6 +57,28 @@ def test_an_smtp_url_of_another_scheme_stops_the_start_with_one_line(tmp_path: P
     assert "SMTP_URL: must look like smtp://" in line and "smtps://" in line
 
 
+@pytest.mark.parametrize("command", [["migrate"], ["run"], ["demo"]])
+def test_a_data_folder_that_cannot_be_made_stops_the_start_with_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    (tmp_path / "a-file").write_text("a file, where CRM_DATA_DIR wants a folder")
+    folder = tmp_path / "a-file" / "data"
+    env = narrow(offline_env(tmp_path, CRM_DATA_DIR=str(folder)))
+    done = subprocess.run(
+        CRM + command,
+        env=env,
+        cwd=tmp_path,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    line = one_line(done.stderr)
+    assert f"CRM_DATA_DIR={folder}" in line and "a folder this user can write" in line
+
+
 def test_a_bad_host_stops_the_start_with_one_line(tmp_path: Path) -> None:
     done = crm(["migrate"], narrow(offline_env(tmp_path, HOST="http://0.0.0.0:80")), tmp_path)
     assert done.returncode == 2

@@ -8,10 +8,12 @@ import shutil
 import smtplib
 from email.message import EmailMessage
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
 
+from bot.demo import runner
 from bot.demo.runner import DEMO_UNDO_WINDOW_S, MailSink, demo_settings
 from store.settings import load_settings
 
@@ -24,17 +26,19 @@ def _email() -> EmailMessage:
 
 
 def test_the_sink_keeps_and_shows_each_email_and_refuses_with_451_when_it_cannot_keep_it(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = io.StringIO()
     folder = tmp_path / "sent-mail"
     sink = MailSink(Console(file=out, width=120, color_system=None), folder)
     url = sink.start()
     port = int(url.rsplit(":", 1)[1])
+    monkeypatch.setattr(runner, "time", SimpleNamespace(time=lambda: 1_764_000_000.0))  # all in one ms
     try:
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-            client.send_message(_email())
-        assert len(list(folder.glob("*.eml"))) == 1 and "NOT sent anywhere" in out.getvalue()
+            for _ in range(3):
+                client.send_message(_email())
+        assert len(list(folder.glob("*.eml"))) == 3 and "NOT sent anywhere" in out.getvalue()
         shutil.rmtree(folder)
         folder.write_text("a file where the folder was")
         with (
