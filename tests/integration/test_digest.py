@@ -79,6 +79,46 @@ def test_new_leads_are_those_created_in_the_last_day(store: EventStore, tmp_path
     assert [lead["name"] for lead in digest.new_leads] == ["Rosa Delgado"]
 
 
+def test_a_sender_whose_only_mail_was_spam_or_an_auto_reply_is_not_a_new_lead(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """Every unknown sender's email makes a customer at stage lead; the digest's new leads are the
+    people, not the junk. A new customer already qualified is still a new lead."""
+    from store import events as ev
+
+    seed(store, now=NOW - timedelta(days=3))
+
+    def mail(name: str, email: str, text: str, *intents: str) -> str:
+        customer = ev.CustomerRef(name=name, email=email)
+        stream = ""
+        for n, intent in enumerate(intents):
+            received = store.record_signal(
+                "message.received",
+                ev.MessageReceived(customer=customer, text=text, data={"channel": "email"}),
+                f"test:mail:{email}:{n}",
+                source="test",
+                occurred_at=NOW - timedelta(hours=3),
+            ).event
+            stream = received.stream
+            classified = ev.MessageClassified(message_event_id=received.id, intent=intent, confidence=0.9)
+            store.append(ev.NewEvent("message.classified", classified, stream, f"classified:{received.id}"))
+        return stream
+
+    mail("Win Big", "prize@lottery.test", "You have won!", "spam")
+    mail("Out of office", "away@acme.test", "I am away until Monday.", "auto_reply", "auto_reply")
+    mail("Jonas Becker", "jonas@nordlicht.test", "Pricing for five seats?", "auto_reply", "buying_signal")
+    qualified = mail("Mia Wong", "mia@harbor.test", "Can we start a trial next week?", "buying_signal")
+    store.append(
+        ev.NewEvent("stage.changed", ev.StageChanged(stage="qualified"), qualified, "test:stage:mia")
+    )
+
+    digest = d.prepare(store, NOW, TZ, tmp_path)
+
+    assert [lead["name"] for lead in digest.new_leads] == ["Jonas Becker", "Mia Wong"]
+    assert digest.screened_senders == 2
+    assert "New leads since yesterday: 2 (2 spam or auto-reply sender(s) left out)" in digest.lines()
+
+
 @dataclass
 class FlakySurface(RecordingSurface):
     """A surface whose notices fail while `down` is set (an upload or API outage)."""
