@@ -29,6 +29,8 @@ _HIDDEN_PARAMS = frozenset(
         "rules",
         "lead_verdict",
         "summary_of",
+        "template",  # the lead agent's verdict, which chose the draft
+        "dunning_key",  # how the billing monitor knows a reminder step was proposed: never edited
     }
 )
 
@@ -98,7 +100,8 @@ def body_of(row: dict[str, Any]) -> list[str]:
     lines.append(f"Why: {proposed.get('rationale', '')} (confidence {proposed.get('confidence', 0):.0%})")
     cost = proposed.get("cost") or {}
     if proposed.get("drafted_from_template"):
-        lines.append("Drafted from a template (no model) · cost $0.00")
+        made = "Drafted from a template" if draft else "Proposed by the agent's rules"
+        lines.append(f"{made} (no model) · cost $0.00")
     else:
         model, usd = cost.get("model") or "the model", float(cost.get("usd") or 0)
         lines.append(f"Drafted by {model} · cost ${usd:.4f}")
