@@ -71,7 +71,8 @@ class MergeCommands(CommandBase):
         decided = self._decide(actor, pid, "approved")
         if not decided.ok:
             return decided
-        line = f"Merging {label_of(b)} into {label_of(a)}. Undo: undo {pid}"
+        number = next((view.number for view in decided.proposals if view.id == pid), None)
+        line = f"Merging {label_of(b)} into {label_of(a)}. Undo: undo {number or pid}"
         return reply(line, proposals=decided.proposals, proposal_id=pid)
 
     def unmerge(self, actor: Actor, query: str) -> Reply:

@@ -114,6 +114,21 @@ def test_a_paused_agent_handles_what_arrived_while_paused_when_it_is_resumed(
         ctx.close()
 
 
+def test_a_typed_merge_says_how_to_undo_it_by_its_number(store: EventStore, tmp_path: Path) -> None:
+    cmds, scheduled, _ = commands(store, settings_for(tmp_path))
+    make_customer(store)
+    make_customer(store, "Dora", "dora@gmail.test")
+
+    merging = cmds.run(OPERATOR, "merge dora ada@acme.test")
+
+    assert merging.ok and merging.text.startswith("Merging Dora into Ada Lovelace"), merging.text
+    number = row(store, merging.proposal_id)["number"]
+    assert number is not None and merging.text.endswith(f"Undo: undo {number}"), merging.text
+    assert scheduled == [merging.proposal_id]
+    assert cmds.run(OPERATOR, f"undo {number}").ok
+    assert row(store, merging.proposal_id)["state"] == "undone"
+
+
 def test_read_commands(store: EventStore, tmp_path: Path) -> None:
     cmds, _, _ = commands(store, settings_for(tmp_path))
     customer = make_customer(store)
