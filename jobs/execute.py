@@ -52,6 +52,7 @@ from jobs.connectors.internal import INTERNAL_KINDS, InternalConnector
 from jobs.connectors.webhook import WebhookConnector
 from jobs.context import JobContext, current
 from jobs.queue import DECISIONS, NO_RETRY
+from jobs.render_proposal import handle_of, named
 from store import events as ev
 from store import handover, starts
 from store import lifecycle as lc
@@ -680,15 +681,18 @@ class Executor:
             return
         pid = row["id"]
         self.notifier.refresh(pid)
+        if status not in ("uncertain", "failed"):
+            return
+        with reading(self.store.engine) as connection:
+            what = named(row, lc.customer_name(connection, row["customer_id"]))
+        handle = handle_of(row)
         if status == "uncertain":
             self.notifier.notice(
-                [
-                    f"⚠ {row['kind']} for {row['customer_id']} may have been sent ({pid}).",
-                    "Open the proposal and choose Resend or Don't resend.",
-                ]
+                [f"⚠ {what} may have been sent.", f"show {handle}, then choose Resend or Don't resend."]
             )
-        elif status == "failed":
-            self.notifier.notice([f"{row['kind']} for {row['customer_id']} failed ({pid}): {row['error']}"])
+        else:
+            again = f"; retry {handle} to try again" if row.get("retryable") else ""
+            self.notifier.notice([f"{what} failed: {row['error']}", f"show {handle} for the card{again}."])
 
     def _request(
         self, row: dict[str, Any], attempt: int, threads: Mapping[str, dict[str, Any]]

@@ -23,7 +23,7 @@ from jobs.context import JobContext, current
 from jobs.execute import schedule_execution
 from jobs.queue import DECISIONS, JobQueue
 from jobs.reminders import remind_due
-from jobs.render_proposal import payload_of, stamp
+from jobs.render_proposal import named, payload_of, stamp
 from store import events as ev
 from store import lifecycle as lc
 from store import proposals as sp
@@ -269,7 +269,8 @@ def expire_due(store: EventStore, notifier: Any = None, now: datetime | None = N
     now = now or ev.utcnow()
     with store.engine.connect() as connection:
         due = lc.due_to_expire(connection, now)
-    expired = []
+    expired: list[str] = []
+    rows: list[dict[str, Any]] = []
     for pid in due:
 
         def plan(row: dict[str, Any], pid: str = pid) -> list[lc.Planned] | None:
@@ -280,15 +281,27 @@ def expire_due(store: EventStore, notifier: Any = None, now: datetime | None = N
                 (lc.on_proposal(pid, "proposal.expired", sp.ProposalExpired(), key, occurred_at=now), False)
             ]
 
-        if lc.transition(store, pid, {"pending"}, plan).won:
+        result = lc.transition(store, pid, {"pending"}, plan)
+        if result.won:
             expired.append(pid)
+            if result.row is not None:
+                rows.append(result.row)
             if notifier is not None:
                 notifier.refresh(pid)
     if expired and notifier is not None:
         notifier.notice(
-            [f"{len(expired)} proposal(s) expired without a decision; nothing was sent.", *expired]
+            [
+                f"{len(expired)} proposal(s) expired without a decision; nothing was sent.",
+                *_named(store, rows),
+            ]
         )
     return expired
+
+
+def _named(store: EventStore, rows: list[dict[str, Any]]) -> list[str]:
+    """Each proposal as a notice names it (`#7 Send email for Ada Lovelace`)."""
+    with store.engine.connect() as connection:
+        return [named(row, lc.customer_name(connection, row["customer_id"])) for row in rows]
 
 
 def wake_due(
@@ -324,7 +337,7 @@ def wake_due(
         if notifier is not None:
             notifier.post(pid)  # policy-deferred proposals were never posted
             notifier.refresh(pid)
-            notifier.notice([f"Back from snooze ({stamp(now)}): {pid}"])
+            notifier.notice([f"Back from snooze ({stamp(now)}): {_named(store, [result.row])[0]}"])
     return woken
 
 

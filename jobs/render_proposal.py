@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -66,6 +67,17 @@ def who(row: dict[str, Any]) -> str:
     """Who decided, with the surface."""
     name = row.get("decided_by_name") or row.get("decided_by") or "?"
     return f"{name} ({row['surface']})" if row.get("surface") else name
+
+
+def handle_of(row: Mapping[str, Any]) -> str:
+    """What a person types to name the proposal: its number, else its id."""
+    return str(row["number"]) if row.get("number") is not None else str(row["id"])
+
+
+def named(row: Mapping[str, Any], customer_name: str | None) -> str:
+    """A proposal in a notice: its number, what it does and for whom (`#7 Send email for Ada Lovelace`)."""
+    handle = f"#{row['number']}" if row.get("number") is not None else row["id"]
+    return f"{handle} {_LABELS.get(row['kind'], row['kind'])} for {customer_name or row['customer_id']}"
 
 
 def title_of(row: dict[str, Any], customer_name: str | None) -> str:

@@ -106,6 +106,26 @@ def test_a_window_that_ends_while_a_start_looks_at_it_is_waited_out_not_dropped(
         assert all(seconds < 0.01 for seconds in slept), slept
 
 
+def test_a_failed_email_is_told_by_number_and_customer_with_what_to_type_next(
+    store: EventStore, tmp_path: Path
+) -> None:
+    with SmtpStandin(refuse_recipient="550 5.1.1 no such user") as smtp:
+        settings = settings_for(tmp_path, SMTP_URL=smtp.url)
+        surface = RecordingSurface()
+        notifier = Notifier(store, [surface])
+        cmds, _, _ = commands(store, settings, notifier=notifier)
+        executor = Executor(store, default_connectors(store, settings, notifier.surface), notifier=notifier)
+        pid = record(store, email_proposal(make_customer(store)))
+        assert cmds.approve(OPERATOR, pid).ok
+        assert executor.execute(pid).status == "failed"
+
+    number = row(store, pid)["number"]
+    [notice] = [lines for lines in surface.notices if "failed" in lines[0]]
+    assert notice[0].startswith(f"#{number} Send email for Ada Lovelace failed: ") and "550" in notice[0]
+    assert notice[1] == f"show {number} for the card; retry {number} to try again."
+    assert pid not in " ".join(notice) and "cus_" not in " ".join(notice)
+
+
 def test_internal_updates_are_undone_by_compensating_events(store: EventStore, tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
     cmds, _, _ = commands(store, settings)

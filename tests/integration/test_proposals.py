@@ -61,7 +61,12 @@ def test_pending_proposals_expire_and_nothing_is_sent(store: EventStore, tmp_pat
     assert expire_due(store, notifier, now) == []  # a second run changes nothing
     assert row(store, stale)["state"] == "expired" and row(store, fresh)["state"] == "pending"
     assert "Expired" in (surface.last_view().status or "") and surface.last_view().buttons == ()
-    assert any("expired without a decision" in line for n in surface.notices for line in n)
+    [notice] = surface.notices
+    number = row(store, stale)["number"]
+    assert notice == [
+        "1 proposal(s) expired without a decision; nothing was sent.",
+        f"#{number} Send email for Ada Lovelace",
+    ]
     cmds, scheduled, _ = commands(store, settings_for(tmp_path))
     late = cmds.approve(OPERATOR, stale)
     assert late.code == "conflict" and "Expired" in late.text and scheduled == []
@@ -85,6 +90,7 @@ def test_a_snoozed_proposal_comes_back_pending(store: EventStore, tmp_path: Path
     assert woke["state"] == "pending" and woke["expires_at"] == later + timedelta(hours=24)
     assert {b.action for b in surface.last_view().buttons} >= {"approve", "reject"}
     assert len(surface.posted) == 1  # updated in place, not posted again
+    assert surface.notices[-1][0].endswith(f"): #{woke['number']} Send email for Ada Lovelace")
     assert cmds.approve(OPERATOR, pid).ok
 
 
