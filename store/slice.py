@@ -28,6 +28,8 @@ TOUCH_TYPES = (
     "invoice.overdue",
     "invoice.paid",
 )
+# What the bot sends a customer, as the slice's recent touches name it.
+SENT_KINDS = {"send_email": "email sent", "send_chat_reply": "chat reply sent"}
 # The escape character of customer search's LIKE patterns (the same on SQLite and Postgres).
 LIKE_ESCAPE = "\\"
 
@@ -220,7 +222,7 @@ def build_slice(
         group = _ever_merged_into(connection, group)
     if as_of is None:
         state: ProjectionState = SqlState(connection)
-        recent = _recent_events(connection, group)
+        recent = [_touch(e) for e in _recent_events(connection, group)]
         until = None
     else:
         until = _end_of(as_of)
@@ -229,7 +231,10 @@ def build_slice(
         for event in history:
             projector.apply(event, memory)
         state = memory
-        recent = [e for e in reversed(history) if e.type in TOUCH_TYPES][:RECENT_EVENTS]
+        recent = [_touch(e) for e in reversed(history) if e.type in TOUCH_TYPES][:RECENT_EVENTS]
+    recent = sorted(
+        [*recent, *_sent(connection, group, until)], key=lambda touch: touch.occurred_at, reverse=True
+    )
     customer = state.get("customers", id=customer_id)
     if customer is None:
         return None
@@ -270,7 +275,7 @@ def build_slice(
             :5
         ],
         possible_duplicates=[_public(r) for r in rows["possible_duplicates"] if r["status"] == "open"],
-        recent=[_touch(e) for e in recent],
+        recent=recent[:RECENT_EVENTS],
         as_of=until,
     )
 
@@ -302,6 +307,38 @@ def _recent_events(connection: Connection, group: list[str]) -> list[ev.Event]:
         .limit(RECENT_EVENTS)
     )
     return [log.to_event(row._mapping) for row in connection.execute(query)]
+
+
+def _sent(connection: Connection, group: list[str], until: datetime | None) -> list[Touch]:
+    """What the bot sent the customer for the operator (an executed email or chat reply, which lives on
+    its proposal's stream, not the customer's), newest first: the slice shows it was answered."""
+    p = t.proposals.c
+    query = (
+        select(p.id, p.kind, p.proposed, p.approved, p.executed_at, p.position)
+        .where(p.customer_id.in_(group), p.state == "executed", p.kind.in_(tuple(SENT_KINDS)))
+        .where(p.executed_at.is_not(None))
+        .order_by(p.executed_at.desc())
+        .limit(RECENT_EVENTS)
+    )
+    if until is not None:
+        query = query.where(p.executed_at <= until)
+    touches = []
+    for row in connection.execute(query):
+        chosen = row.approved or row.proposed or {}
+        draft, params = chosen.get("draft") or {}, chosen.get("params") or {}
+        subject = draft.get("subject") if row.kind == "send_email" else None
+        text = " ".join(str(draft.get("body") or params.get("text") or "").split())
+        summary = f"{SENT_KINDS[row.kind]}: {subject + ' — ' if subject else ''}{text[:120]}"
+        touches.append(
+            Touch(
+                event_id=row.id,
+                position=row.position,
+                type="action.executed",
+                occurred_at=row.executed_at,
+                summary=summary,
+            )
+        )
+    return touches
 
 
 def _end_of(as_of: date | datetime) -> datetime:

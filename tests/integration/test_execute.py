@@ -126,6 +126,33 @@ def test_a_failed_email_is_told_by_number_and_customer_with_what_to_type_next(
     assert pid not in " ".join(notice) and "cus_" not in " ".join(notice)
 
 
+def test_an_email_sent_for_the_operator_is_in_the_customers_recent_touches(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """The bot's email is on its proposal's stream and never comes back through the mailbox, so the
+    slice reads it from the proposal: `/customer ada` shows she was answered, and when."""
+    with SmtpStandin() as smtp:
+        settings = settings_for(tmp_path, SMTP_URL=smtp.url)
+        cmds, _, _ = commands(store, settings)
+        executor = Executor(store, default_connectors(store, settings, RecordingSurface()))
+        customer = make_customer(store)
+        sent, rejected = (
+            record(store, email_proposal(customer, body=f"Hi Ada,\n\n{n} seats.")) for n in (5, 9)
+        )
+        assert cmds.approve(OPERATOR, sent).ok and executor.execute(sent).status == "executed"
+        assert cmds.reject(OPERATOR, rejected, "no").ok
+
+    executed_at = row(store, sent)["executed_at"]
+    with store.engine.connect() as connection:
+        now = build_slice(connection, customer)
+        before = build_slice(connection, customer, as_of=executed_at - timedelta(microseconds=1))
+    assert now is not None and before is not None
+    assert now.recent[0].summary == "email sent: Re: hello — Hi Ada, 5 seats."
+    assert (now.recent[0].type, now.recent[0].occurred_at) == ("action.executed", executed_at)
+    assert [touch.type for touch in now.recent[1:]] == ["lead.created"], "the rejected one was not sent"
+    assert [touch.type for touch in before.recent] == ["lead.created"]
+
+
 def test_internal_updates_are_undone_by_compensating_events(store: EventStore, tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
     cmds, _, _ = commands(store, settings)
