@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
+
 from agents.intents import INTENTS
 from bot import command_text
 from bot.command_audit import AuditCommands
@@ -21,15 +23,28 @@ from jobs.render_proposal import (
     DRAFT_MIRRORS,
     classified_intent,
     editable_fields,
+    handle_of,
     intent_menu,
     payload_of,
     stamp,
 )
 from jobs.views import Button
 from store import events as ev
+from store import lifecycle as lc
 from store import proposals as sp
+from store import tables as t
+from store.db import reading
 
 log = logging.getLogger(__name__)
+
+# A failed message of these kinds, edited, is sent again as a new proposal (CommandImpl._send_again).
+SENT_AGAIN_WHEN_EDITED = frozenset({"send_email", "send_chat_reply"})
+
+
+def fixed_key(proposal_id: str) -> str:
+    """The key of the one proposal an edit of a failed one records."""
+    return f"fix:{proposal_id}"
+
 
 # The reason a merge rejected with "Not the same" carries.
 NOT_THE_SAME = "not the same customer"
@@ -49,13 +64,16 @@ class CommandImpl(ReadCommands, MergeCommands, AuditCommands):
         row = self._load(proposal_id)
         if row is None:
             return self._missing(proposal_id)
-        if row["state"] not in sp.DECIDABLE:
+        failed = row["state"] == "failed" and row["kind"] in SENT_AGAIN_WHEN_EDITED
+        if row["state"] not in sp.DECIDABLE and not failed:
             return self._lost(row, row["id"])
         fields = editable_fields(row)
         if not values:
             lines = (
                 [f"Editable: {', '.join(f.name for f in fields)}"] if fields else ["Nothing to edit here."]
             )
+            if failed:
+                lines.insert(0, f"It failed: {row['error']}. An edit is sent as a new proposal.")
             return reply(*lines, fields=fields, proposals=self._views(row["id"]), proposal_id=row["id"])
         known = {f.name for f in fields}
         unknown = sorted(set(values) - known)
@@ -73,11 +91,41 @@ class CommandImpl(ReadCommands, MergeCommands, AuditCommands):
                         new_params[param] = value
             else:
                 new_params[name] = _like(params.get(name), value)
+        if failed:
+            return self._send_again(actor, row, new_params, new_draft)
         if new_params == params and new_draft == draft:
             return self._decide(actor, row["id"], "approved")
         approved = {"params": new_params, "draft": new_draft}
         correction = {"edited": new_draft, "params_after": new_params}
         return self._decide(actor, row["id"], "edited", approved=approved, correction=correction)
+
+    def _send_again(
+        self, actor: Actor, row: dict[str, Any], params: dict[str, Any], draft: dict[str, Any] | None
+    ) -> Reply:
+        """A failed message, edited: the edited version as a new proposal, approved by the editor. One
+        per failed proposal (its key), so a second tap or a later `retry` of the old one sends nothing
+        twice."""
+        old = handle_of(row)
+        if (params, draft) == payload_of(row):
+            again = f"; `retry {old}` sends it as it is" if row["retryable"] else ""
+            return fail("invalid", f"Nothing was changed{again}.")
+        proposed = dict(row["proposed"])
+        rationale = f"{actor.name} edited #{old} after it failed ({row['error']})"
+        proposed.update(params=params, draft=draft, rationale=rationale[:500], event_id=None)
+        new_pid, duplicate = lc.record_proposal(
+            self.store, proposed, verdict="approval", rules=list(row["rules"] or []), key=fixed_key(row["id"])
+        )
+        if duplicate:
+            return fail("conflict", f"#{old} was already edited and sent again as {self._handle(new_pid)}.")
+        decided = self._decide(actor, new_pid, "approved")
+        if not decided.ok:
+            return decided
+        line = f"#{old} failed; your edited version is {self._handle(new_pid)}. {decided.text}"
+        return reply(line, proposals=decided.proposals, proposal_id=new_pid)
+
+    def _handle(self, proposal_id: str) -> str:
+        found = self._load(proposal_id)
+        return f"#{handle_of(found)}" if found is not None else proposal_id
 
     def reject(self, actor: Actor, proposal_id: str, reason: str | None) -> Reply:
         refused = self._refuse(actor, "reject", proposal_id)
@@ -160,6 +208,18 @@ class CommandImpl(ReadCommands, MergeCommands, AuditCommands):
         return reply(line, proposals=self._views(pid), proposal_id=pid)
 
     def retry(self, actor: Actor, proposal_id: str) -> Reply:
+        row = self._load(proposal_id)
+        if row is not None:
+            with reading(self.store.engine) as connection:
+                sent_again = connection.execute(
+                    select(t.events.c.stream).where(t.events.c.idempotency_key == fixed_key(row["id"]))
+                ).scalar_one_or_none()
+            if sent_again is not None:
+                return fail(
+                    "conflict",
+                    f"#{handle_of(row)} was edited and sent again as {self._handle(sent_again)}; "
+                    "nothing to retry.",
+                )
         return self._resolve(actor, proposal_id, "retry", "failed")
 
     def resend(self, actor: Actor, proposal_id: str, send: bool) -> Reply:

@@ -692,7 +692,10 @@ class Executor:
             )
         else:
             again = f"; retry {handle} to try again" if row.get("retryable") else ""
-            self.notifier.notice([f"{what} failed: {row['error']}", f"show {handle} for the card{again}."])
+            lines = [f"{what} failed: {row['error']}", f"show {handle} for the card{again}."]
+            if row["kind"] == "send_email":
+                lines.append(f"To send it to another address: edit {handle} to <address>.")
+            self.notifier.notice(lines)
 
     def _request(
         self, row: dict[str, Any], attempt: int, threads: Mapping[str, dict[str, Any]]

@@ -123,7 +123,48 @@ def test_a_failed_email_is_told_by_number_and_customer_with_what_to_type_next(
     [notice] = [lines for lines in surface.notices if "failed" in lines[0]]
     assert notice[0].startswith(f"#{number} Send email for Ada Lovelace failed: ") and "550" in notice[0]
     assert notice[1] == f"show {number} for the card; retry {number} to try again."
+    assert notice[2] == f"To send it to another address: edit {number} to <address>."
     assert pid not in " ".join(notice) and "cus_" not in " ".join(notice)
+
+
+def test_a_failed_email_edited_is_sent_again_once_as_a_new_proposal(
+    store: EventStore, tmp_path: Path
+) -> None:
+    with SmtpStandin(refuse_recipient="550 5.1.1 no such user") as smtp:
+        settings = settings_for(tmp_path, SMTP_URL=smtp.url)
+        cmds, scheduled, _ = commands(store, settings)
+        pid = record(store, email_proposal(make_customer(store), to="ada@acme.tset"))
+        assert cmds.approve(OPERATOR, pid).ok
+        assert Executor(store, default_connectors(store, settings, RecordingSurface())).execute(
+            pid
+        ).status == ("failed")
+    old = row(store, pid)["number"]
+
+    offer = cmds.run(OPERATOR, f"edit {old}")
+    assert offer.ok and offer.text.startswith("It failed: ") and offer.fields[0].name == "to"
+    assert cmds.run(OPERATOR, f"edit {old} to ada@acme.tset").text == (
+        f"Nothing was changed; `retry {old}` sends it as it is."
+    )
+    fixed = cmds.run(OPERATOR, f"edit {old} to ada@acme.test")
+    assert fixed.ok, fixed.text
+    new = row(store, fixed.proposal_id)
+    assert fixed.text.startswith(f"#{old} failed; your edited version is #{new['number']}.")
+    assert new["state"] == "approved" and new["approved"]["params"]["to"] == "ada@acme.test"
+    assert new["proposed"]["draft"] == row(store, pid)["proposed"]["draft"], "the same message"
+    assert scheduled[-1] == fixed.proposal_id
+
+    again = cmds.run(OPERATOR, f"edit {old} to someone@acme.test")
+    assert again.code == "conflict" and f"already edited and sent again as #{new['number']}" in again.text
+    retried = cmds.run(OPERATOR, f"retry {old}")
+    assert retried.code == "conflict" and "nothing to retry" in retried.text
+    assert row(store, pid)["state"] == "failed" and scheduled.count(fixed.proposal_id) == 1
+
+    with SmtpStandin() as smtp:
+        settings = settings_for(tmp_path, SMTP_URL=smtp.url)
+        executor = Executor(store, default_connectors(store, settings, RecordingSurface()))
+        assert executor.execute(fixed.proposal_id).status == "executed"
+        assert [m["To"] for m in smtp.messages] == ["ada@acme.test"]
+    assert verify(store.engine).ok
 
 
 def test_an_email_sent_for_the_operator_is_in_the_customers_recent_touches(
