@@ -111,7 +111,7 @@ class CommandImpl(ReadCommands, MergeCommands, AuditCommands):
             return fail("invalid", f"Nothing was changed{again}.")
         proposed = dict(row["proposed"])
         rationale = f"{actor.name} edited #{old} after it failed ({row['error']})"
-        proposed.update(params=params, draft=draft, rationale=rationale[:500], event_id=None)
+        proposed.update(params=params, draft=draft, rationale=rationale[:500])  # the same message behind it
         new_pid, duplicate = lc.record_proposal(
             self.store, proposed, verdict="approval", rules=list(row["rules"] or []), key=fixed_key(row["id"])
         )
