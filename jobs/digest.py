@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, Select, func, select
 
 from jobs.context import JobContext, current
 from jobs.notify import post_copy
@@ -141,19 +141,33 @@ def local_day_bounds(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
     return start.astimezone(UTC), end.astimezone(UTC)
 
 
-def _only_screened_mail(connection: Connection, customer_ids: list[str]) -> set[str]:
-    """Those of the customers whose every classified message was spam or an auto-reply: a sender the
-    mail made a customer of, not a lead. Read by each stream's index, never by a scan of the log."""
-    if not customer_ids:
-        return set()
+def _only_screened_mail(connection: Connection, leads: Select[Any]) -> set[str]:
+    """Those of the new customers (`leads`, a query of their ids) whose every signal was a message read
+    as spam or an auto-reply, the operator's corrections counted: a sender the mail made a customer
+    of, not a lead. A web form's lead, or a message not classified yet, keeps them a lead. Read by each
+    stream's index (the new customers' streams), never by a scan of the log."""
     e = t.events.c
-    intent = e.payload["intent"].as_string()
-    rows = connection.execute(
-        select(e.stream, func.count(), func.sum(case((intent.in_(SCREENED_INTENTS), 1), else_=0)))
-        .where(e.stream.in_(customer_ids), e.type == "message.classified")
-        .group_by(e.stream)
+    mine = e.stream.in_(leads.scalar_subquery())
+    classified: dict[str, dict[str, str]] = {}  # stream -> message event id -> intent, corrected last
+    readings = connection.execute(
+        select(e.stream, e.payload)
+        .where(mine, e.type.in_(("message.classified", "intent.corrected")))
+        .order_by(e.position)
     )
-    return {stream for stream, classified, screened in rows if classified and classified == screened}
+    for stream, payload in readings:
+        classified.setdefault(stream, {})[str(payload.get("message_event_id"))] = str(payload.get("intent"))
+    if not classified:
+        return set()
+    signals: dict[str, int] = dict(
+        connection.execute(
+            select(e.stream, func.count()).where(mine, e.type.in_(tuple(ev.SIGNAL_TYPES))).group_by(e.stream)
+        ).all()
+    )
+    return {
+        stream
+        for stream, intents in classified.items()
+        if signals.get(stream) == sum(intent in SCREENED_INTENTS for intent in intents.values())
+    }
 
 
 def build_digest(connection: Connection, now: datetime, tz: ZoneInfo) -> Digest:
@@ -201,12 +215,11 @@ def build_digest(connection: Connection, now: datetime, tz: ZoneInfo) -> Digest:
         for iid, cents, due, name in overdue
     ]
     since = now - timedelta(days=1)
+    new_customers = (c.stage.in_(NEW_LEAD_STAGES), c.created_at >= since, c.merged_into.is_(None))
     leads = connection.execute(
-        select(c.id, c.name, c.company)
-        .where(c.stage.in_(NEW_LEAD_STAGES), c.created_at >= since, c.merged_into.is_(None))
-        .order_by(c.created_at)
+        select(c.id, c.name, c.company).where(*new_customers).order_by(c.created_at)
     ).all()
-    screened = _only_screened_mail(connection, [lead.id for lead in leads])
+    screened = _only_screened_mail(connection, select(c.id).where(*new_customers))
     digest.new_leads = [
         {"name": lead.name, "company": lead.company} for lead in leads if lead.id not in screened
     ]

@@ -88,7 +88,8 @@ def test_a_sender_whose_only_mail_was_spam_or_an_auto_reply_is_not_a_new_lead(
 
     seed(store, now=NOW - timedelta(days=3))
 
-    def mail(name: str, email: str, text: str, *intents: str) -> str:
+    def mail(name: str, email: str, text: str, *intents: str | None) -> str:
+        """Messages from one sender, each classified as `intent` (None: not classified yet)."""
         customer = ev.CustomerRef(name=name, email=email)
         stream = ""
         for n, intent in enumerate(intents):
@@ -100,10 +101,21 @@ def test_a_sender_whose_only_mail_was_spam_or_an_auto_reply_is_not_a_new_lead(
                 occurred_at=NOW - timedelta(hours=3),
             ).event
             stream = received.stream
-            classified = ev.MessageClassified(message_event_id=received.id, intent=intent, confidence=0.9)
-            store.append(ev.NewEvent("message.classified", classified, stream, f"classified:{received.id}"))
+            if intent is not None:
+                read = ev.MessageClassified(message_event_id=received.id, intent=intent, confidence=0.9)
+                store.append(ev.NewEvent("message.classified", read, stream, f"classified:{received.id}"))
         return stream
 
+    def correct(stream: str, intent: str) -> None:
+        """The operator's "Not spam" / "Spam" on the sender's message."""
+        [message] = [e for e in store.read_all() if e.stream == stream and e.type == "message.received"]
+        corrected = ev.IntentCorrected(message_event_id=message.id, intent=intent, text="", by="terminal:op")
+        store.append(ev.NewEvent("intent.corrected", corrected, stream, f"{message.id}:intent:{intent}"))
+
+    web_form = ev.CustomerRef(name="Rosa Delgado", email="rosa@finca.test", company="Finca Verde")
+    store.record_signal(
+        "lead.created", ev.LeadCreated(customer=web_form), "test:lead:rosa", source="test", occurred_at=NOW
+    )
     mail("Win Big", "prize@lottery.test", "You have won!", "spam")
     mail("Out of office", "away@acme.test", "I am away until Monday.", "auto_reply", "auto_reply")
     mail("Jonas Becker", "jonas@nordlicht.test", "Pricing for five seats?", "auto_reply", "buying_signal")
@@ -111,12 +123,22 @@ def test_a_sender_whose_only_mail_was_spam_or_an_auto_reply_is_not_a_new_lead(
     store.append(
         ev.NewEvent("stage.changed", ev.StageChanged(stage="qualified"), qualified, "test:stage:mia")
     )
+    mail("Ines Roth", "ines@roth.test", "Quick question", "spam", None)  # the second not read yet
+    correct(mail("Misread Sender", "misread@kanzlei.test", "Angebot?", "spam"), "question")
+    correct(mail("Sneaky Spam", "deals@cheap.test", "Hello friend", "question"), "spam")
+    mail("Rosa Delgado", "rosa@finca.test", "Out of office until Monday", "auto_reply")  # the form's lead
 
     digest = d.prepare(store, NOW, TZ, tmp_path)
 
-    assert [lead["name"] for lead in digest.new_leads] == ["Jonas Becker", "Mia Wong"]
-    assert digest.screened_senders == 2
-    assert "New leads since yesterday: 2 (2 spam or auto-reply sender(s) left out)" in digest.lines()
+    assert [lead["name"] for lead in digest.new_leads] == [
+        "Jonas Becker",
+        "Mia Wong",
+        "Ines Roth",
+        "Misread Sender",
+        "Rosa Delgado",
+    ]
+    assert digest.screened_senders == 3
+    assert "New leads since yesterday: 5 (3 spam or auto-reply sender(s) left out)" in digest.lines()
 
 
 @dataclass
