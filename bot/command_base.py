@@ -182,7 +182,9 @@ class CommandBase:
         """Tell the loser of a race (or a late tap) what happened first."""
         if row is None:
             return self._missing(proposal_id)
-        if row["decided_at"] is not None and row["decision"] in {"approved", "edited", "rejected"}:
+        if row["state"] == "closed" and row["phase"] == "superseded":
+            line = "It failed, and an edited copy was sent in its place; nothing more to do here."
+        elif row["decided_at"] is not None and row["decision"] in {"approved", "edited", "rejected"}:
             verb = {"approved": "approved", "edited": "edited and approved", "rejected": "rejected"}[
                 row["decision"]
             ]

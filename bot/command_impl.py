@@ -7,8 +7,6 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from agents.intents import INTENTS
 from bot import command_text
 from bot.command_audit import AuditCommands
@@ -30,10 +28,7 @@ from jobs.render_proposal import (
 )
 from jobs.views import Button
 from store import events as ev
-from store import lifecycle as lc
 from store import proposals as sp
-from store import tables as t
-from store.db import reading
 
 log = logging.getLogger(__name__)
 
@@ -102,26 +97,32 @@ class CommandImpl(ReadCommands, MergeCommands, AuditCommands):
     def _send_again(
         self, actor: Actor, row: dict[str, Any], params: dict[str, Any], draft: dict[str, Any] | None
     ) -> Reply:
-        """A failed message, edited: the edited version as a new proposal, approved by the editor. One
-        per failed proposal (its key), so a second tap or a later `retry` of the old one sends nothing
-        twice."""
+        """A failed message, edited: the edited copy becomes a new proposal, approved by the editor, and
+        the failed one is closed in the same transaction (service.supersede), so a Retry of it and the
+        copy cannot both go out, and a second edit finds it closed."""
         old = handle_of(row)
         if (params, draft) == payload_of(row):
             again = f"; `retry {old}` sends it as it is" if row["retryable"] else ""
             return fail("invalid", f"Nothing was changed{again}.")
-        proposed = dict(row["proposed"])
-        rationale = f"{actor.name} edited #{old} after it failed ({row['error']})"
-        proposed.update(params=params, draft=draft, rationale=rationale[:500])  # the same message behind it
-        new_pid, duplicate = lc.record_proposal(
-            self.store, proposed, verdict="approval", rules=list(row["rules"] or []), key=fixed_key(row["id"])
+        copy = dict(row["proposed"])  # the same agent, customer and message behind it
+        cost = dict(copy.get("cost") or {})
+        copy.update(
+            params=params,
+            draft=draft,
+            rationale=f"{actor.name} edited #{old} after it failed ({row['error']})"[:500],
+            cost={**cost, "usd": 0.0, "prompt_tokens": 0, "completion_tokens": 0},  # paid for once
         )
-        if duplicate:
-            return fail("conflict", f"#{old} was already edited and sent again as {self._handle(new_pid)}.")
-        decided = self._decide(actor, new_pid, "approved")
+        closed, copy_id = service.supersede(self.store, row["id"], decider(actor), copy, fixed_key(row["id"]))
+        if not closed.won:
+            return self._lost(closed.row, row["id"])
+        self._after_change(row["id"])
+        decided = self._decide(actor, copy_id, "approved")
+        if self.notifier is not None:
+            self.notifier.post(copy_id)  # on every surface, as an agent's proposal is, approved already
         if not decided.ok:
             return decided
-        line = f"#{old} failed; your edited version is {self._handle(new_pid)}. {decided.text}"
-        return reply(line, proposals=decided.proposals, proposal_id=new_pid)
+        line = f"#{old} failed; your edited version is {self._handle(copy_id)}. {decided.text}"
+        return reply(line, proposals=decided.proposals, proposal_id=copy_id)
 
     def _handle(self, proposal_id: str) -> str:
         found = self._load(proposal_id)
@@ -208,18 +209,6 @@ class CommandImpl(ReadCommands, MergeCommands, AuditCommands):
         return reply(line, proposals=self._views(pid), proposal_id=pid)
 
     def retry(self, actor: Actor, proposal_id: str) -> Reply:
-        row = self._load(proposal_id)
-        if row is not None:
-            with reading(self.store.engine) as connection:
-                sent_again = connection.execute(
-                    select(t.events.c.stream).where(t.events.c.idempotency_key == fixed_key(row["id"]))
-                ).scalar_one_or_none()
-            if sent_again is not None:
-                return fail(
-                    "conflict",
-                    f"#{handle_of(row)} was edited and sent again as {self._handle(sent_again)}; "
-                    "nothing to retry.",
-                )
         return self._resolve(actor, proposal_id, "retry", "failed")
 
     def resend(self, actor: Actor, proposal_id: str, send: bool) -> Reply:

@@ -239,6 +239,27 @@ def resolve(
     return lc.transition(store, proposal_id, {allowed}, plan)
 
 
+def supersede(
+    store: EventStore, proposal_id: str, decider: Decider, copy: dict[str, Any], key: str
+) -> tuple[lc.Transition, str]:
+    """A failed message's edited copy, recorded as a new proposal (under `key`) in the same transaction
+    that closes the failed one: a Retry of the failed one and the copy cannot both win. Returns the
+    transition of the failed one and the copy's id."""
+    copy_id = sp.new_proposal_id()
+
+    def plan(current: dict[str, Any]) -> list[lc.Planned]:
+        closed = sp.ActionResolved(choice="superseded", **decider.fields())
+        # The key a Retry of this attempt would take: whichever comes first wins, the other is lost.
+        resolved = f"{proposal_id}:resolve:{current['attempts']}"
+        recorded = sp.ProposalRecorded(proposal=copy, verdict="approval", rules=list(current["rules"] or []))
+        return [
+            (lc.on_proposal(proposal_id, "action.resolved", closed, resolved, actor=decider.key), False),
+            (lc.on_proposal(copy_id, "proposal.recorded", recorded, key, actor=decider.key), False),
+        ]
+
+    return lc.transition(store, proposal_id, {"failed"}, plan), copy_id
+
+
 def auto_approve(store: EventStore, proposal_id: str, undo_window_seconds: float, now: datetime) -> bool:
     """The policy's decision: approve without a tap (outbound kinds still wait out the undo window)."""
 

@@ -163,7 +163,12 @@ def status_of(row: dict[str, Any]) -> str | None:
             if row["phase"] == "cancelled"
             else f"Undone at {stamp(row['finished_at'])}."
         ),
-        "closed": decided + " — may have been sent once; not resent (operator's choice).",
+        "closed": decided
+        + (
+            f" — FAILED: {row['error']}; an edited copy was sent in its place."
+            if row["phase"] == "superseded"
+            else " — may have been sent once; not resent (operator's choice)."
+        ),
     }
     return texts.get(state, state)
 

@@ -324,8 +324,9 @@ def _resolved(event: ev.Event, state: ProjectionState) -> None:
     row = _row(state, event)
     if row is None:
         return
-    if p.choice == "keep":
-        _save(state, event, row, state="closed", phase="kept", finished_at=event.occurred_at)
+    if p.choice in ("keep", "superseded"):
+        phase = "kept" if p.choice == "keep" else "superseded"
+        _save(state, event, row, state="closed", phase=phase, finished_at=event.occurred_at)
     else:  # resend or retry: back in the queue, no undo window the second time
         _save(state, event, row, state="approved", phase=p.choice, not_before=None)
 

@@ -147,9 +147,10 @@ class ActionUncertain(ev.Payload):
 
 
 class ActionResolved(ev.Payload):
-    """The operator's answer to "may have been sent", or a Retry after a failure."""
+    """The operator's answer to "may have been sent", a Retry after a failure, or an edited copy sent
+    in a failed one's place (`superseded`: the failed one is closed, never retried)."""
 
-    choice: Literal["resend", "keep", "retry"]
+    choice: Literal["resend", "keep", "retry", "superseded"]
     by: str
     by_name: str | None = None
     surface: str | None = None

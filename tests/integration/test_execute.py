@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.commands import Commands
 from jobs.execute import Executor, default_connectors
 from jobs.notify import Notifier
 from store import lifecycle as lc
@@ -17,6 +18,7 @@ from store.slice import build_slice
 from store.uow import EventStore
 from tests.integration.proposal_helpers import (
     OPERATOR,
+    STRANGER,
     RecordingSurface,
     commands,
     email_proposal,
@@ -127,17 +129,27 @@ def test_a_failed_email_is_told_by_number_and_customer_with_what_to_type_next(
     assert pid not in " ".join(notice) and "cus_" not in " ".join(notice)
 
 
+def _failed_email(
+    store: EventStore, tmp_path: Path, surface: RecordingSurface
+) -> tuple[Commands, list[str], str]:
+    """An approved email to a misspelt domain, refused by the server: failed, retryable."""
+    with SmtpStandin(refuse_recipient="550 5.1.1 no such user") as smtp:
+        settings = settings_for(tmp_path, SMTP_URL=smtp.url)
+        notifier = Notifier(store, [surface])
+        cmds, scheduled, _ = commands(store, settings, notifier=notifier)
+        pid = record(store, email_proposal(make_customer(store), to="ada@acme.tset"))
+        notifier.post(pid)
+        assert cmds.approve(OPERATOR, pid).ok
+        executor = Executor(store, default_connectors(store, settings, RecordingSurface()))
+        assert executor.execute(pid).status == "failed"
+    return cmds, scheduled, pid
+
+
 def test_a_failed_email_edited_is_sent_again_once_as_a_new_proposal(
     store: EventStore, tmp_path: Path
 ) -> None:
-    with SmtpStandin(refuse_recipient="550 5.1.1 no such user") as smtp:
-        settings = settings_for(tmp_path, SMTP_URL=smtp.url)
-        cmds, scheduled, _ = commands(store, settings)
-        pid = record(store, email_proposal(make_customer(store), to="ada@acme.tset"))
-        assert cmds.approve(OPERATOR, pid).ok
-        assert Executor(store, default_connectors(store, settings, RecordingSurface())).execute(
-            pid
-        ).status == ("failed")
+    surface = RecordingSurface()
+    cmds, scheduled, pid = _failed_email(store, tmp_path, surface)
     old = row(store, pid)["number"]
 
     offer = cmds.run(OPERATOR, f"edit {old}")
@@ -145,19 +157,27 @@ def test_a_failed_email_edited_is_sent_again_once_as_a_new_proposal(
     assert cmds.run(OPERATOR, f"edit {old} to ada@acme.tset").text == (
         f"Nothing was changed; `retry {old}` sends it as it is."
     )
+    assert cmds.run(STRANGER, f"edit {old} to ada@acme.test").code == "refused"
     fixed = cmds.run(OPERATOR, f"edit {old} to ada@acme.test")
     assert fixed.ok, fixed.text
     new = row(store, fixed.proposal_id)
     assert fixed.text.startswith(f"#{old} failed; your edited version is #{new['number']}.")
     assert new["state"] == "approved" and new["approved"]["params"]["to"] == "ada@acme.test"
     assert new["proposed"]["draft"] == row(store, pid)["proposed"]["draft"], "the same message"
+    assert new["cost_usd"] == 0, "the draft was paid for once"
     assert scheduled[-1] == fixed.proposal_id
+    assert [view.id for view in surface.posted][-1] == fixed.proposal_id, "the copy is on every surface"
+    assert surface.posted[-1].state == "approved"
+    closed = row(store, pid)
+    assert (closed["state"], closed["phase"]) == ("closed", "superseded")
+    [shown] = [view for _, view in surface.updates if view.id == pid][-1:]
+    assert "an edited copy was sent in its place" in (shown.status or "") and shown.buttons == ()
 
-    again = cmds.run(OPERATOR, f"edit {old} to someone@acme.test")
-    assert again.code == "conflict" and f"already edited and sent again as #{new['number']}" in again.text
-    retried = cmds.run(OPERATOR, f"retry {old}")
-    assert retried.code == "conflict" and "nothing to retry" in retried.text
-    assert row(store, pid)["state"] == "failed" and scheduled.count(fixed.proposal_id) == 1
+    for again in (f"edit {old} to someone@acme.test", f"retry {old}"):
+        lost = cmds.run(OPERATOR, again)
+        assert lost.code == "conflict" and "an edited copy was sent in its place" in lost.text, lost.text
+    assert cmds.run(STRANGER, f"retry {old}").code == "refused", "refused before anything is told"
+    assert scheduled.count(fixed.proposal_id) == 1 and pid not in scheduled[1:]
 
     with SmtpStandin() as smtp:
         settings = settings_for(tmp_path, SMTP_URL=smtp.url)
@@ -165,6 +185,17 @@ def test_a_failed_email_edited_is_sent_again_once_as_a_new_proposal(
         assert executor.execute(fixed.proposal_id).status == "executed"
         assert [m["To"] for m in smtp.messages] == ["ada@acme.test"]
     assert verify(store.engine).ok
+
+
+def test_a_retry_that_came_first_leaves_the_edit_nothing_to_send(store: EventStore, tmp_path: Path) -> None:
+    cmds, scheduled, pid = _failed_email(store, tmp_path, RecordingSurface())
+    old = row(store, pid)["number"]
+    assert cmds.run(OPERATOR, f"retry {old}").ok
+    late = cmds.run(OPERATOR, f"edit {old} to ada@acme.test")
+    assert late.code == "conflict" and "Already approved" in late.text, late.text
+    assert (
+        scheduled == [pid, pid] and len([r for r in store.read_all() if r.type == "proposal.recorded"]) == 1
+    )
 
 
 def test_an_email_sent_for_the_operator_is_in_the_customers_recent_touches(
