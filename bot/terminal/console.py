@@ -24,6 +24,7 @@ from bot.commands import Actor, Commands, EditableField, Reply
 from bot.terminal.cards import ShownCards
 from bot.terminal.prompt import LineReader, PromptReader, StreamReader
 from bot.terminal.render import render_reply
+from jobs.connectors.email import can_take
 
 PROMPT = "crm> "
 # The line that ends a multi-line value typed at the prompt (as in mail(1) and ed(1)).
@@ -40,13 +41,14 @@ def local_actor() -> Actor:
     return Actor(surface="terminal", user_id="local", display_name=os.environ.get("USER") or "you")
 
 
-def _names(word: str, field: str) -> bool:
+def _names(word: str, field: str, value: str) -> bool:
     """Whether a script's `edit ID WORD …` names a field: typed as the field's name (`subject`), or
-    followed by a colon or equals sign in any case (`Subject:`). Text that merely starts with the word
-    ("Subject to your OK, …") is the main text."""
+    followed by a colon or equals sign in any case (`Subject:`), or a recipient in any case before an
+    address and nothing else (`To ada@acme.com`, as the chat surfaces read it). Text that merely starts
+    with the word ("Subject to your OK, …") is the main text."""
     if word[-1:] in (":", "="):
         return word[:-1].lower() == field
-    return word == field
+    return word == field or (field == "to" and word.lower() == "to" and can_take(value.strip()))
 
 
 class TerminalConsole:
@@ -91,7 +93,7 @@ class TerminalConsole:
         main = next((f for f in offer.fields if f.multiline), offer.fields[0])
         if new_text is not None:  # a script's edit says what it wants: no dialogue
             named, _, value = new_text.partition(" ")
-            field = next((f for f in offer.fields if _names(named, f.name)), None)
+            field = next((f for f in offer.fields if _names(named, f.name, value)), None)
             if field is not None and not value.strip():
                 self.say(
                     f"edit {proposal_id} {field.name} <new {field.label.lower()}>: the new value is missing"

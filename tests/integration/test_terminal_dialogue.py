@@ -161,7 +161,7 @@ def test_a_one_line_edit_that_names_a_field_changes_that_field_only(container: A
 
 def test_a_one_line_edit_without_a_field_name_is_the_new_main_text(container: App) -> None:
     """Text that only starts with a field's name, capitalised as prose is, is the main text too."""
-    pid, renew, confirm, sentence = (an_email_proposal(container) for _ in range(4))
+    pid, renew, confirm, sentence, readdressed = (an_email_proposal(container) for _ in range(5))
     before = helpers.row(container.store, renew)["proposed"]["draft"]
     console, out = screen()
 
@@ -172,6 +172,7 @@ def test_a_one_line_edit_without_a_field_name_is_the_new_main_text(container: Ap
                 f"edit {renew} Subject to your OK, we renew on May 1.",
                 f"edit {confirm} To confirm: write to billing@acme.test any time.",
                 f"edit {sentence} to: write to billing@acme.test any time.",
+                f"edit {readdressed} To ada@lovelace.test",  # an address alone: the recipient
             ]
         )
     )
@@ -186,3 +187,5 @@ def test_a_one_line_edit_without_a_field_name_is_the_new_main_text(container: Ap
     assert approved_draft(confirm)["body"] == "To confirm: write to billing@acme.test any time."
     assert "'write to billing@acme.test any time.' is not an email address" in out.getvalue()
     assert helpers.row(container.store, sentence)["state"] == "pending"
+    readdressed_to = helpers.events_of(container.store, readdressed, "proposal.decided")[-1].payload.approved
+    assert readdressed_to["params"]["to"] == "ada@lovelace.test"
