@@ -75,6 +75,8 @@ BACKOFF_MAX_SECONDS = 8.0
 # While an approved send waits out its undo window, look at the proposal this often (an Undo ends
 # the wait early and frees the worker).
 UNDO_POLL_SECONDS = 0.2
+# A job that finds an undo window over this many times in a row without starting gives up to the sweep.
+OVERDUE_TRIES = 3
 # A job never holds a worker longer than this waiting for an undo window: the scheduler queues the
 # job when the window ends, so a job only waits out the last moments (timer skew).
 MAX_JOB_WAIT_SECONDS = 5.0
@@ -420,12 +422,17 @@ class Executor:
 
         With max_wait, a window ending later than that is not waited for: "deferred" is returned.
         """
+        overdue = 0  # tries that found the window over and still did not start
         while True:
             outcome = self.execute(proposal_id)
             if outcome.status != "deferred" or outcome.until is None:
                 return outcome
             remaining = (outcome.until - self.clock()).total_seconds()
             if max_wait is not None and remaining > max_wait:
+                return outcome
+            overdue = overdue + 1 if remaining <= 0 else 0
+            if overdue > OVERDUE_TRIES:  # the log and the row disagree: the stall sweep takes it up
+                log.warning("%s: undo window over, still not started; left to the sweep", proposal_id)
                 return outcome
             self.sleep(min(max(remaining, 0.0), UNDO_POLL_SECONDS))
 
@@ -693,7 +700,7 @@ class Executor:
         else:
             again = f"; retry {handle} to try again" if row.get("retryable") else ""
             lines = [f"{what} failed: {row['error']}", f"show {handle} for the card{again}."]
-            if row["kind"] == "send_email":
+            if row["kind"] == "send_email" and "recipient" in (row["error"] or ""):
                 lines.append(f"To send it to another address: edit {handle} to <address>.")
             self.notifier.notice(lines)
 

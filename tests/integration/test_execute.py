@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from bot.commands import Commands
-from jobs.execute import Executor, default_connectors
+from jobs.execute import OVERDUE_TRIES, Executor, Outcome, default_connectors
 from jobs.notify import Notifier
+from store import events as ev
 from store import lifecycle as lc
 from store.replay import verify
 from store.slice import build_slice
@@ -196,6 +197,26 @@ def test_a_retry_that_came_first_leaves_the_edit_nothing_to_send(store: EventSto
     assert (
         scheduled == [pid, pid] and len([r for r in store.read_all() if r.type == "proposal.recorded"]) == 1
     )
+
+
+def test_a_job_that_keeps_finding_the_window_over_without_starting_gives_up_to_the_sweep(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start that says "deferred" until a time already past (the log and the row disagree, which no
+    path is known to cause) must not hold a worker in a loop: a few tries, then the stall sweep."""
+    past = ev.utcnow() - timedelta(seconds=5)
+    slept: list[float] = []
+    executor = Executor(store, {}, sleep=slept.append)
+    tries: list[str] = []
+
+    def deferred(proposal_id: str) -> Outcome:
+        tries.append(proposal_id)
+        return Outcome("deferred", "inside the undo window", past)
+
+    monkeypatch.setattr(executor, "execute", deferred)
+    outcome = executor.wait_and_execute("prp_x", max_wait=5.0)
+    assert outcome.status == "deferred" and len(tries) == OVERDUE_TRIES + 1
+    assert slept == [0.0] * OVERDUE_TRIES
 
 
 def test_an_email_sent_for_the_operator_is_in_the_customers_recent_touches(
