@@ -25,6 +25,7 @@ from typing import Any
 from bot.command_chat import ChatCommands
 from bot.command_impl import CommandImpl
 from bot.replies import Actor, Choice, Item, Reply, ReplyCode, fail, reply
+from jobs.connectors.email import can_take
 from jobs.views import Button, EditableField, ProposalView
 from store.storable import storable_text
 
@@ -39,8 +40,15 @@ __all__ = [
     "Reply",
     "ReplyCode",
     "fail",
+    "is_recipient",
     "reply",
 ]
+
+
+def is_recipient(text: str) -> bool:
+    """Whether typed text is one email address an edit of `to` would take (a surface reading a typed
+    edit asks, as the command layer checks it again)."""
+    return can_take(text)
 
 
 class Commands:

@@ -20,11 +20,10 @@ from typing import IO
 
 from rich.console import Console
 
-from bot.commands import Actor, Commands, EditableField, Reply
+from bot.commands import Actor, Commands, EditableField, Reply, is_recipient
 from bot.terminal.cards import ShownCards
 from bot.terminal.prompt import LineReader, PromptReader, StreamReader
 from bot.terminal.render import render_reply
-from jobs.connectors.email import can_take
 
 PROMPT = "crm> "
 # The line that ends a multi-line value typed at the prompt (as in mail(1) and ed(1)).
@@ -48,7 +47,7 @@ def _names(word: str, field: str, value: str) -> bool:
     with the word ("Subject to your OK, …") is the main text."""
     if word[-1:] in (":", "="):
         return word[:-1].lower() == field
-    return word == field or (field == "to" and word.lower() == "to" and can_take(value.strip()))
+    return word == field or (field == "to" and word.lower() == "to" and is_recipient(value.strip()))
 
 
 class TerminalConsole:
