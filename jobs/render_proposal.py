@@ -74,10 +74,14 @@ def handle_of(row: Mapping[str, Any]) -> str:
     return str(row["number"]) if row.get("number") is not None else str(row["id"])
 
 
+def tag_of(row: Mapping[str, Any]) -> str:
+    """The proposal as a line shows it: `#7`, else its id."""
+    return f"#{row['number']}" if row.get("number") is not None else str(row["id"])
+
+
 def named(row: Mapping[str, Any], customer_name: str | None) -> str:
     """A proposal in a notice: its number, what it does and for whom (`#7 Send email for Ada Lovelace`)."""
-    handle = f"#{row['number']}" if row.get("number") is not None else row["id"]
-    return f"{handle} {_LABELS.get(row['kind'], row['kind'])} for {customer_name or row['customer_id']}"
+    return f"{tag_of(row)} {_LABELS.get(row['kind'], row['kind'])} for {customer_name or row['customer_id']}"
 
 
 def title_of(row: dict[str, Any], customer_name: str | None) -> str:
@@ -305,12 +309,11 @@ def age(since: datetime, now: datetime) -> str:
 
 def compact_line(row: dict[str, Any], customer_name: str | None, now: datetime) -> str:
     """One proposal on one line: handle, kind, customer, first words, age (`#12 send_email · Acme · …`)."""
-    handle = f"#{row['number']}" if row.get("number") is not None else row["id"]
     words = first_words(row)
     return " · ".join(
         part
         for part in (
-            handle,
+            tag_of(row),
             row["kind"],
             customer_name or row["customer_id"],
             f"“{words}”" if words else "",

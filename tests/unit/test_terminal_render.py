@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 
 from bot.command_text import HELP
@@ -24,14 +26,22 @@ def test_help_keeps_its_square_brackets() -> None:
     assert "reject <id> [reason]" in text and "pause [agent|all]" in text
 
 
+def _view(**fields: Any) -> ProposalView:
+    """An email proposal to Jonas Becker, with the fields a test is about."""
+    base: dict[str, Any] = {
+        "id": "prp_1",
+        "state": "pending",
+        "kind": "send_email",
+        "agent": "inbox_triage",
+        "customer_id": "cus_1",
+        "customer_name": "Jonas Becker",
+        "title": "Send email to jonas@nordlicht.de",
+    }
+    return ProposalView(**{**base, **fields})
+
+
 def test_a_card_shows_bracketed_text_and_a_failing_reply_stays_readable() -> None:
-    view = ProposalView(
-        id="prp_1",
-        state="pending",
-        kind="send_email",
-        agent="inbox_triage",
-        customer_id="cus_1",
-        customer_name="Jonas Becker",
+    view = _view(
         title="Send email to [jonas@nordlicht.de]",
         body=("[b]not bold[/b] and [red]not red[/red]",),
         buttons=(Button("approve", "Approve", "prp_1"),),
@@ -64,13 +74,9 @@ def test_a_state_line_names_the_proposal_once() -> None:
     """A numbered proposal's title begins with its handle: the line read "#2 #2 Send email to …"."""
     from bot.terminal.render import state_line
 
-    numbered = ProposalView(
+    numbered = _view(
         id="prp_2",
         state="executed",
-        kind="send_email",
-        agent="inbox_triage",
-        customer_id="cus_1",
-        customer_name="Jonas Becker",
         title="#2 Send email to jonas@nordlicht.de · Jonas Becker · proposed by inbox_triage",
         status="sent",
         number=2,
